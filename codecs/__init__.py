@@ -1,0 +1,1 @@
+"""madpipe.codecs: construct schemas, CRCs and capture formats for InfiniBand management traffic."""

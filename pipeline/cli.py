@@ -1,0 +1,69 @@
+"""The ``madpipe`` command line: ``main(argv=None) -> int``.
+
+Each command lives in its own module ``madpipe.pipeline.cmd_<name>`` exposing
+``register(subparsers)``, which adds its parser and sets ``func(args) -> int`` as default.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from madpipe.codecs.errors import MadpipeError
+
+# Command modules in the order `madpipe --help` lists them.
+COMMANDS = ["decode"]
+
+EPILOG = """examples:
+  madpipe decode -r pcaps/infiniband_endace_erf_2008.pcap
+  madpipe decode -r capture.pcap -Y 'mad.attr_id==0x16' -T json
+
+Run 'madpipe COMMAND --help' for a command's flags and an example."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="madpipe",
+        description="InfiniBand management traffic toolkit: decode captures, snoop P_Key tables, "
+        "model mlx4 SR-IOV paravirtualization.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"madpipe.pipeline.cmd_{name}").register(sub)
+    return parser
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return "madpipe " + version("madpipe")
+    except Exception:  # not installed: running from a checkout
+        return "madpipe (uninstalled)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except MadpipeError as exc:
+        print(f"madpipe {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # `madpipe decode ... | head`: the reader went away, which is not an error.
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print(f"madpipe {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,13 @@
+import codecs
+import importlib
+
+
+def test_stdlib_codecs_not_shadowed():
+    # The top-level folder is named codecs/ but must never hide the standard library's codecs.
+    assert hasattr(codecs, "lookup")
+    assert codecs.lookup("utf-8").name == "utf-8"
+
+
+def test_namespace_packages_import():
+    for name in ("madpipe.codecs", "madpipe.pipeline"):
+        assert importlib.import_module(name).__name__ == name
