@@ -34,6 +34,14 @@ ERFHeader.__doc__ = """Endace ERF record header, 16 bytes (ERF types reference, 
 
 _ERF = struct.Struct("<QBBHHH")
 
+# Why a record yields no packet (shared with the batch ingest, so both count the same reasons).
+ERF_SHORT = "ERF record shorter than its 16-byte header"
+ERF_EXT_RUNS_PAST = "ERF extension header runs past the record"
+
+
+def erf_not_ib(rtype: int) -> str:
+    return f"ERF type {rtype} is not InfiniBand (21)"
+
 
 def erf_ts_to_ns(ts: int) -> int:
     """32.32 fixed-point seconds -> integer nanoseconds (rounded to nearest)."""
@@ -57,7 +65,7 @@ def erf_wrap(packet: bytes, ts_ns: int, iface: int = 0) -> bytes:
 def erf_unwrap(record: bytes) -> tuple[bytes | None, str | None, int]:
     """(packet, skip reason, iface) of one ERF record; packet is None when it is not InfiniBand."""
     if len(record) < ERF_HEADER_SIZE:
-        return None, f"ERF record of {len(record)} bytes is shorter than its 16-byte header", 0
+        return None, ERF_SHORT, 0
     _ts, rtype, flags, _r, _l, _w = _ERF.unpack_from(record)
     wlen = int.from_bytes(record[14:16], "big")
     iface = flags & 3
@@ -65,11 +73,11 @@ def erf_unwrap(record: bytes) -> tuple[bytes | None, str | None, int]:
     more = rtype & ERF_TYPE_EXT_HEADER
     while more:  # each 8-byte extension header says in its own bit 7 whether another follows
         if len(record) < body + 8:
-            return None, "ERF extension header runs past the record", iface
+            return None, ERF_EXT_RUNS_PAST, iface
         more = record[body] & 0x80
         body += 8
     if (rtype & 0x7F) != ERF_TYPE_INFINIBAND:
-        return None, f"ERF type {rtype & 0x7F} is not InfiniBand (21)", iface
+        return None, erf_not_ib(rtype & 0x7F), iface
     packet = record[body:]
     if wlen < len(packet):  # rlen padding after the wire bytes
         packet = packet[:wlen]
