@@ -139,17 +139,18 @@ def decode_mad(raw: bytes, out: dict, d: FrameDecode | None = None, base: int = 
         s = _smp_schema(directed).parse(raw)
         info = {"m_key": s.m_key}
         if directed:
-            hop_ptr, hop_cnt = raw[4], raw[5]
-            used = min(hop_cnt, 63)
-            if hop_cnt > 63 and d is not None:
-                d.problem(base + 5, "smp.hop_cnt", f"hop count {hop_cnt} exceeds 63")
+            h = s.hdr
+            used = min(h.hop_cnt, 63)
+            if h.hop_cnt > 63 and d is not None:
+                d.problem(base + 7, "smp.hop_cnt", f"hop count {h.hop_cnt} exceeds 63")
+            # Path entry 0 is unused (IBA 14.2.2): hops 1..hop_cnt are the route.
             info.update(
-                hop_ptr=hop_ptr,
-                hop_cnt=hop_cnt,
-                dr_slid=int.from_bytes(raw[32:34], "big"),
-                dr_dlid=int.from_bytes(raw[34:36], "big"),
-                initial_path=list(raw[129:129 + used]),
-                return_path=list(raw[193:193 + used]),
+                hop_ptr=h.hop_ptr,
+                hop_cnt=h.hop_cnt,
+                dr_slid=s.dr_slid,
+                dr_dlid=s.dr_dlid,
+                initial_path=list(s.initial_path[1:1 + used]),
+                return_path=list(s.return_path[1:1 + used]),
             )
         out["smp"] = info
         name = smp.attribute_name(hdr["attr_id"])

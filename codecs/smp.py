@@ -1,0 +1,566 @@
+"""IBA 14.2: Subnet Management Packets (SMPs) and every SMP attribute.
+
+Two MAD formats carry SMPs, both 256 bytes:
+
+- ``SMP``, LID routed (class 0x01, IBA 14.2.1.1, kernel ``struct ib_smp``): the common header,
+  M_Key, 32 reserved bytes, the 64-byte attribute data at byte 64, 128 reserved bytes.
+- ``SMPDirected``, directed route (class 0x81, IBA 14.2.1.2). Its 24-byte header is
+  ``SMPDirectedHeader``: the common ``MADHeader`` with the same field names and offsets, except
+  that ``class_specific`` (bytes 6-7) is split into ``hop_ptr`` (byte 6) and ``hop_cnt``
+  (byte 7), as in ``struct ib_smp``. ``status`` stays a whole be16, so bit 15 is the D (direction)
+  bit, ``IB_SMP_DIRECTION``, and bits 0-14 the status proper (``smp_direction``, ``dr_status``).
+
+Every attribute schema parses the 64-byte SMP data area and is exactly 64 bytes: an attribute
+shorter than that ends with a reserved field. Reserved bits are fields (``resv0``, ``resv1``, ...
+in wire order), so ``build(parse(x)) == x`` for every ``x``. Field offsets are those of rdma-core
+``libibmad/fields.c`` (bit offsets counted from the most significant bit of byte 0), which the
+kernel's ``include/rdma/ib_smi.h``, opensm's ``include/iba/ib_types.h`` and Wireshark's
+``packet-infiniband.c`` agree with. Field names are the IBA component names in snake_case
+(``PortState`` -> ``port_state``); where the kernel has a plain struct member we use its name
+(``struct ib_node_info``: ``sys_guid``, ``node_guid``, ``partition_cap``...).
+
+Bit-packed attributes are ``BitStruct``s so that every field sits at the top level
+(``pi.port_state``, not ``pi.state_info1.port_state``). construct 2.10 compiles them by
+linking the plain parser (there is no code generation for ``Bitwise``), so their compiled
+form is correct but not faster; byte-aligned attributes (``PKeyTable``, ``NodeInfo``,
+``GUIDInfo``, forwarding tables) compile to generated code.
+"""
+from __future__ import annotations
+
+from construct import (
+    Array,
+    BitsInteger,
+    BitStruct,
+    Bytes,
+    Bytewise,
+    Construct,
+    Int8ub,
+    Int16ub,
+    Int24ub,
+    Int32ub,
+    Int64ub,
+    Struct,
+)
+
+from madpipe.codecs.mad import IB_SMP_DIRECTION, MADHeader
+
+__all__ = [
+    "IB_SMP_DATA_SIZE",
+    "IB_SMP_MAX_PATH_HOPS",
+    "IB_SMP_DIRECTION",
+    "IB_SMP_ATTR_NOTICE",
+    "IB_SMP_ATTR_NODE_DESC",
+    "IB_SMP_ATTR_NODE_INFO",
+    "IB_SMP_ATTR_SWITCH_INFO",
+    "IB_SMP_ATTR_GUID_INFO",
+    "IB_SMP_ATTR_PORT_INFO",
+    "IB_SMP_ATTR_PKEY_TABLE",
+    "IB_SMP_ATTR_SL_TO_VL_TABLE",
+    "IB_SMP_ATTR_VL_ARB_TABLE",
+    "IB_SMP_ATTR_LINEAR_FORWARD_TABLE",
+    "IB_SMP_ATTR_RANDOM_FORWARD_TABLE",
+    "IB_SMP_ATTR_MCAST_FORWARD_TABLE",
+    "IB_SMP_ATTR_SM_INFO",
+    "IB_SMP_ATTR_VENDOR_DIAG",
+    "IB_SMP_ATTR_LED_INFO",
+    "IB_SMP_ATTR_VENDOR_MASK",
+    "IB_NUM_PKEY_ELEMENTS_IN_BLOCK",
+    "NODE_TYPE_NAMES",
+    "PORT_STATE_NAMES",
+    "PHYS_PORT_STATE_NAMES",
+    "SM_STATE_NAMES",
+    "SMP",
+    "SMPDirectedHeader",
+    "SMPDirected",
+    "Notice",
+    "NoticeWithIssuerGID",
+    "NodeDescription",
+    "NodeInfo",
+    "SwitchInfo",
+    "GUIDInfo",
+    "PortInfo",
+    "PKeyTable",
+    "SLtoVLMappingTable",
+    "VLArbElement",
+    "VLArbitrationTable",
+    "LinearForwardingTable",
+    "RandomForwardingEntry",
+    "RandomForwardingTable",
+    "MulticastForwardingTable",
+    "SMInfo",
+    "VendorDiag",
+    "LedInfo",
+    "RawAttribute",
+    "SMP_ATTRIBUTES",
+    "attribute_name",
+    "attribute_schema",
+    "pkey_block",
+    "pkey_switch_port",
+    "smp_direction",
+    "dr_status",
+    "node_description_text",
+]
+
+IB_SMP_DATA_SIZE = 64
+IB_SMP_MAX_PATH_HOPS = 64
+
+# Subnet management attribute IDs (include/rdma/ib_smi.h IB_SMP_ATTR_*).
+IB_SMP_ATTR_NOTICE = 0x0002
+IB_SMP_ATTR_NODE_DESC = 0x0010
+IB_SMP_ATTR_NODE_INFO = 0x0011
+IB_SMP_ATTR_SWITCH_INFO = 0x0012
+IB_SMP_ATTR_GUID_INFO = 0x0014
+IB_SMP_ATTR_PORT_INFO = 0x0015
+IB_SMP_ATTR_PKEY_TABLE = 0x0016
+IB_SMP_ATTR_SL_TO_VL_TABLE = 0x0017
+IB_SMP_ATTR_VL_ARB_TABLE = 0x0018
+IB_SMP_ATTR_LINEAR_FORWARD_TABLE = 0x0019
+IB_SMP_ATTR_RANDOM_FORWARD_TABLE = 0x001A
+IB_SMP_ATTR_MCAST_FORWARD_TABLE = 0x001B
+IB_SMP_ATTR_SM_INFO = 0x0020
+IB_SMP_ATTR_VENDOR_DIAG = 0x0030
+IB_SMP_ATTR_LED_INFO = 0x0031
+IB_SMP_ATTR_VENDOR_MASK = 0xFF00  # 0xFF00-0xFFFF are vendor-specific attributes
+
+IB_NUM_PKEY_ELEMENTS_IN_BLOCK = 32
+
+# Value names (IBA 14.2.5.3 NodeType, 14.2.5.6 PortState/PortPhysicalState, 14.2.5.13 SMState).
+NODE_TYPE_NAMES = {1: "CA", 2: "Switch", 3: "Router"}
+PORT_STATE_NAMES = {0: "NoChange", 1: "Down", 2: "Init", 3: "Armed", 4: "Active"}
+PHYS_PORT_STATE_NAMES = {
+    0: "NoChange",
+    1: "Sleep",
+    2: "Polling",
+    3: "Disabled",
+    4: "PortConfigurationTraining",
+    5: "LinkUp",
+    6: "LinkErrorRecovery",
+    7: "PhyTest",
+}
+SM_STATE_NAMES = {0: "NotActive", 1: "Discovering", 2: "Standby", 3: "Master"}
+
+
+# --------------------------------------------------------------------------- SMP formats
+
+SMP = Struct(
+    "hdr" / MADHeader,
+    "m_key" / Int64ub,
+    "resv" / Bytes(32),
+    "data" / Bytes(IB_SMP_DATA_SIZE),
+    "resv2" / Bytes(128),
+)
+SMP.__doc__ = """IBA 14.2.1.1 LID-routed SMP (class 0x01), 256 bytes.
+
+hdr (MADHeader) 0 | m_key be64 24 | resv 32 bytes at 32 | data[64] at 64 | resv2 128 bytes at 128.
+"""
+
+SMPDirectedHeader = Struct(
+    "base_version" / Int8ub,
+    "mgmt_class" / Int8ub,
+    "class_version" / Int8ub,
+    "method" / Int8ub,
+    "status" / Int16ub,
+    "hop_ptr" / Int8ub,
+    "hop_cnt" / Int8ub,
+    "tid" / Int64ub,
+    "attr_id" / Int16ub,
+    "resv" / Int16ub,
+    "attr_mod" / Int32ub,
+)
+SMPDirectedHeader.__doc__ = """IBA 14.2.1.2 common header of a directed-route SMP, 24 bytes.
+
+The MADHeader layout and names, with class_specific split as in ``struct ib_smp``:
+status be16 at 4 (bit 15 = D, IB_SMP_DIRECTION; bits 0-14 = status), hop_ptr at 6, hop_cnt at 7.
+"""
+
+SMPDirected = Struct(
+    "hdr" / SMPDirectedHeader,
+    "m_key" / Int64ub,
+    "dr_slid" / Int16ub,
+    "dr_dlid" / Int16ub,
+    "resv" / Bytes(28),
+    "data" / Bytes(IB_SMP_DATA_SIZE),
+    "initial_path" / Bytes(IB_SMP_MAX_PATH_HOPS),
+    "return_path" / Bytes(IB_SMP_MAX_PATH_HOPS),
+)
+SMPDirected.__doc__ = """IBA 14.2.1.2 directed-route SMP (class 0x81), 256 bytes (struct ib_smp).
+
+hdr (SMPDirectedHeader) 0 | m_key be64 24 | dr_slid be16 32 | dr_dlid be16 34 | resv 28 bytes
+at 36 | data[64] at 64 | initial_path[64] at 128 | return_path[64] at 192.
+"""
+
+
+def smp_direction(status: int) -> int:
+    """The D bit of a directed-route SMP's status: 1 on the way back (ib_get_smp_direction)."""
+    return 1 if status & IB_SMP_DIRECTION else 0
+
+
+def dr_status(status: int) -> int:
+    """The 15-bit status of a directed-route SMP, without the D bit."""
+    return status & 0x7FFF
+
+
+# --------------------------------------------------------------------------- attributes
+
+def _resv_bytes(name: str, size: int):
+    """A reserved byte run at the end of a BitStruct (bytes, not a 0/1 bit string)."""
+    return name / Bytewise(Bytes(size))
+
+
+_NOTICE_FIELDS = (
+    "is_generic" / BitsInteger(1),
+    "notice_type" / BitsInteger(7),
+    "producer_type" / BitsInteger(24),  # VendorID when is_generic == 0
+    "trap_number" / BitsInteger(16),  # DeviceID when is_generic == 0
+    "issuer_lid" / BitsInteger(16),
+    "notice_toggle" / BitsInteger(1),
+    "notice_count" / BitsInteger(15),
+    _resv_bytes("data_details", 54),
+)
+
+Notice = BitStruct(*_NOTICE_FIELDS)
+Notice.__doc__ = """IBA 13.4.8.2 / 14.2.5.1 Notice, attribute 0x0002, in an SMP (SubnTrap), 64 bytes.
+
+bit 0 is_generic:1 | 1 notice_type:7 | 8 producer_type:24 (VendorID if not generic) |
+32 trap_number:16 (DeviceID if not generic) | 48 issuer_lid:16 | 64 notice_toggle:1 |
+65 notice_count:15 | 80 data_details: 54 bytes (trap-specific, bytes 10-63).
+The attribute's IssuerGID (bytes 64-79) does not fit in an SMP's 64-byte data area and is not
+sent there (kernel struct ib_mad_notice_attr is 64 bytes); see NoticeWithIssuerGID for the
+80-byte form used by SubnAdm Report.
+"""
+
+NoticeWithIssuerGID = BitStruct(*_NOTICE_FIELDS, _resv_bytes("issuer_gid", 16))
+NoticeWithIssuerGID.__doc__ = """IBA 13.4.8.2 Notice, attribute 0x0002, 80-byte form (SubnAdm Report).
+
+Notice followed by issuer_gid, 16 bytes at byte 64 (opensm ib_mad_notice_attr_t).
+"""
+
+NodeDescription = Struct(
+    "node_string" / Bytes(64),
+)
+NodeDescription.__doc__ = """IBA 14.2.5.2 NodeDescription, attribute 0x0010, 64 bytes.
+
+node_string: 64 bytes of UTF-8, NUL-padded (not necessarily NUL-terminated); kept as bytes so that
+the round trip is exact. node_description_text() gives the string.
+"""
+
+
+def node_description_text(node_string: bytes) -> str:
+    """NodeDescription.node_string as text: up to the first NUL, invalid UTF-8 replaced."""
+    return node_string.split(b"\x00", 1)[0].decode("utf-8", errors="replace")
+
+
+NodeInfo = Struct(
+    "base_version" / Int8ub,
+    "class_version" / Int8ub,
+    "node_type" / Int8ub,
+    "num_ports" / Int8ub,
+    "sys_guid" / Int64ub,
+    "node_guid" / Int64ub,
+    "port_guid" / Int64ub,
+    "partition_cap" / Int16ub,
+    "device_id" / Int16ub,
+    "revision" / Int32ub,
+    "local_port_num" / Int8ub,
+    "vendor_id" / Int24ub,
+    "resv0" / Bytes(24),
+)
+NodeInfo.__doc__ = """IBA 14.2.5.3 NodeInfo, attribute 0x0011, 40 bytes + 24 reserved (struct ib_node_info).
+
+0 base_version | 1 class_version | 2 node_type | 3 num_ports | 4 sys_guid be64 |
+12 node_guid be64 | 20 port_guid be64 | 28 partition_cap be16 | 30 device_id be16 |
+32 revision be32 | 36 local_port_num | 37 vendor_id be24 | 40 resv0[24].
+"""
+
+SwitchInfo = BitStruct(
+    "linear_fdb_cap" / BitsInteger(16),
+    "random_fdb_cap" / BitsInteger(16),
+    "multicast_fdb_cap" / BitsInteger(16),
+    "linear_fdb_top" / BitsInteger(16),
+    "default_port" / BitsInteger(8),
+    "default_multicast_primary_port" / BitsInteger(8),
+    "default_multicast_not_primary_port" / BitsInteger(8),
+    "life_time_value" / BitsInteger(5),
+    "port_state_change" / BitsInteger(1),
+    "optimized_sl_to_vl_mapping_programming" / BitsInteger(2),
+    "lids_per_port" / BitsInteger(16),
+    "partition_enforcement_cap" / BitsInteger(16),
+    "inbound_enforcement_cap" / BitsInteger(1),
+    "outbound_enforcement_cap" / BitsInteger(1),
+    "filter_raw_inbound_cap" / BitsInteger(1),
+    "filter_raw_outbound_cap" / BitsInteger(1),
+    "enhanced_port0" / BitsInteger(1),
+    "resv0" / BitsInteger(3),
+    "resv1" / BitsInteger(8),
+    "multicast_fdb_top" / BitsInteger(16),
+    _resv_bytes("resv2", 44),
+)
+SwitchInfo.__doc__ = """IBA 14.2.5.4 SwitchInfo, attribute 0x0012, 20 bytes + 44 reserved.
+
+Bit offsets (libibmad fields.c IB_SW_*): 0 linear_fdb_cap:16 | 16 random_fdb_cap:16 |
+32 multicast_fdb_cap:16 | 48 linear_fdb_top:16 | 64 default_port:8 |
+72 default_multicast_primary_port:8 | 80 default_multicast_not_primary_port:8 |
+88 life_time_value:5 | 93 port_state_change:1 | 94 optimized_sl_to_vl_mapping_programming:2 |
+96 lids_per_port:16 | 112 partition_enforcement_cap:16 | 128 inbound_enforcement_cap:1 |
+129 outbound_enforcement_cap:1 | 130 filter_raw_inbound_cap:1 | 131 filter_raw_outbound_cap:1 |
+132 enhanced_port0:1 | 133 resv0:3 | 136 resv1:8 | 144 multicast_fdb_top:16 | byte 20 resv2[44].
+"""
+
+GUIDInfo = Struct(
+    "guids" / Array(8, Int64ub),
+)
+GUIDInfo.__doc__ = """IBA 14.2.5.5 GUIDInfo, attribute 0x0014: one block of 8 be64 GUIDs, 64 bytes.
+
+attr_mod = block number; guids[i] is GUID index 8 * block + i.
+"""
+
+PortInfo = BitStruct(
+    "m_key" / BitsInteger(64),
+    "gid_prefix" / BitsInteger(64),
+    "lid" / BitsInteger(16),
+    "master_sm_lid" / BitsInteger(16),
+    "capability_mask" / BitsInteger(32),
+    "diag_code" / BitsInteger(16),
+    "m_key_lease_period" / BitsInteger(16),
+    "local_port_num" / BitsInteger(8),
+    "link_width_enabled" / BitsInteger(8),
+    "link_width_supported" / BitsInteger(8),
+    "link_width_active" / BitsInteger(8),
+    "link_speed_supported" / BitsInteger(4),
+    "port_state" / BitsInteger(4),
+    "phys_port_state" / BitsInteger(4),
+    "link_down_default_state" / BitsInteger(4),
+    "m_key_protect_bits" / BitsInteger(2),
+    "resv0" / BitsInteger(3),
+    "lmc" / BitsInteger(3),
+    "link_speed_active" / BitsInteger(4),
+    "link_speed_enabled" / BitsInteger(4),
+    "neighbor_mtu" / BitsInteger(4),
+    "master_sm_sl" / BitsInteger(4),
+    "vl_cap" / BitsInteger(4),
+    "init_type" / BitsInteger(4),
+    "vl_high_limit" / BitsInteger(8),
+    "vl_arb_high_cap" / BitsInteger(8),
+    "vl_arb_low_cap" / BitsInteger(8),
+    "init_type_reply" / BitsInteger(4),
+    "mtu_cap" / BitsInteger(4),
+    "vl_stall_count" / BitsInteger(3),
+    "hoq_life" / BitsInteger(5),
+    "operational_vls" / BitsInteger(4),
+    "partition_enforcement_inbound" / BitsInteger(1),
+    "partition_enforcement_outbound" / BitsInteger(1),
+    "filter_raw_inbound" / BitsInteger(1),
+    "filter_raw_outbound" / BitsInteger(1),
+    "m_key_violations" / BitsInteger(16),
+    "p_key_violations" / BitsInteger(16),
+    "q_key_violations" / BitsInteger(16),
+    "guid_cap" / BitsInteger(8),
+    "client_reregister" / BitsInteger(1),
+    "multicast_pkey_trap_suppression_enabled" / BitsInteger(2),
+    "subnet_timeout" / BitsInteger(5),
+    "resv1" / BitsInteger(3),
+    "resp_time_value" / BitsInteger(5),
+    "local_phy_errors" / BitsInteger(4),
+    "overrun_errors" / BitsInteger(4),
+    "max_credit_hint" / BitsInteger(16),
+    "resv2" / BitsInteger(8),
+    "link_round_trip_latency" / BitsInteger(24),
+    "capability_mask2" / BitsInteger(16),
+    "link_speed_ext_active" / BitsInteger(4),
+    "link_speed_ext_supported" / BitsInteger(4),
+    "resv3" / BitsInteger(3),
+    "link_speed_ext_enabled" / BitsInteger(5),
+)
+PortInfo.__doc__ = """IBA 14.2.5.6 PortInfo, attribute 0x0015, 64 bytes; attr_mod = port number.
+
+Bit offsets (libibmad fields.c IB_PORT_*; kernel struct ib_port_info names in brackets):
+0 m_key:64 | 64 gid_prefix:64 | 128 lid:16 | 144 master_sm_lid:16 [sm_lid] |
+160 capability_mask:32 [cap_mask] | 192 diag_code:16 | 208 m_key_lease_period:16 |
+224 local_port_num:8 | 232 link_width_enabled:8 | 240 link_width_supported:8 |
+248 link_width_active:8 | 256 link_speed_supported:4 | 260 port_state:4 (LinkState) |
+264 phys_port_state:4 (PortPhysicalState) | 268 link_down_default_state:4 |
+272 m_key_protect_bits:2 | 274 resv0:3 | 277 lmc:3 | 280 link_speed_active:4 |
+284 link_speed_enabled:4 | 288 neighbor_mtu:4 | 292 master_sm_sl:4 | 296 vl_cap:4 |
+300 init_type:4 | 304 vl_high_limit:8 | 312 vl_arb_high_cap:8 | 320 vl_arb_low_cap:8 |
+328 init_type_reply:4 | 332 mtu_cap:4 | 336 vl_stall_count:3 | 339 hoq_life:5 |
+344 operational_vls:4 | 348 partition_enforcement_inbound:1 | 349 partition_enforcement_outbound:1 |
+350 filter_raw_inbound:1 | 351 filter_raw_outbound:1 | 352 m_key_violations:16 |
+368 p_key_violations:16 | 384 q_key_violations:16 | 400 guid_cap:8 | 408 client_reregister:1 |
+409 multicast_pkey_trap_suppression_enabled:2 | 411 subnet_timeout:5 | 416 resv1:3 |
+419 resp_time_value:5 | 424 local_phy_errors:4 | 428 overrun_errors:4 | 432 max_credit_hint:16 |
+448 resv2:8 | 456 link_round_trip_latency:24 | 480 capability_mask2:16 |
+496 link_speed_ext_active:4 | 500 link_speed_ext_supported:4 | 504 resv3:3 |
+507 link_speed_ext_enabled:5.
+"""
+
+PKeyTable = Struct(
+    "pkeys" / Array(IB_NUM_PKEY_ELEMENTS_IN_BLOCK, Int16ub),
+)
+PKeyTable.__doc__ = """IBA 14.2.5.7 P_KeyTable, attribute 0x0016: one block of 32 be16 P_Keys, 64 bytes.
+
+Bit 15 of a P_Key is the membership type (1 = full member), bits 0-14 the base.
+attr_mod: bits 0-15 block number (pkey_block), bits 16-31 port number on a switch
+(pkey_switch_port); pkeys[i] is P_Key index 32 * block + i.
+"""
+
+
+def pkey_block(attr_mod: int) -> int:
+    """P_KeyTable block number: bits 0-15 of the attribute modifier."""
+    return attr_mod & 0xFFFF
+
+
+def pkey_switch_port(attr_mod: int) -> int:
+    """P_KeyTable port number (switches only): bits 16-31 of the attribute modifier."""
+    return (attr_mod >> 16) & 0xFFFF
+
+
+SLtoVLMappingTable = BitStruct(
+    "sl_to_vl" / Array(16, BitsInteger(4)),
+    _resv_bytes("resv0", 56),
+)
+SLtoVLMappingTable.__doc__ = """IBA 14.2.5.8 SLtoVLMappingTable, attribute 0x0017, 8 bytes + 56 reserved.
+
+sl_to_vl[sl] is the VL for SL sl, 4 bits each, SL0 in the high nibble of byte 0.
+attr_mod: bits 0-7 output port, bits 8-15 input port (switches).
+"""
+
+VLArbElement = BitStruct(
+    "resv" / BitsInteger(4),
+    "vl" / BitsInteger(4),
+    "weight" / BitsInteger(8),
+)
+VLArbElement.__doc__ = """IBA 14.2.5.9 one VL/Weight element of a VLArbitrationTable block, 2 bytes.
+
+resv:4 | vl:4 | weight:8 (struct ib_vl_weight_elem).
+"""
+
+VLArbitrationTable = Struct(
+    "entries" / Array(32, VLArbElement),
+)
+VLArbitrationTable.__doc__ = """IBA 14.2.5.9 VLArbitrationTable, attribute 0x0018: 32 VLArbElement, 64 bytes.
+
+attr_mod: bits 16-31 block (1 low-priority 0-31, 2 low 32-63, 3 high 0-31, 4 high 32-63),
+bits 0-15 output port (switches).
+"""
+
+LinearForwardingTable = Struct(
+    "ports" / Array(64, Int8ub),
+)
+LinearForwardingTable.__doc__ = """IBA 14.2.5.10 LinearForwardingTable, attribute 0x0019: 64 port bytes.
+
+attr_mod = block number; ports[i] is the output port for LID 64 * block + i (255 = none).
+"""
+
+RandomForwardingEntry = BitStruct(
+    "lid" / BitsInteger(16),
+    "valid" / BitsInteger(1),
+    "lmc" / BitsInteger(3),
+    "resv" / BitsInteger(4),
+    "port" / BitsInteger(8),
+)
+RandomForwardingEntry.__doc__ = """IBA 14.2.5.11 one LID/Port element of a RandomForwardingTable, 4 bytes.
+
+lid:16 | valid:1 | lmc:3 | resv:4 | port:8.
+"""
+
+RandomForwardingTable = Struct(
+    "entries" / Array(16, RandomForwardingEntry),
+)
+RandomForwardingTable.__doc__ = """IBA 14.2.5.11 RandomForwardingTable, attribute 0x001A: 16 entries.
+
+attr_mod = block number.
+"""
+
+MulticastForwardingTable = Struct(
+    "port_masks" / Array(32, Int16ub),
+)
+MulticastForwardingTable.__doc__ = """IBA 14.2.5.12 MulticastForwardingTable, attribute 0x001B: 32 PortMasks.
+
+attr_mod: bits 28-31 position (which 16 ports), bits 0-8 block; port_masks[i] covers
+MLID 0xC000 + 32 * block + i, bit p = port 16 * position + p.
+"""
+
+SMInfo = BitStruct(
+    "guid" / BitsInteger(64),
+    "sm_key" / BitsInteger(64),
+    "act_count" / BitsInteger(32),
+    "priority" / BitsInteger(4),
+    "sm_state" / BitsInteger(4),
+    _resv_bytes("resv0", 43),
+)
+SMInfo.__doc__ = """IBA 14.2.5.13 SMInfo, attribute 0x0020, 21 bytes + 43 reserved.
+
+0 guid be64 | 8 sm_key be64 | 16 act_count be32 | byte 20: priority:4, sm_state:4 | 21 resv0[43].
+"""
+
+VendorDiag = Struct(
+    "next_index" / Int16ub,
+    "resv0" / Int16ub,
+    "diag_data" / Bytes(60),
+)
+VendorDiag.__doc__ = """IBA 14.2.5.14 VendorDiag, attribute 0x0030, 64 bytes.
+
+0 next_index be16 | 2 resv0 be16 | 4 diag_data[60] (vendor-specific).
+"""
+
+LedInfo = BitStruct(
+    "led_mask" / BitsInteger(1),
+    "resv0" / BitsInteger(31),
+    _resv_bytes("resv1", 60),
+)
+LedInfo.__doc__ = """IBA 14.2.5.15 LedInfo, attribute 0x0031, 4 bytes + 60 reserved.
+
+bit 0 led_mask:1 (1 = LED on) | 1 resv0:31 | byte 4 resv1[60].
+"""
+
+RawAttribute = Struct(
+    "data" / Bytes(IB_SMP_DATA_SIZE),
+)
+RawAttribute.__doc__ = """An SMP attribute with no schema here (vendor or unknown ID): the 64 data bytes."""
+
+
+# --------------------------------------------------------------------------- registry
+
+SMP_ATTRIBUTES: dict[int, tuple[str, Construct]] = {
+    IB_SMP_ATTR_NOTICE: ("Notice", Notice),
+    IB_SMP_ATTR_NODE_DESC: ("NodeDescription", NodeDescription),
+    IB_SMP_ATTR_NODE_INFO: ("NodeInfo", NodeInfo),
+    IB_SMP_ATTR_SWITCH_INFO: ("SwitchInfo", SwitchInfo),
+    IB_SMP_ATTR_GUID_INFO: ("GUIDInfo", GUIDInfo),
+    IB_SMP_ATTR_PORT_INFO: ("PortInfo", PortInfo),
+    IB_SMP_ATTR_PKEY_TABLE: ("PKeyTable", PKeyTable),
+    IB_SMP_ATTR_SL_TO_VL_TABLE: ("SLtoVLMappingTable", SLtoVLMappingTable),
+    IB_SMP_ATTR_VL_ARB_TABLE: ("VLArbitrationTable", VLArbitrationTable),
+    IB_SMP_ATTR_LINEAR_FORWARD_TABLE: ("LinearForwardingTable", LinearForwardingTable),
+    IB_SMP_ATTR_RANDOM_FORWARD_TABLE: ("RandomForwardingTable", RandomForwardingTable),
+    IB_SMP_ATTR_MCAST_FORWARD_TABLE: ("MulticastForwardingTable", MulticastForwardingTable),
+    IB_SMP_ATTR_SM_INFO: ("SMInfo", SMInfo),
+    IB_SMP_ATTR_VENDOR_DIAG: ("VendorDiag", VendorDiag),
+    IB_SMP_ATTR_LED_INFO: ("LedInfo", LedInfo),
+}
+"""attr_id -> (name, schema): the name is also the schema's name in this module."""
+
+_compiled: dict[int, Construct] = {}  # id(schema) -> compiled schema; schemas live at module level
+
+
+def attribute_name(attr_id: int) -> str:
+    """Name of an SMP attribute (the schema's name), 'Vendor0xff01' for vendor IDs, else 'Attr0x....'."""
+    if attr_id in SMP_ATTRIBUTES:
+        return SMP_ATTRIBUTES[attr_id][0]
+    if attr_id & IB_SMP_ATTR_VENDOR_MASK == IB_SMP_ATTR_VENDOR_MASK:
+        return f"Vendor0x{attr_id:04x}"
+    return f"Attr0x{attr_id:04x}"
+
+
+def attribute_schema(attr_id: int, compiled: bool = False) -> Construct:
+    """Schema of an SMP attribute's 64-byte data area; RawAttribute when the ID is unknown.
+
+    ``compiled=True`` returns the compiled schema, built on first use and cached.
+    """
+    schema = SMP_ATTRIBUTES.get(attr_id, ("", RawAttribute))[1]
+    if not compiled:
+        return schema
+    key = id(schema)
+    if key not in _compiled:
+        _compiled[key] = schema.compile()
+    return _compiled[key]

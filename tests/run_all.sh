@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a fresh Debian machine, then run it twice:
+# once with the numba kernels compiled, once as plain Python (NUMBA_DISABLE_JIT=1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+APT_PACKAGES="tshark opensm ibsim-utils infiniband-diags"
+missing=""
+for pkg in $APT_PACKAGES; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends $missing
+fi
+python3 -m pip install -q -e '.[test]'
+# Tools are installed above: a missing one is a failure here, never a skip.
+export MADPIPE_REQUIRE_TOOLS=1
+python3 -m pytest -q "$@"
+NUMBA_DISABLE_JIT=1 python3 -m pytest -q -p no:cacheprovider "$@"
