@@ -12,7 +12,7 @@ import sys
 from madpipe.codecs.errors import MadpipeError
 
 # Command modules in the order `madpipe --help` lists them.
-COMMANDS = ["decode"]
+COMMANDS = ["decode", "snoop"]
 
 EPILOG = """examples:
   madpipe decode -r pcaps/infiniband_endace_erf_2008.pcap

@@ -1,0 +1,168 @@
+"""`madpipe snoop`: every port's P_Key table as the SM left it, the changes in time order, findings."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from madpipe.codecs.errors import MadpipeError
+from madpipe.pipeline import fabric
+from madpipe.pipeline.output import jsonl
+from madpipe.pipeline.pkey_map import read_pkey_map
+
+EXAMPLE = """rules (--from):
+  set      the kernel's rule (smp_snoop): a SubnSet(P_KeyTable) is applied when the GetResp with
+           its TID, from that port, has status 0; with no answer in the capture it is applied and
+           counted as unconfirmed; with an error status it is not applied.
+  getresp  every SubnGetResp(P_KeyTable) with status 0 sets the table the port reported.
+
+host view (--host LID --vfs N): the port at that LID as an mlx4 SR-IOV master's port -P: its
+virt2phys_pkey (init_pkeys, then --pkey-map), the P_Key-change events of the master and of each
+VF, and each VF's virtual P_Key table. A --pkey-map file has one line per mapping,
+'VF PORT INDEX PHYS_INDEX' (what echo PHYS > iov/<vf>/ports/<port>/pkey_idx/<index> does).
+
+examples:
+  madpipe snoop -r pcaps/opensm_partitions.pcap
+  madpipe snoop -r capture.pcap --from getresp -T json | jq 'select(.type=="event")'
+  madpipe snoop -r capture.pcap --host 0x4 --vfs 2 --pkey-map vfs.map"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "snoop",
+        help="P_Key tables of every port from a capture, as the mlx4 master's smp_snoop sees them",
+        description="Run the mlx4 smp_snoop model over a capture: each target port (by LID, by "
+        "directed-route path, plus the switch port from attr_mod) keeps its own phys_pkey_cache. "
+        "Prints each port's final P_Key table (smpquery pkeys layout), the change events in time "
+        "order, findings (blocks past the kernel's table) and counts.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-r", dest="read", metavar="FILE", required=True, help="capture to read")
+    p.add_argument("--from", dest="rule", choices=fabric.FROM_RULES, default="set",
+                   help="which MADs set a table (default set: the kernel's rule)")
+    p.add_argument("-T", dest="format", choices=("text", "json"), default="text",
+                   help="output format (default text; json = JSON Lines with a 'type' key)")
+    p.add_argument("--profile", choices=("3.7", "new"), default="new",
+                   help="kernel profile: 3.7 (the seed commit) or new (mainline, per-VF events)")
+    p.add_argument("--host", metavar="LID", type=_int, help="mlx4 host view of the port at this LID")
+    p.add_argument("--vfs", metavar="N", type=_int, default=0, help="number of VFs on the host (1..79)")
+    p.add_argument("-P", dest="port_num", metavar="PORT", type=_int, default=1,
+                   help="the host's physical port number, 1 or 2 (default 1)")
+    p.add_argument("--pkey-map", metavar="FILE", help="VF P_Key index mappings for the host view")
+    p.set_defaults(func=run)
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+def run(args) -> int:
+    if args.host is None and (args.vfs or args.pkey_map):
+        raise MadpipeError("--vfs and --pkey-map describe a host: give --host LID too")
+    if args.host is not None and not 1 <= args.vfs <= 79:
+        raise MadpipeError(f"--vfs must be 1..79 with --host, got {args.vfs}")
+    if args.port_num not in (1, 2):
+        raise MadpipeError(f"-P must be 1 or 2, got {args.port_num}")
+    v2p = None
+    if args.pkey_map:
+        v2p = read_pkey_map(args.pkey_map, num_vfs=args.vfs)
+    result = fabric.snoop_capture(args.read, args.rule, args.profile, host=args.host,
+                                  num_vfs=args.vfs, port_num=args.port_num, v2p=v2p)
+    out = sys.stdout
+    (print_json if args.format == "json" else print_text)(result, out)
+    out.flush()
+    if result.file_error:
+        print(f"madpipe snoop: {args.read}: {result.file_error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _changes_text(changes) -> str:
+    return " ".join(f"[{i}] 0x{old:04x}->0x{new:04x}" for i, old, new in changes)
+
+
+def print_text(r: fabric.FabricSnoop, out) -> None:
+    for pid in sorted(r.ports, key=_port_order):
+        st = r.ports[pid]
+        cap = f", {st.capacity} pkeys capacity" if st.capacity else ""
+        out.write(f"Port {pid.label()}{cap}:\n")
+        for line in fabric.format_pkeys(st.table, fabric.shown_entries(st)):
+            out.write(line + "\n")
+        out.write("\n")
+    if r.events:
+        out.write("P_Key change events:\n")
+        out.write(f"{'frame':>7} {'time':>12}  {'port':<28} {'block':>5} {'bitmap':>10}  changes\n")
+        t0 = r.events[0].ts
+        for e in r.events:
+            flag = " (unconfirmed)" if e.unconfirmed else ""
+            out.write(f"{e.frame:7d} {e.ts - t0:12.6f}  {e.port.label():<28} {e.block:5d} "
+                      f"0x{e.bitmap:08x}  {_changes_text(e.changes)}{flag}\n")
+        out.write("\n")
+    if r.findings:
+        out.write("Findings:\n")
+        for f in r.findings:
+            out.write(f"  frame {f.frame}: {f.port.label()} block {f.block}: {f.text}\n")
+        out.write("\n")
+    if r.host is not None:
+        _print_host(r.host, out)
+    out.write(_summary(r) + "\n")
+
+
+def _print_host(h: fabric.HostView, out) -> None:
+    out.write(f"Host lid 0x{h.pid.lid:04x} port {h.port_num}, {h.num_vfs} VFs (mlx4 master view):\n")
+    out.write(f"  master P_Key-change events at frames: {_frames(h.master_events)}\n")
+    for vf in range(1, h.num_vfs + 1):
+        out.write(f"  VF {vf} events at frames: {_frames(h.vf_events.get(vf, []))}\n")
+        table = h.virtual_table(vf)
+        used = [i for i in range(len(table)) if h.v2p[vf, h.port_num - 1, i] != 127 or i == 0]
+        pairs = " ".join(f"[{i}]->{int(h.v2p[vf, h.port_num - 1, i])}=0x{int(table[i]):04x}" for i in used)
+        out.write(f"    virtual table (index->physical=P_Key, unmapped entries omitted): {pairs}\n")
+    out.write("\n")
+
+
+def _frames(frames) -> str:
+    return ", ".join(map(str, frames)) if frames else "none"
+
+
+def _port_order(pid: fabric.PortId):
+    return (pid.lid is None, pid.lid or 0, pid.dr_path or (), pid.port)
+
+
+def _summary(r: fabric.FabricSnoop) -> str:
+    c = r.counts
+    text = (f"{c['frames']} frames, {c['mads']} MADs, {c['smps']} SMPs; {c['ports']} ports; "
+            f"{c['events']} change events; {c['findings']} findings")
+    if "sets" in c or "getresps" in c:
+        text += (f"; P_KeyTable {'Sets' if 'sets' in c else 'GetResps'}: "
+                 f"{c['sets'] or c['getresps']} ({c['unconfirmed']} unconfirmed, {c['rejected']} with error status)")
+    if r.skipped:
+        text += f"; {sum(r.skipped.values())} frames skipped (" + ", ".join(
+            f"{n} {why}" for why, n in r.skipped.items()) + ")"
+    return text
+
+
+def print_json(r: fabric.FabricSnoop, out) -> None:
+    for pid in sorted(r.ports, key=_port_order):
+        st = r.ports[pid]
+        jsonl({"type": "port", **pid.as_json(), "capacity": st.capacity,
+               "pkeys": [int(p) for p in st.table]}, out)
+    for e in r.events:
+        jsonl({"type": "event", "frame": e.frame, "ts": e.ts, **e.port.as_json(), "block": e.block,
+               "bitmap": e.bitmap, "changes": [list(c) for c in e.changes], "unconfirmed": e.unconfirmed}, out)
+    for f in r.findings:
+        jsonl({"type": "finding", "frame": f.frame, **f.port.as_json(), "block": f.block, "kind": f.kind,
+               "text": f.text}, out)
+    if r.host is not None:
+        h = r.host
+        jsonl({"type": "host", "lid": h.pid.lid, "port_num": h.port_num, "num_vfs": h.num_vfs,
+               "master_events": h.master_events, "phys_pkeys": [int(p) for p in h.phys]}, out)
+        for vf in range(1, h.num_vfs + 1):
+            jsonl({"type": "vf", "vf": vf, "events": h.vf_events.get(vf, []),
+                   "virt2phys_pkey": [int(x) for x in h.v2p[vf, h.port_num - 1]],
+                   "pkeys": [int(p) for p in h.virtual_table(vf)]}, out)
+    jsonl({"type": "summary", **{k: int(v) for k, v in r.counts.items()},
+           "skipped": dict(r.skipped), "file_error": r.file_error}, out)
+
