@@ -10,6 +10,7 @@ import importlib
 import sys
 
 from madpipe.codecs.errors import MadpipeError
+from madpipe.pipeline import jit
 
 # Command modules in the order `madpipe --help` lists them.
 COMMANDS = ["decode", "snoop"]
@@ -45,7 +46,23 @@ def _version() -> str:
         return "madpipe (uninstalled)"
 
 
+def _input_files(argv: list[str]) -> list[str]:
+    """The files given with -r, found before argparse runs (it imports the kernel modules)."""
+    files = []
+    for i, arg in enumerate(argv):
+        if arg in ("-r", "--read") and i + 1 < len(argv):
+            files.append(argv[i + 1])
+        elif arg.startswith("-r") and len(arg) > 2 and not arg.startswith("--"):
+            files.append(arg[2:])
+    return files
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    files = _input_files(argv)
+    if files:
+        # A small capture is done before numba could even load: run the kernels as Python.
+        jit.plan_for_inputs(files)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

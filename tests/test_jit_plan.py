@@ -1,0 +1,38 @@
+"""Small jobs never load numba; large ones compile (with the on-disk cache)."""
+import subprocess
+import sys
+from pathlib import Path
+
+REAL = Path(__file__).parent.parent / "pcaps" / "infiniband_endace_erf_2008.pcap"
+
+PROBE = """
+import sys
+from madpipe.pipeline.cli import main
+code = main(sys.argv[1:])
+print("numba" in sys.modules, code)
+"""
+
+
+def probe(*argv, env=None):
+    out = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, env=env, check=True)
+    return out.stdout.splitlines()[-1].split()
+
+
+def test_small_capture_does_not_load_numba():
+    assert probe("snoop", "-r", str(REAL)) == ["False", "0"]
+    assert probe("decode", "-r", str(REAL)) == ["False", "0"]
+
+
+def test_large_capture_compiles(tmp_path):
+    big = tmp_path / "big.pcap"
+    data = REAL.read_bytes()
+    big.write_bytes(data + data[24:] * 200)  # 200 more copies of the records: past the threshold
+    assert big.stat().st_size > 256 * 1024
+    assert probe("snoop", "-r", str(big)) == ["True", "0"]
+
+
+def test_environment_overrides(tmp_path):
+    import os
+
+    env = dict(os.environ, MADPIPE_JIT="1")
+    assert probe("snoop", "-r", str(REAL), env=env) == ["True", "0"]
