@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
-from madpipe.codecs.erf import ERF_HEADER_SIZE, erf_unwrap, erf_wrap
+from madpipe.codecs.erf import ERF_HEADER_SIZE, erf_ts_to_ns, erf_unwrap, erf_wrap
 from madpipe.codecs.errors import CaptureError
 
 LINKTYPE_ERF = 197
@@ -215,6 +215,9 @@ class CaptureReader:
             if reason:
                 return self._skip(pkt, reason)
             pkt.orig_len = max(orig - ERF_HEADER_SIZE, 0)
+            # The ERF timestamp is the capture card's own, in 2^-32 s; the pcap record's is that
+            # time cut to the file's resolution (tshark shows the ERF one too).
+            pkt.ts_ns = erf_ts_to_ns(int.from_bytes(data[:8], "little"))
         elif linktype != LINKTYPE_INFINIBAND:
             pkt.data = None
             return self._skip(pkt, f"link type {linktype} is not InfiniBand")

@@ -51,6 +51,12 @@ def scan_pcap(buf, end, big, scale, erf, max_record, rec_off, pkt_off, pkt_len, 
             if incl < 16:
                 c = REC_ERF_SHORT
             else:
+                # The card's own 32.32 timestamp, not the pcap record's truncated copy of it.
+                erf_ts = np.uint64(0)
+                for b in range(8):
+                    erf_ts |= np.uint64(buf[body + b]) << np.uint64(8 * b)
+                frac_ns = ((erf_ts & np.uint64(0xFFFFFFFF)) * np.uint64(1000000000) + np.uint64(1 << 31)) >> np.uint64(32)
+                ts_ns[n] = np.int64(erf_ts >> np.uint64(32)) * 1000000000 + np.int64(frac_ns)
                 rtype = buf[body + 8]
                 wlen = (np.int64(buf[body + 14]) << 8) | np.int64(buf[body + 15])
                 start = body + 16
