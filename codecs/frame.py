@@ -7,9 +7,8 @@ with the byte offset and the field, and everything before it is still decoded.
 from __future__ import annotations
 
 import ipaddress
-from functools import cache
-
 from madpipe.codecs import crc, gmp, mad, ib_headers as ibh
+from madpipe.codecs.compiled import compiled
 
 MAD_CLASSES_SMP = (mad.IB_MGMT_CLASS_SUBN_LID_ROUTED, mad.IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE)
 
@@ -20,10 +19,9 @@ MAD_KEYS = ("base_version", "mgmt_class", "class_version", "method", "status",
             "class_specific", "tid", "attr_id", "resv", "attr_mod")
 
 
-@cache
 def _compiled(schema_name: str):
     """Compiled headers: lengths are checked before parsing, so the fast parser cannot fail."""
-    return getattr(ibh, schema_name).compile()
+    return compiled(getattr(ibh, schema_name))
 
 
 def plain(value):
@@ -122,9 +120,8 @@ def _mad_header(raw: bytes) -> dict:
     return {k: hdr[k] for k in MAD_KEYS}
 
 
-@cache
 def _mad_header_schema():
-    return mad.MADHeader.compile()
+    return compiled(mad.MADHeader)
 
 
 def decode_mad(raw: bytes, out: dict, d: FrameDecode | None = None, base: int = 0) -> dict:
@@ -170,11 +167,10 @@ def decode_mad(raw: bytes, out: dict, d: FrameDecode | None = None, base: int = 
     return out
 
 
-@cache
 def _smp_schema(directed: bool):
     from madpipe.codecs import smp
 
-    return (smp.SMPDirected if directed else smp.SMP).compile()
+    return compiled(smp.SMPDirected if directed else smp.SMP)
 
 
 def _finish(d: FrameDecode, icrc_ok=None, vcrc_ok=None) -> dict:

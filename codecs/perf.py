@@ -24,6 +24,7 @@ from construct import (
     Struct,
 )
 
+from madpipe.codecs.compiled import compiled as compiled_schema
 from madpipe.codecs.mad import IB_MGMT_CLASS_PERF_MGMT, MAD_HEADER_SIZE, MADHeader
 
 __all__ = [
@@ -234,7 +235,6 @@ PERF_ATTRIBUTES: dict[int, tuple[str, Construct]] = {
 }
 """attr_id -> (name, schema): the name is also the schema's name in this module."""
 
-_compiled: dict[int, Construct] = {}  # id(schema) -> compiled schema; schemas live at module level
 
 
 def attribute_name(attr_id: int) -> str:
@@ -254,7 +254,4 @@ def attribute_schema(attr_id: int, compiled: bool = False) -> Construct:
     schema = PERF_ATTRIBUTES.get(attr_id, ("", RawPerfAttribute))[1]
     if not compiled:
         return schema
-    key = id(schema)
-    if key not in _compiled:
-        _compiled[key] = schema.compile()
-    return _compiled[key]
+    return compiled_schema(schema)

@@ -12,10 +12,10 @@ says so. Every byte is a field (reserved ones too), so ``build(parse(x)) == x`` 
 Mailbox byte offsets used by the paravirtualization model (``MBOX_*``) are computed from the
 schema by :func:`field_offset`, never written down a second time.
 """
-from functools import cache
 
 from construct import Bytes, Int8ub, Int16ub, Int32ub, Int64ub, Struct
 
+from .compiled import compiled
 from .errors import DecodeError
 
 # enum mlx4_qp_optpar (qp.h): which optional context fields a transition carries.
@@ -193,10 +193,9 @@ optpar (enum mlx4_qp_optpar, be32), 4 reserved bytes, struct mlx4_qp_context at 
 (mlx4_qp_modify() in drivers/net/ethernet/mellanox/mlx4/qp.c)."""
 
 
-@cache
 def compiled_mailbox():
     """QPContextMailbox compiled once, for trusted batch decode."""
-    return QPContextMailbox.compile()
+    return compiled(QPContextMailbox)
 
 
 def _unwrap(con):

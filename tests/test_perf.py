@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import common, strip
+from helpers import check_field_table, common
 from madpipe.codecs import perf
 from madpipe.codecs.mad import MADHeader
 from madpipe.codecs.perf import (
@@ -22,40 +22,6 @@ from madpipe.codecs.perf import (
 )
 
 
-def put_bits(buf: bytearray, offset: int, width: int, value: int) -> None:
-    """OR ``value`` into ``buf`` at a big-endian bit offset (bit 0 = MSB of byte 0)."""
-    total = len(buf) * 8
-    assert 0 < width and offset + width <= total and 0 <= value < 1 << width
-    n = int.from_bytes(buf, "big") | value << (total - offset - width)
-    buf[:] = n.to_bytes(len(buf), "big")
-
-
-def as_int(value) -> int:
-    return int.from_bytes(value, "big") if isinstance(value, bytes) else int(value)
-
-
-def check_field_table(schema, table, size):
-    """Every field of ``table`` ((name, bit offset, width), in wire order) decodes at its offset
-    (same check as in test_smp.py): the table tiles ``size`` bytes and names the schema's fields;
-    each field alone, all ones and asymmetric, reads back with every other field 0, and rebuilds."""
-    pos = 0
-    for name, offset, width in table:
-        assert offset == pos, f"gap or overlap before {name}"
-        pos += width
-    assert pos == size * 8
-    assert schema.sizeof() == size
-    assert list(strip(schema.parse(bytes(size)))) == [name for name, _, _ in table]
-    for name, offset, width in table:
-        mask = (1 << width) - 1
-        asymmetric = (1 << (width - 1)) | 1 | (0x5A5A5A5A5A5A5A5A & mask)
-        for value in (mask, asymmetric):
-            buf = bytearray(size)
-            put_bits(buf, offset, width, value)
-            parsed = schema.parse(bytes(buf))
-            got = {k: as_int(v) for k, v in strip(parsed).items()}
-            assert got[name] == value, name
-            assert all(v == 0 for k, v in got.items() if k != name), name
-            assert schema.build(parsed) == bytes(buf)
 
 
 PORT_COUNTERS_FIELDS = [
@@ -267,13 +233,6 @@ ALL_SCHEMAS = {name: schema for name, schema in PERF_ATTRIBUTES.values()} | {
     "PerfMAD": PerfMAD,
     "RawPerfAttribute": RawPerfAttribute,
 }
-_compiled = {}
-
-
-def compiled_schema(name):
-    if name not in _compiled:
-        _compiled[name] = ALL_SCHEMAS[name].compile()
-    return _compiled[name]
 
 
 @pytest.mark.parametrize("name", sorted(ALL_SCHEMAS))
@@ -283,9 +242,4 @@ def test_roundtrip_random_bytes(name, data):
     schema = ALL_SCHEMAS[name]
     size = schema.sizeof()
     raw = data.draw(st.binary(min_size=size, max_size=size), label="raw")
-    parsed = schema.parse(raw)
-    assert schema.build(parsed) == raw
-    compiled = compiled_schema(name)
-    parsed_c = compiled.parse(raw)
-    assert strip(parsed_c) == strip(parsed)
-    assert compiled.build(parsed_c) == raw
+    common(schema, raw, size=size)
