@@ -1,0 +1,242 @@
+"""`madpipe bench`: throughput of every stage, each as a ratio to a baseline measured in the same run.
+
+Groups and their baselines:
+- snoop: a memory-touch kernel reading the two cache lines of each 256-byte MAD the snoop reads
+  (header and P_Key block) is the physical limit; the numba kernel (both profiles), the
+  pure-Python reference, construct per MAD and scapy per MAD are measured against it.
+- paravirt: a plain memory copy of the mailboxes is the baseline for the kernels in place and out
+  of place, and for the reference.
+- capture: reading the file's bytes is the baseline for ingest into batches, `madpipe snoop` end
+  to end, `madpipe decode -T json`, and tshark's decode of the same file (when installed).
+- startup: wall time of a small `madpipe snoop` run without numba, with numba and a warm cache,
+  and with a cold compile (the difference is the JIT compile time).
+
+Slow ways (reference, construct, scapy, decode, tshark) run on a subset, reported as a rate.
+Every figure is the median of ``repeat`` runs with the min and max.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from madpipe.pipeline import workload
+
+GROUPS = ("snoop", "paravirt", "capture", "startup")
+
+
+@dataclass
+class Figure:
+    group: str
+    name: str
+    items: int  # how many MADs, mailboxes or frames one run handles
+    unit: str
+    times: list[float] = field(default_factory=list)
+    baseline: str | None = None  # name of the figure in the same group this one is compared to
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def rate(self) -> float:
+        return self.items / self.median if self.median > 0 else float("inf")
+
+    def as_json(self, ratio: float | None) -> dict:
+        return {"group": self.group, "name": self.name, "items": self.items, "unit": self.unit,
+                "median_s": self.median, "min_s": min(self.times), "max_s": max(self.times),
+                "rate_per_s": self.rate, "baseline": self.baseline, "ratio_to_baseline": ratio,
+                "note": self.note}
+
+
+class Bench:
+    def __init__(self, n: int, repeat: int, progress=None, subset: int = 20_000, seed: int = 1):
+        self.n = n
+        self.repeat = repeat
+        self.subset = min(subset, n)
+        self.seed = seed
+        self.figures: list[Figure] = []
+        self.progress = progress or (lambda text: None)
+
+    def measure(self, group, name, items, fn, *, unit="MADs", baseline=None, repeat=None,
+                note="") -> Figure:
+        fig = Figure(group, name, items, unit, baseline=baseline, note=note)
+        runs = repeat or self.repeat
+        for i in range(runs):
+            self.progress(f"{group}: {name} ({i + 1}/{runs})")
+            t0 = time.perf_counter()
+            fn()
+            fig.times.append(time.perf_counter() - t0)
+        self.figures.append(fig)
+        return fig
+
+    def ratio(self, fig: Figure) -> float | None:
+        if fig.baseline is None:
+            return None
+        base = next(f for f in self.figures if f.group == fig.group and f.name == fig.baseline)
+        return fig.rate / base.rate
+
+    # -- groups ---------------------------------------------------------------------------
+    def snoop(self) -> None:
+        from madpipe.codecs import smp as smpc
+        from madpipe.pipeline import kernels_bench, snoop
+
+        mads, port_num, status = workload.sm_mads(self.n, self.seed)
+        base = "memory touch (2 lines/MAD)"
+        kernels_bench.touch_lines(mads[:2])  # compile outside the timing
+        self.measure("snoop", base, self.n, lambda: kernels_bench.touch_lines(mads))
+        for profile in ("new", "3.7"):
+            def run(upto=self.n, profile=profile):
+                cache, v2p = snoop.init_pkeys(num_vfs=4)
+                snoop.smp_snoop(cache, v2p, mads[:upto], port_num[:upto], status[:upto], num_vfs=4,
+                                profile=profile)
+            run(8)  # compile (or load from the cache) outside the timing
+            self.measure("snoop", f"numba kernel, profile {profile}", self.n, run, baseline=base)
+        sub = self.subset
+        cache, v2p = snoop.init_pkeys(num_vfs=4)
+        self.measure("snoop", "pure-Python reference", sub,
+                     lambda: snoop.smp_snoop_reference(cache, v2p, mads[:sub], port_num[:sub], status[:sub],
+                                                       num_vfs=4, profile="new"),
+                     baseline=base, repeat=1)
+        smp_s = smpc.attribute_schema(smpc.IB_SMP_ATTR_PKEY_TABLE, compiled=True)
+        from madpipe.codecs.compiled import compiled
+        hdr_s = compiled(smpc.SMP)
+        few = min(sub, 5000)
+        raw = [mads[i].tobytes() for i in range(few)]
+
+        def construct_snoop():
+            table = [0] * 256
+            for i, m in enumerate(raw):
+                s = hdr_s.parse(m)
+                h = s.hdr
+                if h.mgmt_class in (1, 0x81) and h.method == 2 and h.attr_id == 0x16 and not status[i]:
+                    keys = smp_s.parse(s.data).pkeys
+                    first = (int(port_num[i]) - 1) * 128 + (h.attr_mod & 0xFFFF) * 32
+                    if first + 32 <= 256:
+                        for j, p in enumerate(keys):
+                            table[first + j] = p
+        self.measure("snoop", "construct per MAD (compiled)", few, construct_snoop, baseline=base, repeat=1)
+        try:
+            from madpipe.codecs import layers  # noqa: F401  (scapy layers, when present)
+            from scapy.packet import Raw  # noqa: F401
+        except ImportError:
+            return
+        scapy_few = min(sub, 2000)
+        frames = [bytes(r) for r in workload.mad_frames(mads[:scapy_few])]
+
+        def scapy_dissect():
+            for f in frames:
+                layers.LRH(f)
+        self.measure("snoop", "scapy per MAD (dissect only)", scapy_few, scapy_dissect, baseline=base, repeat=1)
+
+    def paravirt(self) -> None:
+        from madpipe.pipeline import paravirt, snoop
+
+        mbox, transition, slave, qpn = workload.qp_commands(self.n, self.seed)
+        _, v2p = snoop.init_pkeys(num_vfs=8)
+        base = "memory copy"
+        out = np.empty_like(mbox)
+        self.measure("paravirt", base, self.n, lambda: np.copyto(out, mbox), unit="mailboxes")
+        kw = dict(base_proxy_sqpn=0x48, profile="3.7")
+        paravirt.rewrite(mbox[:4], transition[:4], slave[:4], qpn[:4], v2p, **kw)
+        paravirt.rewrite_inplace(mbox[:4].copy(), transition[:4], slave[:4], qpn[:4], v2p, **kw)
+        work = mbox.copy()
+        self.measure("paravirt", "numba in place", self.n,
+                     lambda: paravirt.rewrite_inplace(work, transition, slave, qpn, v2p, **kw),
+                     unit="mailboxes", baseline=base)
+        self.measure("paravirt", "numba out of place", self.n,
+                     lambda: paravirt.rewrite(mbox, transition, slave, qpn, v2p, **kw),
+                     unit="mailboxes", baseline=base)
+        sub = self.subset
+        self.measure("paravirt", "pure-Python reference", sub,
+                     lambda: paravirt.rewrite_reference(mbox[:sub], transition[:sub], slave[:sub], qpn[:sub],
+                                                        v2p, **kw),
+                     unit="mailboxes", baseline=base, repeat=1)
+
+    def capture(self) -> None:
+        from madpipe.pipeline import fabric
+        from madpipe.pipeline.ingest import Ingest
+
+        tmp = tempfile.mkdtemp(prefix="madpipe-bench-")
+        try:
+            mads, _, _ = workload.sm_mads(self.n, self.seed)
+            big = os.path.join(tmp, "big.pcap")
+            workload.write_capture(big, workload.mad_frames(mads))
+            small = os.path.join(tmp, "subset.pcap")
+            workload.write_capture(small, workload.mad_frames(mads[:self.subset]))
+            base = "read the file"
+
+            def read_file():
+                with open(big, "rb") as f:
+                    while f.read(1 << 24):
+                        pass
+            self.measure("capture", base, self.n, read_file, unit="frames")
+
+            def ingest():
+                for batch in Ingest(big):
+                    batch.mads()
+            self.measure("capture", "ingest into batches + MADs", self.n, ingest, unit="frames", baseline=base)
+            self.measure("capture", "madpipe snoop (end to end)", self.n,
+                         lambda: fabric.snoop_capture(big), unit="frames", baseline=base, repeat=1)
+            sub = self.subset
+            self.measure("capture", "madpipe decode -T json", sub,
+                         lambda: _run_quiet(["decode", "-r", small, "-T", "json"]),
+                         unit="frames", baseline=base, repeat=1)
+            tshark = shutil.which("tshark")
+            if tshark:
+                for mode in ("-T json", "plain"):
+                    args = [tshark, "-n", "-r", small] + (["-T", "json"] if mode == "-T json" else [])
+                    self.measure("capture", f"tshark {mode}", sub,
+                                 lambda args=args: subprocess.run(args, stdout=subprocess.DEVNULL,
+                                                                  stderr=subprocess.DEVNULL, check=True),
+                                 unit="frames", baseline=base, repeat=1)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def startup(self) -> None:
+        tmp = tempfile.mkdtemp(prefix="madpipe-bench-")
+        try:
+            mads, _, _ = workload.sm_mads(50, self.seed)
+            path = os.path.join(tmp, "small.pcap")
+            workload.write_capture(path, workload.mad_frames(mads))
+            cmd = [sys.executable, "-m", "madpipe.pipeline.cli", "snoop", "-r", path]
+            env = dict(os.environ)
+            env.pop("MADPIPE_JIT", None)
+            base = "small job, kernels as Python"
+            for name, extra in ((base, {}), ("small job, numba, warm cache", {"MADPIPE_JIT": "1"}),
+                                ("small job, numba, cold compile", {"MADPIPE_JIT": "1", "MADPIPE_NO_CACHE": "1"})):
+                run_env = dict(env, **extra)
+                if name.endswith("warm cache"):  # make sure the cache exists first
+                    subprocess.run(cmd, env=run_env, stdout=subprocess.DEVNULL, check=True)
+                self.measure("startup", name, 1,
+                             lambda run_env=run_env: subprocess.run(cmd, env=run_env, stdout=subprocess.DEVNULL,
+                                                                    check=True),
+                             unit="runs", baseline=None if name == base else base,
+                             repeat=min(self.repeat, 3))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_quiet(argv) -> None:
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from madpipe.pipeline.cli import main
+
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        main(argv)
+
+
+def format_rate(rate: float) -> str:
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if rate >= div:
+            return f"{rate / div:.3g}{suffix}"
+    return f"{rate:.3g}"

@@ -1,0 +1,87 @@
+"""pytest-benchmark mirror of `madpipe bench` (run: pytest tests/test_benchmarks.py --benchmark-enable).
+
+In the normal suite benchmarks are disabled (pyproject addopts), so each runs once as a plain
+test: the results are checked, the timings are never pass/fail.
+"""
+import numpy as np
+import pytest
+
+from madpipe.pipeline import kernels_bench, paravirt, snoop, workload
+from madpipe.pipeline.cli import main
+from madpipe.pipeline.ingest import Ingest
+
+N = 100_000
+
+
+@pytest.fixture(scope="module")
+def sm():
+    return workload.sm_mads(N, seed=1)
+
+
+@pytest.fixture(scope="module")
+def qp():
+    return workload.qp_commands(N, seed=2)
+
+
+def test_touch_baseline(benchmark, sm):
+    mads = sm[0]
+    assert benchmark(kernels_bench.touch_lines, mads) == int(mads[:, 1].sum()) + int(mads[:, 64].sum())
+
+
+@pytest.mark.parametrize("profile", ["new", "3.7"])
+def test_snoop_kernel(benchmark, sm, profile):
+    mads, port_num, status = sm
+
+    def run():
+        cache, v2p = snoop.init_pkeys(num_vfs=4)
+        return snoop.smp_snoop(cache, v2p, mads, port_num, status, num_vfs=4, profile=profile)
+
+    res = benchmark(run)
+    # The workload promises real changes in roughly a tenth of the P_KeyTable Sets.
+    assert 0.02 * N < int(res.master_event.sum()) < 0.3 * N
+
+
+def test_paravirt_inplace(benchmark, qp):
+    mbox, transition, slave, qpn = qp
+    _, v2p = snoop.init_pkeys(num_vfs=8)
+    expect, _ = paravirt.rewrite(mbox, transition, slave, qpn, v2p, base_proxy_sqpn=0x48)
+    work = mbox.copy()
+
+    def run():
+        np.copyto(work, mbox)
+        return paravirt.rewrite_inplace(work, transition, slave, qpn, v2p, base_proxy_sqpn=0x48)
+
+    benchmark(run)
+    assert np.array_equal(work, expect)
+
+
+def test_ingest(benchmark, sm, tmp_path):
+    path = tmp_path / "w.pcap"
+    workload.write_capture(path, workload.mad_frames(sm[0][:20_000]))
+
+    def run():
+        return sum(len(b.mads()[0]) for b in Ingest(path))
+
+    assert benchmark(run) == 20_000
+
+
+def test_workload_capture_decodes_clean(tmp_path, capsys):
+    # The synthetic capture the benchmarks read is valid IB: every CRC checks, nothing is an error.
+    mads, _, _ = workload.sm_mads(300, seed=5)
+    path = tmp_path / "w.pcap"
+    workload.write_capture(path, workload.mad_frames(mads))
+    assert main(["decode", "-r", str(path), "-T", "json"]) == 0
+    err = capsys.readouterr().err
+    assert "300 frames read, 300 decoded (300 MADs), 0 with errors" in err
+    assert "ICRC 300 ok 0 bad, VCRC 300 ok 0 bad" in err
+
+
+def test_bench_command_runs(capsys):
+    assert main(["bench", "--n", "2000", "--repeat", "1", "--subset", "200", "--what", "snoop,paravirt"]) == 0
+    out = capsys.readouterr().out
+    assert "numba kernel, profile new" in out and "numba in place" in out and "baseline" in out
+
+
+def test_bench_rejects_unknown_group(capsys):
+    assert main(["bench", "--what", "snoop,nope"]) == 2
+    assert "unknown group nope" in capsys.readouterr().err
