@@ -81,6 +81,11 @@ def _label(path) -> str:
 
 def read_trace(path) -> Trace:
     """Read a JSON Lines or binary trace (``"-"`` reads standard input)."""
+    return read_trace_with_format(path)[0]
+
+
+def read_trace_with_format(path) -> tuple[Trace, str]:
+    """:func:`read_trace`, and the encoding it found: ``"binary"`` or ``"json"`` (JSON Lines)."""
     try:
         if path == "-":
             data = sys.stdin.buffer.read()
@@ -90,8 +95,8 @@ def read_trace(path) -> Trace:
     except OSError as exc:
         raise TraceError(f"{_label(path)}: cannot read: {exc.strerror or exc}") from None
     if data.startswith(MAGIC):
-        return _read_binary(_label(path), data)
-    return _read_jsonl(_label(path), data)
+        return _read_binary(_label(path), data), "binary"
+    return _read_jsonl(_label(path), data), "json"
 
 
 def _read_binary(label: str, data: bytes) -> Trace:
