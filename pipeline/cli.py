@@ -46,8 +46,15 @@ def _version() -> str:
         return "madpipe (uninstalled)"
 
 
+# Commands whose captures are positional arguments: their module's input_files(argv) finds them
+# with the command's own parser, without importing any kernel module.
+POSITIONAL_INPUTS = ("diff", "report")
+
+
 def _input_files(argv: list[str]) -> list[str]:
-    """The files given with -r, found before argparse runs (it imports the kernel modules)."""
+    """The capture files of a command line, found before argparse runs (it imports the kernels)."""
+    if argv and argv[0] in POSITIONAL_INPUTS:
+        return importlib.import_module(f"madpipe.pipeline.cmd_{argv[0]}").input_files(argv[1:])
     files = []
     for i, arg in enumerate(argv):
         if arg in ("-r", "--read") and i + 1 < len(argv):
