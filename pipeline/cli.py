@@ -13,7 +13,7 @@ from madpipe.codecs.errors import MadpipeError
 from madpipe.pipeline import jit
 
 # Command modules in the order `madpipe --help` lists them.
-COMMANDS = ["decode", "craft", "snoop", "diff", "report", "paravirt", "capture", "replay", "bench"]
+COMMANDS = ["decode", "craft", "snoop", "diff", "report", "paravirt", "capture", "replay", "fuzz", "bench"]
 
 EPILOG = """examples:
   madpipe decode -r pcaps/infiniband_endace_erf_2008.pcap
