@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -414,7 +415,10 @@ def test_ibsim_target_finds_the_vlarb_port_crash(tmp_path):
 
 
 def test_atheris_entry_point_runs():
-    pytest.importorskip("atheris")
+    if os.environ.get("MADPIPE_REQUIRE_TOOLS") == "1":
+        import atheris  # noqa: F401  (the test extra installs it: in CI a missing one fails)
+    else:
+        pytest.importorskip("atheris", reason="atheris is in the test extra; pip install -e '.[test]'")
     script = ROOT / "fuzz" / "atheris_codecs.py"
     p = subprocess.run([sys.executable, str(script), "-runs=300", "-seed=1"], capture_output=True, text=True,
                        timeout=300)
