@@ -7,7 +7,11 @@ Groups and their baselines:
 - paravirt: a plain memory copy of the mailboxes is the baseline for the kernels in place and out
   of place, and for the reference.
 - capture: reading the file's bytes is the baseline for ingest into batches, `madpipe snoop` end
-  to end, `madpipe decode -T json`, and tshark's decode of the same file (when installed).
+  to end (in this process, output written to /dev/null, kernels loaded before the timing), the
+  fabric snoop without output and its object-per-SMP reference, `madpipe decode -T json` with and
+  without its fast path, and tshark's decode (when installed; a process per run, so its start-up,
+  ~0.25 s, is in its figure: on the --subset file, and for plain decode on the whole file too,
+  next to `madpipe snoop` run as a process on the whole file, start-up included).
 - startup: wall time of a small `madpipe snoop` run without numba, with numba and a warm cache,
   and with a cold compile (the difference is the JIT compile time).
 
@@ -144,6 +148,7 @@ class Bench:
         _, v2p = snoop.init_pkeys(num_vfs=8)
         base = "memory copy"
         out = np.empty_like(mbox)
+        np.copyto(out, mbox)  # fault the pages in outside the timing, as the kernels' buffers are
         self.measure("paravirt", base, self.n, lambda: np.copyto(out, mbox), unit="mailboxes")
         kw = dict(base_proxy_sqpn=0x48, profile="3.7")
         paravirt.rewrite(mbox[:4], transition[:4], slave[:4], qpn[:4], v2p, **kw)
@@ -162,7 +167,7 @@ class Bench:
                      unit="mailboxes", baseline=base, repeat=1)
 
     def capture(self) -> None:
-        from madpipe.pipeline import fabric
+        from madpipe.pipeline import fabric, reference_fabric
         from madpipe.pipeline.ingest import Ingest
 
         tmp = tempfile.mkdtemp(prefix="madpipe-bench-")
@@ -184,17 +189,37 @@ class Bench:
                 for batch in Ingest(big):
                     batch.mads()
             self.measure("capture", "ingest into batches + MADs", self.n, ingest, unit="frames", baseline=base)
-            self.measure("capture", "madpipe snoop (end to end)", self.n,
-                         lambda: fabric.snoop_capture(big), unit="frames", baseline=base, repeat=1)
+            small_job = os.path.join(tmp, "warm.pcap")  # loads kernels and formatters outside the timing
+            workload.write_capture(small_job, workload.mad_frames(mads[:2000]))
+            for fmt in ("text", "json"):
+                _run_quiet(["snoop", "-r", small_job, "-T", fmt])
+                self.measure("capture", f"madpipe snoop -T {fmt} (end to end)", self.n,
+                             lambda fmt=fmt: _run_quiet(["snoop", "-r", big, "-T", fmt]), unit="frames", baseline=base)
+            self.measure("capture", "fabric.snoop_capture (no output)", self.n, lambda: fabric.snoop_capture(big),
+                         unit="frames", baseline=base)
+            command = [sys.executable, "-m", "madpipe.pipeline.cli", "snoop", "-r", big]
+            self.measure("capture", "madpipe snoop, a process (+start-up)", self.n,
+                         lambda: subprocess.run(command, stdout=subprocess.DEVNULL, check=True),
+                         unit="frames", baseline=base, repeat=1)
             sub = self.subset
+            few = min(sub, 5000)
+            fewer = os.path.join(tmp, "few.pcap")
+            workload.write_capture(fewer, workload.mad_frames(mads[:few]))
+            self.measure("capture", "reference_fabric (objects per SMP)", few,
+                         lambda: reference_fabric.snoop_capture(fewer), unit="frames", baseline=base, repeat=1)
+            _run_quiet(["decode", "-r", small_job, "-T", "json"])
             self.measure("capture", "madpipe decode -T json", sub,
                          lambda: _run_quiet(["decode", "-r", small, "-T", "json"]),
+                         unit="frames", baseline=base, repeat=min(self.repeat, 3))
+            self.measure("capture", "madpipe decode -T json, no fast path", few,
+                         lambda: _run_quiet(["decode", "-r", fewer, "-T", "json"], fast_json=False),
                          unit="frames", baseline=base, repeat=1)
             tshark = shutil.which("tshark")
             if tshark:
-                for mode in ("-T json", "plain"):
-                    args = [tshark, "-n", "-r", small] + (["-T", "json"] if mode == "-T json" else [])
-                    self.measure("capture", f"tshark {mode}", sub,
+                for mode, path, items in (("-T json", small, sub), ("plain", small, sub),
+                                          ("plain, whole file (a process)", big, self.n)):
+                    args = [tshark, "-n", "-r", path] + (["-T", "json"] if mode == "-T json" else [])
+                    self.measure("capture", f"tshark {mode}", items,
                                  lambda args=args: subprocess.run(args, stdout=subprocess.DEVNULL,
                                                                   stderr=subprocess.DEVNULL, check=True),
                                  unit="frames", baseline=base, repeat=1)
@@ -225,14 +250,21 @@ class Bench:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _run_quiet(argv) -> None:
+def _run_quiet(argv, fast_json: bool = True) -> None:
+    """A madpipe command in this process, its output thrown away (written to os.devnull)."""
     import io
     from contextlib import redirect_stderr, redirect_stdout
 
+    from madpipe.pipeline import cmd_decode
     from madpipe.pipeline.cli import main
 
-    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
-        main(argv)
+    saved = cmd_decode.FAST_JSON
+    cmd_decode.FAST_JSON = fast_json
+    try:
+        with open(os.devnull, "w") as null, redirect_stdout(null), redirect_stderr(io.StringIO()):
+            main(argv)
+    finally:
+        cmd_decode.FAST_JSON = saved
 
 
 def format_rate(rate: float) -> str:

@@ -69,11 +69,11 @@ def run(args) -> int:
             jsonl(fig.as_json(bench.ratio(fig)))
         return 0
     print(f"madpipe bench: n={args.n}, repeat={args.repeat}, subset={bench.subset}, seed={args.seed}; {machine}")
-    print(f"{'group':<9} {'what':<34} {'items':>9} {'rate/s':>8} {'median s':>10} {'min-max s':>17}  vs baseline")
+    print(f"{'group':<9} {'what':<38} {'items':>9} {'rate/s':>8} {'median s':>10} {'min-max s':>17}  vs baseline")
     for fig in bench.figures:
         ratio = bench.ratio(fig)
         rel = "baseline" if ratio is None else f"{ratio:.3g}x"
-        print(f"{fig.group:<9} {fig.name:<34} {fig.items:>9} {format_rate(fig.rate):>8} {fig.median:>10.4f} "
+        print(f"{fig.group:<9} {fig.name:<38} {fig.items:>9} {format_rate(fig.rate):>8} {fig.median:>10.4f} "
               f"{min(fig.times):>8.4f}-{max(fig.times):<8.4f}  {rel}")
     return 0
 

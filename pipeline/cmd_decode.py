@@ -12,6 +12,10 @@ from madpipe.codecs.ib_headers import opcode_name
 from madpipe.pipeline.display_filter import compile_filter
 from madpipe.pipeline.output import hexdump, jsonl, tree
 
+#: -T json without -Y or -x goes through madpipe.pipeline.fast_json (the same bytes, ~10x faster);
+#: False sends it through decode_frame and jsonl like everything else (the tests compare the two).
+FAST_JSON = True
+
 EXAMPLE = """exit status: 0 the whole file was read; 1 the file is cut short or corrupt after some frames
 (those frames are still printed); 2 the file cannot be read at all, or bad arguments.
 
@@ -46,6 +50,8 @@ def run(args) -> int:
     pred = compile_filter(args.filter) if args.filter else None
     counts: Counter[str] = Counter()
     out = sys.stdout
+    if FAST_JSON and args.format == "json" and pred is None and not args.hex:
+        return _run_json(args, counts, out)
     with CaptureReader(args.read) as cap:
         first_ts = None
         for pkt in cap:
@@ -79,6 +85,19 @@ def run(args) -> int:
         if cap.error:
             print(f"madpipe decode: {args.read}: {cap.error}", file=sys.stderr)
             return 1
+    return 0
+
+
+def _run_json(args, counts: Counter, out) -> int:
+    """-T json without -Y or -x: fast_json writes the same lines without a dict per frame."""
+    from madpipe.pipeline import fast_json
+
+    error = fast_json.write_json_lines(args.read, out, args.count, counts)
+    out.flush()
+    print(summary(args.read, counts), file=sys.stderr)
+    if error:
+        print(f"madpipe decode: {args.read}: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+
+import numpy as np
 
 from madpipe.codecs.errors import MadpipeError
 from madpipe.pipeline import fabric
+from madpipe.pipeline import kernels_text as kt
 from madpipe.pipeline.output import jsonl
 from madpipe.pipeline.pkey_map import read_pkey_map
 
@@ -85,26 +89,33 @@ def _changes_text(changes) -> str:
 
 
 def print_text(r: fabric.FabricSnoop, out) -> None:
-    for pid in sorted(r.ports, key=_port_order):
+    order = sorted(r.ports, key=_port_order)
+    for pid, lines in zip(order, _pkey_lines([r.ports[pid] for pid in order])):
         st = r.ports[pid]
         cap = f", {st.capacity} pkeys capacity" if st.capacity else ""
-        out.write(f"Port {pid.label()}{cap}:\n")
-        for line in fabric.format_pkeys(st.table, fabric.shown_entries(st)):
-            out.write(line + "\n")
-        out.write("\n")
+        out.write(f"Port {pid.label()}{cap}:\n{lines}\n")
     if r.events:
         out.write("P_Key change events:\n")
         out.write(f"{'frame':>7} {'time':>12}  {'port':<28} {'block':>5} {'bitmap':>10}  changes\n")
         t0 = r.events[0].ts
-        for e in r.events:
-            flag = " (unconfirmed)" if e.unconfirmed else ""
-            out.write(f"{e.frame:7d} {e.ts - t0:12.6f}  {e.port.label():<28} {e.block:5d} "
-                      f"0x{e.bitmap:08x}  {_changes_text(e.changes)}{flag}\n")
+        if isinstance(r.events, fabric.RecordList):
+            _events_text(r.events, t0, out)
+        else:
+            for e in r.events:
+                flag = " (unconfirmed)" if e.unconfirmed else ""
+                out.write(f"{e.frame:7d} {e.ts - t0:12.6f}  {e.port.label():<28} {e.block:5d} "
+                          f"0x{e.bitmap:08x}  {_changes_text(e.changes)}{flag}\n")
         out.write("\n")
     if r.findings:
         out.write("Findings:\n")
-        for f in r.findings:
-            out.write(f"  frame {f.frame}: {f.port.label()} block {f.block}: {f.text}\n")
+        if isinstance(r.findings, fabric.RecordList):
+            labels = [pid.label() for pid in r.findings.ports]
+            for chunk in r.findings.spool:
+                out.write("".join([f"  frame {frame}: {labels[slot]} block {block}: {fabric.FINDING_TEXT[kind]}\n"
+                                   for frame, slot, block, kind in _columns(chunk, "frame", "slot", "block", "kind")]))
+        else:
+            for f in r.findings:
+                out.write(f"  frame {f.frame}: {f.port.label()} block {f.block}: {f.text}\n")
         out.write("\n")
     if r.host is not None:
         _print_host(r.host, out)
@@ -147,14 +158,26 @@ def _summary(r: fabric.FabricSnoop) -> str:
 def print_json(r: fabric.FabricSnoop, out) -> None:
     for pid in sorted(r.ports, key=_port_order):
         st = r.ports[pid]
-        jsonl({"type": "port", **pid.as_json(), "capacity": st.capacity,
-               "pkeys": [int(p) for p in st.table]}, out)
-    for e in r.events:
-        jsonl({"type": "event", "frame": e.frame, "ts": e.ts, **e.port.as_json(), "block": e.block,
-               "bitmap": e.bitmap, "changes": [list(c) for c in e.changes], "unconfirmed": e.unconfirmed}, out)
-    for f in r.findings:
-        jsonl({"type": "finding", "frame": f.frame, **f.port.as_json(), "block": f.block, "kind": f.kind,
-               "text": f.text}, out)
+        capacity = "null" if st.capacity is None else int(st.capacity)
+        out.write(f'{{"type":"port",{_port_json(pid)},"capacity":{capacity},'
+                  f'"pkeys":[{",".join(map(str, st.table.tolist()))}]}}\n')
+    if isinstance(r.events, fabric.RecordList):
+        _events_json(r.events, out)
+    else:
+        for e in r.events:
+            jsonl({"type": "event", "frame": e.frame, "ts": e.ts, **e.port.as_json(), "block": e.block,
+                   "bitmap": e.bitmap, "changes": [list(c) for c in e.changes], "unconfirmed": e.unconfirmed}, out)
+    if isinstance(r.findings, fabric.RecordList):
+        ports = [_port_json(pid) for pid in r.findings.ports]
+        texts = {kind: json.dumps(text) for kind, text in fabric.FINDING_TEXT.items()}
+        for chunk in r.findings.spool:
+            out.write("".join([f'{{"type":"finding","frame":{frame},{ports[slot]},"block":{block},"kind":{kind},'
+                               f'"text":{texts[kind]}}}\n'
+                               for frame, slot, block, kind in _columns(chunk, "frame", "slot", "block", "kind")]))
+    else:
+        for f in r.findings:
+            jsonl({"type": "finding", "frame": f.frame, **f.port.as_json(), "block": f.block, "kind": f.kind,
+                   "text": f.text}, out)
     if r.host is not None:
         h = r.host
         jsonl({"type": "host", "lid": h.pid.lid, "port_num": h.port_num, "num_vfs": h.num_vfs,
@@ -166,3 +189,70 @@ def print_json(r: fabric.FabricSnoop, out) -> None:
     jsonl({"type": "summary", **{k: int(v) for k, v in r.counts.items()},
            "skipped": dict(r.skipped), "file_error": r.file_error}, out)
 
+
+
+# -- events and findings straight from the spooled records: the same bytes as the loops above, ---
+# -- without an Event object per line (a capture can have millions) ------------------------------
+
+def _columns(chunk: np.ndarray, *names):
+    return zip(*(chunk[name].tolist() for name in names))
+
+
+def _port_json(pid: fabric.PortId) -> str:
+    """``**pid.as_json()`` inside a JSON Lines record, as jsonl writes it."""
+    return json.dumps(pid.as_json(), separators=(",", ":"))[1:-1]
+
+
+def _pkey_lines(states: list) -> list[str]:
+    """Each port's fabric.format_pkeys lines, newline-terminated, written by kernels_text.pkey_lines."""
+    if not states:
+        return []
+    tables = np.ascontiguousarray(np.stack([st.table for st in states]), dtype=np.uint16)
+    entries = np.array([fabric.shown_entries(st) for st in states], np.int64)
+    if tables.shape[1] != 128 or (entries > 128).any():
+        return ["".join(line + "\n" for line in fabric.format_pkeys(st.table, n)) for st, n in zip(states, entries)]
+    lines = (entries + 7) // 8
+    buf = np.empty((int(lines.sum()), kt.PKEY_LINE_BYTES), np.uint8)
+    kt.pkey_lines(tables, entries, buf)
+    text = buf.tobytes().decode("ascii")
+    ends = (np.cumsum(lines) * kt.PKEY_LINE_BYTES).tolist()
+    return [text[a:b] for a, b in zip([0] + ends[:-1], ends)]
+
+
+def _changes(chunk: np.ndarray, style: int) -> list[str]:
+    """Each event's changes as text (kt.CHANGE_TEXT) or JSON (kt.CHANGE_JSON), by kernels_text.change_texts."""
+    n = len(chunk)
+    bitmap = np.ascontiguousarray(chunk["bitmap"])
+    block = np.ascontiguousarray(chunk["block"])
+    total = int(np.unpackbits(bitmap.view(np.uint8)).sum())
+    buf = np.empty(26 * total + 1, np.uint8)
+    ends = np.empty(n, np.int64)
+    used = kt.change_texts(bitmap, block, np.ascontiguousarray(chunk["old"]), np.ascontiguousarray(chunk["new"]),
+                           style, buf, ends)
+    text = buf[:used].tobytes().decode("ascii")
+    ends_l = ends.tolist()
+    return [text[a:b] for a, b in zip([0] + ends_l[:-1], ends_l)]
+
+
+_EVENT_TEXT = "%7d %12.6f  %s %5d 0x%08x  %s%s\n"
+_EVENT_JSON = '{"type":"event","frame":%d,"ts":%r,%s,"block":%d,"bitmap":%d,"changes":[%s],"unconfirmed":%s}\n'
+
+
+def _events_text(events: fabric.RecordList, t0: float, out) -> None:
+    labels = np.array([f"{pid.label():<28}" for pid in events.ports] + [""], dtype=object)
+    flags = np.array(["", " (unconfirmed)"], dtype=object)
+    for chunk in events.spool:
+        ts = (chunk["ts_ns"] / 1e9 - t0).tolist()  # the same doubles as ts - t0 one at a time
+        out.write("".join(map(_EVENT_TEXT.__mod__, zip(
+            chunk["frame"].tolist(), ts, labels[chunk["slot"]].tolist(), chunk["block"].tolist(),
+            chunk["bitmap"].tolist(), _changes(chunk, kt.CHANGE_TEXT), flags[chunk["unconfirmed"]].tolist()))))
+
+
+def _events_json(events: fabric.RecordList, out) -> None:
+    ports = np.array([_port_json(pid) for pid in events.ports] + [""], dtype=object)
+    flags = np.array(["false", "true"], dtype=object)
+    for chunk in events.spool:
+        out.write("".join(map(_EVENT_JSON.__mod__, zip(
+            chunk["frame"].tolist(), (chunk["ts_ns"] / 1e9).tolist(), ports[chunk["slot"]].tolist(),
+            chunk["block"].tolist(), chunk["bitmap"].tolist(), _changes(chunk, kt.CHANGE_JSON),
+            flags[chunk["unconfirmed"]].tolist()))))

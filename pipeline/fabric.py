@@ -14,21 +14,48 @@ Two rules decide what a capture's SMPs did to a table:
 - ``getresp``: every SubnGetResp(P_KeyTable) with status 0 sets the table the port reported
   (answers to Get and to Set alike).
 
-Each port's MADs go through :func:`madpipe.pipeline.snoop.smp_snoop` (the numba kernel) in frame
-order, as P_KeyTable Sets with the status decided above, on a cache of the kernel's shape
-``uint16[2, 128]`` whose row 0 is the port's table. So block numbers past the table behave as the
-kernel's: blocks 4..7 spill into row 1 (reported as a finding), larger ones are refused.
+Each port's MADs go through smp_snoop's P_KeyTable rule in frame order, as Sets with the status
+decided above, on a cache of the kernel's shape ``uint16[2, 128]`` whose row 0 is the port's
+table. So block numbers past the table behave as the kernel's: blocks 4..7 spill into row 1
+(reported as a finding), larger ones are refused.
+
+How it runs (bounded memory: a capture larger than memory works):
+
+1. One pass streams batches (:meth:`Ingest.raw`, no row copy). A kernel picks the P_KeyTable
+   SMPs and their fields, and the NodeInfo and directed-route PortInfo answers, out of the read
+   buffer; routes get dense ids and ports dense slots, and :func:`snoop_ports` runs each batch
+   over the per-port caches ``uint16[P, 2, 128]`` in one kernel call.
+2. A port is named when its first SMP is met, by the answers met so far. An SM asks a path's
+   PortInfo before it programs the port's P_Keys, so the names almost always hold; when an answer
+   later in the capture changes one (checked at the end), the capture is snooped once more with
+   every name known from the start. The result is the same either way.
+3. Pairing (rule ``set``): P_KeyTable Sets and GetResps are numbered in one sequence; a Set's
+   answer is the first GetResp with its TID from its port at most ``PAIR_WINDOW`` (65536) places
+   before or after it in that sequence. Sets wait, in order, until the sequence has run
+   ``PAIR_WINDOW`` past them (or the file ends), so at most about 2 * PAIR_WINDOW Sets (64 bytes
+   of P_Keys each) and 3 * PAIR_WINDOW GetResps are held, plus one batch (~30 MB in all). A
+   capture with at most PAIR_WINDOW P_KeyTable Sets and GetResps is paired exactly as "the first
+   GetResp of the TID anywhere in the capture"; past the bound, an answer further away than
+   PAIR_WINDOW is not seen: the Set counts as unconfirmed (and is applied), and an earlier
+   GetResp with a reused TID further away is ignored. ``pair_window=None`` lifts the bound.
+4. Events and findings are spooled as fixed records (in memory up to SPOOL_MEMORY bytes, then
+   in an anonymous temporary file) and read back in order when printed.
+
+Memory is then bounded by the batch (a 4 MiB chunk, at most 64k records), the pairing window,
+the fabric's size (512 bytes of cache per port, a few hundred bytes per route) and SPOOL_MEMORY.
 """
 from __future__ import annotations
 
 import os
-from collections import Counter, defaultdict
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from madpipe.codecs import mad as madc
-from madpipe.codecs import smp as smpc
+from madpipe.pipeline import kernels_fabric as kf
+from madpipe.pipeline import kernels_ingest as ki
 from madpipe.pipeline import snoop
 from madpipe.pipeline.ingest import Ingest
 
@@ -38,6 +65,21 @@ FINDING_TEXT = {
     snoop.FINDING_SPILL: "block past the 128-entry row, written into the next row (the kernel's spill)",
     snoop.FINDING_REFUSED: "block would write past the kernel's table: refused",
 }
+
+#: P_KeyTable Sets and GetResps a Set's answer may be away from (see the module docstring).
+PAIR_WINDOW = 1 << 16
+#: Bytes of event and finding records kept in memory before they go to a temporary file.
+SPOOL_MEMORY = 16 << 20
+
+METHOD_SET = 0x02
+METHOD_GET_RESP = 0x81
+ATTR_NODE_INFO = 0x11
+NODE_TYPE_SWITCH = 2
+UNBOUNDED = 1 << 62
+
+EVENT_DTYPE = np.dtype([("frame", "<i8"), ("ts_ns", "<i8"), ("slot", "<i4"), ("block", "<u2"),
+                        ("bitmap", "<u4"), ("unconfirmed", "u1"), ("old", "<u2", (32,)), ("new", "<u2", (32,))])
+FINDING_DTYPE = np.dtype([("frame", "<i8"), ("slot", "<i4"), ("block", "<u2"), ("kind", "i1")])
 
 
 @dataclass(frozen=True, order=True)
@@ -92,115 +134,17 @@ class Finding:
 
 @dataclass
 class FabricSnoop:
+    """What snoop_capture found. ``events`` and ``findings`` are sequences in frame order (lists, or
+    RecordList views of records spooled as they were found)."""
+
     ports: dict[PortId, PortState]
-    events: list[Event]
-    findings: list[Finding]
+    events: Sequence[Event]
+    findings: Sequence[Finding]
     counts: Counter
     file_error: str | None = None
     skipped: Counter = field(default_factory=Counter)
     host: "HostView | None" = None
-
-
-@dataclass
-class _Smp:
-    """One P_KeyTable, PortInfo or NodeInfo SMP of the capture (only these are kept)."""
-
-    frame: int
-    ts: float
-    mad: np.ndarray  # uint8[256]
-    route: tuple  # ("lid", dlid) or ("dr", path, dr_dlid)
-
-    @property
-    def method(self) -> int:
-        return int(self.mad[3])
-
-    @property
-    def status(self) -> int:
-        return (int(self.mad[4]) << 8 | int(self.mad[5])) & 0x7FFF  # without the DR D bit
-
-    @property
-    def tid(self) -> int:
-        return int.from_bytes(self.mad[8:16].tobytes(), "big")
-
-    @property
-    def attr_id(self) -> int:
-        return int(self.mad[16]) << 8 | int(self.mad[17])
-
-    @property
-    def attr_mod(self) -> int:
-        return int.from_bytes(self.mad[20:24].tobytes(), "big")
-
-
-_KEPT_ATTRS = (smpc.IB_SMP_ATTR_PKEY_TABLE, smpc.IB_SMP_ATTR_PORT_INFO, smpc.IB_SMP_ATTR_NODE_INFO)
-
-
-def collect(path: str | os.PathLike, counts: Counter) -> tuple[list[_Smp], Ingest]:
-    """Pass over the capture in batches; keep the SMPs that matter, in frame order."""
-    ing = Ingest(path)
-    kept: list[_Smp] = []
-    for batch in ing:
-        counts["frames"] += len(batch)
-        mads, rows = batch.mads()
-        counts["mads"] += len(mads)
-        if not len(mads):
-            continue
-        cls = mads[:, 1]
-        attr = (mads[:, 16].astype(np.uint16) << 8) | mads[:, 17]
-        is_smp = (cls == madc.IB_MGMT_CLASS_SUBN_LID_ROUTED) | (cls == madc.IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE)
-        counts["smps"] += int(np.count_nonzero(is_smp))
-        want = is_smp & np.isin(attr, _KEPT_ATTRS)
-        for k in np.flatnonzero(want):
-            row = rows[k]
-            data = batch.data[row]
-            kept.append(_Smp(int(batch.frame[row]), batch.ts_ns[row] / 1e9, mads[k].copy(),
-                             _route(mads[k], data)))
-    return kept, ing
-
-
-def _route(m: np.ndarray, frame: np.ndarray) -> tuple:
-    """Where an SMP goes (request) or comes from (response), in a form both directions share."""
-    response = bool(m[3] & madc.IB_MGMT_METHOD_RESP)
-    if m[1] == madc.IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE:
-        hop_cnt = min(int(m[7]), 63)
-        path = tuple(int(x) for x in m[129:129 + hop_cnt])
-        dr_dlid = int(m[34]) << 8 | int(m[35])
-        dr_slid = int(m[32]) << 8 | int(m[33])
-        end_lid = dr_slid if response else dr_dlid  # the LID-routed tail, when the route has one
-        return ("dr", path, None if end_lid == PERMISSIVE_LID else end_lid)
-    lrh_lid = (int(frame[6]) << 8 | int(frame[7])) if response else (int(frame[2]) << 8 | int(frame[3]))
-    return ("lid", lrh_lid)
-
-
-def _learn_lids(smps: list[_Smp]) -> tuple[dict, dict]:
-    """From PortInfo and NodeInfo answers: the LID behind each DR route, each route's capacity."""
-    lid_of: dict[tuple, int] = {}
-    capacity: dict[tuple, int] = {}
-    switch: dict[tuple, bool] = {}
-    for s in smps:
-        if s.method != madc.IB_MGMT_METHOD_GET_RESP or s.status:
-            continue
-        if s.attr_id == smpc.IB_SMP_ATTR_NODE_INFO:
-            switch[s.route] = s.mad[64 + 2] == 2  # node_type 2: switch
-            capacity[s.route] = int(s.mad[64 + 28]) << 8 | int(s.mad[64 + 29])
-    for s in smps:
-        if s.method != madc.IB_MGMT_METHOD_GET_RESP or s.status or s.attr_id != smpc.IB_SMP_ATTR_PORT_INFO:
-            continue
-        if s.route[0] != "dr":
-            continue
-        lid = int(s.mad[64 + 16]) << 8 | int(s.mad[64 + 17])
-        # A switch has one LID, on port 0; a CA port's PortInfo carries its own LID.
-        if lid and (not switch.get(s.route) or (s.attr_mod & 0xFF) == 0):
-            lid_of[s.route] = lid
-    return lid_of, capacity
-
-
-def _port_id(route: tuple, port: int, lid_of: dict) -> PortId:
-    if route[0] == "lid":
-        return PortId(route[1], None, port)
-    lid = lid_of.get(route)
-    if lid is None and route[2] is not None:
-        lid = route[2]
-    return PortId(lid, route[1], port)
+    passes: int = 1  # passes over the capture (2 when an answer renamed a port after it was met)
 
 
 @dataclass
@@ -220,130 +164,565 @@ class HostView:
         return self.phys[self.v2p[vf, self.port_num - 1]]
 
 
+# -- the Python API around kernels_fabric -------------------------------------------------------
+
+def snoop_ports(phys_pkey_cache: np.ndarray, slot: np.ndarray, attr_mod: np.ndarray, data: np.ndarray,
+                port_num: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """smp_snoop of SubnSet(P_KeyTable)s answered with status 0, each on its own port's cache.
+
+    ``phys_pkey_cache`` ``uint16[P, 2, 128]`` (updated in place): P masters' caches, as
+    ``init_pkeys`` leaves them or later; item n goes to ``phys_pkey_cache[slot[n]]`` (``int32[N]``)
+    with attribute modifier ``attr_mod[n]`` (``uint32[N]``) and SMP data ``data[n]`` (``uint8[N, 64]``),
+    on physical port ``port_num`` (1 or 2) of a master with no VFs. Returns
+    ``(pkey_change_bitmap uint32[N], finding int8[N], old uint16[N, 32])``: what
+    :func:`madpipe.pipeline.snoop.smp_snoop` gives for the same MADs run port by port, and the
+    entries each block covered before it (garbage for refused items).
+    """
+    snoop._check_array("phys_pkey_cache", phys_pkey_cache, np.uint16,
+                       (None, snoop.MLX4_MAX_PORTS, snoop.MLX4_MAX_PORT_PKEYS), writeable=True)
+    n = len(slot)
+    snoop._check_array("slot", slot, np.int32, (n,))
+    snoop._check_array("attr_mod", attr_mod, np.uint32, (n,))
+    snoop._check_array("data", data, np.uint8, (n, 64))
+    snoop._check_int("port_num", port_num, 1, snoop.MLX4_MAX_PORTS)
+    if n and (int(slot.min()) < 0 or int(slot.max()) >= len(phys_pkey_cache)):
+        raise ValueError(f"slot must be in 0..{len(phys_pkey_cache) - 1}")
+    bitmap = np.empty(n, np.uint32)
+    finding = np.empty(n, np.int8)
+    old = np.empty((n, 32), np.uint16)
+    kf.snoop_ports(slot, attr_mod, data, port_num, phys_pkey_cache, bitmap, finding, old)
+    return bitmap, finding, old
+
+
+class KeyTable:
+    """Dense ids for fixed-width byte keys, in first-seen order (kernels_fabric.intern_keys)."""
+
+    def __init__(self, width: int, capacity: int = 1024):
+        self.width = width
+        self.keys = np.zeros((capacity, width), np.uint8)  # the key of each id
+        self.table = np.full(2 * capacity, -1, np.int32)
+        self.n = 0
+
+    def intern(self, keys: np.ndarray) -> np.ndarray:
+        ids = np.empty(len(keys), np.int32)
+        done = 0
+        while True:
+            self.n, done = kf.intern_keys(keys, done, self.table, self.keys, self.n, ids)
+            if done == len(keys):
+                return ids
+            self._grow()
+
+    def _grow(self) -> None:
+        keys = np.zeros((2 * len(self.keys), self.width), np.uint8)
+        keys[:self.n] = self.keys[:self.n]
+        self.keys = keys
+        self.table = np.full(2 * len(keys), -1, np.int32)
+        kf.rehash(self.keys, self.n, self.table)
+
+
+def route_of_key(key: np.ndarray) -> tuple:
+    """A route key (kernels_ingest.route_key) as the route it stands for:
+    ``("lid", lid)`` or ``("dr", path, end_lid or None)``."""
+    lid = int(key[2]) << 8 | int(key[3])
+    if key[0] == ki.ROUTE_LID:
+        return ("lid", lid)
+    hops = int(key[4])
+    return ("dr", tuple(int(x) for x in key[5:5 + hops]), lid if key[1] else None)
+
+
+class Spool:
+    """Fixed records appended in order and read back in order; past ``memory`` bytes they are
+    written to an anonymous temporary file, so that memory stays bounded whatever the count."""
+
+    def __init__(self, dtype: np.dtype, memory: int = SPOOL_MEMORY):
+        self.dtype = np.dtype(dtype)
+        self.memory = memory
+        self.chunks: list[np.ndarray] = []
+        self.held = 0
+        self.file = None
+        self.on_disk = 0
+        self.count = 0
+
+    def append(self, records: np.ndarray) -> None:
+        if not len(records):
+            return
+        self.chunks.append(records)
+        self.held += records.nbytes
+        self.count += len(records)
+        if self.held > self.memory:
+            if self.file is None:
+                self.file = tempfile.TemporaryFile(prefix="madpipe-spool-")
+            self.file.seek(0, os.SEEK_END)
+            for chunk in self.chunks:
+                self.file.write(chunk.tobytes())
+                self.on_disk += len(chunk)
+            self.chunks, self.held = [], 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        """The records, as arrays of up to 64k records each."""
+        if self.file is not None:
+            done, size = 0, self.dtype.itemsize
+            while done < self.on_disk:  # seek each time: another reader may have moved the file
+                take = min(self.on_disk - done, 1 << 16)
+                self.file.seek(done * size)
+                yield np.frombuffer(self.file.read(take * size), self.dtype)
+                done += take
+        yield from self.chunks
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+class RecordList(Sequence):
+    """A read-only sequence of objects made from a Spool's records, one chunk at a time.
+
+    ``ports[slot]`` is the PortId of the records' ``slot`` field; printers that want speed read
+    ``spool`` chunk by chunk and never make the objects.
+    """
+
+    def __init__(self, spool: Spool, make, ports: list):
+        self.spool = spool
+        self.make = make  # (chunk of records, ports) -> list of objects
+        self.ports = ports
+
+    def __len__(self) -> int:
+        return len(self.spool)
+
+    def __iter__(self):
+        for chunk in self.spool:
+            yield from self.make(chunk, self.ports)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("record index out of range")
+        for chunk in self.spool:
+            if index < len(chunk):
+                return self.make(chunk[index:index + 1], self.ports)[0]
+            index -= len(chunk)
+        raise IndexError("record index out of range")
+
+
+def events_of(chunk: np.ndarray, ports: list) -> list[Event]:
+    """EVENT_DTYPE records as Event objects."""
+    out = []
+    ts = (chunk["ts_ns"] / 1e9).tolist()
+    olds, news = chunk["old"].tolist(), chunk["new"].tolist()
+    for j, (frame, slot, block, bitmap, unconfirmed) in enumerate(zip(
+            chunk["frame"].tolist(), chunk["slot"].tolist(), chunk["block"].tolist(), chunk["bitmap"].tolist(),
+            chunk["unconfirmed"].tolist())):
+        old, new = olds[j], news[j]
+        changes = [(block * 32 + i, old[i], new[i]) for i in range(32) if bitmap >> i & 1]
+        out.append(Event(frame, ts[j], ports[slot], block, bitmap, changes, bool(unconfirmed)))
+    return out
+
+
+def findings_of(chunk: np.ndarray, ports: list) -> list[Finding]:
+    """FINDING_DTYPE records as Finding objects."""
+    return [Finding(frame, ports[slot], block, kind, FINDING_TEXT[kind]) for frame, slot, block, kind in zip(
+        chunk["frame"].tolist(), chunk["slot"].tolist(), chunk["block"].tolist(), chunk["kind"].tolist())]
+
+
+# -- what the capture says about routes ----------------------------------------------------------
+
+class Routes:
+    """Routes (kernels_ingest route keys) and what NodeInfo and PortInfo answers say about them.
+
+    :meth:`learn` takes answers in frame order; :meth:`finish` then fixes ``lid_of`` (route ->
+    LID behind a directed-route path, in the order the first qualifying answer came) and
+    ``capacity`` (route -> NodeInfo.partition_cap), the last answer winning as in the reference.
+    Before finish, :meth:`port_id` names ports by what the answers so far say.
+    """
+
+    def __init__(self):
+        self.table = KeyTable(ki.ROUTE_KEY_WIDTH)
+        self.route: list[tuple] = []  # id -> route tuple
+        self.capacity: dict[tuple, int] = {}
+        self.switch: dict[tuple, bool] = {}
+        # PortInfo answers with a LID: the last one, and the place of the first, of any port and
+        # of port 0. On a switch only port 0 counts; which routes are switches is known at the end.
+        self.last_any: dict[tuple, int] = {}
+        self.first_any: dict[tuple, int] = {}
+        self.last_p0: dict[tuple, int] = {}
+        self.first_p0: dict[tuple, int] = {}
+        self.seen = 0
+        self.lid_of: dict[tuple, int] | None = None  # set by finish
+
+    def learn(self, hdr: np.ndarray, data: np.ndarray, key: np.ndarray) -> None:
+        """Answers (rows of kernels_ingest.snoop_smps's ans_* outputs), in frame order."""
+        k = len(hdr)
+        if not k:
+            return
+        ids = self.table.intern(key)
+        for i in range(len(self.route), self.table.n):
+            self.route.append(route_of_key(self.table.keys[i]))
+        attr = hdr[:, 17].tolist()
+        port0 = (hdr[:, 23] == 0).tolist()
+        node_type = data[:, 2].tolist()
+        cap = ((data[:, 28].astype(np.int64) << 8) | data[:, 29]).tolist()
+        lid = ((data[:, 16].astype(np.int64) << 8) | data[:, 17]).tolist()
+        for j, i in enumerate(ids.tolist()):
+            r = self.route[i]
+            if attr[j] == ATTR_NODE_INFO:
+                self.switch[r] = node_type[j] == NODE_TYPE_SWITCH
+                self.capacity[r] = cap[j]
+            elif lid[j]:
+                self.last_any[r] = lid[j]
+                self.first_any.setdefault(r, self.seen)
+                if port0[j]:
+                    self.last_p0[r] = lid[j]
+                    self.first_p0.setdefault(r, self.seen)
+                self.seen += 1
+
+    def finish(self) -> None:
+        # A switch has one LID, on port 0; a CA port's PortInfo carries its own LID.
+        found = []
+        for r in self.last_any:
+            if not self.switch.get(r):
+                found.append((self.first_any[r], r, self.last_any[r]))
+            elif r in self.last_p0:
+                found.append((self.first_p0[r], r, self.last_p0[r]))
+        self.lid_of = {r: lid for _, r, lid in sorted(found, key=lambda f: f[0])}
+
+    def lid_behind(self, route: tuple) -> int | None:
+        if self.lid_of is not None:
+            return self.lid_of.get(route)
+        return (self.last_p0 if self.switch.get(route) else self.last_any).get(route)
+
+    def port_id(self, route: tuple, port: int) -> PortId:
+        """The port a route and switch port name: by LID when it is known."""
+        if route[0] == "lid":
+            return PortId(route[1], None, port)
+        lid = self.lid_behind(route)
+        if lid is None and route[2] is not None:
+            lid = route[2]
+        return PortId(lid, None, port) if lid is not None else PortId(None, route[1], port)
+
+
+# -- pass 2: the snoop ---------------------------------------------------------------------------
+
+def _concat(parts: list[dict]) -> dict:
+    if len(parts) == 1:
+        return parts[0]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def _take(cols: dict, index) -> dict:
+    return {name: col[index] for name, col in cols.items()}
+
+
+class _Run:
+    """The state of one snoop_capture pass: slots, caches, pending Sets, spools, counts."""
+
+    def __init__(self, routes: Routes, rule: str, profile: str, pair_window: int, host, num_vfs, port_num, v2p,
+                 spool_memory: int):
+        self.routes = routes
+        self.rule = rule
+        self.profile = profile
+        self.window = pair_window
+        self.counts: Counter[str] = Counter()
+        self.ports = KeyTable(ki.ROUTE_KEY_WIDTH)  # route key + switch port -> id
+        self.port_slot = np.empty(0, np.int32)  # that id -> slot
+        self.port_route: list[tuple] = []  # that id -> (route, switch port)
+        self.slot_of: dict[PortId, int] = {}
+        self.pids: list[PortId] = []
+        self.slot_routes: list[list[tuple]] = []
+        self.caches = np.empty((0, snoop.MLX4_MAX_PORTS, snoop.MLX4_MAX_PORT_PKEYS), np.uint16)
+        self.blocks = np.zeros(0, np.uint16)  # bit b: block b written at least once (b < 8 always)
+        self.first_applied: dict[int, int] = {}  # slot -> order of its first applied item
+        self.seq = 0  # next number in the Set/GetResp sequence
+        self.pending: list[dict] = []  # Sets waiting for their answer's window, in seq order
+        self.answers: list[dict] = []  # GetResps that may still answer a waiting or future Set
+        self.events = Spool(EVENT_DTYPE, spool_memory)
+        self.findings = Spool(FINDING_DTYPE, spool_memory)
+        self.host = host
+        self.host_slot = -1
+        if host is not None:
+            self.host_cache, init_v2p = snoop.init_pkeys(num_vfs=num_vfs, num_ports=2, pkey_table_len=128, master=0)
+            self.host_v2p = init_v2p if v2p is None else v2p
+            self.host_num_vfs = num_vfs
+            self.host_port_num = port_num
+            self.host_master: list[int] = []
+            self.host_vfs: dict[int, list[int]] = {vf: [] for vf in range(1, num_vfs + 1)}
+
+    # -- slots --------------------------------------------------------------------------------
+    def slots(self, keys: np.ndarray) -> np.ndarray:
+        ids = self.ports.intern(keys)
+        first_new = len(self.port_slot)
+        if self.ports.n > first_new:
+            new = np.empty(self.ports.n - first_new, np.int32)
+            for i in range(first_new, self.ports.n):
+                key = self.ports.keys[i]
+                route = route_of_key(key)
+                port = int(key[ki.ROUTE_KEY_PORT]) << 8 | int(key[ki.ROUTE_KEY_PORT + 1])
+                self.port_route.append((route, port))
+                pid = self.routes.port_id(route, port)
+                slot = self.slot_of.get(pid)
+                if slot is None:
+                    slot = self._new_slot(pid)
+                self.slot_routes[slot].append(route)
+                new[i - first_new] = slot
+            self.port_slot = np.concatenate([self.port_slot, new])
+        return self.port_slot[ids]
+
+    def _new_slot(self, pid: PortId) -> int:
+        slot = len(self.pids)
+        self.slot_of[pid] = slot
+        self.pids.append(pid)
+        self.slot_routes.append([])
+        if slot == len(self.caches):
+            grown = np.empty((max(16, 2 * slot),) + self.caches.shape[1:], np.uint16)
+            grown[:slot] = self.caches
+            self.caches = grown
+            self.blocks = np.concatenate([self.blocks, np.zeros(len(grown) - len(self.blocks), np.uint16)])
+        self.caches[slot] = 0
+        self.caches[slot, :, 0] = 0xFFFF  # init_pkeys: entry 0 of each row is the default P_Key
+        if self.host is not None and pid.lid == self.host and pid.port == 0:
+            self.host_slot = slot
+        return slot
+
+    # -- one batch ----------------------------------------------------------------------------
+    def names_hold(self) -> bool:
+        """Whether every port met was named as the finished Routes name it."""
+        return all(self.routes.port_id(route, port) == self.pids[slot]
+                   for (route, port), slot in zip(self.port_route, self.port_slot.tolist()))
+
+    def batch(self, raw, buffers, learn: bool) -> None:
+        rec, method, status, tid, attr_mod, data, key, ans_hdr, ans_data, ans_key = buffers
+        k, a, mads, smps = ki.snoop_smps(raw.buf, raw.pkt_off, raw.pkt_len, raw.code, rec, method, status, tid,
+                                         attr_mod, data, key, ans_hdr, ans_data, ans_key)
+        if learn:
+            self.routes.learn(ans_hdr[:a], ans_data[:a], ans_key[:a])
+        c = self.counts
+        c["frames"] += int(np.count_nonzero(raw.code == ki.REC_OK))
+        c["mads"] += mads
+        if not mads:
+            return
+        c["smps"] += smps
+        if not k:
+            return
+        slot = self.slots(key[:k])
+        method, status, tid, attr_mod, rows = method[:k], status[:k], tid[:k], attr_mod[:k], rec[:k]
+        if self.rule == "getresp":
+            resp = np.flatnonzero(method == METHOD_GET_RESP)
+            if not len(resp):
+                return
+            c["getresps"] += len(resp)
+            bad = status[resp] != 0
+            if bad.any():
+                c["rejected"] += int(np.count_nonzero(bad))
+            ok = resp[~bad]
+            self.apply({"frame": raw.frame[rows[ok]], "ts_ns": raw.ts_ns[rows[ok]], "slot": slot[ok],
+                        "attr_mod": attr_mod[ok], "data": data[ok], "unconfirmed": np.zeros(len(ok), np.bool_)})
+            return
+        is_set = method == METHOD_SET
+        is_resp = method == METHOD_GET_RESP
+        numbered = np.flatnonzero(is_set | is_resp)
+        if not len(numbered):
+            return
+        seq = np.empty(k, np.int64)
+        seq[numbered] = np.arange(self.seq, self.seq + len(numbered))
+        self.seq += len(numbered)
+        sets = np.flatnonzero(is_set)
+        if len(sets):
+            self.pending.append({"seq": seq[sets], "tid": tid[sets], "slot": slot[sets], "frame": raw.frame[rows[sets]],
+                                 "ts_ns": raw.ts_ns[rows[sets]], "attr_mod": attr_mod[sets], "data": data[sets]})
+        resp = np.flatnonzero(is_resp)
+        if len(resp):
+            self.answers.append({"seq": seq[resp], "tid": tid[resp], "slot": slot[resp],
+                                 "status": status[resp].astype(np.int32)})
+        if self.pending and self.seq - 1 - int(self.pending[0]["seq"][0]) >= 2 * self.window:
+            self.decide(final=False)
+
+    def decide(self, final: bool) -> None:
+        """Pair the Sets whose window has passed (all at the end) and apply them, in order."""
+        if not self.pending:
+            return
+        sets = _concat(self.pending)
+        answers = _concat(self.answers) if self.answers else {
+            "seq": np.empty(0, np.int64), "tid": np.empty(0, np.uint64), "slot": np.empty(0, np.int32),
+            "status": np.empty(0, np.int32)}
+        n = len(sets["seq"]) if final else int(np.searchsorted(sets["seq"], self.seq - 1 - self.window, "right"))
+        if n:
+            answer = np.empty(n, np.int32)
+            kf.pair_answers(sets["tid"][:n], sets["slot"][:n], sets["seq"][:n], answers["tid"], answers["slot"],
+                            answers["seq"], answers["status"], self.window, answer)
+            c = self.counts
+            c["sets"] += n
+            unconfirmed = answer < 0
+            rejected = answer > 0
+            # Counter keys in the order the reference meets them (the JSON summary shows that order).
+            firsts = sorted((int(np.argmax(flag)), name) for name, flag in
+                            (("unconfirmed", unconfirmed), ("rejected", rejected)) if flag.any())
+            for _, name in firsts:
+                c[name] += int(np.count_nonzero(unconfirmed if name == "unconfirmed" else rejected))
+            applied = np.flatnonzero(~rejected)
+            items = _take({name: col[:n] for name, col in sets.items()}, applied)
+            items["unconfirmed"] = unconfirmed[applied]
+            self.apply(items)
+        rest = _take(sets, slice(n, None))
+        self.pending = [rest] if len(rest["seq"]) else []
+        oldest = int(rest["seq"][0]) if self.pending else self.seq
+        keep = answers["seq"] >= oldest - self.window
+        self.answers = [_take(answers, keep)] if keep.any() else []
+
+    def apply(self, items: dict) -> None:
+        """Run applied Sets (or reported tables) through the per-port caches; spool what they did."""
+        slot = np.ascontiguousarray(items["slot"], dtype=np.int32)
+        n = len(slot)
+        if not n:
+            return
+        attr_mod = np.ascontiguousarray(items["attr_mod"])
+        data = np.ascontiguousarray(items["data"])
+        bitmap = np.empty(n, np.uint32)
+        finding = np.empty(n, np.int8)
+        old = np.empty((n, 32), np.uint16)
+        kf.snoop_ports(slot, attr_mod, data, 1, self.caches, bitmap, finding, old)
+        block = (attr_mod & 0xFFFF).astype(np.uint16)
+        ports, first = np.unique(slot, return_index=True)
+        for s in ports[np.argsort(first)].tolist():
+            self.first_applied.setdefault(s, len(self.first_applied))
+        written = finding != snoop.FINDING_REFUSED
+        np.bitwise_or.at(self.blocks, slot[written], (np.uint16(1) << block[written]).astype(np.uint16))
+        changed = np.flatnonzero(bitmap)
+        if len(changed):
+            ev = np.zeros(len(changed), EVENT_DTYPE)
+            ev["frame"] = items["frame"][changed]
+            ev["ts_ns"] = items["ts_ns"][changed]
+            ev["slot"] = slot[changed]
+            ev["block"] = block[changed]
+            ev["bitmap"] = bitmap[changed]
+            ev["unconfirmed"] = items["unconfirmed"][changed]
+            ev["old"] = old[changed]
+            ev["new"] = data[changed].view(">u2")
+            self.events.append(ev)
+        found = np.flatnonzero(finding)
+        if len(found):
+            fi = np.zeros(len(found), FINDING_DTYPE)
+            fi["frame"] = items["frame"][found]
+            fi["slot"] = slot[found]
+            fi["block"] = block[found]
+            fi["kind"] = finding[found]
+            self.findings.append(fi)
+        if self.host_slot >= 0:
+            mine = np.flatnonzero(slot == self.host_slot)
+            if len(mine):
+                self._host(items["frame"][mine], attr_mod[mine], data[mine])
+
+    def _host(self, frame, attr_mod, data) -> None:
+        mads = np.zeros((len(frame), snoop.MAD_SIZE), np.uint8)
+        mads[:, 1] = 0x01  # a LID-routed SubnSet(P_KeyTable): what the rule already chose it to be
+        mads[:, 3] = METHOD_SET
+        mads[:, 17] = 0x16
+        mads[:, 20:24] = attr_mod.astype(">u4").view(np.uint8).reshape(-1, 4)
+        mads[:, 64:128] = data
+        res = snoop.smp_snoop(self.host_cache, self.host_v2p, mads, self.host_port_num, 0,
+                              num_vfs=self.host_num_vfs, master=0, profile=self.profile)
+        frames = frame.tolist()
+        for i in np.flatnonzero(res.master_event).tolist():
+            self.host_master.append(frames[i])
+        for i, vf in zip(*np.nonzero(res.slave_events)):
+            self.host_vfs.setdefault(int(vf), []).append(frames[int(i)])
+
+    # -- the result ---------------------------------------------------------------------------
+    def close(self) -> None:
+        self.events.close()
+        self.findings.close()
+
+    def result(self, ing: Ingest) -> FabricSnoop:
+        full = []
+        for slot, pid in enumerate(self.pids):
+            dr = next((r[1] for r in self.slot_routes[slot] if r[0] == "dr"), None)
+            full.append(PortId(pid.lid, dr, pid.port))
+        result = FabricSnoop({}, RecordList(self.events, events_of, full), RecordList(self.findings, findings_of, full),
+                             self.counts, ing.error, ing.skipped)
+        for slot in sorted(self.first_applied, key=self.first_applied.get):
+            pid = self.pids[slot]
+            routes = list(self.slot_routes[slot])
+            if pid.lid is not None:
+                routes += [r for r, lid in self.routes.lid_of.items() if lid == pid.lid] + [("lid", pid.lid)]
+            capacity = next((self.routes.capacity[r] for r in routes if r in self.routes.capacity), None)
+            mask = int(self.blocks[slot])
+            result.ports[full[slot]] = PortState(full[slot], self.caches[slot, 0].copy(),
+                                                 {b for b in range(16) if mask >> b & 1}, capacity)
+        if self.host is not None:
+            applied = self.host_slot >= 0 and self.host_slot in self.first_applied
+            pid = full[self.host_slot] if applied else PortId(self.host, None, 0)
+            result.host = HostView(pid, self.host_port_num, self.host_num_vfs, self.host_v2p,
+                                   self.host_cache[self.host_port_num - 1].copy(), self.host_master, self.host_vfs)
+        self.counts["ports"] = len(result.ports)
+        self.counts["events"] = len(self.events)
+        self.counts["findings"] = len(self.findings)
+        return result
+
+
 def snoop_capture(path: str | os.PathLike, rule: str = "set", profile: str = "new", *,
                   host: int | None = None, num_vfs: int = 0, port_num: int = 1,
-                  v2p: np.ndarray | None = None) -> FabricSnoop:
+                  v2p: np.ndarray | None = None, pair_window: int | None = PAIR_WINDOW,
+                  batch: int = 1 << 16, spool_memory: int = SPOOL_MEMORY) -> FabricSnoop:
     """Run the fabric snoop over a capture file; see the module docstring.
 
     With ``host`` (a LID), that port is also run as an mlx4 master's port ``port_num`` with
     ``num_vfs`` VFs and the given ``virt2phys_pkey`` (``init_pkeys``'s when None): the result's
-    ``host`` is a :class:`HostView`.
+    ``host`` is a :class:`HostView`. ``pair_window`` None pairs over the whole capture (memory then
+    grows with the number of Sets).
     """
     if rule not in FROM_RULES:
         raise ValueError(f"rule must be one of {FROM_RULES}, got {rule!r}")
-    counts: Counter[str] = Counter()
-    smps, ing = collect(path, counts)
-    lid_of, capacity = _learn_lids(smps)
+    if profile not in snoop.PROFILES:
+        raise ValueError(f"profile must be one of {snoop.PROFILES}, got {profile!r}")
+    window = UNBOUNDED if pair_window is None else int(pair_window)
+    if window < 0:
+        raise ValueError(f"pair_window must be >= 0, got {pair_window}")
+    buffers = (np.empty(batch, np.int64), np.empty(batch, np.uint8), np.empty(batch, np.uint16),
+               np.empty(batch, np.uint64), np.empty(batch, np.uint32), np.empty((batch, 64), np.uint8),
+               np.empty((batch, ki.ROUTE_KEY_WIDTH), np.uint8), np.empty((batch, 24), np.uint8),
+               np.empty((batch, 64), np.uint8), np.empty((batch, ki.ROUTE_KEY_WIDTH), np.uint8))
+    routes = Routes()
 
-    # A port known by LID and by DR path is one port: name every route by its LID when known.
-    def pid_for(s: _Smp) -> PortId:
-        pid = _port_id(s.route, s.attr_mod >> 16, lid_of)
-        return PortId(pid.lid, None, pid.port) if pid.lid is not None else pid
+    def one_pass(learn: bool):
+        run = _Run(routes, rule, profile, window, host, num_vfs, port_num, v2p, spool_memory)
+        ing = Ingest(path, batch)
+        for raw in ing.raw():
+            run.batch(raw, buffers, learn)
+        run.decide(final=True)
+        return run, ing
 
-    pkey = [s for s in smps if s.attr_id == smpc.IB_SMP_ATTR_PKEY_TABLE]
-    answers = {}
-    for s in pkey:
-        if s.method == madc.IB_MGMT_METHOD_GET_RESP:
-            answers.setdefault((s.tid, pid_for(s)), s)
-    work: dict[PortId, list[tuple[_Smp, bool]]] = defaultdict(list)
-    routes: dict[PortId, list[tuple]] = defaultdict(list)
-    for s in pkey:
-        pid = pid_for(s)
-        if s.route not in routes[pid]:
-            routes[pid].append(s.route)
-        if rule == "set" and s.method == madc.IB_MGMT_METHOD_SET:
-            counts["sets"] += 1
-            answer = answers.get((s.tid, pid))
-            if answer is None:
-                counts["unconfirmed"] += 1
-                work[pid].append((s, True))
-            elif answer.status:
-                counts["rejected"] += 1
-            else:
-                work[pid].append((s, False))
-        elif rule == "getresp" and s.method == madc.IB_MGMT_METHOD_GET_RESP:
-            counts["getresps"] += 1
-            if s.status:
-                counts["rejected"] += 1
-            else:
-                work[pid].append((s, False))
-
-    result = FabricSnoop({}, [], [], counts, ing.error, ing.skipped)
-    for pid, items in work.items():
-        dr = next((r[1] for r in routes[pid] if r[0] == "dr"), None)
-        full = PortId(pid.lid, dr, pid.port)
-        state, _ = _snoop_port(full, items, result, profile)
-        if pid.lid is not None:
-            routes[pid] += [r for r, lid in lid_of.items() if lid == pid.lid] + [("lid", pid.lid)]
-        state.capacity = next((capacity[r] for r in routes[pid] if r in capacity), None)
-        result.ports[full] = state
-        if host is not None and pid.lid == host and pid.port == 0:
-            result.host = _host_view(full, items, profile, num_vfs, port_num, v2p)
-    if host is not None and result.host is None:
-        result.host = _host_view(PortId(host, None, 0), [], profile, num_vfs, port_num, v2p)
-    result.events.sort(key=lambda e: (e.frame, e.port))
-    result.findings.sort(key=lambda f: (f.frame, f.port))
-    counts["ports"] = len(result.ports)
-    counts["events"] = len(result.events)
-    counts["findings"] = len(result.findings)
-    return result
+    run, ing = one_pass(learn=True)
+    routes.finish()
+    if not run.names_hold():
+        # An answer late in the capture renamed a port met before it (a PortInfo naming the LID
+        # behind a path after Sets to that path): snoop again, knowing every name from the start.
+        run.close()
+        run, ing = one_pass(learn=False)
+        result = run.result(ing)
+        result.passes = 2
+        return result
+    return run.result(ing)
 
 
-def _run_kernel(items, profile, num_vfs=0, port_num=1, v2p=None):
-    """smp_snoop over one port's MADs, as Sets with status 0 (the rule already chose them)."""
-    cache, init_v2p = snoop.init_pkeys(num_vfs=num_vfs, num_ports=2, pkey_table_len=128, master=0)
-    v2p = init_v2p if v2p is None else v2p
-    before = cache.copy().ravel()
-    if not items:
-        return cache, v2p, before, None
-    mads = np.stack([s.mad for s, _ in items])
-    mads[:, 3] = madc.IB_MGMT_METHOD_SET  # getresp rule: the reported table is applied like a Set
-    status = np.zeros(len(items), np.uint16)
-    res = snoop.smp_snoop(cache, v2p, mads, port_num, status, num_vfs=num_vfs, master=0, profile=profile)
-    return cache, v2p, before, res
-
-
-def _snoop_port(pid: PortId, items, result: FabricSnoop, profile: str):
-    cache, _, flat, res = _run_kernel(items, profile)
-    state = PortState(pid, cache[0].copy())
-    for n, (s, unconfirmed) in enumerate(items):
-        block = s.attr_mod & 0xFFFF
-        kind = int(res.finding[n])
-        if kind:
-            result.findings.append(Finding(s.frame, pid, block, kind, FINDING_TEXT[kind]))
-        if kind != snoop.FINDING_REFUSED:
-            state.blocks.add(block)
-        bitmap = int(res.pkey_change_bitmap[n])
-        if not bitmap:
-            continue
-        changes = []  # replay the bitmap over a flat copy to name each change's old value
-        for i in range(32):
-            if bitmap >> i & 1:
-                idx = block * 32 + i
-                new = int(s.mad[64 + 2 * i]) << 8 | int(s.mad[65 + 2 * i])
-                changes.append((idx, int(flat[idx]), new))
-                flat[idx] = new
-        result.events.append(Event(s.frame, s.ts, pid, block, bitmap, changes, unconfirmed))
-    return state, res
-
-
-def _host_view(pid, items, profile, num_vfs, port_num, v2p) -> HostView:
-    cache, v2p, _, res = _run_kernel(items, profile, num_vfs, port_num, v2p)
-    master, vfs = [], {vf: [] for vf in range(1, num_vfs + 1)}
-    for n, (s, _) in enumerate(items):
-        if res.master_event[n]:
-            master.append(s.frame)
-        for vf in np.flatnonzero(res.slave_events[n]):
-            vfs.setdefault(int(vf), []).append(s.frame)
-    return HostView(pid, port_num, num_vfs, v2p, cache[port_num - 1].copy(), master, vfs)
+_PKEY_LINE = "%4d: " + " ".join(["0x%s"] * 8)
 
 
 def format_pkeys(table: np.ndarray, entries: int) -> list[str]:
     """``smpquery pkeys`` layout: 8 P_Keys a line, prefixed by the first index."""
+    hexes = np.asarray(table, dtype=">u2").tobytes().hex()
+    keys = [hexes[i:i + 4] for i in range(0, len(hexes), 4)]
     lines = []
     for start in range(0, entries, 8):
-        row = " ".join(f"0x{int(p):04x}" for p in table[start:start + 8])
-        lines.append(f"{start:4d}: {row}")
+        row = keys[start:start + 8]
+        if len(row) == 8:
+            lines.append(_PKEY_LINE % (start, *row))
+        else:
+            lines.append(f"{start:4d}: " + " ".join("0x" + k for k in row))
     return lines
 
 

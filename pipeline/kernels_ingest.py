@@ -168,7 +168,9 @@ def gather_mads(rows, mad_offset, mads, index):
 # ROUTE_LID: the LRH's DLID of a request, SLID of a response; for ROUTE_DR the DrDLID of a request
 # or DrSLID of a response unless it is the permissive 0xFFFF); [4] the hop count used
 # (min(hop_cnt, 63)); [5:5 + hops] the initial path's hops 1..hops; [68:70] the switch port
-# (attr_mod bits 16-31) where the caller wants it; everything else 0.
+# (attr_mod bits 16-31) where the caller wants it; everything else 0. Only the first
+# route_key_words(hops) 32-bit words and the last one can be non-zero (kernels_fabric hashes
+# and compares just those).
 ROUTE_KEY_WIDTH = 72
 ROUTE_LID = 1
 ROUTE_DR = 2
@@ -176,13 +178,20 @@ ROUTE_KEY_PORT = 68
 
 
 @njit
+def route_key_words(hops):
+    """How many leading 32-bit words of a route key with ``hops`` hops can be non-zero."""
+    return (5 + hops + 3) // 4
+
+
+@njit
 def route_key(buf, off, m, key, row):
-    """Write the route key of the SMP whose MAD is at ``buf[m]`` (packet at ``buf[off]``) to key[row]."""
-    for j in range(ROUTE_KEY_WIDTH):
-        key[row, j] = 0
+    """Write the route key of the SMP whose MAD is at ``buf[m]`` (packet at ``buf[off]``) to key[row]
+    (the switch-port bytes 68..71 are zeroed; the caller sets them when it wants them)."""
     response = (buf[m + 3] & 0x80) != 0
     if buf[m + 1] == 0x81:
         hops = min(np.int64(buf[m + 7]), 63)
+        for j in range(4 * route_key_words(hops)):
+            key[row, j] = 0
         if response:
             end_hi, end_lo = buf[m + 32], buf[m + 33]
         else:
@@ -196,6 +205,8 @@ def route_key(buf, off, m, key, row):
         for j in range(hops):
             key[row, 5 + j] = buf[m + 129 + j]
     else:
+        for j in range(8):
+            key[row, j] = 0
         key[row, 0] = ROUTE_LID
         key[row, 1] = 1
         if response:
@@ -204,16 +215,21 @@ def route_key(buf, off, m, key, row):
         else:
             key[row, 2] = buf[off + 2]
             key[row, 3] = buf[off + 3]
+    for j in range(ROUTE_KEY_PORT, ROUTE_KEY_WIDTH):
+        key[row, j] = 0
 
 
 @njit
-def snoop_smps(buf, pkt_off, pkt_len, code, rec, hdr, data, key, ans_hdr, ans_data, ans_key):
+def snoop_smps(buf, pkt_off, pkt_len, code, rec, method, status, tid, attr_mod, data, key,
+               ans_hdr, ans_data, ans_key):
     """The SMPs `madpipe snoop` reads, out of a batch of records, in order.
 
-    P_KeyTable SMPs (any method): rec[k] the record index, hdr[k] the 24-byte MAD header, data[k]
-    the 64-byte SMP data, key[k] the route key with the switch port. Answers that name ports:
-    SubnGetResp(NodeInfo) on any route and SubnGetResp(PortInfo) on a directed route, status 0
-    (without the D bit): ans_hdr, ans_data, ans_key (no switch port) the same way.
+    P_KeyTable SMPs (any method), one row k each: rec[k] the record index, method[k] (uint8),
+    status[k] (uint16, without the directed-route D bit), tid[k] (uint64), attr_mod[k] (uint32),
+    data[k] the 64-byte SMP data (written for SubnSet and SubnGetResp only), key[k] the route key
+    with the switch port. Answers that name ports: SubnGetResp(NodeInfo) on any route and
+    SubnGetResp(PortInfo) on a directed route, status 0: ans_hdr (the 24-byte MAD header),
+    ans_data, ans_key (no switch port). Unused rows and bytes are left as they were.
     Returns (P_KeyTable SMPs, answers, MADs, SMPs) of the batch.
     """
     k = 0
@@ -238,10 +254,18 @@ def snoop_smps(buf, pkt_off, pkt_len, code, rec, hdr, data, key, ans_hdr, ans_da
         attr = buf[m + 17]
         if attr == 0x16:
             rec[k] = i
-            for j in range(24):
-                hdr[k, j] = buf[m + j]
-            for j in range(64):
-                data[k, j] = buf[m + 64 + j]
+            meth = buf[m + 3]
+            method[k] = meth
+            status[k] = ((np.uint16(buf[m + 4]) & 0x7F) << 8) | np.uint16(buf[m + 5])
+            t = np.uint64(0)
+            for j in range(8):
+                t = (t << np.uint64(8)) | np.uint64(buf[m + 8 + j])
+            tid[k] = t
+            attr_mod[k] = ((np.uint32(buf[m + 20]) << 24) | (np.uint32(buf[m + 21]) << 16)
+                           | (np.uint32(buf[m + 22]) << 8) | np.uint32(buf[m + 23]))
+            if meth == 0x02 or meth == 0x81:
+                for j in range(64):
+                    data[k, j] = buf[m + 64 + j]
             route_key(buf, off, m, key, k)
             key[k, ROUTE_KEY_PORT] = buf[m + 20]
             key[k, ROUTE_KEY_PORT + 1] = buf[m + 21]

@@ -64,15 +64,17 @@ def pkey_block_masks(virt2phys_pkey, num_vfs, master, pkey_table_len):
 def smp_snoop_kernel(mads, port_num, status, phys_pkey_cache, virt2phys_pkey, port_lid, sm_lid, sm_sl,
                      num_vfs, master, num_ports, pkey_table_len, profile_new, port_mgmt_change_events,
                      little_endian,
-                     pkey_change_bitmap, master_event, slave_events, finding, lid_change, client_rereg,
-                     gid_change, snooped):
+                     pkey_change_bitmap, master_event, slave_rows, slave_bits, finding, lid_change,
+                     client_rereg, gid_change, snooped):
     """Snoop ``mads[n]`` (answered with ``status[n]`` on ``port_num[n]``) for n in frame order.
 
     mads uint8[N, 256]; port_num uint8[N]; status uint16[N]; phys_pkey_cache uint16[2, 128],
     port_lid uint16[2], sm_lid uint16[2], sm_sl uint8[2] (updated); virt2phys_pkey
     uint8[80, 2, 128] (read). Outputs, zeroed by the caller: pkey_change_bitmap uint32[N],
-    master_event, lid_change, client_rereg, gid_change, snooped bool[N], slave_events
-    bool[N, 80], finding int8[N]. ``little_endian``: the host's byte order, for the word compare.
+    master_event, lid_change, client_rereg, gid_change, snooped bool[N], finding int8[N].
+    Slave events, sparse (most MADs raise none): for the e-th MAD that raised any,
+    slave_rows[e] (int64) is its index and slave_bits[e] (uint64[2]) the functions (f: bit f % 64
+    of word f // 64); both need room for N and no zeroing. Returns how many such MADs. ``little_endian``: the host's byte order, for the word compare.
     """
     n_mads = mads.shape[0]
     mads64 = mads.view(np.uint64)
@@ -80,6 +82,7 @@ def smp_snoop_kernel(mads, port_num, status, phys_pkey_cache, virt2phys_pkey, po
     masks = pkey_block_masks(virt2phys_pkey, num_vfs, master, pkey_table_len)
     lane_low = np.uint64(LANE_LOW_BYTES)
     eight = np.uint64(8)
+    n_slave = 0
 
     for n in range(n_mads):
         # Cheap header filters first: class, method, status, attribute.
@@ -130,9 +133,19 @@ def smp_snoop_kernel(mads, port_num, status, phys_pkey_cache, virt2phys_pkey, po
             if bitmap != 0:
                 master_event[n] = True
                 if profile_new:
+                    lo = np.uint64(0)
+                    hi = np.uint64(0)
                     for slave in range(num_vfs + 1):
                         if (np.int64(masks[slave, port - 1, bn]) & bitmap) != 0:
-                            slave_events[n, slave] = True
+                            if slave < 64:
+                                lo |= np.uint64(1) << np.uint64(slave)
+                            else:
+                                hi |= np.uint64(1) << np.uint64(slave - 64)
+                    if lo != 0 or hi != 0:
+                        slave_rows[n_slave] = n
+                        slave_bits[n_slave, 0] = lo
+                        slave_bits[n_slave, 1] = hi
+                        n_slave += 1
 
         elif attr_id == IB_SMP_ATTR_PORT_INFO:
             lid = (np.int64(mads[n, PORT_INFO_LID]) << 8) | np.int64(mads[n, PORT_INFO_LID + 1])
@@ -159,3 +172,4 @@ def smp_snoop_kernel(mads, port_num, status, phys_pkey_cache, virt2phys_pkey, po
                     continue
                 gid_change[n] = True
             snooped[n] = True
+    return n_slave

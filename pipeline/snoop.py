@@ -30,7 +30,7 @@ numba kernel; the two give identical results.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from numbers import Integral
 
 import numpy as np
@@ -55,7 +55,12 @@ class SnoopResult:
 
     pkey_change_bitmap  uint32[N]    bit i: P_Key i of the block changed (P_KeyTable Sets)
     master_event        bool[N]      IB_EVENT_PKEY_CHANGE on the master (bitmap non-zero)
-    slave_events        bool[N, 80]  [n, f]: function f got a P_Key-change EQE (profile new)
+    slave_events        bool[N, 80]  [n, f]: function f got a P_Key-change EQE (profile new);
+                                     made on first use from slave_rows and slave_bits
+    slave_rows          int64[E]     the MADs that raised any slave event, in order, and for each
+    slave_bits          uint64[E, 2] the functions as bits (f: bit f % 64 of word f // 64). The
+                                     kernel writes only these, not 80 bytes for every MAD: no
+                                     8 MB to zero and fault in for a 100k-MAD batch
     finding             int8[N]      FINDING_NONE, FINDING_SPILL or FINDING_REFUSED
     lid_change          bool[N]      IB_EVENT_LID_CHANGE on the master: a Set(PortInfo) whose LID
                                      differs from the port's LID before it (profile new also
@@ -72,7 +77,8 @@ class SnoopResult:
 
     pkey_change_bitmap: np.ndarray
     master_event: np.ndarray
-    slave_events: np.ndarray
+    slave_rows: np.ndarray
+    slave_bits: np.ndarray
     finding: np.ndarray
     lid_change: np.ndarray
     client_rereg: np.ndarray
@@ -81,16 +87,29 @@ class SnoopResult:
     port_lid: np.ndarray
     sm_lid: np.ndarray
     sm_sl: np.ndarray
+    _slave_events: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.finding)
+
+    @property
+    def slave_events(self) -> np.ndarray:
+        """bool[N, 80] from slave_rows and slave_bits (made once, then the same array)."""
+        if self._slave_events is None:
+            events = np.zeros((len(self.finding), MLX4_MFUNC_MAX), dtype=np.bool_)
+            if len(self.slave_rows):
+                bits = np.unpackbits(self.slave_bits.astype("<u8").view(np.uint8), axis=1, bitorder="little")
+                events[self.slave_rows] = bits[:, :MLX4_MFUNC_MAX].view(np.bool_)
+            self._slave_events = events
+        return self._slave_events
 
     @classmethod
     def empty(cls, n: int, port_lid, sm_lid, sm_sl) -> "SnoopResult":
         return cls(
             pkey_change_bitmap=np.zeros(n, dtype=np.uint32),
             master_event=np.zeros(n, dtype=np.bool_),
-            slave_events=np.zeros((n, MLX4_MFUNC_MAX), dtype=np.bool_),
+            slave_rows=np.empty(n, dtype=np.int64),  # room for every MAD; trimmed to those with events
+            slave_bits=np.empty((n, 2), dtype=np.uint64),
             finding=np.zeros(n, dtype=np.int8),
             lid_change=np.zeros(n, dtype=np.bool_),
             client_rereg=np.zeros(n, dtype=np.bool_),
@@ -110,7 +129,13 @@ def init_pkeys(num_vfs: int = 4, num_ports: int = 2, pkey_table_len: int = 128, 
     ``cache[port - 1, 0] = 0xFFFF``, everything else 0.
     """
     _check_config(num_vfs, master, num_ports, pkey_table_len)
-    return _ref.init_pkeys(num_vfs, num_ports, pkey_table_len, master)
+    # The reference's loops, as whole-array writes (the tests compare the two).
+    cache = np.zeros((MLX4_MAX_PORTS, MLX4_MAX_PORT_PKEYS), dtype=np.uint16)
+    v2p = np.zeros((MLX4_MFUNC_MAX, MLX4_MAX_PORTS, MLX4_MAX_PORT_PKEYS), dtype=np.uint8)
+    v2p[:num_vfs + 1, :num_ports, 1:pkey_table_len] = pkey_table_len - 1
+    v2p[master, :num_ports, :pkey_table_len] = np.arange(pkey_table_len, dtype=np.uint8)
+    cache[:num_ports, 0] = 0xFFFF
+    return cache, v2p
 
 
 def smp_snoop(cache, v2p, mads, port_num, status, num_vfs: int = 4, master: int = 0, profile: str = "new", *,
@@ -121,11 +146,13 @@ def smp_snoop(cache, v2p, mads, port_num, status, num_vfs: int = 4, master: int 
                     port_lid, sm_lid, sm_sl)
     mads, port_num, status, port_lid, sm_lid, sm_sl = args
     res = SnoopResult.empty(mads.shape[0], port_lid, sm_lid, sm_sl)
-    smp_snoop_kernel(mads, port_num, status, cache, v2p, port_lid, sm_lid, sm_sl,
-                     num_vfs, master, num_ports, pkey_table_len, profile == "new",
-                     bool(port_mgmt_change_events), sys.byteorder == "little",
-                     res.pkey_change_bitmap, res.master_event, res.slave_events, res.finding,
-                     res.lid_change, res.client_rereg, res.gid_change, res.snooped)
+    n_slave = smp_snoop_kernel(mads, port_num, status, cache, v2p, port_lid, sm_lid, sm_sl,
+                               num_vfs, master, num_ports, pkey_table_len, profile == "new",
+                               bool(port_mgmt_change_events), sys.byteorder == "little",
+                               res.pkey_change_bitmap, res.master_event, res.slave_rows, res.slave_bits,
+                               res.finding, res.lid_change, res.client_rereg, res.gid_change, res.snooped)
+    res.slave_rows = res.slave_rows[:n_slave]
+    res.slave_bits = res.slave_bits[:n_slave]
     return res
 
 
@@ -139,19 +166,26 @@ def smp_snoop_reference(cache, v2p, mads, port_num, status, num_vfs: int = 4, ma
     mads, port_num, status, port_lid, sm_lid, sm_sl = args
     res = SnoopResult.empty(mads.shape[0], port_lid, sm_lid, sm_sl)
     state = _ref.SnoopState(cache, v2p, port_lid, sm_lid, sm_sl)
+    n_slave = 0
     for n in range(mads.shape[0]):
         out = _ref.smp_snoop_one(state, mads[n], int(port_num[n]), int(status[n]), num_vfs=num_vfs, master=master,
                                  profile=profile, num_ports=num_ports, pkey_table_len=pkey_table_len,
                                  port_mgmt_change_events=bool(port_mgmt_change_events))
         res.pkey_change_bitmap[n] = out.pkey_change_bitmap
         res.master_event[n] = out.master_event
-        for slave in out.slave_events:
-            res.slave_events[n, slave] = True
+        if out.slave_events:
+            res.slave_rows[n_slave] = n
+            res.slave_bits[n_slave] = 0
+            for slave in out.slave_events:
+                res.slave_bits[n_slave, slave >> 6] |= np.uint64(1 << (slave & 63))
+            n_slave += 1
         res.finding[n] = out.finding
         res.lid_change[n] = out.lid_change
         res.client_rereg[n] = out.client_rereg
         res.gid_change[n] = out.gid_change
         res.snooped[n] = out.snooped
+    res.slave_rows = res.slave_rows[:n_slave]
+    res.slave_bits = res.slave_bits[:n_slave]
     return res
 
 

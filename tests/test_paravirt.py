@@ -517,7 +517,7 @@ def commands(draw):
         box[197] = draw(st.sampled_from([0, 0, 0, 0x80]))
         code = draw(st.sampled_from(CODES.tolist()))
         slave = draw(st.one_of(st.integers(0, 79), st.sampled_from(SLAVE_POOL.tolist())))
-        qpn = draw(st.one_of(st.integers(p - 16, p + 1300), st.integers(0, 2 ** 32 - 1)))
+        qpn = draw(st.one_of(st.integers(max(p - 16, 0), p + 1300), st.integers(0, 2 ** 32 - 1)))
         rows.append((bytes(box), code, slave, qpn))
     boxes = np.frombuffer(b"".join(r[0] for r in rows), dtype=np.uint8).reshape(n, 256).copy()
     codes = np.array([r[1] for r in rows], dtype=np.uint8)

@@ -1,0 +1,188 @@
+"""numba kernels for the fabric-wide snoop (`madpipe snoop`): dense ids, answer pairing, per-port caches.
+
+Plain arrays in, outputs passed in; no Python objects. :mod:`madpipe.pipeline.fabric` drives
+them batch by batch and checks the arrays; the tests compare each with a pure-Python reference
+(``snoop_ports`` with :func:`madpipe.pipeline.snoop.smp_snoop_reference` run port by port).
+
+Hashes are computed in 32 bits inside int64 so that no product overflows: the same code runs
+compiled and as plain Python (``NUMBA_DISABLE_JIT=1``, small inputs).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from madpipe.pipeline.jit import njit
+
+MLX4_MAX_PORTS = 2
+MLX4_MAX_PORT_PKEYS = 128
+FINDING_SPILL = 1
+FINDING_REFUSED = 2
+
+FNV_PRIME = 0x01000193
+FNV_OFFSET = 0x811C9DC5
+MASK32 = 0xFFFFFFFF
+
+
+@njit
+def _words_used(keys, row):
+    """Route keys (kernels_ingest.route_key): only the leading words for the hop count can be set."""
+    return (5 + np.int64(keys[row, 4]) + 3) // 4
+
+
+@njit
+def _hash_key(words, row, used, last):
+    h = np.int64(FNV_OFFSET)
+    for w in range(used):
+        h = ((h ^ np.int64(words[row, w])) * FNV_PRIME) & MASK32
+    h = ((h ^ np.int64(words[row, last])) * FNV_PRIME) & MASK32
+    return h ^ (h >> 15)
+
+
+@njit
+def intern_keys(keys, start, table, uniq, n_uniq, ids):
+    """Give each route key (row of ``keys``) a dense id, the first row with a new key the next id.
+
+    keys uint8[M, 72], laid out as kernels_ingest.route_key writes them (only the words for the
+    hop count, and the last word, are read); table int32[C] (C a power of two; -1 empty, else an
+    id); uniq uint8[U, 72], the key of each id (rows 0..n_uniq-1 in use); ids int32[M] (out).
+    Rows ``start..`` are done in order. Returns (n_uniq, next row): the next row is M when all are
+    done, less when the table would pass half full or uniq is full (grow both, call again from it).
+    """
+    words = keys.view(np.uint32)
+    uwords = uniq.view(np.uint32)
+    mask = table.shape[0] - 1
+    last = words.shape[1] - 1
+    for m in range(start, keys.shape[0]):
+        used = _words_used(keys, m)
+        pos = _hash_key(words, m, used, last) & mask
+        while True:
+            e = table[pos]
+            if e < 0:
+                if n_uniq >= uniq.shape[0] or 2 * (n_uniq + 1) > table.shape[0]:
+                    return n_uniq, m
+                for w in range(last + 1):
+                    uwords[n_uniq, w] = words[m, w] if (w < used or w == last) else 0
+                table[pos] = n_uniq
+                ids[m] = n_uniq
+                n_uniq += 1
+                break
+            same = uwords[e, last] == words[m, last]
+            w = 0
+            while same and w < used:
+                if uwords[e, w] != words[m, w]:
+                    same = False
+                w += 1
+            if same:
+                ids[m] = e
+                break
+            pos = (pos + 1) & mask
+    return n_uniq, keys.shape[0]
+
+
+@njit
+def rehash(uniq, n_uniq, table):
+    """Fill an empty (all -1) table with ids 0..n_uniq-1 of uniq (after growing it)."""
+    words = uniq.view(np.uint32)
+    mask = table.shape[0] - 1
+    last = words.shape[1] - 1
+    for e in range(n_uniq):
+        pos = _hash_key(words, e, _words_used(uniq, e), last) & mask
+        while table[pos] >= 0:
+            pos = (pos + 1) & mask
+        table[pos] = e
+
+
+@njit
+def _tid_slot_hash(tid, slot):
+    h = np.int64(FNV_OFFSET)
+    h = ((h ^ np.int64(tid & np.uint64(MASK32))) * FNV_PRIME) & MASK32
+    h = ((h ^ np.int64(tid >> np.uint64(32))) * FNV_PRIME) & MASK32
+    h = ((h ^ np.int64(slot)) * FNV_PRIME) & MASK32
+    return h ^ (h >> 15)
+
+
+@njit
+def pair_answers(set_tid, set_slot, set_seq, resp_tid, resp_slot, resp_seq, resp_status, window, answer):
+    """The status of each Set's answer: the first GetResp with its TID from its port within ``window``.
+
+    Sets (set_tid uint64[S], set_slot int32[S], set_seq int64[S], ascending seq) and GetResps
+    (resp_* of length R, ascending seq; resp_status int32) are numbered in one sequence. For Set s,
+    answer[s] (int32, out) is the status of the earliest GetResp r with the same TID and slot and
+    set_seq[s] - window <= resp_seq[r] <= set_seq[s] + window, or -1 when there is none.
+    A window of at least the sequence's length means: the first such GetResp anywhere.
+    """
+    n_resp = resp_tid.shape[0]
+    cap = 16
+    while cap < 2 * n_resp:
+        cap *= 2
+    mask = cap - 1
+    head = np.full(cap, -1, np.int64)  # first GetResp of the key in this bucket (-1: empty)
+    tail = np.empty(cap, np.int64)  # last GetResp of the key so far
+    cursor = np.empty(cap, np.int64)  # first GetResp of the key not yet too old for the Sets
+    after = np.full(max(n_resp, 1), -1, np.int64)  # next GetResp with the same key
+    for r in range(n_resp):
+        pos = _tid_slot_hash(resp_tid[r], resp_slot[r]) & mask
+        while head[pos] >= 0:
+            j = head[pos]
+            if resp_tid[j] == resp_tid[r] and resp_slot[j] == resp_slot[r]:
+                break
+            pos = (pos + 1) & mask
+        if head[pos] < 0:
+            head[pos] = r
+            cursor[pos] = r
+        else:
+            after[tail[pos]] = r
+        tail[pos] = r
+    for s in range(set_tid.shape[0]):
+        answer[s] = -1
+        pos = _tid_slot_hash(set_tid[s], set_slot[s]) & mask
+        while head[pos] >= 0:
+            j = head[pos]
+            if resp_tid[j] == set_tid[s] and resp_slot[j] == set_slot[s]:
+                break
+            pos = (pos + 1) & mask
+        if head[pos] < 0:
+            continue
+        j = cursor[pos]
+        low = set_seq[s] - window
+        while j >= 0 and resp_seq[j] < low:
+            j = after[j]
+        cursor[pos] = j  # Sets come in ascending seq: what is too old now stays too old
+        if j >= 0 and resp_seq[j] <= set_seq[s] + window:
+            answer[s] = resp_status[j]
+
+
+@njit
+def snoop_ports(slot, attr_mod, data, port_num, phys_pkey_cache, pkey_change_bitmap, finding, old):
+    """smp_snoop's P_KeyTable case for SubnSets answered with status 0, each on its port's cache.
+
+    Item n is a SubnSet(P_KeyTable) with attribute modifier attr_mod[n] (uint32) and SMP data
+    data[n] (uint8[64], the wire's 32 be16 P_Keys), snooped on physical port ``port_num`` (1 or 2)
+    of the master whose ``phys_pkey_cache`` is phys_pkey_cache[slot[n]] (uint16[P, 2, 128],
+    updated in order). Outputs, one per item: pkey_change_bitmap uint32 (zero where nothing
+    changed), finding int8 (0, FINDING_SPILL, FINDING_REFUSED), old uint16[N, 32]: the cache
+    entries the block covers, before the item (rows of refused items are left as they were).
+    The master event is ``pkey_change_bitmap != 0``; with no VFs there are no slave events.
+    """
+    for n in range(slot.shape[0]):
+        p = slot[n]
+        bn = np.int64(attr_mod[n] & 0xFFFF)
+        first = (np.int64(port_num) - 1) * MLX4_MAX_PORT_PKEYS + bn * 32
+        finding[n] = 0
+        pkey_change_bitmap[n] = 0
+        if first + 31 >= MLX4_MAX_PORTS * MLX4_MAX_PORT_PKEYS:
+            finding[n] = FINDING_REFUSED
+            continue
+        if bn * 32 + 31 >= MLX4_MAX_PORT_PKEYS:
+            finding[n] = FINDING_SPILL
+        row = first >> 7
+        col = first & 127
+        bitmap = 0
+        for i in range(32):
+            pkey = (np.uint16(data[n, 2 * i]) << 8) | np.uint16(data[n, 2 * i + 1])
+            cur = phys_pkey_cache[p, row, col + i]
+            old[n, i] = cur
+            if pkey != cur:
+                bitmap |= 1 << i
+                phys_pkey_cache[p, row, col + i] = pkey
+        pkey_change_bitmap[n] = bitmap

@@ -1,0 +1,101 @@
+"""numba kernels that write `madpipe snoop`'s integer-only text as ASCII bytes, for large outputs.
+
+Each is the byte-for-byte twin of a Python format (the tests compare them on random input):
+
+- ``pkey_lines``: fabric.format_pkeys's ``smpquery pkeys`` lines, ``"%4d: " + 8 x "0x%04x"``;
+- ``change_texts``: an event's changes as the text output writes them,
+  ``"[%d] 0x%04x->0x%04x"`` joined by spaces, or as its JSON, ``"[%d,%d,%d]"`` joined by commas.
+
+Outputs are passed in; the Python side (cmd_snoop) sizes them, decodes once and slices.
+"""
+import numpy as np
+
+from madpipe.pipeline.jit import njit
+
+PKEY_LINE_BYTES = 62  # "   0: " + 8 x "0xhhhh" with 7 spaces + "\n"
+HEX = b"0123456789abcdef"
+CHANGE_TEXT = 0
+CHANGE_JSON = 1
+
+
+@njit
+def _hex4(out, pos, value):
+    for k in range(4):
+        d = (value >> (12 - 4 * k)) & 15
+        out[pos + k] = 48 + d if d < 10 else 87 + d
+
+
+@njit
+def _decimal(out, pos, value):
+    """Write a non-negative int in decimal at out[pos]; returns the position after it."""
+    digits = 1
+    v = value
+    while v >= 10:
+        v //= 10
+        digits += 1
+    for k in range(digits - 1, -1, -1):
+        out[pos + k] = 48 + value % 10
+        value //= 10
+    return pos + digits
+
+
+@njit
+def pkey_lines(tables, entries, out):
+    """For table p, lines 0..ceil(entries[p] / 8) - 1 of tables[p] (uint16[P, 128]), in order, into
+    out (uint8[L, PKEY_LINE_BYTES], L the total line count). Each line is 8 whole P_Keys."""
+    line = 0
+    for p in range(tables.shape[0]):
+        for start in range(0, entries[p], 8):
+            row = out[line]
+            for j in range(6):
+                row[j] = 32
+            _decimal(row, 4 - (1 if start < 10 else 2 if start < 100 else 3), start)
+            row[4] = 58  # ":"
+            for k in range(8):
+                pos = 6 + 7 * k
+                row[pos] = 48  # "0"
+                row[pos + 1] = 120  # "x"
+                _hex4(row, pos + 2, np.int64(tables[p, start + k]))
+                row[pos + 6] = 32 if k < 7 else 10
+            line += 1
+    return line
+
+
+@njit
+def change_texts(bitmap, block, old, new, style, out, ends):
+    """Event n's changes (bits of bitmap[n] in order: index block[n] * 32 + i, old[n, i], new[n, i])
+    into out from ends[n - 1] (0 for n = 0) to ends[n] (int64[N], written). Returns the bytes used.
+    style CHANGE_TEXT or CHANGE_JSON. out must hold 26 bytes a change."""
+    pos = 0
+    for n in range(bitmap.shape[0]):
+        first = True
+        for i in range(32):
+            if not (np.int64(bitmap[n]) >> i) & 1:
+                continue
+            if not first:
+                out[pos] = 32 if style == CHANGE_TEXT else 44
+                pos += 1
+            first = False
+            out[pos] = 91  # "["
+            pos = _decimal(out, pos + 1, np.int64(block[n]) * 32 + i)
+            if style == CHANGE_TEXT:
+                out[pos] = 93  # "]"
+                out[pos + 1] = 32
+                out[pos + 2] = 48
+                out[pos + 3] = 120
+                _hex4(out, pos + 4, np.int64(old[n, i]))
+                out[pos + 8] = 45  # "-"
+                out[pos + 9] = 62  # ">"
+                out[pos + 10] = 48
+                out[pos + 11] = 120
+                _hex4(out, pos + 12, np.int64(new[n, i]))
+                pos += 16
+            else:
+                out[pos] = 44
+                pos = _decimal(out, pos + 1, np.int64(old[n, i]))
+                out[pos] = 44
+                pos = _decimal(out, pos + 1, np.int64(new[n, i]))
+                out[pos] = 93
+                pos += 1
+        ends[n] = pos
+    return pos
