@@ -74,6 +74,7 @@ SPOOL_MEMORY = 16 << 20
 METHOD_SET = 0x02
 METHOD_GET_RESP = 0x81
 ATTR_NODE_INFO = 0x11
+ATTR_SWITCH_INFO = 0x12
 NODE_TYPE_SWITCH = 2
 UNBOUNDED = 1 << 62
 
@@ -102,6 +103,29 @@ class PortId:
     def as_json(self) -> dict:
         return {"lid": self.lid, "dr_path": list(self.dr_path) if self.dr_path is not None else None,
                 "port": self.port}
+
+
+@dataclass
+class Capacities:
+    """P_Key table sizes the capture's answers give, by route.
+
+    NodeInfo.PartitionCap covers a channel adapter's ports and a switch's port 0;
+    SwitchInfo.PartitionEnforcementCap covers a switch's external ports (IBA 14.2.5.3-4).
+    """
+
+    node: dict[tuple, int] = field(default_factory=dict)  # route -> NodeInfo.partition_cap
+    switch_ports: dict[tuple, int] = field(default_factory=dict)  # route -> SwitchInfo's cap
+    switch: dict[tuple, bool] = field(default_factory=dict)  # route -> NodeInfo says a switch
+
+    def of(self, routes, port: int) -> int | None:
+        """The capacity of switch port ``port`` (0 for a CA) reached by any of ``routes``."""
+        for r in routes:
+            if port and self.switch.get(r):
+                if r in self.switch_ports:
+                    return self.switch_ports[r]
+            elif r in self.node:
+                return self.node[r]
+        return None
 
 
 @dataclass
@@ -345,8 +369,8 @@ class Routes:
     def __init__(self):
         self.table = KeyTable(ki.ROUTE_KEY_WIDTH)
         self.route: list[tuple] = []  # id -> route tuple
-        self.capacity: dict[tuple, int] = {}
-        self.switch: dict[tuple, bool] = {}
+        self.caps = Capacities()
+        self.switch = self.caps.switch
         # PortInfo answers with a LID: the last one, and the place of the first, of any port and
         # of port 0. On a switch only port 0 counts; which routes are switches is known at the end.
         self.last_any: dict[tuple, int] = {}
@@ -368,12 +392,15 @@ class Routes:
         port0 = (hdr[:, 23] == 0).tolist()
         node_type = data[:, 2].tolist()
         cap = ((data[:, 28].astype(np.int64) << 8) | data[:, 29]).tolist()
+        switch_cap = ((data[:, 14].astype(np.int64) << 8) | data[:, 15]).tolist()
         lid = ((data[:, 16].astype(np.int64) << 8) | data[:, 17]).tolist()
         for j, i in enumerate(ids.tolist()):
             r = self.route[i]
             if attr[j] == ATTR_NODE_INFO:
                 self.switch[r] = node_type[j] == NODE_TYPE_SWITCH
-                self.capacity[r] = cap[j]
+                self.caps.node[r] = cap[j]
+            elif attr[j] == ATTR_SWITCH_INFO:
+                self.caps.switch_ports[r] = switch_cap[j]
             elif lid[j]:
                 self.last_any[r] = lid[j]
                 self.first_any.setdefault(r, self.seen)
@@ -649,7 +676,7 @@ class _Run:
             routes = list(self.slot_routes[slot])
             if pid.lid is not None:
                 routes += [r for r, lid in self.routes.lid_of.items() if lid == pid.lid] + [("lid", pid.lid)]
-            capacity = next((self.routes.capacity[r] for r in routes if r in self.routes.capacity), None)
+            capacity = self.routes.caps.of(routes, pid.port)
             mask = int(self.blocks[slot])
             result.ports[full[slot]] = PortState(full[slot], self.caches[slot, 0].copy(),
                                                  {b for b in range(16) if mask >> b & 1}, capacity)

@@ -228,7 +228,7 @@ def snoop_smps(buf, pkt_off, pkt_len, code, rec, method, status, tid, attr_mod, 
     status[k] (uint16, without the directed-route D bit), tid[k] (uint64), attr_mod[k] (uint32),
     data[k] the 64-byte SMP data (written for SubnSet and SubnGetResp only), key[k] the route key
     with the switch port. Answers that name ports: SubnGetResp(NodeInfo) on any route and
-    SubnGetResp(PortInfo) on a directed route, status 0: ans_hdr (the 24-byte MAD header),
+    SubnGetResp(SwitchInfo) and SubnGetResp(PortInfo) on a directed route, status 0: ans_hdr (the 24-byte MAD header),
     ans_data, ans_key (no switch port). Unused rows and bytes are left as they were.
     Returns (P_KeyTable SMPs, answers, MADs, SMPs) of the batch.
     """
@@ -270,7 +270,7 @@ def snoop_smps(buf, pkt_off, pkt_len, code, rec, method, status, tid, attr_mod, 
             key[k, ROUTE_KEY_PORT] = buf[m + 20]
             key[k, ROUTE_KEY_PORT + 1] = buf[m + 21]
             k += 1
-        elif attr == 0x11 or (attr == 0x15 and cls == 0x81):
+        elif attr == 0x11 or attr == 0x12 or (attr == 0x15 and cls == 0x81):
             if buf[m + 3] != 0x81 or (buf[m + 4] & 0x7F) != 0 or buf[m + 5] != 0:
                 continue
             for j in range(24):

@@ -21,6 +21,7 @@ from madpipe.codecs import mad as madc
 from madpipe.codecs import smp as smpc
 from madpipe.pipeline import snoop
 from madpipe.pipeline.fabric import (
+    Capacities,
     FINDING_TEXT,
     FROM_RULES,
     PERMISSIVE_LID,
@@ -64,7 +65,8 @@ class _Smp:
         return int.from_bytes(self.mad[20:24].tobytes(), "big")
 
 
-_KEPT_ATTRS = (smpc.IB_SMP_ATTR_PKEY_TABLE, smpc.IB_SMP_ATTR_PORT_INFO, smpc.IB_SMP_ATTR_NODE_INFO)
+_KEPT_ATTRS = (smpc.IB_SMP_ATTR_PKEY_TABLE, smpc.IB_SMP_ATTR_PORT_INFO, smpc.IB_SMP_ATTR_NODE_INFO,
+               smpc.IB_SMP_ATTR_SWITCH_INFO)
 
 
 def collect(path: str | os.PathLike, counts: Counter) -> tuple[list[_Smp], Ingest]:
@@ -104,17 +106,19 @@ def _route(m: np.ndarray, frame: np.ndarray) -> tuple:
     return ("lid", lrh_lid)
 
 
-def _learn_lids(smps: list[_Smp]) -> tuple[dict, dict]:
-    """From PortInfo and NodeInfo answers: the LID behind each DR route, each route's capacity."""
+def _learn_lids(smps: list[_Smp]) -> tuple[dict, Capacities]:
+    """From PortInfo, NodeInfo and SwitchInfo answers: the LID behind each DR route, capacities."""
     lid_of: dict[tuple, int] = {}
-    capacity: dict[tuple, int] = {}
-    switch: dict[tuple, bool] = {}
+    caps = Capacities()
+    switch = caps.switch
     for s in smps:
         if s.method != madc.IB_MGMT_METHOD_GET_RESP or s.status:
             continue
         if s.attr_id == smpc.IB_SMP_ATTR_NODE_INFO:
             switch[s.route] = s.mad[64 + 2] == 2  # node_type 2: switch
-            capacity[s.route] = int(s.mad[64 + 28]) << 8 | int(s.mad[64 + 29])
+            caps.node[s.route] = int(s.mad[64 + 28]) << 8 | int(s.mad[64 + 29])
+        elif s.attr_id == smpc.IB_SMP_ATTR_SWITCH_INFO:
+            caps.switch_ports[s.route] = int(s.mad[64 + 14]) << 8 | int(s.mad[64 + 15])
     for s in smps:
         if s.method != madc.IB_MGMT_METHOD_GET_RESP or s.status or s.attr_id != smpc.IB_SMP_ATTR_PORT_INFO:
             continue
@@ -124,7 +128,7 @@ def _learn_lids(smps: list[_Smp]) -> tuple[dict, dict]:
         # A switch has one LID, on port 0; a CA port's PortInfo carries its own LID.
         if lid and (not switch.get(s.route) or (s.attr_mod & 0xFF) == 0):
             lid_of[s.route] = lid
-    return lid_of, capacity
+    return lid_of, caps
 
 
 def _port_id(route: tuple, port: int, lid_of: dict) -> PortId:
@@ -202,7 +206,7 @@ def snoop_capture(path: str | os.PathLike, rule: str = "set", profile: str = "ne
         state, _ = _snoop_port(full, items, result, profile)
         if pid.lid is not None:
             routes[pid] += [r for r, lid in lid_of.items() if lid == pid.lid] + [("lid", pid.lid)]
-        state.capacity = next((capacity[r] for r in routes[pid] if r in capacity), None)
+        state.capacity = capacity.of(routes[pid], pid.port)
         result.ports[full] = state
         if host is not None and pid.lid == host and pid.port == 0:
             result.host = _host_view(full, items, profile, num_vfs, port_num, v2p)

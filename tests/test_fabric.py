@@ -11,7 +11,7 @@ import pytest
 from madpipe.codecs import build, smp
 from madpipe.codecs.capture import CaptureWriter
 from madpipe.codecs.mad import IB_MGMT_METHOD_GET_RESP as GETRESP, IB_MGMT_METHOD_SET as SET
-from madpipe.pipeline import fabric
+from madpipe.pipeline import fabric, reference_fabric
 from madpipe.pipeline.cli import main
 
 PATH = [1]
@@ -165,3 +165,27 @@ def test_bad_map_file(scenario, tmp_path, capsys):
     m.write_text("1 1 0 1\n3 1 0 200\n")
     assert main(["snoop", "-r", str(scenario), "--host", "4", "--vfs", "2", "--pkey-map", str(m)]) == 2
     assert "bad.map, line 2, field vf: 3 is outside 1..2" in capsys.readouterr().err
+
+
+def switch_info(partition_enforcement_cap):
+    data = bytearray(64)
+    data[14:16] = partition_enforcement_cap.to_bytes(2, "big")  # IBA 14.2.5.4, bits 112-127
+    return bytes(data)
+
+
+@pytest.mark.parametrize("with_switch_info", [True, False])
+def test_capacity_of_switch_ports(tmp_path, with_switch_info):
+    # NodeInfo.PartitionCap is the switch's port 0; its external ports use SwitchInfo's cap.
+    path = tmp_path / "sw.pcap"
+    c = Capture(path)
+    sw = [1, 2]
+    c.get(smp.IB_SMP_ATTR_NODE_INFO, node_info(node_type=2, partition_cap=8), path=sw)
+    if with_switch_info:
+        c.get(smp.IB_SMP_ATTR_SWITCH_INFO, switch_info(64), path=sw)
+    c.pkeys(0, [0xFFFF], path=sw, port=0)
+    c.pkeys(0, [0xFFFF, 0x8001], path=sw, port=3)
+    c.close()
+    for snoop_capture in (fabric.snoop_capture, reference_fabric.snoop_capture):
+        r = snoop_capture(path)
+        caps = {pid.port: st.capacity for pid, st in r.ports.items()}
+        assert caps == {0: 8, 3: 64 if with_switch_info else None}

@@ -287,6 +287,9 @@ def test_snoop_gives_the_tables_smpquery_reads(opensm_runs):
         table = [int(x) for x in state.table]
         read = pkeys[key]
         assert table[:len(read)] == read and not any(table[len(read):]), pid.label()
+        # smpquery prints as many entries as the port's capacity: NodeInfo's for CA ports and a
+        # switch's port 0, SwitchInfo's for a switch's external ports.
+        assert state.capacity == len(read), pid.label()
         snooped[key] = table
     # every port opensm changed is in the snoop; every other one still has ibsim's default table
     for key, read in pkeys.items():
