@@ -29,14 +29,13 @@ from functools import lru_cache
 
 import numpy as np
 
-from madpipe.codecs import crc, gmp, mad
+from madpipe.codecs import gmp, mad
 from madpipe.codecs.frame import decode_frame, plain
+from madpipe.pipeline import kernels_crc as kc
 from madpipe.pipeline import kernels_decode as kd
 from madpipe.pipeline import kernels_ingest as ki
 from madpipe.pipeline.ingest import Ingest, skip_reason
 
-CRC32_TABLE = kd.crc32_table()
-VCRC_TABLE = np.array(crc.VCRC_TABLE, np.uint32)
 JSON_BOOL = {kd.CRC_OK: "true", kd.CRC_BAD: "false", kd.CRC_ABSENT: "null"}
 NAMES = {mad.IB_MGMT_CLASS_SUBN_ADM: gmp.SA_ATTRIBUTE_NAMES, mad.IB_MGMT_CLASS_CM: gmp.CM_ATTRIBUTE_NAMES,
          mad.IB_MGMT_CLASS_PERF_MGMT: gmp.PERF_ATTRIBUTE_NAMES}
@@ -345,7 +344,7 @@ def _write_batch(buf, pkt_off, pkt_len, code, frames, ts, reasons, take, out, co
     n = len(pkt_off)
     icrc = np.empty(n, np.int8)
     vcrc = np.empty(n, np.int8)
-    kd.check_crcs(buf, pkt_off, pkt_len, code, CRC32_TABLE, VCRC_TABLE, icrc, vcrc)
+    kd.check_crcs(buf, pkt_off, pkt_len, code, kc.CRC32_TABLE, kc.VCRC_TABLE_NP, icrc, vcrc)
     offs, lens, codes = pkt_off.tolist(), pkt_len.tolist(), code.tolist()
     icrc_l, vcrc_l = icrc.tolist(), vcrc.tolist()
     lines = []

@@ -24,28 +24,38 @@ VCRC_TABLE_NP = np.array(VCRC_TABLE, np.uint32)
 
 
 @njit
+def icrc_masked_byte(buf, off, i, n, lnh):
+    """Byte i of crc.icrc_masked(packet) for a packet of n bytes at buf[off] (n >= 8 when lnh == 3)."""
+    b = buf[off + i]
+    if lnh == 3:
+        bth = 48
+        if i < 8:
+            return 0xFF
+        if n >= 48:
+            if i == 8:
+                return b | 0x0F
+            if i == 9 or i == 10 or i == 11 or i == 15:
+                return 0xFF
+    else:
+        bth = 8
+        if i == 0:
+            b = b | 0xF0
+    if i == bth + 4 and n > bth + 4:
+        return 0xFF
+    return b
+
+
+@njit
 def icrc_rows(rows, length, crc32_table, out):
     """out[n] = ICRC of rows[n, :length[n] - 6] (LNH 2 or 3; variant fields taken as ones)."""
+    flat = rows.reshape(-1)
+    width = rows.shape[1]
     for n in range(rows.shape[0]):
         end = length[n] - 6
         lnh = rows[n, 1] & 3
         c = np.uint32(0xFFFFFFFF)
-        bth = 8
-        if lnh == 3:
-            bth = 48
         for i in range(end):
-            b = rows[n, i]
-            if lnh == 3:
-                if i < 8:
-                    b = 0xFF
-                elif i == 8:
-                    b = b | 0x0F
-                elif i == 9 or i == 10 or i == 11 or i == 15:
-                    b = 0xFF
-            elif i == 0:
-                b = b | 0xF0
-            if i == bth + 4:
-                b = 0xFF
+            b = icrc_masked_byte(flat, n * width, i, end, lnh)
             c = crc32_table[(c ^ np.uint32(b)) & np.uint32(0xFF)] ^ (c >> np.uint32(8))
         out[n] = c ^ np.uint32(0xFFFFFFFF)
 

@@ -8,43 +8,11 @@ Results are int8 codes: 1 ok, 0 bad, -1 absent (check_crcs's None).
 import numpy as np
 
 from madpipe.pipeline.jit import njit
+from madpipe.pipeline.kernels_crc import icrc_masked_byte
 
 CRC_ABSENT = -1
 CRC_BAD = 0
 CRC_OK = 1
-
-
-def crc32_table() -> np.ndarray:
-    """zlib's CRC-32 table (reflected 0xEDB88320)."""
-    table = np.zeros(256, np.uint32)
-    for b in range(256):
-        c = b
-        for _ in range(8):
-            c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
-        table[b] = c
-    return table
-
-
-@njit
-def _masked(buf, off, i, n, lnh):
-    """Byte i of crc.icrc_masked(packet) for a packet of n bytes at buf[off] (n >= 8 when lnh == 3)."""
-    b = buf[off + i]
-    if lnh == 3:
-        bth = 48
-        if i < 8:
-            return 0xFF
-        if n >= 48:
-            if i == 8:
-                return b | 0x0F
-            if i == 9 or i == 10 or i == 11 or i == 15:
-                return 0xFF
-    else:
-        bth = 8
-        if i == 0:
-            b = b | 0xF0
-    if i == bth + 4 and n > bth + 4:
-        return 0xFF
-    return b
 
 
 @njit
@@ -73,7 +41,7 @@ def check_crcs(buf, pkt_off, pkt_len, code, crc32_table, vcrc_table, icrc_ok, vc
                     c = crc32_table[(c ^ np.uint32(0xFF)) & np.uint32(0xFF)] ^ (c >> np.uint32(8))
             else:
                 for i in range(icrc_at):
-                    b = _masked(buf, off, i, icrc_at, lnh)
+                    b = icrc_masked_byte(buf, off, i, icrc_at, lnh)
                     c = crc32_table[(c ^ np.uint32(b)) & np.uint32(0xFF)] ^ (c >> np.uint32(8))
             c = c ^ np.uint32(0xFFFFFFFF)
             stored = (np.uint32(buf[off + icrc_at]) | (np.uint32(buf[off + icrc_at + 1]) << np.uint32(8))
