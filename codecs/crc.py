@@ -23,17 +23,21 @@ VCRC_SIZE = 2
 _VCRC_POLY_REFLECTED = 0xD008
 
 
-def _vcrc_table() -> list[int]:
+def _reflected_table(poly: int) -> tuple[int, ...]:
+    """Byte-at-a-time table of a reflected CRC with polynomial ``poly`` (bit-reversed form)."""
     table = []
     for byte in range(256):
         crc = byte
         for _ in range(8):
-            crc = (crc >> 1) ^ _VCRC_POLY_REFLECTED if crc & 1 else crc >> 1
+            crc = (crc >> 1) ^ poly if crc & 1 else crc >> 1
         table.append(crc)
-    return table
+    return tuple(table)
 
 
-VCRC_TABLE = tuple(_vcrc_table())
+VCRC_TABLE = _reflected_table(_VCRC_POLY_REFLECTED)
+
+# zlib's CRC-32 (reflected 0xEDB88320), for batch kernels; icrc() itself uses zlib.crc32.
+CRC32_TABLE = _reflected_table(0xEDB88320)
 
 
 def crc16_vcrc(data: bytes) -> int:

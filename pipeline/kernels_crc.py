@@ -5,21 +5,12 @@ the frame. Used to build and check large captures without a Python loop per fram
 """
 import numpy as np
 
+from madpipe.codecs.crc import CRC32_TABLE as CRC32_TABLE_PY
 from madpipe.codecs.crc import VCRC_TABLE
 from madpipe.pipeline.jit import njit
 
 
-def _crc32_table():
-    table = np.zeros(256, np.uint32)
-    for b in range(256):
-        c = b
-        for _ in range(8):
-            c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
-        table[b] = c
-    return table
-
-
-CRC32_TABLE = _crc32_table()
+CRC32_TABLE = np.array(CRC32_TABLE_PY, np.uint32)
 VCRC_TABLE_NP = np.array(VCRC_TABLE, np.uint32)
 
 
