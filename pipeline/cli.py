@@ -10,7 +10,7 @@ import importlib
 import sys
 
 from madpipe.codecs.errors import MadpipeError
-from madpipe.pipeline import jit
+from madpipe.pipeline import jit, many
 
 # Command modules in the order `madpipe --help` lists them.
 COMMANDS = ["decode", "craft", "snoop", "diff", "report", "paravirt", "capture", "replay", "fuzz", "bench"]
@@ -61,7 +61,10 @@ def _input_files(argv: list[str]) -> list[str]:
             files.append(argv[i + 1])
         elif arg.startswith("-r") and len(arg) > 2 and not arg.startswith("--"):
             files.append(arg[2:])
-    return files
+    try:
+        return many.capture_files(files)  # a directory counts as its captures
+    except MadpipeError:
+        return files  # the command will say what is wrong
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 
 import numpy as np
 
 from madpipe.codecs.errors import MadpipeError
-from madpipe.pipeline import fabric
+from madpipe.pipeline import fabric, many
 from madpipe.pipeline import kernels_text as kt
 from madpipe.pipeline.output import jsonl
 from madpipe.pipeline.pkey_map import read_pkey_map
@@ -27,7 +28,9 @@ VF, and each VF's virtual P_Key table. A --pkey-map file has one line per mappin
 examples:
   madpipe snoop -r pcaps/opensm_partitions.pcap
   madpipe snoop -r capture.pcap --from getresp -T json | jq 'select(.type=="event")'
-  madpipe snoop -r capture.pcap --host 0x4 --vfs 2 --pkey-map vfs.map"""
+  madpipe snoop -r capture.pcap --host 0x4 --vfs 2 --pkey-map vfs.map
+  madpipe snoop -r monday/ -r today.pcap -j 2             # a heading and a result per capture
+  madpipe snoop -r captures/ -T parquet -w ports/ --dask local"""
 
 
 def register(sub) -> None:
@@ -41,11 +44,19 @@ def register(sub) -> None:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("-r", dest="read", metavar="FILE", required=True, help="capture to read")
+    p.add_argument("-r", dest="read", metavar="FILE", action="append", required=True,
+                   help="capture to read; repeat it, or name a directory (its *.pcap, *.pcapng, *.cap)")
     p.add_argument("--from", dest="rule", choices=fabric.FROM_RULES, default="set",
                    help="which MADs set a table (default set: the kernel's rule)")
-    p.add_argument("-T", dest="format", choices=("text", "json"), default="text",
-                   help="output format (default text; json = JSON Lines with a 'type' key)")
+    p.add_argument("-T", dest="format", choices=("text", "json", "parquet"), default="text",
+                   help="output format (default text; json = JSON Lines with a 'type' key; parquet = "
+                   "the P_Key table rows to -w FILE, or with several captures a dataset directory)")
+    p.add_argument("-w", dest="write", metavar="OUT", help="file (or dataset directory) for -T parquet")
+    p.add_argument("-j", dest="jobs", metavar="N", type=int,
+                   help="processes for several captures (default: the CPUs; 1 = this process)")
+    p.add_argument("--dask", metavar="SCHEDULER",
+                   help="write the -w dataset of P_Key tables on dask.distributed: a scheduler address, "
+                   "or 'local' for a LocalCluster of -j workers (pip install 'madpipe[dask]')")
     p.add_argument("--profile", choices=("3.7", "new"), default="new",
                    help="kernel profile: 3.7 (the seed commit) or new (mainline, per-VF events)")
     p.add_argument("--host", metavar="LID", type=_int, help="mlx4 host view of the port at this LID")
@@ -70,18 +81,94 @@ def run(args) -> int:
         raise MadpipeError(f"--vfs must be 1..79 with --host, got {args.vfs}")
     if args.port_num not in (1, 2):
         raise MadpipeError(f"-P must be 1 or 2, got {args.port_num}")
+    files = many.capture_files(args.read)
+    if args.format == "parquet" or args.dask:
+        return _run_parquet(args, files)
+    if args.write:
+        raise MadpipeError("-w writes -T parquet; text and json go to stdout")
     v2p = None
     if args.pkey_map:
         v2p = read_pkey_map(args.pkey_map, num_vfs=args.vfs)
-    result = fabric.snoop_capture(args.read, args.rule, args.profile, host=args.host,
-                                  num_vfs=args.vfs, port_num=args.port_num, v2p=v2p)
-    out = sys.stdout
-    (print_json if args.format == "json" else print_text)(result, out)
-    out.flush()
+    options = {"rule": args.rule, "profile": args.profile, "host": args.host, "num_vfs": args.vfs,
+               "port_num": args.port_num, "v2p": v2p}
+    if len(files) == 1:
+        result = fabric.snoop_capture(files[0], **options)
+        out = sys.stdout
+        (print_json if args.format == "json" else print_text)(result, out)
+        out.flush()
+        if result.file_error:
+            print(f"madpipe snoop: {files[0]}: {result.file_error}", file=sys.stderr)
+            return 1
+        return 0
+    # Several captures: snoop_one over the cores, each result printed in the order of the files.
+    progress = many.Progress.for_cli("snoop", len(files))
+    items = [(path, options, args.format, True) for path in files]
+    status = 0
+    try:
+        for path, (text, error, code) in zip(files, many.run_each(snoop_one, items, files, args.jobs, progress)):
+            progress.clear()
+            if args.format == "text":
+                sys.stdout.write(f"==> {path} <==\n")
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            if error:
+                progress.note(f"madpipe snoop: {error}")
+            status = max(status, code)
+    finally:
+        progress.close()
+    return status
+
+
+def snoop_one(item: tuple) -> tuple[str, str | None, int]:
+    """The per-capture step of a multi-capture snoop: ``(path, options, format, tag)`` -> (what
+    ``madpipe snoop -r path`` prints, its error line or None, its exit status). JSON records gain
+    ``"capture"`` when ``tag``."""
+    path, options, format, tag = item
+    buf = io.StringIO()
+    try:
+        result = fabric.snoop_capture(path, **options)
+    except MadpipeError as exc:
+        return "", str(exc), 2
+    try:
+        if format == "json":
+            print_json(result, many.CaptureTag(buf, path) if tag else buf)
+        else:
+            print_text(result, buf)
+    finally:
+        for records in (result.events, result.findings):
+            if isinstance(records, fabric.RecordList):
+                records.spool.close()  # its temporary file, if it spilled
     if result.file_error:
-        print(f"madpipe snoop: {args.read}: {result.file_error}", file=sys.stderr)
-        return 1
-    return 0
+        return buf.getvalue(), f"{path}: {result.file_error}", 1
+    return buf.getvalue(), None, 0
+
+
+def _run_parquet(args, files: list[str]) -> int:
+    """-T parquet -w OUT: port_tables_dataframe rows, to one file or (several captures, --dask) a dataset."""
+    from madpipe.pipeline.cmd_decode import write_dataset_cli
+
+    if args.host is not None:
+        raise MadpipeError("--host describes the mlx4 host view, which -T parquet does not write: drop it")
+    if args.format not in ("text", "parquet"):
+        raise MadpipeError(f"--dask writes a Parquet dataset: use -T parquet, not -T {args.format}")
+    if not args.write:
+        raise MadpipeError("-T parquet writes a file: give -w OUT" if not args.dask
+                           else "--dask writes a Parquet dataset: give -w DIR")
+    if len(files) == 1 and not args.dask:
+        from madpipe.pipeline.frames import port_tables_dataframe
+
+        df = port_tables_dataframe(files[0], args.rule)
+        try:
+            df.to_parquet(args.write, index=False)
+        except OSError as exc:
+            raise MadpipeError(f"{args.write}: cannot write: {exc}") from None
+        print(f"{files[0]}: {df.port_label.nunique()} ports, {len(df)} P_Key table rows written to {args.write}",
+              file=sys.stderr)
+        if df.attrs["file_error"]:
+            print(f"madpipe snoop: {files[0]}: {df.attrs['file_error']}", file=sys.stderr)
+            return 1
+        return 0
+    return write_dataset_cli("snoop", files, args.write, "ports", rule=args.rule, jobs=args.jobs, dask=args.dask)
 
 
 def _changes_text(changes) -> str:
