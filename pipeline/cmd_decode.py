@@ -12,7 +12,7 @@ from madpipe.codecs.frame import decode_frame
 from madpipe.codecs.ib_headers import opcode_name
 from madpipe.pipeline import many
 from madpipe.pipeline.display_filter import compile_filter
-from madpipe.pipeline.output import hexdump, jsonl, tree
+from madpipe.pipeline.output import count_record, hexdump, jsonl, tree
 
 #: -T json without -Y or -x goes through madpipe.pipeline.fast_json (the same bytes, ~10x faster);
 #: False sends it through decode_frame and jsonl like everything else (the tests compare the two).
@@ -164,7 +164,7 @@ def run_one(args, path: str, pred, out, progress) -> int:
                 record = {"frame": pkt.frame, "ts": ts, "skipped": pkt.skip}
             else:
                 record = decode_frame(pkt.data, pkt.frame, ts)
-                _count(record, counts)
+                count_record(record, counts)
             if pred is not None and not pred(record):
                 continue
             counts["shown"] += 1
@@ -197,19 +197,6 @@ def _run_json(args, path: str, counts: Counter, out, note) -> int:
         note(f"madpipe decode: {path}: {error}")
         return 1
     return 0
-
-
-def _count(record: dict, counts: Counter) -> None:
-    counts["decoded"] += 1
-    if "error" in record:
-        counts["errors"] += 1
-    for key in ("icrc_ok", "vcrc_ok"):
-        if record.get(key) is True:
-            counts[key] += 1
-        elif record.get(key) is False:
-            counts[key.replace("_ok", "_bad")] += 1
-    if "mad" in record:
-        counts["mads"] += 1
 
 
 def summary(name: str, c: Counter) -> str:

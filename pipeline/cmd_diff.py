@@ -4,10 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from madpipe.codecs.errors import MadpipeError
 from madpipe.pipeline import diff
 from madpipe.pipeline.diff import KIND_TEXT, membership
 from madpipe.pipeline.output import jsonl
+from madpipe.pipeline.cli_args import add_host_options, check_host_options
 
 EXAMPLE = """What is compared: each capture goes through `madpipe snoop` (the same --from rule), and the
 tables the SM left are paired port by port: by GUID when both captures hold the port's NodeInfo
@@ -45,19 +45,10 @@ def register(sub) -> None:
                    help="which MADs set a table, as for snoop (default set: the kernel's rule)")
     p.add_argument("-T", dest="format", choices=("text", "json"), default="text",
                    help="output format (default text; json = JSON Lines with a 'type' key)")
-    p.add_argument("--host", metavar="LID", type=_int, help="compare the VFs of the mlx4 host at this LID")
-    p.add_argument("--vfs", metavar="N", type=_int, default=0, help="number of VFs on the host (1..79)")
-    p.add_argument("-P", dest="port_num", metavar="PORT", type=_int, default=1,
-                   help="the host's physical port number, 1 or 2 (default 1)")
-    p.add_argument("--pkey-map", metavar="FILE", help="VF P_Key index mappings ('VF PORT INDEX PHYS' lines)")
+    add_host_options(p, "compare the VFs of the mlx4 host at this LID",
+                     "VF P_Key index mappings ('VF PORT INDEX PHYS' lines)")
     p.set_defaults(func=run)
 
-
-def _int(text: str) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
 class _Quiet(argparse.ArgumentParser):
@@ -88,12 +79,7 @@ def input_files(argv: list[str]) -> list[str]:
 def run(args) -> int:
     from madpipe.pipeline.pkey_map import read_pkey_map
 
-    if args.host is None and (args.vfs or args.pkey_map):
-        raise MadpipeError("--vfs and --pkey-map describe a host: give --host LID too")
-    if args.host is not None and not 1 <= args.vfs <= 79:
-        raise MadpipeError(f"--vfs must be 1..79 with --host, got {args.vfs}")
-    if args.port_num not in (1, 2):
-        raise MadpipeError(f"-P must be 1 or 2, got {args.port_num}")
+    check_host_options(args)
     v2p = read_pkey_map(args.pkey_map, num_vfs=args.vfs) if args.pkey_map else None
     d = diff.diff_captures(args.a, args.b, args.rule, host=args.host, num_vfs=args.vfs,
                            port_num=args.port_num, v2p=v2p)

@@ -8,6 +8,7 @@ import time
 
 from madpipe.codecs.errors import MadpipeError
 from madpipe.pipeline.output import hexdump, jsonl
+from madpipe.pipeline.cli_args import integer
 
 EXAMPLE = """targets (--target, several allowed; default codecs snoop paravirt; 'all' for every one):
   codecs    decode_frame never raises; errors name offset and field; layers round-trip through
@@ -46,11 +47,11 @@ def register(sub) -> None:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--seed", type=_int, help="the run's seed (default: a new one, printed in the summary)")
+    p.add_argument("--seed", type=integer, help="the run's seed (default: a new one, printed in the summary)")
     how = p.add_mutually_exclusive_group()
-    how.add_argument("--count", "-c", type=_int, help="number of cases (default 10000)")
+    how.add_argument("--count", "-c", type=integer, help="number of cases (default 10000)")
     how.add_argument("--seconds", type=float, metavar="S", help="run for S seconds instead of a count")
-    p.add_argument("--start", type=_int, default=0, metavar="N", help="first case number (default 0)")
+    p.add_argument("--start", type=integer, default=0, metavar="N", help="first case number (default 0)")
     p.add_argument("--target", nargs="+", metavar="T", choices=(*TARGETS, "all"),
                    help=f"targets: {', '.join(TARGETS)}, all (default codecs snoop paravirt)")
     p.add_argument("--corpus", metavar="DIR|CAPTURE", help="seed frames from a capture or a directory of captures")
@@ -58,21 +59,15 @@ def register(sub) -> None:
                    "and as JSON Lines in FILE with the extension .jsonl")
     p.add_argument("-T", dest="format", choices=("text", "json"), default="text",
                    help="stdout: text (a table at the end) or json (JSON Lines: findings, then a summary)")
-    p.add_argument("-j", "--jobs", type=_int, default=os.cpu_count() or 1, metavar="N",
+    p.add_argument("-j", "--jobs", type=integer, default=os.cpu_count() or 1, metavar="N",
                    help="worker processes (default: one per CPU)")
-    p.add_argument("--keep", type=_int, default=3, metavar="N", help="examples kept per kind of finding (default 3)")
-    p.add_argument("--roundtrip-every", type=_int, default=8, metavar="N",
+    p.add_argument("--keep", type=integer, default=3, metavar="N", help="examples kept per kind of finding (default 3)")
+    p.add_argument("--roundtrip-every", type=integer, default=8, metavar="N",
                    help="codecs: round-trip every layer of one case in N (default 8; 1 = all)")
     p.add_argument("--replay", metavar="SEED:CASE", help="replay one case and say what each target makes of it")
     p.add_argument("-x", dest="hex", action="store_true", help="with --replay: hex dump of the frame")
     p.set_defaults(func=run)
 
-
-def _int(text: str) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
 def _jsonl_path(path: str) -> str:

@@ -14,6 +14,7 @@ from madpipe.pipeline import reference_paravirt as ref
 from madpipe.pipeline.output import jsonl
 from madpipe.pipeline.pkey_map import read_pkey_map
 from madpipe.pipeline.trace import read_trace_with_format, write_trace
+from madpipe.pipeline.cli_args import integer
 
 #: P = base_sqpn + 8. mlx4_init_qp_table() puts base_sqpn = ALIGN(reserved_qps_cnt[FW], 8), right
 #: after the QPs firmware reserves; ConnectX firmware commonly reserves 64 (log_rsvd_qps = 6), so
@@ -81,13 +82,13 @@ def register(sub) -> None:
                      help="write OUT as JSON Lines")
     p.add_argument("--profile", choices=PROFILES, default="new",
                    help="kernel profile: 3.7 (the seed commit) or new (mainline; default)")
-    p.add_argument("--base-proxy-sqpn", metavar="N", type=_int, default=DEFAULT_BASE_PROXY_SQPN,
+    p.add_argument("--base-proxy-sqpn", metavar="N", type=integer, default=DEFAULT_BASE_PROXY_SQPN,
                    help=f"first proxy special QP, base_sqpn + 8 (default {DEFAULT_BASE_PROXY_SQPN:#x}: "
                    "mlx4 puts base_sqpn at ALIGN(firmware-reserved QPs, 8), and ConnectX firmware "
                    "commonly reserves 64, so base_sqpn = 0x40)")
-    p.add_argument("--master", metavar="N", type=_int, default=0,
+    p.add_argument("--master", metavar="N", type=integer, default=0,
                    help="the master's function number (default 0, the PF)")
-    p.add_argument("--vfs", metavar="N", type=_int,
+    p.add_argument("--vfs", metavar="N", type=integer,
                    help="number of VFs init_pkeys sets up, 0..79 (default: the trace's largest slave)")
     p.add_argument("--pkey-map", metavar="FILE", help="VF P_Key index mappings, 'VF PORT INDEX PHYS' a line")
     p.add_argument("-T", dest="format", choices=("text", "json"), default="text",
@@ -98,12 +99,6 @@ def register(sub) -> None:
                    help="use the pure-Python reference model instead of the kernel (slow; same bytes)")
     p.set_defaults(func=run)
 
-
-def _int(text: str) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
 # -- running --------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from madpipe.pipeline import fabric, many
 from madpipe.pipeline import kernels_text as kt
 from madpipe.pipeline.output import jsonl
 from madpipe.pipeline.pkey_map import read_pkey_map
+from madpipe.pipeline.cli_args import add_host_options, check_host_options
 
 EXAMPLE = """rules (--from):
   set      the kernel's rule (smp_snoop): a SubnSet(P_KeyTable) is applied when the GetResp with
@@ -59,28 +60,14 @@ def register(sub) -> None:
                    "or 'local' for a LocalCluster of -j workers (pip install 'madpipe[dask]')")
     p.add_argument("--profile", choices=("3.7", "new"), default="new",
                    help="kernel profile: 3.7 (the seed commit) or new (mainline, per-VF events)")
-    p.add_argument("--host", metavar="LID", type=_int, help="mlx4 host view of the port at this LID")
-    p.add_argument("--vfs", metavar="N", type=_int, default=0, help="number of VFs on the host (1..79)")
-    p.add_argument("-P", dest="port_num", metavar="PORT", type=_int, default=1,
-                   help="the host's physical port number, 1 or 2 (default 1)")
-    p.add_argument("--pkey-map", metavar="FILE", help="VF P_Key index mappings for the host view")
+    add_host_options(p, "mlx4 host view of the port at this LID",
+                     "VF P_Key index mappings for the host view")
     p.set_defaults(func=run)
 
 
-def _int(text: str) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-
 
 def run(args) -> int:
-    if args.host is None and (args.vfs or args.pkey_map):
-        raise MadpipeError("--vfs and --pkey-map describe a host: give --host LID too")
-    if args.host is not None and not 1 <= args.vfs <= 79:
-        raise MadpipeError(f"--vfs must be 1..79 with --host, got {args.vfs}")
-    if args.port_num not in (1, 2):
-        raise MadpipeError(f"-P must be 1 or 2, got {args.port_num}")
+    check_host_options(args)
     files = many.capture_files(args.read)
     if args.format == "parquet" or args.dask:
         return _run_parquet(args, files)

@@ -35,6 +35,7 @@ from madpipe.pipeline import kernels_crc as kc
 from madpipe.pipeline import kernels_decode as kd
 from madpipe.pipeline import kernels_ingest as ki
 from madpipe.pipeline.ingest import Ingest, skip_reason
+from madpipe.pipeline.output import count_record
 
 JSON_BOOL = {kd.CRC_OK: "true", kd.CRC_BAD: "false", kd.CRC_ABSENT: "null"}
 NAMES = {mad.IB_MGMT_CLASS_SUBN_ADM: gmp.SA_ATTRIBUTE_NAMES, mad.IB_MGMT_CLASS_CM: gmp.CM_ATTRIBUTE_NAMES,
@@ -267,20 +268,6 @@ def _is_perf_attr(attr_id: int) -> bool:
 
 
 # -- a whole capture -----------------------------------------------------------------------------------
-
-def count_record(record: dict, counts: Counter) -> None:
-    """cmd_decode's counts for one decoded record."""
-    counts["decoded"] += 1
-    if "error" in record:
-        counts["errors"] += 1
-    for key in ("icrc_ok", "vcrc_ok"):
-        if record.get(key) is True:
-            counts[key] += 1
-        elif record.get(key) is False:
-            counts[key.replace("_ok", "_bad")] += 1
-    if "mad" in record:
-        counts["mads"] += 1
-
 
 def write_json_lines(path, out, count: int | None, counts: Counter) -> str | None:
     """Every frame of the capture as `madpipe decode -T json` prints it; returns the file error or None.

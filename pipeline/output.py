@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 import sys
 
 
@@ -44,3 +45,17 @@ def hexdump(data: bytes, out=None) -> None:
         hexpart = " ".join(f"{b:02x}" for b in chunk)
         text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
         out.write(f"{off:04x}  {hexpart:<47}  {text}\n")
+
+
+def count_record(record: dict, counts: Counter) -> None:
+    """Add one decoded record to `madpipe decode`'s counts (decoded, errors, CRCs ok/bad, MADs)."""
+    counts["decoded"] += 1
+    if "error" in record:
+        counts["errors"] += 1
+    for key in ("icrc_ok", "vcrc_ok"):
+        if record.get(key) is True:
+            counts[key] += 1
+        elif record.get(key) is False:
+            counts[key.replace("_ok", "_bad")] += 1
+    if "mad" in record:
+        counts["mads"] += 1
