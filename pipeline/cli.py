@@ -16,8 +16,13 @@ from madpipe.pipeline import jit, many
 COMMANDS = ["decode", "craft", "snoop", "diff", "report", "paravirt", "capture", "replay", "fuzz", "bench"]
 
 EPILOG = """examples:
-  madpipe decode -r pcaps/infiniband_endace_erf_2008.pcap
-  madpipe decode -r capture.pcap -Y 'mad.attr_id==0x16' -T json
+  madpipe decode -r pcaps/infiniband_endace_erf_2008.pcap          # every frame, one line each
+  madpipe decode -r capture.pcap -Y 'mad.attr_id==0x16' -T json    # P_KeyTable MADs as JSON Lines
+  madpipe snoop -r pcaps/opensm_partitions_changed.pcap            # P_Key tables and changes
+  madpipe diff monday.pcap today.pcap                               # what changed between captures
+  madpipe paravirt -r trace.jsonl -w rewritten.jsonl                # mlx4 QP-context rewriting
+  madpipe craft --method set --attr pkey-table --block 0 --pkeys 0xffff,0x8001 -L 4 -w set.pcap
+  madpipe fuzz --seed 1 --count 100000 -w findings.pcap
 
 Run 'madpipe COMMAND --help' for a command's flags and an example."""
 
