@@ -95,6 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"madpipe {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        # A file the command could not create or read (missing folder, no permission, disk
+        # full): the system's words and the path, on one line.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"madpipe {args.command}: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
