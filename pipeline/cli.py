@@ -10,7 +10,7 @@ import importlib
 import sys
 
 from madpipe.codecs.errors import MadpipeError
-from madpipe.pipeline import jit, many
+from madpipe.pipeline import jit, many, progress
 
 # Command modules in the order `madpipe --help` lists them.
 COMMANDS = ["decode", "craft", "snoop", "diff", "report", "paravirt", "capture", "replay", "fuzz", "bench"]
@@ -54,6 +54,8 @@ def _version() -> str:
 # Commands whose captures are positional arguments: their module's input_files(argv) finds them
 # with the command's own parser, without importing any kernel module.
 POSITIONAL_INPUTS = ("diff", "report")
+# Commands that read whole captures: a progress line while they read, on a terminal.
+BYTE_PROGRESS = ("decode", "snoop", "diff", "report")
 
 
 def _input_files(argv: list[str]) -> list[str]:
@@ -83,8 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if args.command in BYTE_PROGRESS and (len(files) == 1 or args.command in ("diff", "report")):
+        progress.activate(args.command)  # several captures at once get a line per capture instead
     try:
-        return int(args.func(args) or 0)
+        try:
+            return int(args.func(args) or 0)
+        finally:
+            progress.finish()  # before any last line below, so it does not land on the bar
     except MadpipeError as exc:
         print(f"madpipe {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ from madpipe.codecs.capture import (
 )
 from madpipe.codecs.erf import ERF_EXT_RUNS_PAST, ERF_SHORT, erf_not_ib
 from madpipe.pipeline import kernels_ingest as k
+from madpipe.pipeline import progress
 
 # A MAD frame is at most LRH 8 + GRH 40 + BTH 12 + DETH 8 + MAD 256 + ICRC 4 + VCRC 2 = 330 bytes.
 ROW_WIDTH = 336
@@ -150,6 +151,7 @@ class Ingest:
         file_pos = PCAP_HEADER_SIZE
         have = 0
         with open(self.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
             f.seek(PCAP_HEADER_SIZE)
             eof = False
             while True:
@@ -157,6 +159,7 @@ class Ingest:
                     got = f.readinto(memoryview(buf)[have:])
                     eof = got == 0
                     have += got
+                    progress.update(self.path, file_pos + have, size)
                 n, used, bad, _ = k.scan_pcap(buf, have, self.big, scale, erf, MAX_RECORD,
                                            rec_off, pkt_off, pkt_len, orig, ts, code)
                 if n:
