@@ -24,7 +24,7 @@ from construct import (
     Struct,
 )
 
-from madpipe.codecs.compiled import compiled as compiled_schema
+from madpipe.codecs.attributes import name_in, schema_in
 from madpipe.codecs.mad import IB_MGMT_CLASS_PERF_MGMT, MAD_HEADER_SIZE, MADHeader
 
 __all__ = [
@@ -239,11 +239,7 @@ PERF_ATTRIBUTES: dict[int, tuple[str, Construct]] = {
 
 def attribute_name(attr_id: int) -> str:
     """Name of a PerfMgt attribute (the schema's name), 'Vendor0xff01' for vendor IDs, else 'Attr0x....'."""
-    if attr_id in PERF_ATTRIBUTES:
-        return PERF_ATTRIBUTES[attr_id][0]
-    if attr_id >= 0xFF00:
-        return f"Vendor0x{attr_id:04x}"
-    return f"Attr0x{attr_id:04x}"
+    return name_in(PERF_ATTRIBUTES, attr_id)
 
 
 def attribute_schema(attr_id: int, compiled: bool = False) -> Construct:
@@ -251,7 +247,4 @@ def attribute_schema(attr_id: int, compiled: bool = False) -> Construct:
 
     ``compiled=True`` returns the compiled schema, built on first use and cached.
     """
-    schema = PERF_ATTRIBUTES.get(attr_id, ("", RawPerfAttribute))[1]
-    if not compiled:
-        return schema
-    return compiled_schema(schema)
+    return schema_in(PERF_ATTRIBUTES, RawPerfAttribute, attr_id, compiled)

@@ -42,7 +42,7 @@ from construct import (
     Struct,
 )
 
-from madpipe.codecs.compiled import compiled as compiled_schema
+from madpipe.codecs.attributes import name_in, schema_in
 from madpipe.codecs.mad import IB_SMP_DIRECTION, MADHeader
 
 __all__ = [
@@ -545,11 +545,7 @@ SMP_ATTRIBUTES: dict[int, tuple[str, Construct]] = {
 
 def attribute_name(attr_id: int) -> str:
     """Name of an SMP attribute (the schema's name), 'Vendor0xff01' for vendor IDs, else 'Attr0x....'."""
-    if attr_id in SMP_ATTRIBUTES:
-        return SMP_ATTRIBUTES[attr_id][0]
-    if attr_id & IB_SMP_ATTR_VENDOR_MASK == IB_SMP_ATTR_VENDOR_MASK:
-        return f"Vendor0x{attr_id:04x}"
-    return f"Attr0x{attr_id:04x}"
+    return name_in(SMP_ATTRIBUTES, attr_id)
 
 
 def attribute_schema(attr_id: int, compiled: bool = False) -> Construct:
@@ -557,7 +553,4 @@ def attribute_schema(attr_id: int, compiled: bool = False) -> Construct:
 
     ``compiled=True`` returns the compiled schema, built on first use and cached.
     """
-    schema = SMP_ATTRIBUTES.get(attr_id, ("", RawAttribute))[1]
-    if not compiled:
-        return schema
-    return compiled_schema(schema)
+    return schema_in(SMP_ATTRIBUTES, RawAttribute, attr_id, compiled)
