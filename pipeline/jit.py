@@ -33,18 +33,19 @@ _enabled = os.environ.get("MADPIPE_JIT", "") != "0"
 _decided = os.environ.get("MADPIPE_JIT", "") in ("0", "1")
 
 
-def plan_for_inputs(paths) -> bool:
+def plan_for_inputs(paths, small: int = SMALL_INPUT_BYTES) -> bool:
     """Decide, before any kernel module is imported, whether this process compiles kernels.
 
-    Returns the decision. Has no effect on kernel modules imported earlier (they keep theirs).
+    Inputs under ``small`` bytes in all run as plain Python. Returns the decision. Has no effect
+    on kernel modules imported earlier (they keep theirs).
     """
     global _enabled, _decided
     if not _decided:
         try:
             total = sum(os.path.getsize(p) for p in paths)
         except OSError:
-            total = SMALL_INPUT_BYTES  # unreadable: the command will say so; do not compile for it
-        _enabled = total >= SMALL_INPUT_BYTES
+            total = 0  # unreadable: the command will say so; do not compile for it
+        _enabled = total >= small
         _decided = True
     return _enabled
 
