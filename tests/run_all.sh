@@ -15,7 +15,8 @@ if [ -n "$missing" ]; then
   $SUDO apt-get update -q
   $SUDO apt-get install -y -q --no-install-recommends $missing
 fi
-python3 -m pip install -q -e '.[test]'
+# A Debian-managed python3 refuses pip installs (PEP 668); CI machines are throwaway, so allow it.
+PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q -e '.[test]'
 # Tools are installed above: a missing one is a failure here, never a skip.
 export MADPIPE_REQUIRE_TOOLS=1
 python3 -m pytest -q "$@"
