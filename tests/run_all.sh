@@ -13,7 +13,7 @@ done
 if [ -n "$missing" ]; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -q
-  $SUDO apt-get install -y -q --no-install-recommends $missing
+  $SUDO apt-get install -y -q $missing
 fi
 # A Debian-managed python3 refuses pip installs (PEP 668); CI machines are throwaway, so allow it.
 PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q -e '.[test]'
