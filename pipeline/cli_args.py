@@ -14,6 +14,12 @@ def integer(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
+def add_capture_inputs(p: argparse.ArgumentParser) -> None:
+    """-r FILE, repeatable, or a directory: the captures a command reads (see madpipe.pipeline.many)."""
+    p.add_argument("-r", dest="read", metavar="FILE", action="append", required=True,
+                   help="capture to read; repeat it, or name a directory (its *.pcap, *.pcapng, *.cap)")
+
+
 def add_host_options(p: argparse.ArgumentParser, host_help: str, map_help: str) -> None:
     """--host LID --vfs N -P PORT --pkey-map FILE: an mlx4 SR-IOV host's view of one port."""
     p.add_argument("--host", metavar="LID", type=integer, help=host_help)

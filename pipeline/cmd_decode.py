@@ -13,6 +13,7 @@ from madpipe.codecs.ib_headers import opcode_name
 from madpipe.pipeline import many
 from madpipe.pipeline.display_filter import compile_filter
 from madpipe.pipeline.output import count_record, hexdump, jsonl, tree
+from madpipe.pipeline.cli_args import add_capture_inputs
 
 #: -T json without -Y or -x goes through madpipe.pipeline.fast_json (the same bytes, ~10x faster);
 #: False sends it through decode_frame and jsonl like everything else (the tests compare the two).
@@ -40,8 +41,7 @@ def register(sub) -> None:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("-r", dest="read", metavar="FILE", action="append", required=True,
-                   help="capture to read; repeat it, or name a directory (its *.pcap, *.pcapng, *.cap)")
+    add_capture_inputs(p)
     p.add_argument("-c", dest="count", metavar="COUNT", type=int, help="stop after COUNT frames (of each capture)")
     p.add_argument("-V", dest="verbose", action="store_true", help="print the full field tree")
     p.add_argument("-x", dest="hex", action="store_true", help="print each frame's bytes in hex")

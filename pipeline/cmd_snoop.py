@@ -13,7 +13,7 @@ from madpipe.pipeline import fabric, many
 from madpipe.pipeline import kernels_text as kt
 from madpipe.pipeline.output import jsonl
 from madpipe.pipeline.pkey_map import read_pkey_map
-from madpipe.pipeline.cli_args import add_host_options, check_host_options
+from madpipe.pipeline.cli_args import add_capture_inputs, add_host_options, check_host_options
 
 EXAMPLE = """rules (--from):
   set      the kernel's rule (smp_snoop): a SubnSet(P_KeyTable) is applied when the GetResp with
@@ -45,8 +45,7 @@ def register(sub) -> None:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("-r", dest="read", metavar="FILE", action="append", required=True,
-                   help="capture to read; repeat it, or name a directory (its *.pcap, *.pcapng, *.cap)")
+    add_capture_inputs(p)
     p.add_argument("--from", dest="rule", choices=fabric.FROM_RULES, default="set",
                    help="which MADs set a table (default set: the kernel's rule)")
     p.add_argument("-T", dest="format", choices=("text", "json", "parquet"), default="text",
