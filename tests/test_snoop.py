@@ -524,3 +524,21 @@ def test_kernel_matches_reference_random_100k(profile):
     else:
         assert not res.slave_events.any() and not res.gid_change.any()
     assert not np.array_equal(cache_after, cache)
+
+
+def test_kernel_and_reference_constants_are_the_codecs():
+    # The kernel keeps literal constants (numba) and the reference its own, each written from the
+    # kernel headers; both must be the values the codecs decode with.
+    from madpipe.codecs import mad, smp
+    from madpipe.pipeline import kernels_snoop
+
+    for module in (kernels_snoop, reference_snoop):
+        assert module.IB_MGMT_CLASS_SUBN_LID_ROUTED == mad.IB_MGMT_CLASS_SUBN_LID_ROUTED
+        assert module.IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE == mad.IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE
+        assert module.IB_MGMT_METHOD_SET == mad.IB_MGMT_METHOD_SET
+        assert module.IB_SMP_ATTR_GUID_INFO == smp.IB_SMP_ATTR_GUID_INFO
+        assert module.IB_SMP_ATTR_PORT_INFO == smp.IB_SMP_ATTR_PORT_INFO
+        assert module.IB_SMP_ATTR_PKEY_TABLE == smp.IB_SMP_ATTR_PKEY_TABLE
+        assert module.MLX4_MFUNC_MAX == snoop.MLX4_MFUNC_MAX == 80
+        assert module.MLX4_MAX_PORTS == 2 and module.MLX4_MAX_PORT_PKEYS == 128
+        assert module.FINDING_SPILL == snoop.FINDING_SPILL and module.FINDING_REFUSED == snoop.FINDING_REFUSED
