@@ -27,7 +27,9 @@ EPILOG = """examples:
 Run 'madpipe COMMAND --help' for a command's flags and an example."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of ``only`` that command (a command line naming one
+    imports that command's module alone: the others pull in scapy, construct, matplotlib)."""
     parser = argparse.ArgumentParser(
         prog="madpipe",
         description="InfiniBand management traffic toolkit: decode captures, snoop P_Key tables, "
@@ -35,11 +37,22 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in [only] if only in COMMANDS else COMMANDS:
         importlib.import_module(f"madpipe.pipeline.cmd_{name}").register(sub)
     return parser
+
+
+class _VersionAction(argparse.Action):
+    """--version, looked up only when asked (importlib.metadata costs every run 10 ms)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_version())
+        parser.exit()
 
 
 def _version() -> str:
@@ -84,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if files:
         # A small capture is done before numba could even load: run the kernels as Python.
         jit.plan_for_inputs(files, SMALL_INPUT_BYTES.get(argv[0], jit.SMALL_INPUT_BYTES))
-    parser = build_parser()
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from urllib.parse import quote
 
 from madpipe.codecs.errors import MadpipeError
@@ -127,6 +126,8 @@ def run_each(fn, items: list, files: list[str], jobs: int | None = None, progres
                 progress.step(_name_of(item))
             yield result
         return
+    from concurrent.futures import ProcessPoolExecutor  # 10 ms: only runs over many captures pay it
+
     with ProcessPoolExecutor(min(jobs, len(items)), initializer=jit.plan_for_inputs, initargs=(files,)) as pool:
         for item, result in zip(items, pool.map(fn, items)):
             if progress:

@@ -30,6 +30,15 @@ def require_tool(name: str) -> str:
     pytest.skip(reason)
 
 
+def pytest_report_header(config):
+    """Which way the kernels run in this session: every kernel-vs-reference test checks that one."""
+    from madpipe.pipeline import aot, jit
+
+    how = jit.backend()
+    why = f" ({aot.failure()})" if how == "numba" and aot.failure() else ""
+    return f"madpipe kernels: {how}{why}"
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     """Apply ``@pytest.mark.tools("name", ...)`` before any fixture of the test is set up."""

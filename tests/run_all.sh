@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Install everything the test suite needs on a fresh Debian machine, then run it twice:
-# once with the numba kernels compiled, once as plain Python (NUMBA_DISABLE_JIT=1).
+# Install everything the test suite needs on a fresh Debian machine, then run it: the whole suite
+# with the kernels compiled ahead of time (the default; gcc and the Python headers build them),
+# the kernel tests again with numba's JIT (MADPIPE_JIT=1), the whole suite as plain Python
+# (NUMBA_DISABLE_JIT=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
-APT_PACKAGES="tshark opensm ibsim-utils infiniband-diags"
+APT_PACKAGES="tshark opensm ibsim-utils infiniband-diags gcc python3-dev"
 missing=""
 for pkg in $APT_PACKAGES; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
@@ -20,4 +22,6 @@ PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q -e '.[test]'
 # Tools are installed above: a missing one is a failure here, never a skip.
 export MADPIPE_REQUIRE_TOOLS=1
 python3 -m pytest -q "$@"
+MADPIPE_JIT=1 python3 -m pytest -q -p no:cacheprovider tests/test_aot.py tests/test_snoop.py tests/test_paravirt.py \
+  tests/test_fabric.py tests/test_fabric_stream.py tests/test_decode_fast.py "$@"
 NUMBA_DISABLE_JIT=1 python3 -m pytest -q -p no:cacheprovider "$@"

@@ -1,4 +1,5 @@
-"""Small jobs never load numba; large ones compile (with the on-disk cache)."""
+"""Small jobs never load numba; large ones load the ahead-of-time kernels (no numba either)."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,34 +9,44 @@ REAL = Path(__file__).parent.parent / "pcaps" / "infiniband_endace_erf_2008.pcap
 PROBE = """
 import sys
 from madpipe.pipeline.cli import main
+from madpipe.pipeline import jit
 code = main(sys.argv[1:])
-print("numba" in sys.modules, code)
+print("numba" in sys.modules, jit.backend(), code)
 """
 
 
+def user_env(**extra):
+    """The environment as a user runs madpipe in, whatever switches this test pass has set."""
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_DISABLE_JIT", "MADPIPE_JIT")}
+    return dict(env, **extra)
+
+
 def probe(*argv, env=None):
+    env = user_env() if env is None else env
     out = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, env=env)
     return out.stdout.splitlines()[-1].split()
 
 
 def test_small_capture_does_not_load_numba():
-    assert probe("snoop", "-r", str(REAL)) == ["False", "0"]
-    assert probe("decode", "-r", str(REAL)) == ["False", "0"]
+    assert probe("snoop", "-r", str(REAL)) == ["False", "python", "0"]
+    assert probe("decode", "-r", str(REAL)) == ["False", "python", "0"]
 
 
-def test_large_capture_compiles(tmp_path):
+def test_large_capture_runs_compiled_kernels_without_numba(tmp_path):
     big = tmp_path / "big.pcap"
     data = REAL.read_bytes()
     big.write_bytes(data + data[24:] * 200)  # 200 more copies of the records: past the threshold
     assert big.stat().st_size > 256 * 1024
-    assert probe("snoop", "-r", str(big)) == ["True", "0"]
+    assert probe("snoop", "-r", str(big)) == ["False", "aot", "0"]
 
 
 def test_environment_overrides(tmp_path):
-    import os
-
-    env = dict(os.environ, MADPIPE_JIT="1")
-    assert probe("snoop", "-r", str(REAL), env=env) == ["True", "0"]
+    env = user_env(MADPIPE_JIT="1")
+    assert probe("snoop", "-r", str(REAL), env=env) == ["True", "numba", "0"]
+    env = user_env(MADPIPE_JIT="aot")
+    assert probe("snoop", "-r", str(REAL), env=env) == ["False", "aot", "0"]
+    env = user_env(MADPIPE_JIT="0")
+    assert probe("decode", "-r", str(REAL), "-T", "json", env=env) == ["False", "python", "0"]
 
 
 def test_positional_captures_are_planned_too(tmp_path):
@@ -53,4 +64,4 @@ def test_snoop_runs_as_python_up_to_a_megabyte(tmp_path):
     mid.write_bytes(data + data[24:] * 60)  # ~0.5 MiB
     assert 256 * 1024 < mid.stat().st_size < 1 << 20
     assert probe("snoop", "-r", str(mid))[0] == "False"
-    assert probe("decode", "-r", str(mid), "-T", "json")[0] == "True"
+    assert probe("decode", "-r", str(mid), "-T", "json")[1] == "aot"

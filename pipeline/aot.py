@@ -1,0 +1,311 @@
+"""Ahead-of-time kernels: the numba kernels compiled once into a C extension, loaded without numba.
+
+A process that JIT-compiles, even from numba's warm on-disk cache, first imports numba (0.3 s,
+scipy included) and initialises its code generator (0.5 s): on a 2-core machine that is longer
+than snooping a million MADs. So the kernels the CLI calls from Python are also compiled ahead
+of time with ``numba.pycc``, from the same functions the tests compare with the references, into
+one extension module in the user's cache directory. Loading it takes milliseconds and imports
+no numba.
+
+:data:`KERNELS` lists every kernel called from Python with the one signature the Python API
+calls it with (a test checks that the JIT compiles no other). pycc's wrappers do not check the
+types of what they are given (a wrong dtype reads the wrong bytes), so each loaded function is
+wrapped in a guard that does, and names the kernel, the argument and the expected type.
+
+The extension's name holds a hash of the sources it was built from (every ``kernels_*`` module,
+``codecs/``, this file), so an edited kernel never runs stale: the next large job builds again.
+Building takes the time of a cold JIT compile (about 20 s here) and happens once per version,
+in a subprocess that imports numba; ``madpipe`` prints a line while it does. Where it cannot
+(no C compiler, a read-only cache), the kernels JIT-compile as before and the reason is kept
+in ``build-failed.txt`` beside the cache, so later runs do not try again for that version.
+
+Environment: ``MADPIPE_CACHE_DIR`` (default ``$XDG_CACHE_HOME/madpipe`` or ``~/.cache/madpipe``);
+``MADPIPE_JIT=aot`` insists on these kernels (an error if they cannot be built),
+``MADPIPE_JIT=1`` uses numba's JIT instead (see :mod:`madpipe.pipeline.jit`).
+
+Build by hand: ``python -m madpipe.pipeline.aot`` (prints the path of the module).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+
+_PIPELINE = os.path.dirname(os.path.abspath(__file__))
+_CODECS = os.path.join(os.path.dirname(_PIPELINE), "codecs")
+
+#: module -> kernel -> (result, arguments). Types: u1..u8 / i1..i8 unsigned / signed integers of
+#: 1..8 bytes, b1 bool; ``[::1]``, ``[:,::1]``, ``[:,:,::1]`` C-contiguous arrays of 1-3
+#: dimensions; ``i8x4`` a tuple of four int64; ``void`` nothing.
+KERNELS = {
+    "kernels_ingest": {
+        "scan_pcap": ("i8x4", "u1[::1] i8 b1 i8 b1 i8 i8[::1] i8[::1] i8[::1] i8[::1] i8[::1] u1[::1]"),
+        "gather_rows": ("void", "u1[::1] i8[::1] i8[::1] i8 u1[:,::1] i2[::1]"),
+        "gather_mads": ("i8", "u1[:,::1] i2[::1] u1[:,::1] i8[::1]"),
+        "snoop_smps": ("i8x4", "u1[::1] i8[::1] i8[::1] u1[::1] i8[::1] u1[::1] u2[::1] u8[::1] u4[::1] "
+                               "u1[:,::1] u1[:,::1] u1[:,::1] u1[:,::1] u1[:,::1]"),
+    },
+    "kernels_fabric": {
+        "intern_keys": ("i8x2", "u1[:,::1] i8 i4[::1] u1[:,::1] i8 i4[::1]"),
+        "rehash": ("void", "u1[:,::1] i8 i4[::1]"),
+        "pair_answers": ("void", "u8[::1] i4[::1] i8[::1] u8[::1] i4[::1] i8[::1] i4[::1] i8 i4[::1]"),
+        "snoop_ports": ("void", "i4[::1] u4[::1] u1[:,::1] i8 u2[:,:,::1] u4[::1] i1[::1] u2[:,::1]"),
+    },
+    "kernels_text": {
+        "pkey_lines": ("i8", "u2[:,::1] i8[::1] u1[:,::1]"),
+        "change_texts": ("i8", "u4[::1] u2[::1] u2[:,::1] u2[:,::1] i8 u1[::1] i8[::1]"),
+    },
+    "kernels_snoop": {
+        "smp_snoop_kernel": ("i8", "u1[:,::1] u1[::1] u2[::1] u2[:,::1] u1[:,:,::1] u2[::1] u2[::1] u1[::1] "
+                                   "i8 i8 i8 i8 b1 b1 b1 u4[::1] b1[::1] i8[::1] u8[:,::1] i1[::1] "
+                                   "b1[::1] b1[::1] b1[::1] b1[::1]"),
+    },
+    "kernels_paravirt": {
+        "rewrite_kernel": ("i8", "u1[:,::1] u1[:,::1] u1[::1] i4[::1] u4[::1] u1[:,:,::1] i8 i8 i8 u1[::1] "
+                                 "u1[:,::1] i8 i4[::1] i1[::1]"),
+        "rewrite_inplace_kernel": ("i8", "u1[:,::1] u1[::1] i4[::1] u4[::1] u1[:,:,::1] i8 i8 i8 u1[::1] "
+                                         "u1[:,::1] i8 i4[::1] i1[::1]"),
+    },
+    "kernels_decode": {
+        "check_crcs": ("void", "u1[::1] i8[::1] i8[::1] u1[::1] u4[::1] u4[::1] i1[::1] i1[::1]"),
+    },
+    "kernels_crc": {
+        "icrc_rows": ("void", "u1[:,::1] i8[::1] u4[::1] u4[::1]"),
+        "vcrc_rows": ("void", "u1[:,::1] i8[::1] u4[::1] u4[::1]"),
+    },
+    "kernels_bench": {
+        "touch_lines": ("i8", "u1[:,::1]"),
+    },
+}
+
+_DTYPES = {"u1": "uint8", "u2": "uint16", "u4": "uint32", "u8": "uint64",
+           "i1": "int8", "i2": "int16", "i4": "int32", "i8": "int64", "b1": "bool"}
+_NUMBA_RESULT = {"void": "void", "i8": "i8", "i8x2": "UniTuple(i8, 2)", "i8x4": "UniTuple(i8, 4)"}
+
+_module = None  # the loaded extension, once
+_failure: str | None = None  # why it could not be loaded or built, once
+
+
+def numba_signature(result: str, args: str) -> str:
+    """The pycc signature string of a KERNELS entry."""
+    return f"{_NUMBA_RESULT[result]}({', '.join(args.split())})"
+
+
+def _arg_spec(token: str) -> tuple[str, int]:
+    """(numpy dtype name, dimensions; 0 for a scalar) of one argument type."""
+    code, _, dims = token.partition("[")
+    return _DTYPES[code], (dims.count(",") + 1 if dims else 0)
+
+
+def export_name(module: str, kernel: str) -> str:
+    return f"{module}__{kernel}"
+
+
+def source_key() -> str:
+    """A hash of everything the compiled kernels depend on, and of the numpy they link against."""
+    import numpy
+
+    h = hashlib.sha256()
+    h.update(f"{sys.implementation.cache_tag} numpy {numpy.__version__.rsplit('.', 1)[0]}".encode())
+    files = [os.path.join(_PIPELINE, f"{m}.py") for m in sorted(KERNELS)]
+    files += [os.path.join(_PIPELINE, "aot.py"), os.path.join(_PIPELINE, "jit.py")]
+    files += sorted(os.path.join(_CODECS, f) for f in os.listdir(_CODECS) if f.endswith(".py"))
+    for path in files:
+        with open(path, "rb") as f:
+            h.update(os.path.basename(path).encode() + b"\0" + f.read())
+    return h.hexdigest()[:16]
+
+
+def cache_dir() -> str:
+    env = os.environ.get("MADPIPE_CACHE_DIR")
+    if env:
+        return env
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "madpipe")
+
+
+def module_name(key: str | None = None) -> str:
+    return f"madpipe_kernels_{key or source_key()}"
+
+
+def module_path(key: str | None = None, directory: str | None = None) -> str:
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    return os.path.join(directory or cache_dir(), module_name(key) + suffix)
+
+
+def _failure_file(directory: str) -> str:
+    return os.path.join(directory, "build-failed.txt")
+
+
+class KernelTypeError(TypeError):
+    pass
+
+
+def _guard(module: str, kernel: str, fn, args: str):
+    """``fn`` behind a check that each argument has the dtype, dimensions and layout it was built for."""
+    import numpy as np
+
+    specs = [_arg_spec(t) for t in args.split()]
+    dtypes = [np.dtype(d) for d, _ in specs]
+    arrays = [(i, dtypes[i], nd) for i, (_, nd) in enumerate(specs) if nd]
+    count = len(specs)
+
+    def call(*a):
+        if len(a) != count:
+            raise KernelTypeError(f"{module}.{kernel}: {count} arguments expected, got {len(a)}")
+        for i, dtype, nd in arrays:
+            x = a[i]
+            if type(x) is not np.ndarray or x.dtype != dtype or x.ndim != nd or not x.flags.c_contiguous:
+                got = (f"{x.dtype}[{x.ndim}-d{'' if x.flags.c_contiguous else ', not C-contiguous'}]"
+                       if isinstance(x, np.ndarray) else type(x).__name__)
+                raise KernelTypeError(f"{module}.{kernel}: argument {i + 1} must be a C-contiguous "
+                                      f"{dtype}[{nd}-d] array (the ahead-of-time build's type), got {got}")
+        return fn(*a)
+
+    call.__name__ = kernel
+    call.__qualname__ = kernel
+    call.__doc__ = f"{module}.{kernel}, compiled ahead of time (arguments: {args})."
+    call.aot = fn
+    return call
+
+
+def _import(path: str, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def load(build: bool = True, quiet: bool = False):
+    """The extension for the current sources (built first if missing and ``build``), or None.
+
+    None means the kernels must JIT-compile; :func:`failure` says why. Never raises.
+    """
+    global _module, _failure
+    if _module is not None or _failure is not None:
+        return _module
+    try:
+        key = source_key()
+        directory = cache_dir()
+        path = module_path(key, directory)
+        if not os.path.exists(path):
+            if not build:
+                _failure = f"not built yet ({path})"
+                return None
+            failed = _previous_failure(directory, key)
+            if failed:
+                _failure = failed
+                return None
+            _build_in_subprocess(directory, key, quiet)
+        _module = _import(path, module_name(key))
+    except Exception as exc:  # a broken cache or build must not stop the command: JIT instead
+        _failure = str(exc) if isinstance(exc, RuntimeError) else f"{type(exc).__name__}: {exc}"
+        return None
+    return _module
+
+
+def failure() -> str | None:
+    return _failure
+
+
+def kernel(module: str, name: str):
+    """The guarded ahead-of-time ``module.name`` from the loaded extension (after :func:`load`)."""
+    result, args = KERNELS[module][name]
+    return _guard(module, name, getattr(_module, export_name(module, name)), args)
+
+
+def _previous_failure(directory: str, key: str) -> str | None:
+    try:
+        with open(_failure_file(directory)) as f:
+            text = f.read()
+    except OSError:
+        return None
+    first, _, rest = text.partition("\n")
+    return rest.strip() or "an earlier build failed" if first.strip() == key else None
+
+
+def _build_in_subprocess(directory: str, key: str, quiet: bool) -> None:
+    """Build the extension for ``key`` into ``directory`` (once, also with several processes)."""
+    import fcntl
+
+    os.makedirs(directory, exist_ok=True)
+    path = module_path(key, directory)
+    with open(os.path.join(directory, ".build.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a parallel job builds it: wait, then load its build
+        if os.path.exists(path):
+            return
+        if not quiet:
+            print("madpipe: compiling the kernels ahead of time, once for this version "
+                  f"(about 20 s; into {directory})", file=sys.stderr, flush=True)
+        start = time.monotonic()
+        env = dict(os.environ, MADPIPE_JIT="1", MADPIPE_CACHE_DIR=directory)
+        proc = subprocess.run([sys.executable, "-m", "madpipe.pipeline.aot", "--key", key],
+                              env=env, capture_output=True, text=True)
+        if proc.returncode != 0 or not os.path.exists(path):
+            why = (f"the build failed ({_last_error(proc.stderr or proc.stdout or '', proc.returncode)}); "
+                   f"remove {_failure_file(directory)} to try again")
+            with open(_failure_file(directory), "w") as f:
+                f.write(f"{key}\n{why}\n{proc.stderr[-4000:]}")
+            if not quiet:
+                print(f"madpipe: {why}; numba's JIT compiles the kernels instead", file=sys.stderr, flush=True)
+            raise RuntimeError(why)
+        if not quiet:
+            print(f"madpipe: kernels compiled in {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
+
+
+def _last_error(text: str, returncode: int) -> str:
+    """The exception line of a traceback (or the last line): what went wrong, in one line."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        name = line.partition(":")[0]
+        if name.endswith(("Error", "Exception")) and " " not in name:
+            return line
+    return lines[-1] if lines else f"exit status {returncode}"
+
+
+def build(directory: str, key: str) -> str:
+    """Compile every KERNELS entry into ``directory`` (run in a process with numba enabled)."""
+    import importlib
+    import tempfile
+    import warnings
+
+    from numba.core.errors import NumbaPendingDeprecationWarning
+    from numba.pycc import CC
+
+    warnings.simplefilter("ignore", NumbaPendingDeprecationWarning)
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".build-") as tmp:
+        cc = CC(module_name(key))
+        cc.output_dir = tmp
+        cc.verbose = False
+        for module, kernels in KERNELS.items():
+            mod = importlib.import_module(f"madpipe.pipeline.{module}")
+            for name, (result, args) in kernels.items():
+                fn = getattr(mod, name)
+                cc.export(export_name(module, name), numba_signature(result, args))(getattr(fn, "py_func", fn))
+        cc.compile()
+        built = [f for f in os.listdir(tmp) if f.startswith(module_name(key)) and f.endswith(".so")]
+        if not built:
+            raise RuntimeError(f"pycc wrote no module into {tmp}")
+        final = module_path(key, directory)
+        os.replace(os.path.join(tmp, built[0]), final)  # atomic: a reader sees all of it or nothing
+    return final
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if os.environ.get("MADPIPE_JIT") != "1":
+        # The kernel modules must be imported with numba on: rerun this with it.
+        env = dict(os.environ, MADPIPE_JIT="1")
+        return subprocess.call([sys.executable, "-m", "madpipe.pipeline.aot"] + argv, env=env)
+    key = argv[argv.index("--key") + 1] if "--key" in argv else source_key()
+    print(build(cache_dir(), key))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

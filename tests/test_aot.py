@@ -1,0 +1,180 @@
+"""The ahead-of-time kernels: complete, type-checked, equal to numba's JIT, rebuilt when stale.
+
+The suite's kernel-vs-reference tests run on whichever backend this process uses (the header of
+the pytest run says which; tests/run_all.sh runs them once ahead of time, once with numba's JIT,
+once as Python). These tests cover what is particular to the ahead-of-time build.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from madpipe.pipeline import aot
+
+ROOT = Path(__file__).parent.parent
+PCAPS = ROOT / "pcaps"
+
+# Every way the CLI and the Python API call the kernels, in one process with numba's JIT; then
+# each compiled signature in aot.KERNELS' notation.
+WORKLOADS = r"""
+import contextlib, io, os, sys, tempfile
+import numpy as np
+from numba.core import types
+from numba.core.registry import CPUDispatcher
+from madpipe.pipeline import workload, paravirt, snoop, kernels_bench
+from madpipe.pipeline.cli import main
+
+tmp = tempfile.mkdtemp()
+mads, _, _ = workload.sm_mads(3000, 5)
+big = os.path.join(tmp, "big.pcap")
+workload.write_capture(big, workload.mad_frames(mads))
+pcaps = sys.argv[1]
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    for argv in (["snoop", "-r", big], ["snoop", "-r", big, "-T", "json"],
+                 ["snoop", "-r", os.path.join(pcaps, "opensm_partitions_changed.pcap"), "--host", "1"],
+                 ["decode", "-r", big, "-T", "json"], ["decode", "-r", big, "-c", "50"],
+                 ["decode", "-r", os.path.join(pcaps, "infiniband_endace_erf_2008.pcap"), "-T", "json"]):
+        main(argv)
+many_ports = os.path.join(tmp, "ports.pcap")  # more ports than the key table starts with
+workload.write_capture(many_ports, workload.mad_frames(workload.sm_mads(20000, 6)[0], ports=8000))
+with contextlib.redirect_stdout(io.StringIO()):
+    main(["snoop", "-r", many_ports])
+from madpipe.pipeline.ingest import Ingest
+for batch in Ingest(big):
+    rows, _ = batch.mads()
+cache, v2p = snoop.init_pkeys(num_vfs=4)
+snoop.smp_snoop(cache, v2p, rows, np.ones(len(rows), np.uint8), np.zeros(len(rows), np.uint16))
+mbox, transition, slave, qpn = workload.qp_commands(2000, 3)
+_, v2p = snoop.init_pkeys(num_vfs=8)
+for profile in ("3.7", "new"):
+    paravirt.rewrite(mbox, transition, slave, qpn, v2p, base_proxy_sqpn=0x48, profile=profile)
+    paravirt.rewrite_inplace(mbox.copy(), transition, slave, qpn, v2p, base_proxy_sqpn=0x48, profile=profile)
+kernels_bench.touch_lines(mads)
+
+CODES = {"uint8": "u1", "uint16": "u2", "uint32": "u4", "uint64": "u8", "int8": "i1", "int16": "i2",
+         "int32": "i4", "int64": "i8", "bool": "b1"}
+def notation(t):
+    if isinstance(t, types.Array):
+        assert t.layout == "C", t
+        return CODES[str(t.dtype)] + "[" + ":," * (t.ndim - 1) + "::1]"
+    return CODES[str(t)]
+for name, mod in sorted(sys.modules.items()):
+    if name.startswith("madpipe.pipeline.kernels_"):
+        for fn, d in vars(mod).items():
+            if isinstance(d, CPUDispatcher) and not fn.startswith("_"):
+                for sig in d.signatures:
+                    print(name.rpartition(".")[2], fn, " ".join(notation(t) for t in sig))
+"""
+
+
+def _env(**extra):
+    """This environment without the pass's own switches (tests/run_all.sh sets them), plus extra."""
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_DISABLE_JIT", "MADPIPE_JIT")}
+    return dict(env, **extra)
+
+
+@pytest.fixture(scope="module")
+def built():
+    """The extension of the current sources, built (or found) in the user's cache."""
+    module = aot.load(quiet=True)
+    assert module is not None, aot.failure()
+    return module
+
+
+def test_every_kernel_module_is_listed_and_every_listed_kernel_exists():
+    modules = sorted(p.stem for p in (ROOT / "pipeline").glob("kernels_*.py"))
+    assert sorted(aot.KERNELS) == modules
+    for module, kernels in aot.KERNELS.items():
+        source = (ROOT / "pipeline" / f"{module}.py").read_text()
+        for name, (result, args) in kernels.items():
+            assert f"\ndef {name}(" in source, f"{module}.{name}"
+            assert result in ("void", "i8", "i8x2", "i8x4")
+            for token in args.split():
+                dtype, ndim = aot._arg_spec(token)
+                assert np.dtype(dtype) and (ndim == 0) == ("[" not in token), token
+
+
+def test_the_jit_compiles_no_signature_the_table_lacks():
+    # Were a call path to pass another dtype, the ahead-of-time guard would refuse it: the JIT
+    # compiled signatures of every command's workload must be exactly the table's.
+    out = subprocess.run([sys.executable, "-c", WORKLOADS, str(PCAPS)], capture_output=True, text=True,
+                         env=_env(MADPIPE_JIT="1"), check=True).stdout
+    seen = {}
+    for line in out.splitlines():
+        module, name, args = line.split(" ", 2)
+        seen.setdefault((module, name), set()).add(args)
+    for (module, name), sigs in seen.items():
+        assert module in aot.KERNELS and name in aot.KERNELS[module], f"{module}.{name} is not built ahead of time"
+        assert sigs == {aot.KERNELS[module][name][1]}, f"{module}.{name}"
+    # and every entry of the table is exercised by some command
+    assert set(seen) == {(m, n) for m, ks in aot.KERNELS.items() for n in ks}
+
+
+def test_wrong_dtype_is_refused_with_the_kernel_and_argument_named(built):
+    rehash = aot.kernel("kernels_fabric", "rehash")
+    uniq = np.zeros((4, 72), np.uint8)
+    with pytest.raises(aot.KernelTypeError, match=r"kernels_fabric.rehash: argument 3 must be a C-contiguous int32\[1-d\]"):
+        rehash(uniq, 2, np.full(8, -1, np.int64))
+    with pytest.raises(aot.KernelTypeError, match="argument 1 .* not C-contiguous"):
+        rehash(np.zeros((4, 144), np.uint8)[:, ::2], 2, np.full(8, -1, np.int32))
+    with pytest.raises(aot.KernelTypeError, match="3 arguments expected, got 2"):
+        rehash(uniq, 2)
+    table = np.full(8, -1, np.int32)
+    rehash(uniq, 2, table)
+    assert sorted(table[table >= 0].tolist()) == [0, 1]
+
+
+def _outputs(env, *argv):
+    return subprocess.run([sys.executable, "-m", "madpipe.pipeline.cli", *argv], capture_output=True,
+                          env=env, check=True).stdout
+
+
+def test_commands_print_the_same_bytes_ahead_of_time_with_the_jit_and_as_python(built, tmp_path):
+    from madpipe.pipeline import workload
+
+    mads, _, _ = workload.sm_mads(5000, 11)
+    big = tmp_path / "big.pcap"
+    workload.write_capture(big, workload.mad_frames(mads))
+    for argv in (["snoop", "-r", str(big), "-T", "json"], ["decode", "-r", str(big), "-T", "json", "-c", "2000"],
+                 ["snoop", "-r", str(PCAPS / "opensm_partitions_changed.pcap"), "--host", "1", "--vfs", "3"]):
+        outs = {mode: _outputs(_env(MADPIPE_JIT=mode), *argv) for mode in ("aot", "1", "0")}
+        assert outs["aot"] == outs["1"] == outs["0"], argv
+        assert outs["aot"]
+
+
+def test_the_key_changes_with_any_kernel_source(tmp_path, monkeypatch):
+    tree = tmp_path / "madpipe"
+    shutil.copytree(ROOT / "pipeline", tree / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "codecs", tree / "codecs", ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(aot, "_PIPELINE", str(tree / "pipeline"))
+    monkeypatch.setattr(aot, "_CODECS", str(tree / "codecs"))
+    key = aot.source_key()
+    assert key == aot.source_key()
+    path = tree / "pipeline" / "kernels_fabric.py"
+    path.write_text(path.read_text() + "\n# edited\n")
+    assert aot.source_key() != key
+
+
+def test_a_failed_build_falls_back_to_the_jit_once_and_says_why(tmp_path):
+    # A C compiler that fails: the command still works (numba's JIT), the reason is kept, and the
+    # next run does not try to build again.
+    probe = ("import sys; from madpipe.pipeline import jit, aot; jit.plan_for_inputs(['x'], 0); "
+             "jit.backend(); print(jit.backend(), aot.failure())")
+    env = _env(MADPIPE_CACHE_DIR=str(tmp_path), CC="/bin/false", LDSHARED="/bin/false")
+    first = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert first.stdout.startswith("numba the build failed (RuntimeError: "), first.stdout + first.stderr
+    assert "remove " + str(tmp_path / "build-failed.txt") + " to try again" in first.stdout
+    assert "compiling the kernels ahead of time" in first.stderr
+    assert "numba's JIT compiles the kernels instead" in first.stderr
+    assert (tmp_path / "build-failed.txt").exists()
+    second = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert second.stdout.startswith("numba the build failed")
+    assert "compiling" not in second.stderr  # remembered, not retried
+    insist = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env=dict(env, MADPIPE_JIT="aot"))
+    assert insist.returncode == 1 and "MADPIPE_JIT=aot, but the ahead-of-time kernels are unavailable" in insist.stderr
