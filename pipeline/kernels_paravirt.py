@@ -84,7 +84,7 @@ LOOKAHEAD_ROWS = 8
 RESERVED_QKEY_BASE = 0xFFFF0000
 
 
-@njit
+@njit(inline="always")
 def slave_convert_port(active_ports, slave, port):
     """mlx4_slave_convert_port: the physical port (1-based) of a function's port, or RC_EINVAL."""
     if slave == 0:
@@ -104,7 +104,7 @@ def slave_convert_port(active_ports, slave, port):
     return port
 
 
-@njit
+@njit(inline="always")
 def rewrite_row(src, dst, i, opcode, slave, in_modifier, v2p, base_proxy_sqpn, master, profile,
                 active_ports, smi_enabled, fw_reserved_qps):
     """Rewrite row ``i`` of ``src`` into ``dst`` (which may be ``src``). Returns (rc, finding).
@@ -150,7 +150,7 @@ def rewrite_row(src, dst, i, opcode, slave, in_modifier, v2p, base_proxy_sqpn, m
     mgid_pri = np.int64(src[i, MBOX_PRI_MGID_INDEX])
     mgid_alt = np.int64(src[i, MBOX_ALT_MGID_INDEX])
     params2 = np.int64(src[i, MBOX_PARAMS2_FPP])
-    finding = FINDING_NONE
+    finding = np.int64(FINDING_NONE)  # typed: inlined into pycc, a literal would not unify
 
     # adjust_qp_sched_queue (profile new; IB ports)
     if do_sched:
@@ -204,7 +204,7 @@ def rewrite_row(src, dst, i, opcode, slave, in_modifier, v2p, base_proxy_sqpn, m
         if offset < 0 or offset >= V2P_ENTRIES:
             return RC_REFUSED, FINDING_REFUSED
         if pkey >= 128:
-            finding = FINDING_SPILL
+            finding = np.int64(FINDING_SPILL)
         pkey = np.int64(v2p[offset >> 8, (offset >> 7) & 1, offset & 127])
 
     # update_gid (u8 slave; IB ports)
@@ -241,7 +241,7 @@ def rewrite_row(src, dst, i, opcode, slave, in_modifier, v2p, base_proxy_sqpn, m
     return RC_OK, finding
 
 
-@njit
+@njit(inline="always")
 def _touch_ahead(mailboxes, i):
     """Read one byte of each cache line of row i + LOOKAHEAD_ROWS (0 past the end).
 
@@ -262,11 +262,13 @@ def rewrite_kernel(mailboxes, out, transition, slave, qpn, v2p, base_proxy_sqpn,
     """Rewrite every row of ``mailboxes`` into ``out``; ``mailboxes`` is not modified.
 
     Returns a sum of the bytes read ahead (kept only so that those reads stay)."""
+    # One bulk copy, then the in-place rewrite of the copy (a row is read whole before any byte
+    # of it is written, so reading the copy reads the input): a row-by-row slice copy was 4x slower.
+    out.reshape(-1)[:] = mailboxes.reshape(-1)
     touched = 0
     for i in range(mailboxes.shape[0]):
-        touched += _touch_ahead(mailboxes, i)
-        out[i, :] = mailboxes[i, :]
-        r, f = rewrite_row(mailboxes, out, i, np.int64(transition[i]), np.int64(slave[i]),
+        touched += _touch_ahead(out, i)
+        r, f = rewrite_row(out, out, i, np.int64(transition[i]), np.int64(slave[i]),
                            np.int64(qpn[i]), v2p, base_proxy_sqpn, master, profile, active_ports,
                            smi_enabled, fw_reserved_qps)
         rc[i] = r
