@@ -23,7 +23,8 @@ Environment: ``MADPIPE_CACHE_DIR`` (default ``$XDG_CACHE_HOME/madpipe`` or ``~/.
 ``MADPIPE_JIT=aot`` insists on these kernels (an error if they cannot be built),
 ``MADPIPE_JIT=1`` uses numba's JIT instead (see :mod:`madpipe.pipeline.jit`).
 
-Build by hand: ``python -m madpipe.pipeline.aot`` (prints the path of the module).
+Build by hand (for example in an image, before the first large job): ``python -m
+madpipe.pipeline.aot`` builds it unless it exists (``--force``: again) and prints its path.
 """
 from __future__ import annotations
 
@@ -293,17 +294,43 @@ def build(directory: str, key: str) -> str:
             raise RuntimeError(f"pycc wrote no module into {tmp}")
         final = module_path(key, directory)
         os.replace(os.path.join(tmp, built[0]), final)  # atomic: a reader sees all of it or nothing
+    _prune(directory, keep=KEEP_BUILDS)
     return final
 
 
+#: Builds kept in the cache (newest first): other installed versions may still load theirs.
+KEEP_BUILDS = 8
+
+
+def _prune(directory: str, keep: int) -> None:
+    """Remove all but the ``keep`` newest builds (each edit of a kernel makes one)."""
+    builds = [os.path.join(directory, f) for f in os.listdir(directory)
+              if f.startswith("madpipe_kernels_") and f.endswith(".so")]
+    builds.sort(key=os.path.getmtime, reverse=True)
+    for old in builds[keep:]:
+        try:
+            os.remove(old)
+        except OSError:
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``python -m madpipe.pipeline.aot [--force]``: build the extension unless it exists; print its path."""
     argv = sys.argv[1:] if argv is None else argv
-    if os.environ.get("MADPIPE_JIT") != "1":
-        # The kernel modules must be imported with numba on: rerun this with it.
-        env = dict(os.environ, MADPIPE_JIT="1")
-        return subprocess.call([sys.executable, "-m", "madpipe.pipeline.aot"] + argv, env=env)
-    key = argv[argv.index("--key") + 1] if "--key" in argv else source_key()
-    print(build(cache_dir(), key))
+    if "--key" in argv:  # the build subprocess of _build_in_subprocess (numba on)
+        print(build(cache_dir(), argv[argv.index("--key") + 1]))
+        return 0
+    path = module_path()
+    if "--force" in argv and os.path.exists(path):
+        os.remove(path)
+    try:
+        os.remove(_failure_file(cache_dir()))  # asked by hand: try again whatever failed before
+    except OSError:
+        pass
+    if load() is None:
+        print(f"madpipe: {failure()}", file=sys.stderr)
+        return 1
+    print(path)
     return 0
 
 

@@ -12,8 +12,12 @@ Groups and their baselines:
   without its fast path, and tshark's decode (when installed; a process per run, so its start-up,
   ~0.25 s, is in its figure: on the --subset file, and for plain decode on the whole file too,
   next to `madpipe snoop` run as a process on the whole file, start-up included).
-- startup: wall time of a small `madpipe snoop` run without numba, with numba and a warm cache,
-  and with a cold compile (the difference is the JIT compile time).
+- startup: wall time of a small `madpipe snoop` run with the kernels as plain Python (the
+  baseline), ahead of time, with numba's JIT from a warm cache and compiling cold (the difference
+  is the JIT compile time), and the ahead-of-time build a first large job pays once.
+
+The kernels run the way this process decided (``jit.backend()``, printed in the header): ahead of
+time unless numba's JIT is asked for (``MADPIPE_JIT=1``) or the build failed.
 
 Slow ways (reference, construct, scapy, decode, tshark) run on a subset, reported as a rate.
 Every figure is the median of ``repeat`` runs with the min and max.
@@ -233,19 +237,29 @@ class Bench:
             path = os.path.join(tmp, "small.pcap")
             workload.write_capture(path, workload.mad_frames(mads))
             cmd = [sys.executable, "-m", "madpipe.pipeline.cli", "snoop", "-r", path]
-            env = dict(os.environ)
-            env.pop("MADPIPE_JIT", None)
+            env = {k: v for k, v in os.environ.items() if k not in ("MADPIPE_JIT", "NUMBA_DISABLE_JIT")}
             base = "small job, kernels as Python"
-            for name, extra in ((base, {}), ("small job, numba, warm cache", {"MADPIPE_JIT": "1"}),
-                                ("small job, numba, cold compile", {"MADPIPE_JIT": "1", "MADPIPE_NO_CACHE": "1"})):
+            runs = ((base, {"MADPIPE_JIT": "0"}),
+                    ("small job, kernels ahead of time", {"MADPIPE_JIT": "aot"}),
+                    ("small job, numba JIT, warm cache", {"MADPIPE_JIT": "1"}),
+                    ("small job, numba JIT, cold compile", {"MADPIPE_JIT": "1", "MADPIPE_NO_CACHE": "1"}))
+            for name, extra in runs:
                 run_env = dict(env, **extra)
-                if name.endswith("warm cache"):  # make sure the cache exists first
-                    subprocess.run(cmd, env=run_env, stdout=subprocess.DEVNULL, check=True)
+                if "warm" in name or "ahead" in name:  # make sure the cache or the build exists first
+                    subprocess.run(cmd, env=run_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   check=True)
                 self.measure("startup", name, 1,
                              lambda run_env=run_env: subprocess.run(cmd, env=run_env, stdout=subprocess.DEVNULL,
                                                                     check=True),
                              unit="runs", baseline=None if name == base else base,
                              repeat=min(self.repeat, 3))
+            # What the first large job after an install pays once: the ahead-of-time build.
+            build_env = dict(env, MADPIPE_CACHE_DIR=os.path.join(tmp, "aot"))
+            self.measure("startup", "ahead-of-time build (once per version)", 1,
+                         lambda: subprocess.run([sys.executable, "-m", "madpipe.pipeline.aot", "--force"],
+                                                env=build_env, stdout=subprocess.DEVNULL,
+                                                stderr=subprocess.DEVNULL, check=True),
+                         unit="runs", baseline=base, repeat=1)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 

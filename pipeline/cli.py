@@ -24,6 +24,11 @@ EPILOG = """examples:
   madpipe craft --method set --attr pkey-table --block 0 --pkeys 0xffff,0x8001 -L 4 -w set.pcap
   madpipe fuzz --seed 1 --count 100000 -w findings.pcap
 
+environment:
+  MADPIPE_JIT=aot|1|0  how kernels run: compiled ahead of time (the default for large inputs;
+                       built once into the cache, ~15 s) | numba's JIT | plain Python
+  MADPIPE_CACHE_DIR    where the ahead-of-time kernels are kept (default ~/.cache/madpipe)
+
 Run 'madpipe COMMAND --help' for a command's flags and an example."""
 
 
@@ -67,7 +72,8 @@ def _version() -> str:
 # Commands whose captures are positional arguments: their module's input_files(argv) finds them
 # with the command's own parser, without importing any kernel module.
 POSITIONAL_INPUTS = ("diff", "report")
-# Where running the kernels as plain Python beats loading numba (~0.7 s), measured: snoop's
+# Inputs that never build the ahead-of-time kernels or load numba (they use the kernels built
+# ahead of time if they exist, else plain Python). Plain Python beats loading numba (~0.7 s), measured: snoop's
 # streaming kernels touch a few bytes a frame (3,000 frames: 0.73 s as Python, 1.15 s with
 # numba); decode's CRC check reads every byte (1,000 frames already take as long as numba's load).
 SMALL_INPUT_BYTES = {"snoop": 1 << 20}
@@ -95,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     files = _input_files(argv)
     if files:
-        # A small capture is done before numba could even load: run the kernels as Python.
+        # A small capture is done before numba could even load: never compile for it.
         jit.plan_for_inputs(files, SMALL_INPUT_BYTES.get(argv[0], jit.SMALL_INPUT_BYTES))
     parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)

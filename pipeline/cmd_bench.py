@@ -10,7 +10,7 @@ from madpipe.pipeline.output import jsonl
 
 EXAMPLE = """Each figure is the median of --repeat runs (min-max shown) and its ratio to the baseline of
 its group, measured in the same run: a memory-touch kernel over the same MADs (snoop), a memory
-copy of the mailboxes (paravirt), reading the capture file (capture), a small run without numba
+copy of the mailboxes (paravirt), reading the capture file (capture), a small run with plain-Python kernels
 (startup). Slow ways (reference, construct, scapy, decode, tshark) run on --subset items.
 
 examples:
@@ -68,7 +68,8 @@ def run(args) -> int:
         for fig in bench.figures:
             jsonl(fig.as_json(bench.ratio(fig)))
         return 0
-    print(f"madpipe bench: n={args.n}, repeat={args.repeat}, subset={bench.subset}, seed={args.seed}; {machine}")
+    print(f"madpipe bench: n={args.n}, repeat={args.repeat}, subset={bench.subset}, seed={args.seed}; {machine}; "
+          f"kernels: {jit.backend()}")
     print(f"{'group':<9} {'what':<38} {'items':>9} {'rate/s':>8} {'median s':>10} {'min-max s':>17}  vs baseline")
     for fig in bench.figures:
         ratio = bench.ratio(fig)

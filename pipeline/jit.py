@@ -11,9 +11,10 @@ first kernel module is imported (:func:`backend`):
   it does not list, and when asked for (``MADPIPE_JIT=1``). Costs ~0.8 s per process to import
   numba and load the cached kernels, ~4 s cold.
 - ``"python"``: the plain Python function (the same code the test suite also runs with
-  ``NUMBA_DISABLE_JIT=1``). Small jobs run this way: a few hundred frames are done before numba
-  could load. The CLI calls :func:`plan_for_inputs` with its input files before it imports any
-  kernel module; inputs under ``SMALL_INPUT_BYTES`` stay Python.
+  ``NUMBA_DISABLE_JIT=1``). Small jobs run this way unless the ahead-of-time kernels are already
+  built: a few hundred frames are done before numba could load, and long before a build ends.
+  The CLI calls :func:`plan_for_inputs` with its input files before it imports any kernel
+  module; inputs under ``SMALL_INPUT_BYTES`` never build or JIT-compile.
 
 In the ahead-of-time backend a kernel module's entry points (those ``aot.KERNELS`` lists) are
 the compiled ones, behind a type check, and its helpers (called only from inside kernels, which
@@ -71,8 +72,14 @@ def backend() -> str:
     """How kernels run in this process: "aot", "numba" or "python" (decided on the first call)."""
     global _backend
     if _backend is None:
-        if not _enabled or os.environ.get("NUMBA_DISABLE_JIT", "") == "1":
+        if _MODE == "0" or os.environ.get("NUMBA_DISABLE_JIT", "") == "1":
             _backend = "python"
+        elif not _enabled:
+            # A small job: the ahead-of-time kernels if they are built (loading them takes a
+            # millisecond), never a build or numba for it.
+            from madpipe.pipeline import aot
+
+            _backend = "aot" if aot.load(build=False) is not None else "python"
         elif _MODE == "1":
             _backend = "numba"
         else:

@@ -178,3 +178,15 @@ def test_a_failed_build_falls_back_to_the_jit_once_and_says_why(tmp_path):
     insist = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             env=dict(env, MADPIPE_JIT="aot"))
     assert insist.returncode == 1 and "MADPIPE_JIT=aot, but the ahead-of-time kernels are unavailable" in insist.stderr
+
+
+def test_old_builds_are_pruned_newest_kept(tmp_path):
+    for n in range(aot.KEEP_BUILDS + 3):
+        path = tmp_path / f"madpipe_kernels_{n:016x}.cpython-311-x86_64-linux-gnu.so"
+        path.write_bytes(b"")
+        os.utime(path, (1000 + n, 1000 + n))
+    (tmp_path / "build-failed.txt").write_text("x")
+    aot._prune(str(tmp_path), keep=aot.KEEP_BUILDS)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert "build-failed.txt" in left
+    assert [int(n[16:32], 16) for n in left if n.endswith(".so")] == list(range(3, aot.KEEP_BUILDS + 3))
