@@ -59,6 +59,8 @@ KERNELS = {
     "kernels_text": {
         "pkey_lines": ("i8", "u2[:,::1] i8[::1] u1[:,::1]"),
         "change_texts": ("i8", "u4[::1] u2[::1] u2[:,::1] u2[:,::1] i8 u1[::1] i8[::1]"),
+        "event_lines": ("i8", "i8[::1] u1[::1] i8[::1] i4[::1] u1[::1] i8[::1] u2[::1] u4[::1] u1[::1] i8[::1] "
+                              "u1[::1] u1[::1]"),
     },
     "kernels_snoop": {
         "smp_snoop_kernel": ("i8", "u1[:,::1] u1[::1] u2[::1] u2[:,::1] u1[:,:,::1] u2[::1] u2[::1] u1[::1] "
@@ -268,6 +270,24 @@ def _last_error(text: str, returncode: int) -> str:
     return lines[-1] if lines else f"exit status {returncode}"
 
 
+def _release_the_gil() -> None:
+    """Make pycc's wrappers release the GIL around each kernel, as numba's ``nogil=True`` does.
+
+    CC.export takes no compiler flags; pycc builds its wrappers with ``compiler.Flags()``, so
+    (in this build process only) that name is given flags with ``release_gil`` set. Without it a
+    reader thread could not extract the next batch while the main thread snoops this one.
+    """
+    import numba.pycc.compiler as pycc_compiler
+    from numba.core.compiler import Flags
+
+    class GilReleasingFlags(Flags):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.release_gil = True
+
+    pycc_compiler.Flags = GilReleasingFlags
+
+
 def build(directory: str, key: str) -> str:
     """Compile every KERNELS entry into ``directory`` (run in a process with numba enabled)."""
     import importlib
@@ -278,6 +298,7 @@ def build(directory: str, key: str) -> str:
     from numba.pycc import CC
 
     warnings.simplefilter("ignore", NumbaPendingDeprecationWarning)
+    _release_the_gil()
     os.makedirs(directory, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=directory, prefix=".build-") as tmp:
         cc = CC(module_name(key))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from madpipe.codecs.errors import MadpipeError
@@ -133,5 +134,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+# Commands that leave nothing for exit-time handlers (unlike capture and replay, whose atexit
+# handler stops leftover simulator processes): their process ends without the interpreter's
+# teardown of every module, ~40 ms of a snoop that takes 0.5 s.
+FAST_EXIT = ("decode", "snoop", "diff", "report")
+
+
+def entry() -> None:
+    """The ``madpipe`` console script: :func:`main`, then exit with its status."""
+    argv = sys.argv[1:]
+    code = main(argv)
+    if argv and argv[0] in FAST_EXIT:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a reader gone (| head) or a stream main closed
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

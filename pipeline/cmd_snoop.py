@@ -292,8 +292,8 @@ def _pkey_lines(states: list) -> list[str]:
     return [text[a:b] for a, b in zip([0] + ends[:-1], ends)]
 
 
-def _changes(chunk: np.ndarray, style: int) -> list[str]:
-    """Each event's changes as text (kt.CHANGE_TEXT) or JSON (kt.CHANGE_JSON), by kernels_text.change_texts."""
+def _change_bytes(chunk: np.ndarray, style: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ASCII bytes, end of each event's piece) of the events' changes, by kernels_text.change_texts."""
     n = len(chunk)
     bitmap = np.ascontiguousarray(chunk["bitmap"])
     block = np.ascontiguousarray(chunk["block"])
@@ -302,7 +302,13 @@ def _changes(chunk: np.ndarray, style: int) -> list[str]:
     ends = np.empty(n, np.int64)
     used = kt.change_texts(bitmap, block, np.ascontiguousarray(chunk["old"]), np.ascontiguousarray(chunk["new"]),
                            style, buf, ends)
-    text = buf[:used].tobytes().decode("ascii")
+    return buf[:used], ends
+
+
+def _changes(chunk: np.ndarray, style: int) -> list[str]:
+    """Each event's changes as text (kt.CHANGE_TEXT) or JSON (kt.CHANGE_JSON)."""
+    buf, ends = _change_bytes(chunk, style)
+    text = buf.tobytes().decode("ascii")
     ends_l = ends.tolist()
     return [text[a:b] for a, b in zip([0] + ends_l[:-1], ends_l)]
 
@@ -311,8 +317,35 @@ _EVENT_TEXT = "%7d %12.6f  %s %5d 0x%08x  %s%s\n"
 _EVENT_JSON = '{"type":"event","frame":%d,"ts":%r,%s,"block":%d,"bitmap":%d,"changes":[%s],"unconfirmed":%s}\n'
 
 
+def _pieces(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """ASCII bytes of texts end to end, and where each ends (UnicodeEncodeError if not ASCII)."""
+    data = np.frombuffer(bytearray("".join(texts).encode("ascii")), np.uint8)  # writable, as kernels take
+    return data, np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)))
+
+
 def _events_text(events: fabric.RecordList, t0: float, out) -> None:
-    labels = np.array([f"{pid.label():<28}" for pid in events.ports] + [""], dtype=object)
+    """The event lines (_EVENT_TEXT), written by kernels_text.event_lines but for the times,
+    which Python formats (the same doubles, ts - t0, as the line-at-a-time reference)."""
+    labels = [f"{pid.label():<28}" for pid in events.ports] + [""]
+    try:
+        label_bytes, label_ends = _pieces(labels)
+    except UnicodeEncodeError:  # labels are ASCII; were one not, the plain formatting says it
+        return _events_text_python(events, t0, out, labels)
+    longest = max(map(len, labels))
+    for chunk in events.spool:
+        times, time_ends = _pieces(list(map("%12.6f".__mod__, (chunk["ts_ns"] / 1e9 - t0).tolist())))
+        changes, change_ends = _change_bytes(chunk, kt.CHANGE_TEXT)
+        n = len(chunk)
+        buf = np.empty(len(times) + len(changes) + n * (longest + 48 + len(kt.UNCONFIRMED)), np.uint8)
+        used = kt.event_lines(np.ascontiguousarray(chunk["frame"]), times, time_ends,
+                              np.ascontiguousarray(chunk["slot"]), label_bytes, label_ends,
+                              np.ascontiguousarray(chunk["block"]), np.ascontiguousarray(chunk["bitmap"]),
+                              changes, change_ends, np.ascontiguousarray(chunk["unconfirmed"]), buf)
+        out.write(buf[:used].tobytes().decode("ascii"))
+
+
+def _events_text_python(events: fabric.RecordList, t0: float, out, labels: list[str]) -> None:
+    labels = np.array(labels, dtype=object)
     flags = np.array(["", " (unconfirmed)"], dtype=object)
     for chunk in events.spool:
         ts = (chunk["ts_ns"] / 1e9 - t0).tolist()  # the same doubles as ts - t0 one at a time

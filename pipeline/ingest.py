@@ -131,23 +131,21 @@ class Ingest:
         for raw in self.raw():
             yield raw.rows()
 
-    def raw(self) -> Iterator[RawBatch]:
-        """The capture as RawBatch objects; each is valid until the next one is asked for."""
+    def raw(self, sets: int = 1) -> Iterator[RawBatch]:
+        """The capture as RawBatch objects; each stays valid until ``sets`` more are asked for
+        (the reader cycles through that many buffers: 2 lets a thread read ahead)."""
         if self.format == "pcap":
-            return self._pcap()
+            return self._pcap(sets)
         return self._generic()
 
-    def _pcap(self) -> Iterator[RawBatch]:
+    def _pcap(self, sets: int = 1) -> Iterator[RawBatch]:
         n_cap = self.batch
-        rec_off = np.empty(n_cap, np.int64)
-        pkt_off = np.empty(n_cap, np.int64)
-        pkt_len = np.empty(n_cap, np.int64)
-        orig = np.empty(n_cap, np.int64)
-        ts = np.empty(n_cap, np.int64)
-        code = np.empty(n_cap, np.uint8)
+        arrays = [tuple(np.empty(n_cap, t) for t in (np.int64,) * 5 + (np.uint8,)) for _ in range(sets)]
+        bufs = [np.empty(self.chunk_bytes, np.uint8) for _ in range(sets)]
         scale = 1 if self.nanosecond else 1000
         erf = self.linktype == LINKTYPE_ERF
-        buf = np.empty(self.chunk_bytes, np.uint8)
+        turn = 0
+        buf = bufs[0]
         file_pos = PCAP_HEADER_SIZE
         have = 0
         with open(self.path, "rb") as f:
@@ -160,6 +158,7 @@ class Ingest:
                     eof = got == 0
                     have += got
                     progress.update(self.path, file_pos + have, size)
+                rec_off, pkt_off, pkt_len, orig, ts, code = arrays[turn]
                 n, used, bad, _ = k.scan_pcap(buf, have, self.big, scale, erf, MAX_RECORD,
                                            rec_off, pkt_off, pkt_len, orig, ts, code)
                 if n:
@@ -169,7 +168,13 @@ class Ingest:
                     self.error = (f"frame {self.frames + 1}, offset {file_pos + used}: "
                                   f"record length {incl} is corrupt (over {MAX_RECORD})")
                     return
-                buf[: have - used] = buf[used:have]
+                if n:  # the batch just given out keeps its buffers: the rest goes to the next set
+                    turn = (turn + 1) % sets
+                    nxt = bufs[turn]
+                    nxt[: have - used] = buf[used:have]
+                    buf = nxt
+                else:
+                    buf[: have - used] = buf[used:have]
                 have -= used
                 file_pos += used
                 if n == 0 and eof:

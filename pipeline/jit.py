@@ -108,6 +108,7 @@ def _compile(fn, args, kwargs):
     import numba
 
     kwargs.setdefault("cache", CACHE)
+    kwargs.setdefault("nogil", True)  # kernels touch no Python object: let a reader thread run
     return numba.njit(*args, **kwargs)(fn)
 
 

@@ -4,7 +4,9 @@ Each is the byte-for-byte twin of a Python format (the tests compare them on ran
 
 - ``pkey_lines``: fabric.format_pkeys's ``smpquery pkeys`` lines, ``"%4d: " + 8 x "0x%04x"``;
 - ``change_texts``: an event's changes as the text output writes them,
-  ``"[%d] 0x%04x->0x%04x"`` joined by spaces, or as its JSON, ``"[%d,%d,%d]"`` joined by commas.
+  ``"[%d] 0x%04x->0x%04x"`` joined by spaces, or as its JSON, ``"[%d,%d,%d]"`` joined by commas;
+- ``event_lines``: whole event lines, ``"%7d %s  %s %5d 0x%08x  %s%s\n"``, from texts made
+  elsewhere for the parts that are not integers (the time, the port label, the changes).
 
 Outputs are passed in; the Python side (cmd_snoop) sizes them, decodes once and slices.
 """
@@ -98,4 +100,68 @@ def change_texts(bitmap, block, old, new, style, out, ends):
                 out[pos] = 93
                 pos += 1
         ends[n] = pos
+    return pos
+
+
+UNCONFIRMED = np.frombuffer(b" (unconfirmed)", np.uint8)  # an array: numba freezes it as a constant
+
+
+@njit
+def _right(out, pos, value, width):
+    """A non-negative int in decimal, right-aligned in ``width`` columns (more if it needs them)."""
+    digits = 1
+    v = value
+    while v >= 10:
+        v //= 10
+        digits += 1
+    for _ in range(width - digits):
+        out[pos] = 32
+        pos += 1
+    return _decimal(out, pos, value)
+
+
+@njit
+def _piece(out, pos, text, ends, n):
+    """Copy text piece n (text[ends[n - 1]:ends[n]], from 0 for n = 0) to out[pos]."""
+    start = ends[n - 1] if n > 0 else 0
+    for j in range(start, ends[n]):
+        out[pos] = text[j]
+        pos += 1
+    return pos
+
+
+@njit
+def event_lines(frame, times, time_ends, slot, labels, label_ends, block, bitmap, changes, change_ends,
+                unconfirmed, out):
+    """Event n's line into out, one after another; returns the bytes used. Pieces are ASCII
+    texts cut by ends (time n, label slot[n] (negative counts from the end), changes n); out
+    must hold them all plus 48 + len(UNCONFIRMED) bytes a line."""
+    pos = 0
+    n_labels = label_ends.shape[0]
+    for n in range(frame.shape[0]):
+        pos = _right(out, pos, np.int64(frame[n]), 7)
+        out[pos] = 32
+        pos = _piece(out, pos + 1, times, time_ends, n)
+        out[pos] = 32
+        out[pos + 1] = 32
+        s = np.int64(slot[n])
+        pos = _piece(out, pos + 2, labels, label_ends, s + n_labels if s < 0 else s)
+        out[pos] = 32
+        pos = _right(out, pos + 1, np.int64(block[n]), 5)
+        out[pos] = 32
+        out[pos + 1] = 48
+        out[pos + 2] = 120
+        b = np.int64(bitmap[n])
+        for k in range(8):
+            d = (b >> (28 - 4 * k)) & 15
+            out[pos + 3 + k] = 48 + d if d < 10 else 87 + d
+        out[pos + 11] = 32
+        out[pos + 12] = 32
+        pos = _piece(out, pos + 13, changes, change_ends, n)
+        if unconfirmed[n]:
+            for j in range(UNCONFIRMED.shape[0]):
+                out[pos + j] = UNCONFIRMED[j]
+            pos += UNCONFIRMED.shape[0]
+        out[pos] = 10
+        pos += 1
     return pos

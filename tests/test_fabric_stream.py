@@ -533,3 +533,35 @@ def test_change_texts_kernel():
     for j, ev in enumerate(fabric.events_of(chunk, [None])):
         assert text[j] == cmd_snoop._changes_text(ev.changes)
         assert js[j] == json.dumps([list(c) for c in ev.changes], separators=(",", ":"))[1:-1]
+
+
+def test_event_lines_kernel_equals_the_python_format():
+    import io
+
+    from madpipe.pipeline import cmd_snoop
+
+    rng = np.random.default_rng(5)
+    n = 700
+    chunk = np.zeros(n, fabric.EVENT_DTYPE)
+    chunk["frame"] = rng.choice([1, 9, 10, 999_999, 9_999_999, 10_000_000, 123_456_789], n)
+    chunk["ts_ns"] = rng.choice([0, 1, 999_999_499, 999_999_500, 10**9, 123_456 * 10**9 + 7, -5 * 10**8], n)
+    chunk["slot"] = rng.integers(-1, 5, n)
+    chunk["block"] = rng.choice([0, 7, 99, 12345, 0xFFFF], n)
+    chunk["bitmap"] = rng.integers(0, 1 << 32, n, dtype=np.uint64).astype(np.uint32) & rng.choice(
+        [0xFFFFFFFF, 1, 0x80000000, 0], n).astype(np.uint32)
+    chunk["unconfirmed"] = rng.integers(0, 2, n)
+    chunk["old"] = rng.integers(0, 1 << 16, (n, 32))
+    chunk["new"] = rng.integers(0, 1 << 16, (n, 32))
+    ports = [fabric.PortId(0x12, None, 0), fabric.PortId(None, (0, 1, 3), 2), fabric.PortId(0xFFFF, None, 36),
+             fabric.PortId(None, (), 0), fabric.PortId(0x1, (0, 5), 1)]
+
+    class Events:  # a RecordList's two attributes the printer reads
+        spool = [chunk[:300], chunk[300:]]
+
+    Events.ports = ports
+    for t0 in (0.0, 1.25, 1.7e9):
+        fast, slow = io.StringIO(), io.StringIO()
+        cmd_snoop._events_text(Events, t0, fast)
+        cmd_snoop._events_text_python(Events, t0, slow, [f"{p.label():<28}" for p in ports] + [""])
+        assert fast.getvalue() == slow.getvalue()
+        assert fast.getvalue().count("\n") == n

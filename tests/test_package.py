@@ -39,3 +39,33 @@ def test_unwritable_output_is_one_line_for_every_command(tmp_path, capsys):
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "No such file or directory" in err, argv
         assert "Traceback" not in err
+
+
+def _cli(*argv):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "madpipe.pipeline.cli", *argv], capture_output=True)
+
+
+def test_the_console_entry_exits_with_the_status_and_all_output(tmp_path):
+    # decode/snoop/diff/report leave without the interpreter's teardown: nothing may be lost.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    real = str(Path(__file__).parent.parent / "pcaps" / "infiniband_endace_erf_2008.pcap")
+    done = _cli("decode", "-r", real, "-T", "json")
+    assert done.returncode == 0 and done.stderr.endswith(b"VCRC 43 ok 0 bad\n")  # the summary line
+    assert len(done.stdout.splitlines()) == 43 and done.stdout.endswith(b"\n")
+    assert _cli("snoop", "-r", str(tmp_path / "missing.pcap")).returncode == 2
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(Path(real).read_bytes()[:-7])  # a truncated last record: exit 1, said on stderr
+    trunc = _cli("decode", "-r", str(bad))
+    assert trunc.returncode == 1 and b"truncated record" in trunc.stderr
+    # A reader that goes away (| head) is not an error and prints nothing on stderr.
+    pipe = subprocess.Popen([sys.executable, "-m", "madpipe.pipeline.cli", "decode", "-r", real, "-V"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    pipe.stdout.readline()
+    pipe.stdout.close()
+    assert pipe.wait() == 0 and pipe.stderr.read() == b""
