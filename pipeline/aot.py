@@ -41,44 +41,47 @@ _CODECS = os.path.join(os.path.dirname(_PIPELINE), "codecs")
 
 #: module -> kernel -> (result, arguments). Types: u1..u8 / i1..i8 unsigned / signed integers of
 #: 1..8 bytes, b1 bool; ``[::1]``, ``[:,::1]``, ``[:,:,::1]`` C-contiguous arrays of 1-3
-#: dimensions; ``i8x4`` a tuple of four int64; ``void`` nothing.
+#: dimensions, ``!`` before one the kernel writes (it must be writable; a test has numba check
+#: that the others are only read); ``i8x4`` a tuple of four int64; ``void`` nothing.
 KERNELS = {
     "kernels_ingest": {
-        "scan_pcap": ("i8x4", "u1[::1] i8 b1 i8 b1 i8 i8[::1] i8[::1] i8[::1] i8[::1] i8[::1] u1[::1]"),
-        "gather_rows": ("void", "u1[::1] i8[::1] i8[::1] i8 u1[:,::1] i2[::1]"),
-        "gather_mads": ("i8", "u1[:,::1] i2[::1] u1[:,::1] i8[::1]"),
-        "snoop_smps": ("i8x4", "u1[::1] i8[::1] i8[::1] u1[::1] i8[::1] u1[::1] u2[::1] u8[::1] u4[::1] "
-                               "u1[:,::1] u1[:,::1] u1[:,::1] u1[:,::1] u1[:,::1]"),
+        "scan_pcap": ("i8x4", "u1[::1] i8 b1 i8 b1 i8 !i8[::1] !i8[::1] !i8[::1] !i8[::1] !i8[::1] "
+                              "!u1[::1]"),
+        "gather_rows": ("void", "u1[::1] i8[::1] i8[::1] i8 !u1[:,::1] !i2[::1]"),
+        "gather_mads": ("i8", "u1[:,::1] i2[::1] !u1[:,::1] !i8[::1]"),
+        "snoop_smps": ("i8x4", "u1[::1] i8[::1] i8[::1] u1[::1] !i8[::1] !u1[::1] !u2[::1] !u8[::1] "
+                               "!u4[::1] !u1[:,::1] !u1[:,::1] !u1[:,::1] !u1[:,::1] !u1[:,::1]"),
     },
     "kernels_fabric": {
-        "intern_keys": ("i8x2", "u1[:,::1] i8 i4[::1] u1[:,::1] i8 i4[::1]"),
-        "rehash": ("void", "u1[:,::1] i8 i4[::1]"),
-        "pair_answers": ("void", "u8[::1] i4[::1] i8[::1] u8[::1] i4[::1] i8[::1] i4[::1] i8 i4[::1]"),
-        "snoop_ports": ("void", "i4[::1] u4[::1] u1[:,::1] i8 u2[:,:,::1] u4[::1] i1[::1] u2[:,::1]"),
+        "intern_keys": ("i8x2", "u1[:,::1] i8 !i4[::1] !u1[:,::1] i8 !i4[::1]"),
+        "rehash": ("void", "u1[:,::1] i8 !i4[::1]"),
+        "pair_answers": ("void", "u8[::1] i4[::1] i8[::1] u8[::1] i4[::1] i8[::1] i4[::1] i8 !i4[::1]"),
+        "snoop_ports": ("void", "i4[::1] u4[::1] u1[:,::1] i8 !u2[:,:,::1] !u4[::1] !i1[::1] "
+                                "!u2[:,::1]"),
     },
     "kernels_text": {
-        "pkey_lines": ("i8", "u2[:,::1] i8[::1] u1[:,::1]"),
-        "change_texts": ("i8", "u4[::1] u2[::1] u2[:,::1] u2[:,::1] i8 u1[::1] i8[::1]"),
-        "event_lines": ("i8", "i8[::1] u1[::1] i8[::1] i4[::1] u1[::1] i8[::1] u2[::1] u4[::1] u1[::1] i8[::1] "
-                              "u1[::1] u1[::1]"),
+        "pkey_lines": ("i8", "u2[:,::1] i8[::1] !u1[:,::1]"),
+        "change_texts": ("i8", "u4[::1] u2[::1] u2[:,::1] u2[:,::1] i8 !u1[::1] !i8[::1]"),
+        "event_lines": ("i8", "i8[::1] u1[::1] i8[::1] i4[::1] u1[::1] i8[::1] u2[::1] u4[::1] u1[::1] "
+                              "i8[::1] u1[::1] !u1[::1]"),
     },
     "kernels_snoop": {
-        "smp_snoop_kernel": ("i8", "u1[:,::1] u1[::1] u2[::1] u2[:,::1] u1[:,:,::1] u2[::1] u2[::1] u1[::1] "
-                                   "i8 i8 i8 i8 b1 b1 b1 u4[::1] b1[::1] i8[::1] u8[:,::1] i1[::1] "
-                                   "b1[::1] b1[::1] b1[::1] b1[::1]"),
+        "smp_snoop_kernel": ("i8", "u1[:,::1] u1[::1] u2[::1] !u2[:,::1] u1[:,:,::1] !u2[::1] !u2[::1] "
+                                   "!u1[::1] i8 i8 i8 i8 b1 b1 b1 !u4[::1] !b1[::1] !i8[::1] "
+                                   "!u8[:,::1] !i1[::1] !b1[::1] !b1[::1] !b1[::1] !b1[::1]"),
     },
     "kernels_paravirt": {
-        "rewrite_kernel": ("i8", "u1[:,::1] u1[:,::1] u1[::1] i4[::1] u4[::1] u1[:,:,::1] i8 i8 i8 u1[::1] "
-                                 "u1[:,::1] i8 i4[::1] i1[::1]"),
-        "rewrite_inplace_kernel": ("i8", "u1[:,::1] u1[::1] i4[::1] u4[::1] u1[:,:,::1] i8 i8 i8 u1[::1] "
-                                         "u1[:,::1] i8 i4[::1] i1[::1]"),
+        "rewrite_kernel": ("i8", "u1[:,::1] !u1[:,::1] u1[::1] i4[::1] u4[::1] u1[:,:,::1] i8 i8 i8 "
+                                 "u1[::1] u1[:,::1] i8 !i4[::1] !i1[::1]"),
+        "rewrite_inplace_kernel": ("i8", "!u1[:,::1] u1[::1] i4[::1] u4[::1] u1[:,:,::1] i8 i8 i8 "
+                                         "u1[::1] u1[:,::1] i8 !i4[::1] !i1[::1]"),
     },
     "kernels_decode": {
-        "check_crcs": ("void", "u1[::1] i8[::1] i8[::1] u1[::1] u4[::1] u4[::1] i1[::1] i1[::1]"),
+        "check_crcs": ("void", "u1[::1] i8[::1] i8[::1] u1[::1] u4[::1] u4[::1] !i1[::1] !i1[::1]"),
     },
     "kernels_crc": {
-        "icrc_rows": ("void", "u1[:,::1] i8[::1] u4[::1] u4[::1]"),
-        "vcrc_rows": ("void", "u1[:,::1] i8[::1] u4[::1] u4[::1]"),
+        "icrc_rows": ("void", "u1[:,::1] i8[::1] u4[::1] !u4[::1]"),
+        "vcrc_rows": ("void", "u1[:,::1] i8[::1] u4[::1] !u4[::1]"),
     },
     "kernels_bench": {
         "touch_lines": ("i8", "u1[:,::1]"),
@@ -95,13 +98,14 @@ _failure: str | None = None  # why it could not be loaded or built, once
 
 def numba_signature(result: str, args: str) -> str:
     """The pycc signature string of a KERNELS entry."""
-    return f"{_NUMBA_RESULT[result]}({', '.join(args.split())})"
+    return f"{_NUMBA_RESULT[result]}({', '.join(t.lstrip('!') for t in args.split())})"
 
 
-def _arg_spec(token: str) -> tuple[str, int]:
-    """(numpy dtype name, dimensions; 0 for a scalar) of one argument type."""
-    code, _, dims = token.partition("[")
-    return _DTYPES[code], (dims.count(",") + 1 if dims else 0)
+def _arg_spec(token: str) -> tuple[str, int, bool]:
+    """(numpy dtype name, dimensions (0: a scalar), written by the kernel) of one argument type."""
+    written = token.startswith("!")
+    code, _, dims = token.lstrip("!").partition("[")
+    return _DTYPES[code], (dims.count(",") + 1 if dims else 0), written
 
 
 def export_name(module: str, kernel: str) -> str:
@@ -114,6 +118,10 @@ def source_key() -> str:
 
     h = hashlib.sha256()
     h.update(f"{sys.implementation.cache_tag} numpy {numpy.__version__.rsplit('.', 1)[0]}".encode())
+    for compiler in ("numba", "llvmlite"):  # an upgrade (new files) builds again; found, not imported
+        spec = importlib.util.find_spec(compiler)
+        if spec is not None and spec.origin:
+            h.update(f"{spec.origin} {os.stat(spec.origin).st_mtime_ns}".encode())
     files = [os.path.join(_PIPELINE, f"{m}.py") for m in sorted(KERNELS)]
     files += [os.path.join(_PIPELINE, "aot.py"), os.path.join(_PIPELINE, "jit.py")]
     files += sorted(os.path.join(_CODECS, f) for f in os.listdir(_CODECS) if f.endswith(".py"))
@@ -128,6 +136,10 @@ def cache_dir() -> str:
     if env:
         return env
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    if not os.path.isabs(base):  # no home directory: never a "~" folder where the command runs
+        import tempfile
+
+        base = os.path.join(tempfile.gettempdir(), f"madpipe-cache-{os.getuid()}")
     return os.path.join(base, "madpipe")
 
 
@@ -149,24 +161,48 @@ class KernelTypeError(TypeError):
 
 
 def _guard(module: str, kernel: str, fn, args: str):
-    """``fn`` behind a check that each argument has the dtype, dimensions and layout it was built for."""
+    """``fn`` behind a check of what pycc's wrapper takes on trust: each array's dtype, dimensions,
+    layout and alignment, and that the arrays the kernel writes are writable; integers are
+    integers (not floats that would be truncated) and flags are bools."""
+    import operator
+
     import numpy as np
 
     specs = [_arg_spec(t) for t in args.split()]
-    dtypes = [np.dtype(d) for d, _ in specs]
-    arrays = [(i, dtypes[i], nd) for i, (_, nd) in enumerate(specs) if nd]
+    arrays = [(i, np.dtype(d), nd, w) for i, (d, nd, w) in enumerate(specs) if nd]
+    integers = [i for i, (d, nd, _) in enumerate(specs) if not nd and d != "bool"]
+    flags = [i for i, (d, nd, _) in enumerate(specs) if not nd and d == "bool"]
     count = len(specs)
+
+    def refuse(i, want, got):
+        raise KernelTypeError(f"{module}.{kernel}: argument {i + 1} must be {want} "
+                              f"(the ahead-of-time build's type), got {got}")
 
     def call(*a):
         if len(a) != count:
             raise KernelTypeError(f"{module}.{kernel}: {count} arguments expected, got {len(a)}")
-        for i, dtype, nd in arrays:
+        for i, dtype, nd, written in arrays:
             x = a[i]
-            if type(x) is not np.ndarray or x.dtype != dtype or x.ndim != nd or not x.flags.c_contiguous:
-                got = (f"{x.dtype}[{x.ndim}-d{'' if x.flags.c_contiguous else ', not C-contiguous'}]"
-                       if isinstance(x, np.ndarray) else type(x).__name__)
-                raise KernelTypeError(f"{module}.{kernel}: argument {i + 1} must be a C-contiguous "
-                                      f"{dtype}[{nd}-d] array (the ahead-of-time build's type), got {got}")
+            fl = getattr(x, "flags", None)
+            if (type(x) is not np.ndarray or x.dtype != dtype or x.ndim != nd or not fl.c_contiguous
+                    or not fl.aligned or (written and not fl.writeable)):
+                want = f"a C-contiguous{' writable' if written else ''} {dtype}[{nd}-d] array"
+                if type(x) is not np.ndarray:
+                    got = type(x).__name__
+                else:
+                    got = f"{x.dtype}[{x.ndim}-d]" + "".join(
+                        f", {what}" for what, bad in (("not C-contiguous", not fl.c_contiguous),
+                                                      ("not aligned", not fl.aligned),
+                                                      ("read-only", written and not fl.writeable)) if bad)
+                refuse(i, want, got)
+        for i in integers:
+            try:
+                operator.index(a[i])
+            except TypeError:
+                refuse(i, "an integer", type(a[i]).__name__)
+        for i in flags:
+            if not isinstance(a[i], (bool, np.bool_)):
+                refuse(i, "a bool", type(a[i]).__name__)
         return fn(*a)
 
     call.__name__ = kernel
@@ -228,7 +264,9 @@ def _previous_failure(directory: str, key: str) -> str | None:
     except OSError:
         return None
     first, _, rest = text.partition("\n")
-    return rest.strip() or "an earlier build failed" if first.strip() == key else None
+    if first.strip() != key:
+        return None
+    return rest.partition("\n")[0].strip() or "an earlier build failed"
 
 
 def _build_in_subprocess(directory: str, key: str, quiet: bool) -> None:
@@ -241,11 +279,15 @@ def _build_in_subprocess(directory: str, key: str, quiet: bool) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a parallel job builds it: wait, then load its build
         if os.path.exists(path):
             return
+        failed = _previous_failure(directory, key)  # or failed to, meanwhile
+        if failed:
+            raise RuntimeError(failed)
         if not quiet:
             print("madpipe: compiling the kernels ahead of time, once for this version "
                   f"(about 20 s; into {directory})", file=sys.stderr, flush=True)
         start = time.monotonic()
-        env = dict(os.environ, MADPIPE_JIT="1", MADPIPE_CACHE_DIR=directory)
+        env = {k: v for k, v in os.environ.items() if k != "NUMBA_DISABLE_JIT"}  # the build needs numba on
+        env.update(MADPIPE_JIT="1", MADPIPE_CACHE_DIR=directory)
         proc = subprocess.run([sys.executable, "-m", "madpipe.pipeline.aot", "--key", key],
                               env=env, capture_output=True, text=True)
         if proc.returncode != 0 or not os.path.exists(path):
@@ -339,7 +381,11 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m madpipe.pipeline.aot [--force]``: build the extension unless it exists; print its path."""
     argv = sys.argv[1:] if argv is None else argv
     if "--key" in argv:  # the build subprocess of _build_in_subprocess (numba on)
-        print(build(cache_dir(), argv[argv.index("--key") + 1]))
+        key = argv[argv.index("--key") + 1]
+        if key != source_key():  # another madpipe on this Python's path: never store it as ours
+            raise SystemExit(f"RuntimeError: this process imports {_PIPELINE}, whose sources are not "
+                             f"those of key {key}")
+        print(build(cache_dir(), key))
         return 0
     path = module_path()
     if "--force" in argv and os.path.exists(path):

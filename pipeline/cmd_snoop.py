@@ -292,15 +292,21 @@ def _pkey_lines(states: list) -> list[str]:
     return [text[a:b] for a, b in zip([0] + ends[:-1], ends)]
 
 
+def _column(chunk: np.ndarray, name: str) -> np.ndarray:
+    """A field of spooled records as the kernels take it: a C-contiguous, aligned copy (a view of
+    one record would be contiguous but, inside the packed record, not aligned)."""
+    return chunk[name].copy()
+
+
 def _change_bytes(chunk: np.ndarray, style: int) -> tuple[np.ndarray, np.ndarray]:
     """(ASCII bytes, end of each event's piece) of the events' changes, by kernels_text.change_texts."""
     n = len(chunk)
-    bitmap = np.ascontiguousarray(chunk["bitmap"])
-    block = np.ascontiguousarray(chunk["block"])
+    bitmap = _column(chunk, "bitmap")
+    block = _column(chunk, "block")
     total = int(np.unpackbits(bitmap.view(np.uint8)).sum())
     buf = np.empty(26 * total + 1, np.uint8)
     ends = np.empty(n, np.int64)
-    used = kt.change_texts(bitmap, block, np.ascontiguousarray(chunk["old"]), np.ascontiguousarray(chunk["new"]),
+    used = kt.change_texts(bitmap, block, _column(chunk, "old"), _column(chunk, "new"),
                            style, buf, ends)
     return buf[:used], ends
 
@@ -337,10 +343,9 @@ def _events_text(events: fabric.RecordList, t0: float, out) -> None:
         changes, change_ends = _change_bytes(chunk, kt.CHANGE_TEXT)
         n = len(chunk)
         buf = np.empty(len(times) + len(changes) + n * (longest + 48 + len(kt.UNCONFIRMED)), np.uint8)
-        used = kt.event_lines(np.ascontiguousarray(chunk["frame"]), times, time_ends,
-                              np.ascontiguousarray(chunk["slot"]), label_bytes, label_ends,
-                              np.ascontiguousarray(chunk["block"]), np.ascontiguousarray(chunk["bitmap"]),
-                              changes, change_ends, np.ascontiguousarray(chunk["unconfirmed"]), buf)
+        used = kt.event_lines(_column(chunk, "frame"), times, time_ends, _column(chunk, "slot"), label_bytes,
+                              label_ends, _column(chunk, "block"), _column(chunk, "bitmap"), changes, change_ends,
+                              _column(chunk, "unconfirmed"), buf)
         out.write(buf[:used].tobytes().decode("ascii"))
 
 

@@ -96,8 +96,9 @@ def test_every_kernel_module_is_listed_and_every_listed_kernel_exists():
             assert f"\ndef {name}(" in source, f"{module}.{name}"
             assert result in ("void", "i8", "i8x2", "i8x4")
             for token in args.split():
-                dtype, ndim = aot._arg_spec(token)
+                dtype, ndim, written = aot._arg_spec(token)
                 assert np.dtype(dtype) and (ndim == 0) == ("[" not in token), token
+                assert not written or ndim, token  # only arrays are written
 
 
 def test_the_jit_compiles_no_signature_the_table_lacks():
@@ -120,23 +121,87 @@ def test_the_jit_compiles_no_signature_the_table_lacks():
             calls = sum(src.count(f"{name}(") for src in sources.values()) - 1  # minus its def
             assert calls > 0, f"{module}.{name} is called from Python but not built ahead of time"
             continue
-        assert sigs == {aot.KERNELS[module][name][1]}, f"{module}.{name}"
+        assert sigs == {aot.KERNELS[module][name][1].replace("!", "")}, f"{module}.{name}"
     # and every entry of the table is exercised by some command
     assert {(m, n) for m, ks in aot.KERNELS.items() for n in ks} <= set(seen)
+
+
+def test_what_a_kernel_does_not_write_numba_checks_it_only_reads():
+    # Every array KERNELS does not mark "!" is compiled read-only: numba refuses a kernel that
+    # writes one, so the guard can let read-only inputs through and refuse read-only outputs.
+    check = r"""
+import importlib, sys
+from numba.core import types
+from madpipe.pipeline import aot
+for module, kernels in aot.KERNELS.items():
+    mod = importlib.import_module("madpipe.pipeline." + module)
+    for name, (result, args) in kernels.items():
+        sig = []
+        for token in args.split():
+            dtype, ndim, written = aot._arg_spec(token)
+            t = getattr(types, "boolean" if dtype == "bool" else dtype)
+            sig.append(types.Array(t, ndim, "C", readonly=not written) if ndim else t)
+        getattr(mod, name).compile(tuple(sig))
+        print(module, name)
+"""
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                          env=_env(MADPIPE_JIT="1", MADPIPE_NO_CACHE="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(done.stdout.splitlines()) == sum(map(len, aot.KERNELS.values()))
 
 
 def test_wrong_dtype_is_refused_with_the_kernel_and_argument_named(built):
     rehash = aot.kernel("kernels_fabric", "rehash")
     uniq = np.zeros((4, 72), np.uint8)
-    with pytest.raises(aot.KernelTypeError, match=r"kernels_fabric.rehash: argument 3 must be a C-contiguous int32\[1-d\]"):
+    with pytest.raises(aot.KernelTypeError, match=r"kernels_fabric.rehash: argument 3 must be a C-contiguous writable int32\[1-d\] array .* got int64\[1-d\]"):
         rehash(uniq, 2, np.full(8, -1, np.int64))
     with pytest.raises(aot.KernelTypeError, match="argument 1 .* not C-contiguous"):
         rehash(np.zeros((4, 144), np.uint8)[:, ::2], 2, np.full(8, -1, np.int32))
     with pytest.raises(aot.KernelTypeError, match="3 arguments expected, got 2"):
         rehash(uniq, 2)
     table = np.full(8, -1, np.int32)
-    rehash(uniq, 2, table)
+    readonly = np.frombuffer(bytes(table.tobytes()), np.int32)
+    with pytest.raises(aot.KernelTypeError, match="argument 3 must be a C-contiguous writable int32.*read-only"):
+        rehash(uniq, 2, readonly)  # would write into an immutable bytes object
+    assert (readonly == -1).all()
+    unaligned = np.zeros(8 * 4 + 1, np.uint8)[1:].view(np.int32)
+    with pytest.raises(aot.KernelTypeError, match="not aligned"):
+        rehash(uniq, 2, unaligned)
+    with pytest.raises(aot.KernelTypeError, match="argument 2 must be an integer"):
+        rehash(uniq, 2.9, table)
+    frozen = uniq.copy()
+    frozen.flags.writeable = False  # an input may be read-only
+    rehash(frozen, np.int64(2), table)
     assert sorted(table[table >= 0].tolist()) == [0, 1]
+    scan = aot.kernel("kernels_ingest", "scan_pcap")
+    outs = [np.zeros(4, np.int64) for _ in range(5)] + [np.zeros(4, np.uint8)]
+    with pytest.raises(aot.KernelTypeError, match="argument 3 must be a bool"):
+        scan(np.zeros(64, np.uint8), 0, 1, 1, False, 100, *outs)
+
+
+def test_the_build_runs_with_numba_on_whatever_the_caller_has(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_run(cmd, env, **kw):
+        seen.update(env)
+        return subprocess.CompletedProcess(cmd, 1, "", "RuntimeError: stop here\n")
+
+    monkeypatch.setenv("NUMBA_DISABLE_JIT", "1")
+    monkeypatch.setenv("MADPIPE_JIT", "0")
+    monkeypatch.setattr(aot.subprocess, "run", fake_run)
+    with pytest.raises(RuntimeError, match=r"the build failed \(RuntimeError: stop here\)"):
+        aot._build_in_subprocess(str(tmp_path), "k" * 16, quiet=True)
+    assert "NUMBA_DISABLE_JIT" not in seen and seen["MADPIPE_JIT"] == "1"
+    assert aot._previous_failure(str(tmp_path), "k" * 16).startswith("the build failed (RuntimeError: stop here)")
+    assert aot._previous_failure(str(tmp_path), "j" * 16) is None  # another version tries again
+
+
+def test_no_home_directory_means_a_private_temporary_cache(monkeypatch):
+    monkeypatch.delenv("MADPIPE_CACHE_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(aot.os.path, "expanduser", lambda p: p)  # as with no HOME and no passwd entry
+    path = aot.cache_dir()
+    assert os.path.isabs(path) and f"madpipe-cache-{os.getuid()}" in path
 
 
 def _outputs(env, *argv):
