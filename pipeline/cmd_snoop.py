@@ -360,7 +360,26 @@ def _events_text_python(events: fabric.RecordList, t0: float, out, labels: list[
 
 
 def _events_json(events: fabric.RecordList, out) -> None:
-    ports = np.array([_port_json(pid) for pid in events.ports] + [""], dtype=object)
+    """The events as JSON Lines (_EVENT_JSON), written by kernels_text.event_json_lines but for
+    the times, which Python's float repr writes (as json does)."""
+    ports = [_port_json(pid) for pid in events.ports] + [""]
+    try:
+        port_bytes, port_ends = _pieces(ports)
+    except UnicodeEncodeError:
+        return _events_json_python(events, out, ports)
+    longest = max(map(len, ports))
+    for chunk in events.spool:
+        times, time_ends = _pieces(list(map(repr, (chunk["ts_ns"] / 1e9).tolist())))
+        changes, change_ends = _change_bytes(chunk, kt.CHANGE_JSON)
+        buf = np.empty(len(times) + len(changes) + len(chunk) * (longest + 128), np.uint8)
+        used = kt.event_json_lines(_column(chunk, "frame"), times, time_ends, _column(chunk, "slot"), port_bytes,
+                                   port_ends, _column(chunk, "block"), _column(chunk, "bitmap"), changes,
+                                   change_ends, _column(chunk, "unconfirmed"), buf)
+        out.write(buf[:used].tobytes().decode("ascii"))
+
+
+def _events_json_python(events: fabric.RecordList, out, ports: list[str]) -> None:
+    ports = np.array(ports, dtype=object)
     flags = np.array(["false", "true"], dtype=object)
     for chunk in events.spool:
         out.write("".join(map(_EVENT_JSON.__mod__, zip(

@@ -6,7 +6,8 @@ Each is the byte-for-byte twin of a Python format (the tests compare them on ran
 - ``change_texts``: an event's changes as the text output writes them,
   ``"[%d] 0x%04x->0x%04x"`` joined by spaces, or as its JSON, ``"[%d,%d,%d]"`` joined by commas;
 - ``event_lines``: whole event lines, ``"%7d %s  %s %5d 0x%08x  %s%s\n"``, from texts made
-  elsewhere for the parts that are not integers (the time, the port label, the changes).
+  elsewhere for the parts that are not integers (the time, the port label, the changes);
+- ``event_json_lines``: the same events as JSON Lines records (cmd_snoop._EVENT_JSON).
 
 Outputs are passed in; the Python side (cmd_snoop) sizes them, decodes once and slices.
 """
@@ -164,4 +165,54 @@ def event_lines(frame, times, time_ends, slot, labels, label_ends, block, bitmap
             pos += UNCONFIRMED.shape[0]
         out[pos] = 10
         pos += 1
+    return pos
+
+
+def _ascii(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("ascii"), np.uint8)
+
+
+# The constant parts of cmd_snoop._EVENT_JSON, in order.
+JSON_FRAME = _ascii('{"type":"event","frame":')
+JSON_TS = _ascii(',"ts":')
+JSON_COMMA = _ascii(",")
+JSON_BLOCK = _ascii(',"block":')
+JSON_BITMAP = _ascii(',"bitmap":')
+JSON_CHANGES = _ascii(',"changes":[')
+JSON_UNCONFIRMED = _ascii('],"unconfirmed":')
+JSON_TRUE = _ascii("true}\n")
+JSON_FALSE = _ascii("false}\n")
+
+
+@njit
+def _constant(out, pos, text):
+    for j in range(text.shape[0]):
+        out[pos + j] = text[j]
+    return pos + text.shape[0]
+
+
+@njit
+def event_json_lines(frame, times, time_ends, slot, ports, port_ends, block, bitmap, changes, change_ends,
+                     unconfirmed, out):
+    """Event n's JSON Lines record into out, one after another; returns the bytes used. Pieces as
+    in event_lines (times: Python's float reprs; ports: each port's JSON members); out must hold
+    them all plus 128 bytes a record."""
+    pos = 0
+    n_ports = port_ends.shape[0]
+    for n in range(frame.shape[0]):
+        pos = _constant(out, pos, JSON_FRAME)
+        pos = _decimal(out, pos, np.int64(frame[n]))
+        pos = _constant(out, pos, JSON_TS)
+        pos = _piece(out, pos, times, time_ends, n)
+        pos = _constant(out, pos, JSON_COMMA)
+        s = np.int64(slot[n])
+        pos = _piece(out, pos, ports, port_ends, s + n_ports if s < 0 else s)
+        pos = _constant(out, pos, JSON_BLOCK)
+        pos = _decimal(out, pos, np.int64(block[n]))
+        pos = _constant(out, pos, JSON_BITMAP)
+        pos = _decimal(out, pos, np.int64(bitmap[n]))
+        pos = _constant(out, pos, JSON_CHANGES)
+        pos = _piece(out, pos, changes, change_ends, n)
+        pos = _constant(out, pos, JSON_UNCONFIRMED)
+        pos = _constant(out, pos, JSON_TRUE if unconfirmed[n] else JSON_FALSE)
     return pos

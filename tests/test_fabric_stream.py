@@ -535,7 +535,7 @@ def test_change_texts_kernel():
         assert js[j] == json.dumps([list(c) for c in ev.changes], separators=(",", ":"))[1:-1]
 
 
-def test_event_lines_kernel_equals_the_python_format():
+def test_event_line_kernels_equal_the_python_formats():
     import io
 
     from madpipe.pipeline import cmd_snoop
@@ -565,3 +565,11 @@ def test_event_lines_kernel_equals_the_python_format():
         cmd_snoop._events_text_python(Events, t0, slow, [f"{p.label():<28}" for p in ports] + [""])
         assert fast.getvalue() == slow.getvalue()
         assert fast.getvalue().count("\n") == n
+    fast, slow = io.StringIO(), io.StringIO()
+    cmd_snoop._events_json(Events, fast)
+    cmd_snoop._events_json_python(Events, slow, [cmd_snoop._port_json(p) for p in ports] + [""])
+    assert fast.getvalue() == slow.getvalue()
+    named = chunk["slot"] >= 0  # (slot -1, the printers' empty sentinel, names no port: not JSON)
+    records = [json.loads(line) for line, ok in zip(fast.getvalue().splitlines(), named) if ok]
+    assert [r["frame"] for r in records] == chunk["frame"][named].tolist()
+    assert [r["unconfirmed"] for r in records] == chunk["unconfirmed"][named].astype(bool).tolist()
