@@ -436,14 +436,41 @@ class Routes:
 
 # -- pass 2: the snoop ---------------------------------------------------------------------------
 
-def _concat(parts: list[dict]) -> dict:
-    if len(parts) == 1:
-        return parts[0]
-    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+class _Rows:
+    """Columns of rows appended at the end and dropped from the front (the Sets waiting for their
+    pairing window, the GetResps that may answer them): each row is copied in once, and a drop
+    moves only the rows that stay, where a list of batches concatenated at every decision copied
+    them all each time."""
 
+    def __init__(self, **columns):
+        self.cols = {name: np.empty((1024,) + tuple(shape), dtype) for name, (dtype, shape) in columns.items()}
+        self.n = 0
 
-def _take(cols: dict, index) -> dict:
-    return {name: col[index] for name, col in cols.items()}
+    def __len__(self) -> int:
+        return self.n
+
+    def append(self, **values) -> None:
+        k = len(values["seq"])
+        if self.n + k > len(self.cols["seq"]):
+            size = max(2 * len(self.cols["seq"]), self.n + k)
+            for name, col in self.cols.items():
+                grown = np.empty((size,) + col.shape[1:], col.dtype)
+                grown[:self.n] = col[:self.n]
+                self.cols[name] = grown
+        for name, col in self.cols.items():
+            col[self.n:self.n + k] = values[name]
+        self.n += k
+
+    def view(self, stop: int | None = None) -> dict:
+        """The first ``stop`` rows (all by default), as views: valid until the next change."""
+        stop = self.n if stop is None else stop
+        return {name: col[:stop] for name, col in self.cols.items()}
+
+    def drop_front(self, k: int) -> None:
+        if k:
+            for col in self.cols.values():
+                col[:self.n - k] = col[k:self.n]  # overlapping: numpy copies as memmove does
+            self.n -= k
 
 
 class _Run:
@@ -466,8 +493,10 @@ class _Run:
         self.blocks = np.zeros(0, np.uint16)  # bit b: block b written at least once (b < 8 always)
         self.first_applied: dict[int, int] = {}  # slot -> order of its first applied item
         self.seq = 0  # next number in the Set/GetResp sequence
-        self.pending: list[dict] = []  # Sets waiting for their answer's window, in seq order
-        self.answers: list[dict] = []  # GetResps that may still answer a waiting or future Set
+        # Sets waiting for their answer's window, in seq order; GetResps that may still answer one.
+        self.pending = _Rows(seq=(np.int64, ()), tid=(np.uint64, ()), slot=(np.int32, ()), frame=(np.int64, ()),
+                             ts_ns=(np.int64, ()), attr_mod=(np.uint32, ()), data=(np.uint8, (64,)))
+        self.answers = _Rows(seq=(np.int64, ()), tid=(np.uint64, ()), slot=(np.int32, ()), status=(np.int32, ()))
         self.events = Spool(EVENT_DTYPE, spool_memory)
         self.findings = Spool(FINDING_DTYPE, spool_memory)
         self.host = host
@@ -560,23 +589,20 @@ class _Run:
         self.seq += len(numbered)
         sets = np.flatnonzero(is_set)
         if len(sets):
-            self.pending.append({"seq": seq[sets], "tid": tid[sets], "slot": slot[sets], "frame": raw.frame[rows[sets]],
-                                 "ts_ns": raw.ts_ns[rows[sets]], "attr_mod": attr_mod[sets], "data": data[sets]})
+            self.pending.append(seq=seq[sets], tid=tid[sets], slot=slot[sets], frame=raw.frame[rows[sets]],
+                                ts_ns=raw.ts_ns[rows[sets]], attr_mod=attr_mod[sets], data=data[sets])
         resp = np.flatnonzero(is_resp)
         if len(resp):
-            self.answers.append({"seq": seq[resp], "tid": tid[resp], "slot": slot[resp],
-                                 "status": status[resp].astype(np.int32)})
-        if self.pending and self.seq - 1 - int(self.pending[0]["seq"][0]) >= 2 * self.window:
+            self.answers.append(seq=seq[resp], tid=tid[resp], slot=slot[resp], status=status[resp])
+        if len(self.pending) and self.seq - 1 - int(self.pending.cols["seq"][0]) >= 2 * self.window:
             self.decide(final=False)
 
     def decide(self, final: bool) -> None:
         """Pair the Sets whose window has passed (all at the end) and apply them, in order."""
-        if not self.pending:
+        if not len(self.pending):
             return
-        sets = _concat(self.pending)
-        answers = _concat(self.answers) if self.answers else {
-            "seq": np.empty(0, np.int64), "tid": np.empty(0, np.uint64), "slot": np.empty(0, np.int32),
-            "status": np.empty(0, np.int32)}
+        sets = self.pending.view()
+        answers = self.answers.view()
         n = len(sets["seq"]) if final else int(np.searchsorted(sets["seq"], self.seq - 1 - self.window, "right"))
         if n:
             answer = np.empty(n, np.int32)
@@ -591,15 +617,17 @@ class _Run:
                             (("unconfirmed", unconfirmed), ("rejected", rejected)) if flag.any())
             for _, name in firsts:
                 c[name] += int(np.count_nonzero(unconfirmed if name == "unconfirmed" else rejected))
-            applied = np.flatnonzero(~rejected)
-            items = _take({name: col[:n] for name, col in sets.items()}, applied)
-            items["unconfirmed"] = unconfirmed[applied]
-            self.apply(items)
-        rest = _take(sets, slice(n, None))
-        self.pending = [rest] if len(rest["seq"]) else []
-        oldest = int(rest["seq"][0]) if self.pending else self.seq
-        keep = answers["seq"] >= oldest - self.window
-        self.answers = [_take(answers, keep)] if keep.any() else []
+            items = self.pending.view(n)
+            if rejected.any():
+                applied = np.flatnonzero(~rejected)
+                items = {name: col[applied] for name, col in items.items()}
+                unconfirmed = unconfirmed[applied]
+            items["unconfirmed"] = unconfirmed
+            self.apply(items)  # before the drop below: items may be views of the waiting rows
+        self.pending.drop_front(n)
+        oldest = int(self.pending.cols["seq"][0]) if len(self.pending) else self.seq
+        answers = self.answers.view()
+        self.answers.drop_front(int(np.searchsorted(answers["seq"], oldest - self.window, "left")))
 
     def apply(self, items: dict) -> None:
         """Run applied Sets (or reported tables) through the per-port caches; spool what they did."""
