@@ -65,6 +65,28 @@ def test_ingest(benchmark, sm, tmp_path):
     assert benchmark(run) == 20_000
 
 
+def test_snoop_end_to_end(benchmark, sm, tmp_path):
+    # The streaming fabric snoop with its read-ahead thread, and its text output, on 20k frames.
+    import io
+
+    from madpipe.pipeline import cmd_snoop, fabric
+
+    path = tmp_path / "w.pcap"
+    workload.write_capture(path, workload.mad_frames(sm[0][:20_000]))
+
+    def run():
+        out = io.StringIO()
+        result = fabric.snoop_capture(path)
+        cmd_snoop.print_text(result, out)
+        return result, out.getvalue()
+
+    result, text = benchmark(run)
+    assert result.counts["frames"] == 20_000 and result.counts["events"] > 0
+    assert text.endswith(f"{result.counts['events']} change events; 0 findings; "
+                         f"P_KeyTable Sets: {result.counts['sets']} ({result.counts['unconfirmed']} unconfirmed, "
+                         "0 with error status)\n")
+
+
 def test_workload_capture_decodes_clean(tmp_path, capsys):
     # The synthetic capture the benchmarks read is valid IB: every CRC checks, nothing is an error.
     mads, _, _ = workload.sm_mads(300, seed=5)
