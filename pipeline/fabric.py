@@ -357,6 +357,21 @@ def findings_of(chunk: np.ndarray, ports: list) -> list[Finding]:
 
 # -- what the capture says about routes ----------------------------------------------------------
 
+def _first_of(ids: np.ndarray, mask: np.ndarray) -> list[tuple[int, int]]:
+    """(id, row) of the first row with ``mask`` of each id, in row order."""
+    rows = np.flatnonzero(mask)
+    u, pos = np.unique(ids[rows], return_index=True)
+    order = np.argsort(pos)
+    return list(zip(u[order].tolist(), rows[pos[order]].tolist()))
+
+
+def _last_of(ids: np.ndarray, mask: np.ndarray) -> list[tuple[int, int]]:
+    """(id, row) of the last row with ``mask`` of each id."""
+    rows = np.flatnonzero(mask)[::-1]
+    u, pos = np.unique(ids[rows], return_index=True)
+    return list(zip(u.tolist(), rows[pos].tolist()))
+
+
 class Routes:
     """Routes (kernels_ingest route keys) and what NodeInfo and PortInfo answers say about them.
 
@@ -388,26 +403,27 @@ class Routes:
         ids = self.table.intern(key)
         for i in range(len(self.route), self.table.n):
             self.route.append(route_of_key(self.table.keys[i]))
-        attr = hdr[:, 17].tolist()
-        port0 = (hdr[:, 23] == 0).tolist()
-        node_type = data[:, 2].tolist()
-        cap = ((data[:, 28].astype(np.int64) << 8) | data[:, 29]).tolist()
-        switch_cap = ((data[:, 14].astype(np.int64) << 8) | data[:, 15]).tolist()
-        lid = ((data[:, 16].astype(np.int64) << 8) | data[:, 17]).tolist()
-        for j, i in enumerate(ids.tolist()):
+        attr = hdr[:, 17]
+        port0 = hdr[:, 23] == 0
+        lid = (data[:, 16].astype(np.int64) << 8) | data[:, 17]
+        # The answers in frame order, as the reference takes them one by one: per route the last
+        # NodeInfo / SwitchInfo / PortInfo-with-a-LID wins, and a PortInfo's place (seen) counts
+        # from its first. Each dict below gets one write per route, not one per answer.
+        for i, j in _last_of(ids, attr == ATTR_NODE_INFO):
             r = self.route[i]
-            if attr[j] == ATTR_NODE_INFO:
-                self.switch[r] = node_type[j] == NODE_TYPE_SWITCH
-                self.caps.node[r] = cap[j]
-            elif attr[j] == ATTR_SWITCH_INFO:
-                self.caps.switch_ports[r] = switch_cap[j]
-            elif lid[j]:
-                self.last_any[r] = lid[j]
-                self.first_any.setdefault(r, self.seen)
-                if port0[j]:
-                    self.last_p0[r] = lid[j]
-                    self.first_p0.setdefault(r, self.seen)
-                self.seen += 1
+            self.switch[r] = int(data[j, 2]) == NODE_TYPE_SWITCH
+            self.caps.node[r] = int(data[j, 28]) << 8 | int(data[j, 29])
+        for i, j in _last_of(ids, attr == ATTR_SWITCH_INFO):
+            self.caps.switch_ports[self.route[i]] = int(data[j, 14]) << 8 | int(data[j, 15])
+        with_lid = (attr != ATTR_NODE_INFO) & (attr != ATTR_SWITCH_INFO) & (lid != 0)
+        seen = self.seen + np.cumsum(with_lid) - 1  # the place of each PortInfo with a LID
+        for mask, last, first in ((with_lid, self.last_any, self.first_any),
+                                  (with_lid & port0, self.last_p0, self.first_p0)):
+            for i, j in _last_of(ids, mask):
+                last[self.route[i]] = int(lid[j])
+            for i, j in _first_of(ids, mask):
+                first.setdefault(self.route[i], int(seen[j]))
+        self.seen += int(np.count_nonzero(with_lid))
 
     def finish(self) -> None:
         # A switch has one LID, on port 0; a CA port's PortInfo carries its own LID.
