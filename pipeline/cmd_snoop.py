@@ -311,14 +311,6 @@ def _change_bytes(chunk: np.ndarray, style: int) -> tuple[np.ndarray, np.ndarray
     return buf[:used], ends
 
 
-def _changes(chunk: np.ndarray, style: int) -> list[str]:
-    """Each event's changes as text (kt.CHANGE_TEXT) or JSON (kt.CHANGE_JSON)."""
-    buf, ends = _change_bytes(chunk, style)
-    text = buf.tobytes().decode("ascii")
-    ends_l = ends.tolist()
-    return [text[a:b] for a, b in zip([0] + ends_l[:-1], ends_l)]
-
-
 _EVENT_TEXT = "%7d %12.6f  %s %5d 0x%08x  %s%s\n"
 _EVENT_JSON = '{"type":"event","frame":%d,"ts":%r,%s,"block":%d,"bitmap":%d,"changes":[%s],"unconfirmed":%s}\n'
 
@@ -329,60 +321,34 @@ def _pieces(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return data, np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)))
 
 
-def _events_text(events: fabric.RecordList, t0: float, out) -> None:
-    """The event lines (_EVENT_TEXT), written by kernels_text.event_lines but for the times,
-    which Python formats (the same doubles, ts - t0, as the line-at-a-time reference)."""
-    labels = [f"{pid.label():<28}" for pid in events.ports] + [""]
-    try:
-        label_bytes, label_ends = _pieces(labels)
-    except UnicodeEncodeError:  # labels are ASCII; were one not, the plain formatting says it
-        return _events_text_python(events, t0, out, labels)
-    longest = max(map(len, labels))
+def _write_events(events: fabric.RecordList, out, ports: list[str], times_of, style: int, kernel,
+                  extra: int) -> None:
+    """Every spooled event through a kernels_text line writer (event_lines, event_json_lines):
+    ``ports[slot]`` the port's text (the last, "", for slot -1), ``times_of(chunk)`` Python's
+    text of each time, the changes in ``style``; ``extra`` bytes a line besides those pieces.
+    Port texts are ASCII by construction (labels of integers; json.dumps escapes the rest)."""
+    port_bytes, port_ends = _pieces(ports)
+    longest = max(map(len, ports))
     for chunk in events.spool:
-        times, time_ends = _pieces(list(map("%12.6f".__mod__, (chunk["ts_ns"] / 1e9 - t0).tolist())))
-        changes, change_ends = _change_bytes(chunk, kt.CHANGE_TEXT)
-        n = len(chunk)
-        buf = np.empty(len(times) + len(changes) + n * (longest + 48 + len(kt.UNCONFIRMED)), np.uint8)
-        used = kt.event_lines(_column(chunk, "frame"), times, time_ends, _column(chunk, "slot"), label_bytes,
-                              label_ends, _column(chunk, "block"), _column(chunk, "bitmap"), changes, change_ends,
-                              _column(chunk, "unconfirmed"), buf)
+        times, time_ends = _pieces(times_of(chunk))
+        changes, change_ends = _change_bytes(chunk, style)
+        buf = np.empty(len(times) + len(changes) + len(chunk) * (longest + extra), np.uint8)
+        used = kernel(_column(chunk, "frame"), times, time_ends, _column(chunk, "slot"), port_bytes, port_ends,
+                      _column(chunk, "block"), _column(chunk, "bitmap"), changes, change_ends,
+                      _column(chunk, "unconfirmed"), buf)
         out.write(buf[:used].tobytes().decode("ascii"))
 
 
-def _events_text_python(events: fabric.RecordList, t0: float, out, labels: list[str]) -> None:
-    labels = np.array(labels, dtype=object)
-    flags = np.array(["", " (unconfirmed)"], dtype=object)
-    for chunk in events.spool:
-        ts = (chunk["ts_ns"] / 1e9 - t0).tolist()  # the same doubles as ts - t0 one at a time
-        out.write("".join(map(_EVENT_TEXT.__mod__, zip(
-            chunk["frame"].tolist(), ts, labels[chunk["slot"]].tolist(), chunk["block"].tolist(),
-            chunk["bitmap"].tolist(), _changes(chunk, kt.CHANGE_TEXT), flags[chunk["unconfirmed"]].tolist()))))
+def _events_text(events: fabric.RecordList, t0: float, out) -> None:
+    """The event lines (_EVENT_TEXT); the times are ts - t0, the same doubles as the
+    line-at-a-time reference, formatted by Python."""
+    _write_events(events, out, [f"{pid.label():<28}" for pid in events.ports] + [""],
+                  lambda chunk: list(map("%12.6f".__mod__, (chunk["ts_ns"] / 1e9 - t0).tolist())),
+                  kt.CHANGE_TEXT, kt.event_lines, 48 + len(kt.UNCONFIRMED))
 
 
 def _events_json(events: fabric.RecordList, out) -> None:
-    """The events as JSON Lines (_EVENT_JSON), written by kernels_text.event_json_lines but for
-    the times, which Python's float repr writes (as json does)."""
-    ports = [_port_json(pid) for pid in events.ports] + [""]
-    try:
-        port_bytes, port_ends = _pieces(ports)
-    except UnicodeEncodeError:
-        return _events_json_python(events, out, ports)
-    longest = max(map(len, ports))
-    for chunk in events.spool:
-        times, time_ends = _pieces(list(map(repr, (chunk["ts_ns"] / 1e9).tolist())))
-        changes, change_ends = _change_bytes(chunk, kt.CHANGE_JSON)
-        buf = np.empty(len(times) + len(changes) + len(chunk) * (longest + 128), np.uint8)
-        used = kt.event_json_lines(_column(chunk, "frame"), times, time_ends, _column(chunk, "slot"), port_bytes,
-                                   port_ends, _column(chunk, "block"), _column(chunk, "bitmap"), changes,
-                                   change_ends, _column(chunk, "unconfirmed"), buf)
-        out.write(buf[:used].tobytes().decode("ascii"))
-
-
-def _events_json_python(events: fabric.RecordList, out, ports: list[str]) -> None:
-    ports = np.array(ports, dtype=object)
-    flags = np.array(["false", "true"], dtype=object)
-    for chunk in events.spool:
-        out.write("".join(map(_EVENT_JSON.__mod__, zip(
-            chunk["frame"].tolist(), (chunk["ts_ns"] / 1e9).tolist(), ports[chunk["slot"]].tolist(),
-            chunk["block"].tolist(), chunk["bitmap"].tolist(), _changes(chunk, kt.CHANGE_JSON),
-            flags[chunk["unconfirmed"]].tolist()))))
+    """The events as JSON Lines (_EVENT_JSON); the times are Python's float reprs, as json writes."""
+    _write_events(events, out, [_port_json(pid) for pid in events.ports] + [""],
+                  lambda chunk: list(map(repr, (chunk["ts_ns"] / 1e9).tolist())),
+                  kt.CHANGE_JSON, kt.event_json_lines, 128)

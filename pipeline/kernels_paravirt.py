@@ -105,11 +105,11 @@ def slave_convert_port(active_ports, slave, port):
 
 
 @njit(inline="always")
-def rewrite_row(src, dst, i, opcode, slave, in_modifier, v2p, base_proxy_sqpn, master, profile,
+def rewrite_row(mailboxes, i, opcode, slave, in_modifier, v2p, base_proxy_sqpn, master, profile,
                 active_ports, smi_enabled, fw_reserved_qps):
-    """Rewrite row ``i`` of ``src`` into ``dst`` (which may be ``src``). Returns (rc, finding).
+    """Rewrite row ``i`` of ``mailboxes`` in place. Returns (rc, finding).
 
-    ``dst[i]`` must already hold ``src[i]``; only changed bytes are stored, and only on success.
+    Every field is read before any byte is written; bytes are stored only on success.
     """
     new = profile == PROFILE_NEW
     do_sched = False
@@ -141,15 +141,15 @@ def rewrite_row(src, dst, i, opcode, slave, in_modifier, v2p, base_proxy_sqpn, m
         return RC_UNKNOWN_OPCODE, FINDING_NONE
 
     slave8 = slave & 0xFF
-    optpar = ((np.int64(src[i, MBOX_OPTPAR]) << 24) | (np.int64(src[i, MBOX_OPTPAR + 1]) << 16)
-              | (np.int64(src[i, MBOX_OPTPAR + 2]) << 8) | np.int64(src[i, MBOX_OPTPAR + 3]))
-    st = np.int64(src[i, MBOX_SERVICE_TYPE])
-    sq_pri = np.int64(src[i, MBOX_PRI_SCHED_QUEUE])
-    sq_alt = np.int64(src[i, MBOX_ALT_SCHED_QUEUE])
-    pkey = np.int64(src[i, MBOX_PRI_PKEY_INDEX])
-    mgid_pri = np.int64(src[i, MBOX_PRI_MGID_INDEX])
-    mgid_alt = np.int64(src[i, MBOX_ALT_MGID_INDEX])
-    params2 = np.int64(src[i, MBOX_PARAMS2_FPP])
+    optpar = ((np.int64(mailboxes[i, MBOX_OPTPAR]) << 24) | (np.int64(mailboxes[i, MBOX_OPTPAR + 1]) << 16)
+              | (np.int64(mailboxes[i, MBOX_OPTPAR + 2]) << 8) | np.int64(mailboxes[i, MBOX_OPTPAR + 3]))
+    st = np.int64(mailboxes[i, MBOX_SERVICE_TYPE])
+    sq_pri = np.int64(mailboxes[i, MBOX_PRI_SCHED_QUEUE])
+    sq_alt = np.int64(mailboxes[i, MBOX_ALT_SCHED_QUEUE])
+    pkey = np.int64(mailboxes[i, MBOX_PRI_PKEY_INDEX])
+    mgid_pri = np.int64(mailboxes[i, MBOX_PRI_MGID_INDEX])
+    mgid_alt = np.int64(mailboxes[i, MBOX_ALT_MGID_INDEX])
+    params2 = np.int64(mailboxes[i, MBOX_PARAMS2_FPP])
     finding = np.int64(FINDING_NONE)  # typed: inlined into pycc, a literal would not unify
 
     # adjust_qp_sched_queue (profile new; IB ports)
@@ -176,7 +176,7 @@ def rewrite_row(src, dst, i, opcode, slave, in_modifier, v2p, base_proxy_sqpn, m
         else:
             if slave8 != master:
                 params2 = params2 & 0xF7
-                if src[i, MBOX_RATE_LIMIT] != 0 or src[i, MBOX_RATE_LIMIT + 1] != 0:
+                if mailboxes[i, MBOX_RATE_LIMIT] != 0 or mailboxes[i, MBOX_RATE_LIMIT + 1] != 0:
                     return RC_EPERM, FINDING_NONE
             if st == ST_RC or st == ST_XRC or st == ST_UC:
                 if slave8 != master:
@@ -218,12 +218,12 @@ def rewrite_row(src, dst, i, opcode, slave, in_modifier, v2p, base_proxy_sqpn, m
                 mgid_alt = slave8 & 0x7F
 
     # commit
-    dst[i, MBOX_PRI_SCHED_QUEUE] = sq_pri
-    dst[i, MBOX_ALT_SCHED_QUEUE] = sq_alt
-    dst[i, MBOX_PARAMS2_FPP] = params2
-    dst[i, MBOX_PRI_PKEY_INDEX] = pkey
-    dst[i, MBOX_PRI_MGID_INDEX] = mgid_pri
-    dst[i, MBOX_ALT_MGID_INDEX] = mgid_alt
+    mailboxes[i, MBOX_PRI_SCHED_QUEUE] = sq_pri
+    mailboxes[i, MBOX_ALT_SCHED_QUEUE] = sq_alt
+    mailboxes[i, MBOX_PARAMS2_FPP] = params2
+    mailboxes[i, MBOX_PRI_PKEY_INDEX] = pkey
+    mailboxes[i, MBOX_PRI_MGID_INDEX] = mgid_pri
+    mailboxes[i, MBOX_ALT_MGID_INDEX] = mgid_alt
 
     # adjust_proxy_tun_qkey (mlx4_get_parav_qkey)
     if do_qkey:
@@ -234,10 +234,10 @@ def rewrite_row(src, dst, i, opcode, slave, in_modifier, v2p, base_proxy_sqpn, m
                 qkey = RESERVED_QKEY_BASE + (qpn24 - base_tunnel_sqpn)
             else:
                 qkey = RESERVED_QKEY_BASE + (qpn24 - base_proxy_sqpn)
-            dst[i, MBOX_QKEY] = (qkey >> 24) & 0xFF
-            dst[i, MBOX_QKEY + 1] = (qkey >> 16) & 0xFF
-            dst[i, MBOX_QKEY + 2] = (qkey >> 8) & 0xFF
-            dst[i, MBOX_QKEY + 3] = qkey & 0xFF
+            mailboxes[i, MBOX_QKEY] = (qkey >> 24) & 0xFF
+            mailboxes[i, MBOX_QKEY + 1] = (qkey >> 16) & 0xFF
+            mailboxes[i, MBOX_QKEY + 2] = (qkey >> 8) & 0xFF
+            mailboxes[i, MBOX_QKEY + 3] = qkey & 0xFF
     return RC_OK, finding
 
 
@@ -261,19 +261,12 @@ def rewrite_kernel(mailboxes, out, transition, slave, qpn, v2p, base_proxy_sqpn,
                    active_ports, smi_enabled, fw_reserved_qps, rc, finding):
     """Rewrite every row of ``mailboxes`` into ``out``; ``mailboxes`` is not modified.
 
-    Returns a sum of the bytes read ahead (kept only so that those reads stay)."""
-    # One bulk copy, then the in-place rewrite of the copy (a row is read whole before any byte
-    # of it is written, so reading the copy reads the input): a row-by-row slice copy was 4x slower.
+    One bulk copy, then the in-place rewrite of the copy: a row is read whole before any byte of
+    it is written, so reading the copy reads the input (a row-by-row slice copy was 4x slower).
+    Returns what rewrite_inplace_kernel returns."""
     out.reshape(-1)[:] = mailboxes.reshape(-1)
-    touched = 0
-    for i in range(mailboxes.shape[0]):
-        touched += _touch_ahead(out, i)
-        r, f = rewrite_row(out, out, i, np.int64(transition[i]), np.int64(slave[i]),
-                           np.int64(qpn[i]), v2p, base_proxy_sqpn, master, profile, active_ports,
-                           smi_enabled, fw_reserved_qps)
-        rc[i] = r
-        finding[i] = f
-    return touched
+    return rewrite_inplace_kernel(out, transition, slave, qpn, v2p, base_proxy_sqpn, master, profile,
+                                  active_ports, smi_enabled, fw_reserved_qps, rc, finding)
 
 
 @njit
@@ -285,7 +278,7 @@ def rewrite_inplace_kernel(mailboxes, transition, slave, qpn, v2p, base_proxy_sq
     touched = 0
     for i in range(mailboxes.shape[0]):
         touched += _touch_ahead(mailboxes, i)
-        r, f = rewrite_row(mailboxes, mailboxes, i, np.int64(transition[i]), np.int64(slave[i]),
+        r, f = rewrite_row(mailboxes, i, np.int64(transition[i]), np.int64(slave[i]),
                            np.int64(qpn[i]), v2p, base_proxy_sqpn, master, profile, active_ports,
                            smi_enabled, fw_reserved_qps)
         rc[i] = r

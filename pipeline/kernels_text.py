@@ -29,13 +29,19 @@ def _hex4(out, pos, value):
 
 
 @njit
+def _digits(value):
+    """How many decimal digits a non-negative int has."""
+    digits = 1
+    while value >= 10:
+        value //= 10
+        digits += 1
+    return digits
+
+
+@njit
 def _decimal(out, pos, value):
     """Write a non-negative int in decimal at out[pos]; returns the position after it."""
-    digits = 1
-    v = value
-    while v >= 10:
-        v //= 10
-        digits += 1
+    digits = _digits(value)
     for k in range(digits - 1, -1, -1):
         out[pos + k] = 48 + value % 10
         value //= 10
@@ -104,18 +110,25 @@ def change_texts(bitmap, block, old, new, style, out, ends):
     return pos
 
 
-UNCONFIRMED = np.frombuffer(b" (unconfirmed)", np.uint8)  # an array: numba freezes it as a constant
+def _ascii(text: str) -> np.ndarray:
+    """A constant text as bytes kernels copy (an array: numba freezes it as a constant)."""
+    return np.frombuffer(text.encode("ascii"), np.uint8)
+
+
+UNCONFIRMED = _ascii(" (unconfirmed)")
+
+
+@njit
+def _constant(out, pos, text):
+    for j in range(text.shape[0]):
+        out[pos + j] = text[j]
+    return pos + text.shape[0]
 
 
 @njit
 def _right(out, pos, value, width):
     """A non-negative int in decimal, right-aligned in ``width`` columns (more if it needs them)."""
-    digits = 1
-    v = value
-    while v >= 10:
-        v //= 10
-        digits += 1
-    for _ in range(width - digits):
+    for _ in range(width - _digits(value)):
         out[pos] = 32
         pos += 1
     return _decimal(out, pos, value)
@@ -153,23 +166,16 @@ def event_lines(frame, times, time_ends, slot, labels, label_ends, block, bitmap
         out[pos + 1] = 48
         out[pos + 2] = 120
         b = np.int64(bitmap[n])
-        for k in range(8):
-            d = (b >> (28 - 4 * k)) & 15
-            out[pos + 3 + k] = 48 + d if d < 10 else 87 + d
+        _hex4(out, pos + 3, b >> 16)
+        _hex4(out, pos + 7, b & 0xFFFF)
         out[pos + 11] = 32
         out[pos + 12] = 32
         pos = _piece(out, pos + 13, changes, change_ends, n)
         if unconfirmed[n]:
-            for j in range(UNCONFIRMED.shape[0]):
-                out[pos + j] = UNCONFIRMED[j]
-            pos += UNCONFIRMED.shape[0]
+            pos = _constant(out, pos, UNCONFIRMED)
         out[pos] = 10
         pos += 1
     return pos
-
-
-def _ascii(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("ascii"), np.uint8)
 
 
 # The constant parts of cmd_snoop._EVENT_JSON, in order.
@@ -182,13 +188,6 @@ JSON_CHANGES = _ascii(',"changes":[')
 JSON_UNCONFIRMED = _ascii('],"unconfirmed":')
 JSON_TRUE = _ascii("true}\n")
 JSON_FALSE = _ascii("false}\n")
-
-
-@njit
-def _constant(out, pos, text):
-    for j in range(text.shape[0]):
-        out[pos + j] = text[j]
-    return pos + text.shape[0]
 
 
 @njit

@@ -516,6 +516,36 @@ def test_pkey_lines_kernel_and_format_pkeys():
     assert fabric.format_pkeys(short, 20) == format_pkeys_as_first_written(short, 20)
 
 
+def changes_as_texts(chunk, style):
+    """Each event's changes as a str, cut from cmd_snoop._change_bytes."""
+    from madpipe.pipeline import cmd_snoop
+
+    buf, ends = cmd_snoop._change_bytes(chunk, style)
+    text = buf.tobytes().decode("ascii")
+    ends = ends.tolist()
+    return [text[a:b] for a, b in zip([0] + ends[:-1], ends)]
+
+
+def events_as_python_formats(events, ports, t0=None):
+    """The events with Python's % formats, a line at a time (cmd_snoop._EVENT_TEXT, or with t0
+    None _EVENT_JSON): what the kernels must write byte for byte."""
+    from madpipe.pipeline import cmd_snoop
+    from madpipe.pipeline import kernels_text as kt
+
+    text = t0 is not None
+    ports = np.array(ports, dtype=object)
+    flags = np.array(["", " (unconfirmed)"] if text else ["false", "true"], dtype=object)
+    template = cmd_snoop._EVENT_TEXT if text else cmd_snoop._EVENT_JSON
+    lines = []
+    for chunk in events.spool:
+        ts = chunk["ts_ns"] / 1e9 - t0 if text else chunk["ts_ns"] / 1e9
+        lines += map(template.__mod__, zip(
+            chunk["frame"].tolist(), ts.tolist(), ports[chunk["slot"]].tolist(), chunk["block"].tolist(),
+            chunk["bitmap"].tolist(), changes_as_texts(chunk, kt.CHANGE_TEXT if text else kt.CHANGE_JSON),
+            flags[chunk["unconfirmed"]].tolist()))
+    return "".join(lines)
+
+
 def test_change_texts_kernel():
     from madpipe.pipeline import cmd_snoop
     from madpipe.pipeline import kernels_text as kt
@@ -528,8 +558,8 @@ def test_change_texts_kernel():
     chunk["block"] = rng.choice([0, 1, 3, 4, 7, 300, 0xFFFF], n)
     chunk["old"] = rng.integers(0, 1 << 16, (n, 32))
     chunk["new"] = rng.choice([0, 9, 10, 99, 100, 0xFFFF, 12345], (n, 32))
-    text = cmd_snoop._changes(chunk, kt.CHANGE_TEXT)
-    js = cmd_snoop._changes(chunk, kt.CHANGE_JSON)
+    text = changes_as_texts(chunk, kt.CHANGE_TEXT)
+    js = changes_as_texts(chunk, kt.CHANGE_JSON)
     for j, ev in enumerate(fabric.events_of(chunk, [None])):
         assert text[j] == cmd_snoop._changes_text(ev.changes)
         assert js[j] == json.dumps([list(c) for c in ev.changes], separators=(",", ":"))[1:-1]
@@ -560,15 +590,13 @@ def test_event_line_kernels_equal_the_python_formats():
 
     Events.ports = ports
     for t0 in (0.0, 1.25, 1.7e9):
-        fast, slow = io.StringIO(), io.StringIO()
+        fast = io.StringIO()
         cmd_snoop._events_text(Events, t0, fast)
-        cmd_snoop._events_text_python(Events, t0, slow, [f"{p.label():<28}" for p in ports] + [""])
-        assert fast.getvalue() == slow.getvalue()
+        assert fast.getvalue() == events_as_python_formats(Events, [f"{p.label():<28}" for p in ports] + [""], t0)
         assert fast.getvalue().count("\n") == n
-    fast, slow = io.StringIO(), io.StringIO()
+    fast = io.StringIO()
     cmd_snoop._events_json(Events, fast)
-    cmd_snoop._events_json_python(Events, slow, [cmd_snoop._port_json(p) for p in ports] + [""])
-    assert fast.getvalue() == slow.getvalue()
+    assert fast.getvalue() == events_as_python_formats(Events, [cmd_snoop._port_json(p) for p in ports] + [""])
     named = chunk["slot"] >= 0  # (slot -1, the printers' empty sentinel, names no port: not JSON)
     records = [json.loads(line) for line, ok in zip(fast.getvalue().splitlines(), named) if ok]
     assert [r["frame"] for r in records] == chunk["frame"][named].tolist()
