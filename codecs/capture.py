@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
-from madpipe.codecs.erf import ERF_HEADER_SIZE, erf_ts_to_ns, erf_unwrap, erf_wrap
+from madpipe.codecs.erf_records import ERF_HEADER_SIZE, erf_ts_to_ns, erf_unwrap, erf_wrap
 from madpipe.codecs.errors import CaptureError
 
 LINKTYPE_ERF = 197

@@ -58,6 +58,11 @@ KERNELS = {
         "pair_answers": ("void", "u8[::1] i4[::1] i8[::1] u8[::1] i4[::1] i8[::1] i4[::1] i8 !i4[::1]"),
         "snoop_ports": ("void", "i4[::1] u4[::1] u1[:,::1] i8 !u2[:,:,::1] !u4[::1] !i1[::1] "
                                 "!u2[:,::1]"),
+        "learn_routes": ("i8", "i4[::1] u1[:,::1] u1[:,::1] i8 !i8[:,::1]"),
+        "queue_smps": ("i8x3", "u1[::1] u2[::1] u8[::1] i4[::1] u4[::1] u1[:,::1] i8[::1] i8[::1] i8[::1] i8 "
+                               "!i8[::1] !u8[::1] !i4[::1] !i8[::1] !i8[::1] !u4[::1] !u1[:,::1] i8 "
+                               "!i8[::1] !u8[::1] !i4[::1] !i4[::1] i8"),
+        "note_applied": ("i8", "i4[::1] u4[::1] i1[::1] !u2[::1] !i8[::1] i8"),
     },
     "kernels_text": {
         "pkey_lines": ("i8", "u2[:,::1] i8[::1] !u1[:,::1]"),
@@ -92,7 +97,7 @@ KERNELS = {
 
 _DTYPES = {"u1": "uint8", "u2": "uint16", "u4": "uint32", "u8": "uint64",
            "i1": "int8", "i2": "int16", "i4": "int32", "i8": "int64", "b1": "bool"}
-_NUMBA_RESULT = {"void": "void", "i8": "i8", "i8x2": "UniTuple(i8, 2)", "i8x4": "UniTuple(i8, 4)"}
+_NUMBA_RESULT = {"void": "void", "i8": "i8", "i8x2": "UniTuple(i8, 2)", "i8x3": "UniTuple(i8, 3)", "i8x4": "UniTuple(i8, 4)"}
 
 _module = None  # the loaded extension, once
 _failure: str | None = None  # why it could not be loaded or built, once

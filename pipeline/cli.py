@@ -140,8 +140,17 @@ def main(argv: list[str] | None = None) -> int:
 FAST_EXIT = ("decode", "snoop", "diff", "report")
 
 
+# numpy's OpenBLAS (pthreads in the wheels) starts a thread per core when numpy is imported, and
+# on a 2-core machine they spin through a snoop's first tenth of a second on the core its
+# read-ahead thread needs (a 1M-frame snoop took 10% longer). madpipe does no linear algebra:
+# one BLAS thread, unless the user sets another number.
+SINGLE_THREADED_BLAS = {"OPENBLAS_NUM_THREADS": "1"}
+
+
 def entry() -> None:
     """The ``madpipe`` console script: :func:`main`, then exit with its status."""
+    for name, value in SINGLE_THREADED_BLAS.items():
+        os.environ.setdefault(name, value)  # before anything imports numpy
     argv = sys.argv[1:]
     code = main(argv)
     if argv and argv[0] in FAST_EXIT:

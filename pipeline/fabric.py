@@ -71,11 +71,8 @@ PAIR_WINDOW = 1 << 16
 #: Bytes of event and finding records kept in memory before they go to a temporary file.
 SPOOL_MEMORY = 16 << 20
 
-METHOD_SET = 0x02
-METHOD_GET_RESP = 0x81
-ATTR_NODE_INFO = 0x11
-ATTR_SWITCH_INFO = 0x12
-NODE_TYPE_SWITCH = 2
+METHOD_SET = kf.METHOD_SET
+METHOD_GET_RESP = kf.METHOD_GET_RESP
 UNBOUNDED = 1 << 62
 
 EVENT_DTYPE = np.dtype([("frame", "<i8"), ("ts_ns", "<i8"), ("slot", "<i4"), ("block", "<u2"),
@@ -357,88 +354,66 @@ def findings_of(chunk: np.ndarray, ports: list) -> list[Finding]:
 
 # -- what the capture says about routes ----------------------------------------------------------
 
-def _first_of(ids: np.ndarray, mask: np.ndarray) -> list[tuple[int, int]]:
-    """(id, row) of the first row with ``mask`` of each id, in row order."""
-    rows = np.flatnonzero(mask)
-    u, pos = np.unique(ids[rows], return_index=True)
-    order = np.argsort(pos)
-    return list(zip(u[order].tolist(), rows[pos[order]].tolist()))
-
-
-def _last_of(ids: np.ndarray, mask: np.ndarray) -> list[tuple[int, int]]:
-    """(id, row) of the last row with ``mask`` of each id."""
-    rows = np.flatnonzero(mask)[::-1]
-    u, pos = np.unique(ids[rows], return_index=True)
-    return list(zip(u.tolist(), rows[pos].tolist()))
-
-
 class Routes:
     """Routes (kernels_ingest route keys) and what NodeInfo and PortInfo answers say about them.
 
-    :meth:`learn` takes answers in frame order; :meth:`finish` then fixes ``lid_of`` (route ->
-    LID behind a directed-route path, in the order the first qualifying answer came) and
-    ``capacity`` (route -> NodeInfo.partition_cap), the last answer winning as in the reference.
-    Before finish, :meth:`port_id` names ports by what the answers so far say.
+    :meth:`learn` takes answers in frame order (kernels_fabric.learn_routes keeps the facts of
+    each route id: the last answer winning, as in the reference); :meth:`finish` then fixes
+    ``lid_of`` (route -> LID behind a directed-route path, in the order the first qualifying
+    answer came) and ``caps`` (the P_Key capacities by route). Before finish, :meth:`port_id`
+    names ports by what the answers so far say.
     """
 
     def __init__(self):
         self.table = KeyTable(ki.ROUTE_KEY_WIDTH)
         self.route: list[tuple] = []  # id -> route tuple
-        self.caps = Capacities()
-        self.switch = self.caps.switch
-        # PortInfo answers with a LID: the last one, and the place of the first, of any port and
-        # of port 0. On a switch only port 0 counts; which routes are switches is known at the end.
-        self.last_any: dict[tuple, int] = {}
-        self.first_any: dict[tuple, int] = {}
-        self.last_p0: dict[tuple, int] = {}
-        self.first_p0: dict[tuple, int] = {}
-        self.seen = 0
+        self.id_of: dict[tuple, int] = {}  # route tuple -> id
+        self.facts = np.full((64, kf.FACTS), -1, np.int64)  # id -> kernels_fabric.FACT_* columns
+        self.seen = 0  # PortInfo answers with a LID so far
+        self.caps = Capacities()  # set by finish
         self.lid_of: dict[tuple, int] | None = None  # set by finish
 
     def learn(self, hdr: np.ndarray, data: np.ndarray, key: np.ndarray) -> None:
         """Answers (rows of kernels_ingest.snoop_smps's ans_* outputs), in frame order."""
-        k = len(hdr)
-        if not k:
+        if not len(hdr):
             return
         ids = self.table.intern(key)
         for i in range(len(self.route), self.table.n):
-            self.route.append(route_of_key(self.table.keys[i]))
-        attr = hdr[:, 17]
-        port0 = hdr[:, 23] == 0
-        lid = (data[:, 16].astype(np.int64) << 8) | data[:, 17]
-        # The answers in frame order, as the reference takes them one by one: per route the last
-        # NodeInfo / SwitchInfo / PortInfo-with-a-LID wins, and a PortInfo's place (seen) counts
-        # from its first. Each dict below gets one write per route, not one per answer.
-        for i, j in _last_of(ids, attr == ATTR_NODE_INFO):
-            r = self.route[i]
-            self.switch[r] = int(data[j, 2]) == NODE_TYPE_SWITCH
-            self.caps.node[r] = int(data[j, 28]) << 8 | int(data[j, 29])
-        for i, j in _last_of(ids, attr == ATTR_SWITCH_INFO):
-            self.caps.switch_ports[self.route[i]] = int(data[j, 14]) << 8 | int(data[j, 15])
-        with_lid = (attr != ATTR_NODE_INFO) & (attr != ATTR_SWITCH_INFO) & (lid != 0)
-        seen = self.seen + np.cumsum(with_lid) - 1  # the place of each PortInfo with a LID
-        for mask, last, first in ((with_lid, self.last_any, self.first_any),
-                                  (with_lid & port0, self.last_p0, self.first_p0)):
-            for i, j in _last_of(ids, mask):
-                last[self.route[i]] = int(lid[j])
-            for i, j in _first_of(ids, mask):
-                first.setdefault(self.route[i], int(seen[j]))
-        self.seen += int(np.count_nonzero(with_lid))
+            route = route_of_key(self.table.keys[i])
+            self.id_of[route] = i
+            self.route.append(route)
+        if self.table.n > len(self.facts):
+            grown = np.full((2 * self.table.n, kf.FACTS), -1, np.int64)
+            grown[:len(self.facts)] = self.facts
+            self.facts = grown
+        self.seen = kf.learn_routes(ids, hdr, data, self.seen, self.facts)
 
     def finish(self) -> None:
         # A switch has one LID, on port 0; a CA port's PortInfo carries its own LID.
         found = []
-        for r in self.last_any:
-            if not self.switch.get(r):
-                found.append((self.first_any[r], r, self.last_any[r]))
-            elif r in self.last_p0:
-                found.append((self.first_p0[r], r, self.last_p0[r]))
+        for i, (switch, node_cap, switch_cap, lid_any, seen_any, lid_p0, seen_p0) in enumerate(
+                self.facts[:len(self.route)].tolist()):
+            r = self.route[i]
+            if switch >= 0:
+                self.caps.switch[r] = switch == 1
+                self.caps.node[r] = node_cap
+            if switch_cap >= 0:
+                self.caps.switch_ports[r] = switch_cap
+            if switch != 1 and lid_any >= 0:
+                found.append((seen_any, r, lid_any))
+            elif switch == 1 and lid_p0 >= 0:
+                found.append((seen_p0, r, lid_p0))
         self.lid_of = {r: lid for _, r, lid in sorted(found, key=lambda f: f[0])}
 
     def lid_behind(self, route: tuple) -> int | None:
         if self.lid_of is not None:
             return self.lid_of.get(route)
-        return (self.last_p0 if self.switch.get(route) else self.last_any).get(route)
+        i = self.id_of.get(route)
+        if i is None:
+            return None
+        facts = self.facts[i]
+        lid = facts[kf.FACT_LID_P0 if facts[kf.FACT_SWITCH] == 1 else kf.FACT_LID_ANY]
+        return int(lid) if lid >= 0 else None
 
     def port_id(self, route: tuple, port: int) -> PortId:
         """The port a route and switch port name: by LID when it is known."""
@@ -454,9 +429,8 @@ class Routes:
 
 class _Rows:
     """Columns of rows appended at the end and dropped from the front (the Sets waiting for their
-    pairing window, the GetResps that may answer them): each row is copied in once, and a drop
-    moves only the rows that stay, where a list of batches concatenated at every decision copied
-    them all each time."""
+    pairing window, the GetResps that may answer them): each row is written once, by
+    kernels_fabric.queue_smps, and a drop moves only the rows that stay."""
 
     def __init__(self, **columns):
         self.cols = {name: np.empty((1024,) + tuple(shape), dtype) for name, (dtype, shape) in columns.items()}
@@ -465,17 +439,16 @@ class _Rows:
     def __len__(self) -> int:
         return self.n
 
-    def append(self, **values) -> None:
-        k = len(values["seq"])
+    def reserve(self, k: int) -> dict:
+        """Room for ``k`` more rows; the columns (valid until the next change) to write them into
+        from row ``n``, which the writer then moves on."""
         if self.n + k > len(self.cols["seq"]):
             size = max(2 * len(self.cols["seq"]), self.n + k)
             for name, col in self.cols.items():
                 grown = np.empty((size,) + col.shape[1:], col.dtype)
                 grown[:self.n] = col[:self.n]
                 self.cols[name] = grown
-        for name, col in self.cols.items():
-            col[self.n:self.n + k] = values[name]
-        self.n += k
+        return self.cols
 
     def view(self, stop: int | None = None) -> dict:
         """The first ``stop`` rows (all by default), as views: valid until the next change."""
@@ -507,7 +480,8 @@ class _Run:
         self.slot_routes: list[list[tuple]] = []
         self.caches = np.empty((0, snoop.MLX4_MAX_PORTS, snoop.MLX4_MAX_PORT_PKEYS), np.uint16)
         self.blocks = np.zeros(0, np.uint16)  # bit b: block b written at least once (b < 8 always)
-        self.first_applied: dict[int, int] = {}  # slot -> order of its first applied item
+        self.first_order = np.zeros(0, np.int64)  # slot -> order of its first applied item (-1: none)
+        self.n_first = 0  # slots with an applied item
         self.seq = 0  # next number in the Set/GetResp sequence
         # Sets waiting for their answer's window, in seq order; GetResps that may still answer one.
         self.pending = _Rows(seq=(np.int64, ()), tid=(np.uint64, ()), slot=(np.int32, ()), frame=(np.int64, ()),
@@ -554,7 +528,9 @@ class _Run:
             grown = np.empty((max(16, 2 * slot),) + self.caches.shape[1:], np.uint16)
             grown[:slot] = self.caches
             self.caches = grown
-            self.blocks = np.concatenate([self.blocks, np.zeros(len(grown) - len(self.blocks), np.uint16)])
+            more = len(grown) - len(self.blocks)
+            self.blocks = np.concatenate([self.blocks, np.zeros(more, np.uint16)])
+            self.first_order = np.concatenate([self.first_order, np.full(more, -1, np.int64)])
         self.caches[slot] = 0
         self.caches[slot, :, 0] = 0xFFFF  # init_pkeys: entry 0 of each row is the default P_Key
         if self.host is not None and pid.lid == self.host and pid.port == 0:
@@ -595,21 +571,15 @@ class _Run:
             self.apply({"frame": raw.frame[rows[ok]], "ts_ns": raw.ts_ns[rows[ok]], "slot": slot[ok],
                         "attr_mod": attr_mod[ok], "data": data[ok], "unconfirmed": np.zeros(len(ok), np.bool_)})
             return
-        is_set = method == METHOD_SET
-        is_resp = method == METHOD_GET_RESP
-        numbered = np.flatnonzero(is_set | is_resp)
-        if not len(numbered):
+        p = self.pending.reserve(k)
+        r = self.answers.reserve(k)
+        seq = self.seq
+        self.seq, self.pending.n, self.answers.n = kf.queue_smps(
+            method, status, tid, slot, attr_mod, data[:k], rows, raw.frame, raw.ts_ns, self.seq,
+            p["seq"], p["tid"], p["slot"], p["frame"], p["ts_ns"], p["attr_mod"], p["data"], self.pending.n,
+            r["seq"], r["tid"], r["slot"], r["status"], self.answers.n)
+        if self.seq == seq:
             return
-        seq = np.empty(k, np.int64)
-        seq[numbered] = np.arange(self.seq, self.seq + len(numbered))
-        self.seq += len(numbered)
-        sets = np.flatnonzero(is_set)
-        if len(sets):
-            self.pending.append(seq=seq[sets], tid=tid[sets], slot=slot[sets], frame=raw.frame[rows[sets]],
-                                ts_ns=raw.ts_ns[rows[sets]], attr_mod=attr_mod[sets], data=data[sets])
-        resp = np.flatnonzero(is_resp)
-        if len(resp):
-            self.answers.append(seq=seq[resp], tid=tid[resp], slot=slot[resp], status=status[resp])
         if len(self.pending) and self.seq - 1 - int(self.pending.cols["seq"][0]) >= 2 * self.window:
             self.decide(final=False)
 
@@ -657,14 +627,8 @@ class _Run:
         finding = np.empty(n, np.int8)
         old = np.empty((n, 32), np.uint16)
         kf.snoop_ports(slot, attr_mod, data, 1, self.caches, bitmap, finding, old)
+        self.n_first = kf.note_applied(slot, attr_mod, finding, self.blocks, self.first_order, self.n_first)
         block = (attr_mod & 0xFFFF).astype(np.uint16)
-        first = np.full(len(self.pids), n, np.int64)  # where each slot comes first in the batch
-        np.minimum.at(first, slot, np.arange(n))  # (20x faster than np.unique's sort here)
-        present = np.flatnonzero(first < n)
-        for s in present[np.argsort(first[present])].tolist():
-            self.first_applied.setdefault(s, len(self.first_applied))
-        written = finding != snoop.FINDING_REFUSED
-        np.bitwise_or.at(self.blocks, slot[written], (np.uint16(1) << block[written]).astype(np.uint16))
         changed = np.flatnonzero(bitmap)
         if len(changed):
             ev = np.zeros(len(changed), EVENT_DTYPE)
@@ -717,7 +681,8 @@ class _Run:
             full.append(PortId(pid.lid, dr, pid.port))
         result = FabricSnoop({}, RecordList(self.events, events_of, full), RecordList(self.findings, findings_of, full),
                              self.counts, ing.error, ing.skipped)
-        for slot in sorted(self.first_applied, key=self.first_applied.get):
+        applied = np.flatnonzero(self.first_order[:len(self.pids)] >= 0)
+        for slot in applied[np.argsort(self.first_order[applied])].tolist():
             pid = self.pids[slot]
             routes = list(self.slot_routes[slot])
             if pid.lid is not None:
@@ -727,8 +692,8 @@ class _Run:
             result.ports[full[slot]] = PortState(full[slot], self.caches[slot, 0].copy(),
                                                  {b for b in range(16) if mask >> b & 1}, capacity)
         if self.host is not None:
-            applied = self.host_slot >= 0 and self.host_slot in self.first_applied
-            pid = full[self.host_slot] if applied else PortId(self.host, None, 0)
+            met = self.host_slot >= 0 and self.first_order[self.host_slot] >= 0
+            pid = full[self.host_slot] if met else PortId(self.host, None, 0)
             result.host = HostView(pid, self.host_port_num, self.host_num_vfs, self.host_v2p,
                                    self.host_cache[self.host_port_num - 1].copy(), self.host_master, self.host_vfs)
         self.counts["ports"] = len(result.ports)
@@ -738,7 +703,7 @@ class _Run:
 
 
 #: Buffer sets the reader cycles through: the worker thread fills one while the snoop reads the other.
-READ_AHEAD_SETS = 2
+READ_AHEAD_SETS = 4
 
 
 def extract_buffers(batch: int) -> tuple:

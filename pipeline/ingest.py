@@ -18,7 +18,7 @@ import numpy as np
 from madpipe.codecs.capture import (
     LINKTYPE_ERF, MAX_RECORD, PCAP_HEADER_SIZE, CaptureReader,
 )
-from madpipe.codecs.erf import ERF_EXT_RUNS_PAST, ERF_SHORT, erf_not_ib
+from madpipe.codecs.erf_records import ERF_EXT_RUNS_PAST, ERF_SHORT, erf_not_ib
 from madpipe.pipeline import kernels_ingest as k
 from madpipe.pipeline import progress
 

@@ -186,3 +186,108 @@ def snoop_ports(slot, attr_mod, data, port_num, phys_pkey_cache, pkey_change_bit
                 bitmap |= 1 << i
                 phys_pkey_cache[p, row, col + i] = pkey
         pkey_change_bitmap[n] = bitmap
+
+
+# Columns of the per-route facts learn_routes keeps (int64, -1: no answer said it yet).
+FACT_SWITCH = 0  # NodeInfo.NodeType is a switch (1) or not (0), the last NodeInfo answer's
+FACT_NODE_CAP = 1  # NodeInfo.PartitionCap
+FACT_SWITCH_CAP = 2  # SwitchInfo.PartitionEnforcementCap
+FACT_LID_ANY = 3  # the LID of the last PortInfo answer with one, any port
+FACT_SEEN_ANY = 4  # the place (among PortInfo answers with a LID) of the first of those
+FACT_LID_P0 = 5  # the same, port 0 only (a switch's LID)
+FACT_SEEN_P0 = 6
+FACTS = 7
+
+ATTR_NODE_INFO = 0x11
+ATTR_SWITCH_INFO = 0x12
+NODE_TYPE_SWITCH = 2
+
+
+@njit
+def learn_routes(ids, hdr, data, seen, facts):
+    """What NodeInfo, SwitchInfo and PortInfo answers say about their routes, in frame order.
+
+    Answer j (kernels_ingest.snoop_smps's ans_hdr uint8[A, 24] and ans_data uint8[A, 64]) came
+    back over route ids[j] (int32); facts int64[R, FACTS] (updated): the last answer of each kind
+    wins, a PortInfo's LID (SMP data bytes 16-17, IBA 14.2.5.6) counts only when non-zero, and
+    FACT_SEEN_* keep the place of the route's first such answer, counting from ``seen``.
+    Returns ``seen`` plus the PortInfo answers with a LID.
+    """
+    for j in range(ids.shape[0]):
+        r = ids[j]
+        attr = hdr[j, 17]
+        if attr == ATTR_NODE_INFO:
+            facts[r, FACT_SWITCH] = 1 if data[j, 2] == NODE_TYPE_SWITCH else 0
+            facts[r, FACT_NODE_CAP] = (np.int64(data[j, 28]) << 8) | np.int64(data[j, 29])
+        elif attr == ATTR_SWITCH_INFO:
+            facts[r, FACT_SWITCH_CAP] = (np.int64(data[j, 14]) << 8) | np.int64(data[j, 15])
+        else:
+            lid = (np.int64(data[j, 16]) << 8) | np.int64(data[j, 17])
+            if lid == 0:
+                continue
+            facts[r, FACT_LID_ANY] = lid
+            if facts[r, FACT_SEEN_ANY] < 0:
+                facts[r, FACT_SEEN_ANY] = seen
+            if hdr[j, 23] == 0:
+                facts[r, FACT_LID_P0] = lid
+                if facts[r, FACT_SEEN_P0] < 0:
+                    facts[r, FACT_SEEN_P0] = seen
+            seen += 1
+    return seen
+
+
+METHOD_SET = 0x02
+METHOD_GET_RESP = 0x81
+
+
+@njit
+def queue_smps(method, status, tid, slot, attr_mod, data, rec, frame, ts_ns, seq,
+               p_seq, p_tid, p_slot, p_frame, p_ts_ns, p_attr_mod, p_data, n_pending,
+               a_seq, a_tid, a_slot, a_status, n_answers):
+    """Number a batch's P_KeyTable Sets and GetResps in one sequence and queue them, in order.
+
+    Row k of the batch (kernels_ingest.snoop_smps's method, status, tid, attr_mod, data, rec; its
+    port slot[k]; frame and ts_ns per record) is, when a SubnSet, appended to the pending Sets
+    (p_* columns, from row n_pending) and, when a SubnGetResp, to the answers (a_* columns, from
+    row n_answers); other methods get no number. The columns must have room for every row.
+    Returns (next seq, n_pending, n_answers).
+    """
+    for k in range(method.shape[0]):
+        m = method[k]
+        if m == METHOD_SET:
+            p = n_pending
+            p_seq[p] = seq
+            p_tid[p] = tid[k]
+            p_slot[p] = slot[k]
+            p_frame[p] = frame[rec[k]]
+            p_ts_ns[p] = ts_ns[rec[k]]
+            p_attr_mod[p] = attr_mod[k]
+            for j in range(64):
+                p_data[p, j] = data[k, j]
+            n_pending += 1
+            seq += 1
+        elif m == METHOD_GET_RESP:
+            a = n_answers
+            a_seq[a] = seq
+            a_tid[a] = tid[k]
+            a_slot[a] = slot[k]
+            a_status[a] = status[k]
+            n_answers += 1
+            seq += 1
+    return seq, n_pending, n_answers
+
+
+@njit
+def note_applied(slot, attr_mod, finding, blocks, first_order, n_first):
+    """After snoop_ports: which blocks each port has had written, and the order ports first had a
+    Set applied. blocks uint16[P] (updated): bit b for block b of a written (not refused) item;
+    first_order int64[P] (updated; -1: none yet) numbers ports from ``n_first`` as their first
+    item comes. Returns the next number."""
+    for n in range(slot.shape[0]):
+        p = slot[n]
+        if first_order[p] < 0:
+            first_order[p] = n_first
+            n_first += 1
+        if finding[n] != FINDING_REFUSED:
+            blocks[p] |= np.uint16(1) << np.uint16(attr_mod[n] & 0xFFFF)
+    return n_first

@@ -112,7 +112,7 @@ def write_capture(path, frames: np.ndarray, linktype: int = 197, start_ns: int =
                   step_ns: int = 1000) -> None:
     """Write equal-length frames as a classic pcap (nanosecond) in one pass, ERF-wrapped for 197."""
     from madpipe.codecs.capture import LINKTYPE_ERF, PCAP_MAGIC_NS
-    from madpipe.codecs.erf import ERF_FLAG_VLEN, ERF_TYPE_INFINIBAND
+    from madpipe.codecs.erf_records import ERF_FLAG_VLEN, ERF_TYPE_INFINIBAND
 
     n, flen = frames.shape
     erf = linktype == LINKTYPE_ERF

@@ -94,7 +94,7 @@ def test_every_kernel_module_is_listed_and_every_listed_kernel_exists():
         source = (ROOT / "pipeline" / f"{module}.py").read_text()
         for name, (result, args) in kernels.items():
             assert f"\ndef {name}(" in source, f"{module}.{name}"
-            assert result in ("void", "i8", "i8x2", "i8x4")
+            assert result in ("void", "i8", "i8x2", "i8x3", "i8x4")
             for token in args.split():
                 dtype, ndim, written = aot._arg_spec(token)
                 assert np.dtype(dtype) and (ndim == 0) == ("[" not in token), token

@@ -1,7 +1,8 @@
 """The streaming fabric snoop (fabric.py, kernels_fabric.py) against its references, bit for bit.
 
 - ``snoop_ports`` (the per-port cache kernel) against ``smp_snoop_reference`` run port by port;
-- ``intern_keys``, ``pair_answers`` and ``snoop_smps`` against plain-Python models;
+- ``intern_keys``, ``pair_answers``, ``learn_routes``, ``queue_smps``, ``note_applied`` and
+  ``snoop_smps`` against plain-Python models;
 - ``fabric.snoop_capture`` and `madpipe snoop`'s output against ``reference_fabric`` (the first,
   object-per-SMP implementation) on seeded SM conversations: paired and unpaired Sets, reused
   TIDs, answers before their Set, late PortInfo answers, switches, spills and refusals, damaged
@@ -174,6 +175,107 @@ def test_pair_answers_matches_brute_force(seed, window):
                     np.array([r[1] for r in resps], np.int32), np.array([r[2] for r in resps], np.int64),
                     np.array([r[3] for r in resps], np.int32), window, answer)
     assert answer.tolist() == pair_model(sets, resps, window)
+
+
+def learn_model(ids, hdr, data, seen, routes):
+    """learn_routes answer by answer, with dicts (what Routes.learn was before the kernel)."""
+    facts = {r: [-1] * kf.FACTS for r in range(routes)}
+    for r, h, d in zip(ids.tolist(), hdr.tolist(), data.tolist()):
+        f = facts[r]
+        if h[17] == 0x11:
+            f[kf.FACT_SWITCH], f[kf.FACT_NODE_CAP] = int(d[2] == 2), d[28] << 8 | d[29]
+        elif h[17] == 0x12:
+            f[kf.FACT_SWITCH_CAP] = d[14] << 8 | d[15]
+        elif d[16] << 8 | d[17]:
+            for lid_col, seen_col, counts in ((kf.FACT_LID_ANY, kf.FACT_SEEN_ANY, True),
+                                              (kf.FACT_LID_P0, kf.FACT_SEEN_P0, h[23] == 0)):
+                if counts:
+                    f[lid_col] = d[16] << 8 | d[17]
+                    f[seen_col] = seen if f[seen_col] < 0 else f[seen_col]
+            seen += 1
+    return [facts[r] for r in range(routes)], seen
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_learn_routes_matches_answer_by_answer(seed):
+    rng = np.random.default_rng(seed)
+    n, routes = 500, 7
+    ids = rng.integers(0, routes, n).astype(np.int32)
+    hdr = rng.integers(0, 256, (n, 24), dtype=np.uint8)
+    hdr[:, 17] = rng.choice([0x11, 0x12, 0x15, 0x15], n)
+    hdr[:, 23] = rng.choice([0, 0, 1, 5], n)
+    data = rng.integers(0, 256, (n, 64), dtype=np.uint8)
+    data[:, 2] = rng.choice([1, 2], n)
+    data[rng.random(n) < 0.3, 16:18] = 0  # PortInfo answers without a LID count for nothing
+    facts = np.full((routes, kf.FACTS), -1, np.int64)
+    seen = 0
+    for part in np.array_split(np.arange(n), 4):  # batch by batch, as Routes.learn calls it
+        seen = kf.learn_routes(ids[part], hdr[part], data[part], seen, facts)
+    want, want_seen = learn_model(ids, hdr, data, 0, routes)
+    assert facts.tolist() == want
+    assert seen == want_seen
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_queue_smps_numbers_and_queues_in_order(seed):
+    rng = np.random.default_rng(seed)
+    k, records = 300, 400
+    method = rng.choice([SET, GET, GETRESP, 0x07], k).astype(np.uint8)
+    status = rng.integers(0, 0x8000, k).astype(np.uint16)
+    tid = rng.integers(0, 2**63, k).astype(np.uint64) * 2 + 1
+    slot = rng.integers(0, 9, k).astype(np.int32)
+    attr_mod = rng.integers(0, 2**32, k).astype(np.uint32)
+    data = rng.integers(0, 256, (k, 64), dtype=np.uint8)
+    rec = np.sort(rng.choice(records, k, replace=False)).astype(np.int64)
+    frame = np.arange(1000, 1000 + records, dtype=np.int64)
+    ts_ns = rng.integers(0, 2**62, records).astype(np.int64)
+    pending = {name: np.zeros((k + 5,) + shape, dtype) for name, dtype, shape in
+               (("seq", np.int64, ()), ("tid", np.uint64, ()), ("slot", np.int32, ()), ("frame", np.int64, ()),
+                ("ts_ns", np.int64, ()), ("attr_mod", np.uint32, ()), ("data", np.uint8, (64,)))}
+    answers = {name: np.zeros(k + 5, dtype) for name, dtype in
+               (("seq", np.int64), ("tid", np.uint64), ("slot", np.int32), ("status", np.int32))}
+    seq, n_pending, n_answers = kf.queue_smps(
+        method, status, tid, slot, attr_mod, data, rec, frame, ts_ns, 40,
+        *(pending[c] for c in ("seq", "tid", "slot", "frame", "ts_ns", "attr_mod", "data")), 5,
+        *(answers[c] for c in ("seq", "tid", "slot", "status")), 5)
+    numbered = np.flatnonzero((method == SET) | (method == GETRESP))
+    number = dict(zip(numbered.tolist(), range(40, 40 + len(numbered))))
+    sets = np.flatnonzero(method == SET)
+    resps = np.flatnonzero(method == GETRESP)
+    assert (seq, n_pending, n_answers) == (40 + len(numbered), 5 + len(sets), 5 + len(resps))
+    assert not pending["seq"][:5].any() and not answers["seq"][:5].any()  # rows before n_* untouched
+    pending = {name: col[:n_pending] for name, col in pending.items()}  # the rest: room never used
+    answers = {name: col[:n_answers] for name, col in answers.items()}
+    assert pending["seq"][5:].tolist() == [number[i] for i in sets.tolist()]
+    for name, want in (("tid", tid[sets]), ("slot", slot[sets]), ("frame", frame[rec[sets]]),
+                       ("ts_ns", ts_ns[rec[sets]]), ("attr_mod", attr_mod[sets]), ("data", data[sets])):
+        assert np.array_equal(pending[name][5:], want), name
+    assert answers["seq"][5:].tolist() == [number[i] for i in resps.tolist()]
+    for name, want in (("tid", tid[resps]), ("slot", slot[resps]), ("status", status[resps])):
+        assert np.array_equal(answers[name][5:], want), name
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_note_applied_matches_numpy(seed):
+    rng = np.random.default_rng(seed)
+    n, ports = 400, 12
+    slot = rng.integers(0, ports - 2, n).astype(np.int32)  # the last ports get nothing
+    attr_mod = (rng.integers(0, 8, n) | (rng.integers(0, 4, n) << 16)).astype(np.uint32)
+    finding = rng.choice([0, 0, snoop.FINDING_SPILL, snoop.FINDING_REFUSED], n).astype(np.int8)
+    blocks = np.zeros(ports, np.uint16)
+    blocks[3] = 0x100
+    first_order = np.full(ports, -1, np.int64)
+    first_order[4] = 0  # met in an earlier call
+    n_first = kf.note_applied(slot, attr_mod, finding, blocks, first_order, 1)
+    want_blocks = np.zeros(ports, np.uint16)
+    want_blocks[3] = 0x100
+    written = finding != snoop.FINDING_REFUSED
+    np.bitwise_or.at(want_blocks, slot[written], (1 << (attr_mod[written] & 0xFFFF)).astype(np.uint16))
+    assert blocks.tolist() == want_blocks.tolist()
+    order = [4] + [p for p in dict.fromkeys(slot.tolist()) if p != 4]
+    assert n_first == len(order)
+    assert [int(np.flatnonzero(first_order == i)[0]) for i in range(n_first)] == order
+    assert (first_order[ports - 2:] == -1).all()
 
 
 # -- seeded SM conversations -----------------------------------------------------------------------
