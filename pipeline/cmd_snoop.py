@@ -170,13 +170,13 @@ def print_text(r: fabric.FabricSnoop, out) -> None:
     if r.events:
         out.write("P_Key change events:\n")
         out.write(f"{'frame':>7} {'time':>12}  {'port':<28} {'block':>5} {'bitmap':>10}  changes\n")
-        t0 = r.events[0].ts
+        t0_ns = r.events[0].ts_ns
         if isinstance(r.events, fabric.RecordList):
-            _events_text(r.events, t0, out)
+            _events_text(r.events, t0_ns, out)
         else:
             for e in r.events:
                 flag = " (unconfirmed)" if e.unconfirmed else ""
-                out.write(f"{e.frame:7d} {e.ts - t0:12.6f}  {e.port.label():<28} {e.block:5d} "
+                out.write(f"{e.frame:7d} {kt.relative_time_text(e.ts_ns, t0_ns)}  {e.port.label():<28} {e.block:5d} "
                           f"0x{e.bitmap:08x}  {_changes_text(e.changes)}{flag}\n")
         out.write("\n")
     if r.findings:
@@ -311,7 +311,7 @@ def _change_bytes(chunk: np.ndarray, style: int) -> tuple[np.ndarray, np.ndarray
     return buf[:used], ends
 
 
-_EVENT_TEXT = "%7d %12.6f  %s %5d 0x%08x  %s%s\n"
+_EVENT_TEXT = "%7d %s  %s %5d 0x%08x  %s%s\n"
 _EVENT_JSON = '{"type":"event","frame":%d,"ts":%r,%s,"block":%d,"bitmap":%d,"changes":[%s],"unconfirmed":%s}\n'
 
 
@@ -321,34 +321,53 @@ def _pieces(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return data, np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)))
 
 
+def _write_ascii(out, data: np.ndarray) -> None:
+    """ASCII bytes to a text stream: straight to the binary stream under it when there is one
+    (sys.stdout: no decode here and encode there of megabytes), else as text."""
+    binary = getattr(out, "buffer", None)
+    if binary is not None:
+        out.flush()  # what was written as text comes first
+        binary.write(data)
+    else:
+        out.write(data.tobytes().decode("ascii"))
+
+
 def _write_events(events: fabric.RecordList, out, ports: list[str], times_of, style: int, kernel,
                   extra: int) -> None:
     """Every spooled event through a kernels_text line writer (event_lines, event_json_lines):
-    ``ports[slot]`` the port's text (the last, "", for slot -1), ``times_of(chunk)`` Python's
-    text of each time, the changes in ``style``; ``extra`` bytes a line besides those pieces.
-    Port texts are ASCII by construction (labels of integers; json.dumps escapes the rest)."""
+    ``ports[slot]`` the port's text (the last, "", for slot -1), ``times_of(chunk)`` the ASCII
+    bytes of each time and where each ends, the changes in ``style``; ``extra`` bytes a line
+    besides those pieces. Port texts are ASCII by construction (labels of integers; json.dumps
+    escapes the rest)."""
     port_bytes, port_ends = _pieces(ports)
     longest = max(map(len, ports))
     for chunk in events.spool:
-        times, time_ends = _pieces(times_of(chunk))
+        times, time_ends = times_of(chunk)
         changes, change_ends = _change_bytes(chunk, style)
         buf = np.empty(len(times) + len(changes) + len(chunk) * (longest + extra), np.uint8)
         used = kernel(_column(chunk, "frame"), times, time_ends, _column(chunk, "slot"), port_bytes, port_ends,
                       _column(chunk, "block"), _column(chunk, "bitmap"), changes, change_ends,
                       _column(chunk, "unconfirmed"), buf)
-        out.write(buf[:used].tobytes().decode("ascii"))
+        _write_ascii(out, buf[:used])
 
 
-def _events_text(events: fabric.RecordList, t0: float, out) -> None:
-    """The event lines (_EVENT_TEXT); the times are ts - t0, the same doubles as the
-    line-at-a-time reference, formatted by Python."""
+def _relative_times(chunk: np.ndarray, t0_ns: int) -> tuple[np.ndarray, np.ndarray]:
+    """kernels_text.relative_times of the chunk's events: (ASCII bytes, where each ends)."""
+    buf = np.empty(24 * len(chunk), np.uint8)
+    ends = np.empty(len(chunk), np.int64)
+    used = kt.relative_times(_column(chunk, "ts_ns"), t0_ns, buf, ends)
+    return buf[:used], ends
+
+
+def _events_text(events: fabric.RecordList, t0_ns: int, out) -> None:
+    """The event lines (_EVENT_TEXT); times are kernels_text.relative_time_text's."""
     _write_events(events, out, [f"{pid.label():<28}" for pid in events.ports] + [""],
-                  lambda chunk: list(map("%12.6f".__mod__, (chunk["ts_ns"] / 1e9 - t0).tolist())),
-                  kt.CHANGE_TEXT, kt.event_lines, 48 + len(kt.UNCONFIRMED))
+                  lambda chunk: _relative_times(chunk, t0_ns), kt.CHANGE_TEXT, kt.event_lines,
+                  48 + len(kt.UNCONFIRMED))
 
 
 def _events_json(events: fabric.RecordList, out) -> None:
     """The events as JSON Lines (_EVENT_JSON); the times are Python's float reprs, as json writes."""
     _write_events(events, out, [_port_json(pid) for pid in events.ports] + [""],
-                  lambda chunk: list(map(repr, (chunk["ts_ns"] / 1e9).tolist())),
+                  lambda chunk: _pieces(list(map(repr, (chunk["ts_ns"] / 1e9).tolist()))),
                   kt.CHANGE_JSON, kt.event_json_lines, 128)

@@ -136,12 +136,17 @@ class PortState:
 @dataclass
 class Event:
     frame: int
-    ts: float
+    ts_ns: int  # the capture's time of the frame, integer nanoseconds
     port: PortId
     block: int
     bitmap: int
     changes: list[tuple[int, int, int]]  # (index in the port's table, old, new)
     unconfirmed: bool
+
+    @property
+    def ts(self) -> float:
+        """Seconds (the float JSON shows)."""
+        return self.ts_ns / 1e9
 
 
 @dataclass
@@ -335,14 +340,14 @@ class RecordList(Sequence):
 def events_of(chunk: np.ndarray, ports: list) -> list[Event]:
     """EVENT_DTYPE records as Event objects."""
     out = []
-    ts = (chunk["ts_ns"] / 1e9).tolist()
+    ts_ns = chunk["ts_ns"].tolist()
     olds, news = chunk["old"].tolist(), chunk["new"].tolist()
     for j, (frame, slot, block, bitmap, unconfirmed) in enumerate(zip(
             chunk["frame"].tolist(), chunk["slot"].tolist(), chunk["block"].tolist(), chunk["bitmap"].tolist(),
             chunk["unconfirmed"].tolist())):
         old, new = olds[j], news[j]
         changes = [(block * 32 + i, old[i], new[i]) for i in range(32) if bitmap >> i & 1]
-        out.append(Event(frame, ts[j], ports[slot], block, bitmap, changes, bool(unconfirmed)))
+        out.append(Event(frame, ts_ns[j], ports[slot], block, bitmap, changes, bool(unconfirmed)))
     return out
 
 

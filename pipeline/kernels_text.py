@@ -5,6 +5,7 @@ Each is the byte-for-byte twin of a Python format (the tests compare them on ran
 - ``pkey_lines``: fabric.format_pkeys's ``smpquery pkeys`` lines, ``"%4d: " + 8 x "0x%04x"``;
 - ``change_texts``: an event's changes as the text output writes them,
   ``"[%d] 0x%04x->0x%04x"`` joined by spaces, or as its JSON, ``"[%d,%d,%d]"`` joined by commas;
+- ``relative_times``: an event's time, exact from integer nanoseconds: ``relative_time_text``;
 - ``event_lines``: whole event lines, ``"%7d %s  %s %5d 0x%08x  %s%s\n"``, from texts made
   elsewhere for the parts that are not integers (the time, the port label, the changes);
 - ``event_json_lines``: the same events as JSON Lines records (cmd_snoop._EVENT_JSON).
@@ -106,6 +107,52 @@ def change_texts(bitmap, block, old, new, style, out, ends):
                 pos = _decimal(out, pos + 1, np.int64(new[n, i]))
                 out[pos] = 93
                 pos += 1
+        ends[n] = pos
+    return pos
+
+
+TIME_WIDTH = 12
+
+
+def relative_time_text(ts_ns: int, t0_ns: int) -> str:
+    """The text output's time column: (ts_ns - t0_ns) seconds, rounded half to even to the
+    microsecond from the exact integer (no float on the way), right-aligned in 12 columns."""
+    us, rest = divmod(abs(ts_ns - t0_ns), 1000)
+    if rest > 500 or (rest == 500 and us & 1):
+        us += 1
+    sign = "-" if ts_ns < t0_ns and us else ""
+    return f"{sign}{us // 1_000_000}.{us % 1_000_000:06d}".rjust(TIME_WIDTH)
+
+
+@njit
+def relative_times(ts_ns, t0_ns, out, ends):
+    """relative_time_text of each ts_ns[n] (int64[N]) into out (at least 24 bytes a time), ending
+    at ends[n] (int64[N], written). Returns the bytes used."""
+    pos = 0
+    for n in range(ts_ns.shape[0]):
+        d = ts_ns[n] - t0_ns
+        negative = d < 0
+        if negative:
+            d = -d
+        us = d // 1000
+        rest = d - us * 1000
+        if rest > 500 or (rest == 500 and us & 1):
+            us += 1
+        sec = us // 1000000
+        frac = us - sec * 1000000
+        width = _digits(sec) + 7 + (1 if negative and us else 0)
+        for _ in range(TIME_WIDTH - width):
+            out[pos] = 32
+            pos += 1
+        if negative and us:
+            out[pos] = 45  # "-"
+            pos += 1
+        pos = _decimal(out, pos, sec)
+        out[pos] = 46  # "."
+        for k in range(6, 0, -1):
+            out[pos + k] = 48 + frac % 10
+            frac //= 10
+        pos += 7
         ends[n] = pos
     return pos
 

@@ -40,7 +40,7 @@ class _Smp:
     """One P_KeyTable, PortInfo or NodeInfo SMP of the capture (only these are kept)."""
 
     frame: int
-    ts: float
+    ts_ns: int
     mad: np.ndarray  # uint8[256]
     route: tuple  # ("lid", dlid) or ("dr", path, dr_dlid)
 
@@ -87,7 +87,7 @@ def collect(path: str | os.PathLike, counts: Counter) -> tuple[list[_Smp], Inges
         for k in np.flatnonzero(want):
             row = rows[k]
             data = batch.data[row]
-            kept.append(_Smp(int(batch.frame[row]), batch.ts_ns[row] / 1e9, mads[k].copy(),
+            kept.append(_Smp(int(batch.frame[row]), int(batch.ts_ns[row]), mads[k].copy(),
                              _route(mads[k], data)))
     return kept, ing
 
@@ -254,7 +254,7 @@ def _snoop_port(pid: PortId, items, result: FabricSnoop, profile: str):
                 new = int(s.mad[64 + 2 * i]) << 8 | int(s.mad[65 + 2 * i])
                 changes.append((idx, int(flat[idx]), new))
                 flat[idx] = new
-        result.events.append(Event(s.frame, s.ts, pid, block, bitmap, changes, unconfirmed))
+        result.events.append(Event(s.frame, s.ts_ns, pid, block, bitmap, changes, unconfirmed))
     return state, res
 
 

@@ -628,21 +628,24 @@ def changes_as_texts(chunk, style):
     return [text[a:b] for a, b in zip([0] + ends[:-1], ends)]
 
 
-def events_as_python_formats(events, ports, t0=None):
-    """The events with Python's % formats, a line at a time (cmd_snoop._EVENT_TEXT, or with t0
-    None _EVENT_JSON): what the kernels must write byte for byte."""
+def events_as_python_formats(events, ports, t0_ns=None):
+    """The events with Python's % formats, a line at a time (cmd_snoop._EVENT_TEXT with times
+    relative to t0_ns, or with t0_ns None _EVENT_JSON): what the kernels must write byte for byte."""
     from madpipe.pipeline import cmd_snoop
     from madpipe.pipeline import kernels_text as kt
 
-    text = t0 is not None
+    text = t0_ns is not None
     ports = np.array(ports, dtype=object)
     flags = np.array(["", " (unconfirmed)"] if text else ["false", "true"], dtype=object)
     template = cmd_snoop._EVENT_TEXT if text else cmd_snoop._EVENT_JSON
     lines = []
     for chunk in events.spool:
-        ts = chunk["ts_ns"] / 1e9 - t0 if text else chunk["ts_ns"] / 1e9
+        if text:
+            ts = [kt.relative_time_text(t, t0_ns) for t in chunk["ts_ns"].tolist()]
+        else:
+            ts = (chunk["ts_ns"] / 1e9).tolist()
         lines += map(template.__mod__, zip(
-            chunk["frame"].tolist(), ts.tolist(), ports[chunk["slot"]].tolist(), chunk["block"].tolist(),
+            chunk["frame"].tolist(), ts, ports[chunk["slot"]].tolist(), chunk["block"].tolist(),
             chunk["bitmap"].tolist(), changes_as_texts(chunk, kt.CHANGE_TEXT if text else kt.CHANGE_JSON),
             flags[chunk["unconfirmed"]].tolist()))
     return "".join(lines)
@@ -665,6 +668,30 @@ def test_change_texts_kernel():
     for j, ev in enumerate(fabric.events_of(chunk, [None])):
         assert text[j] == cmd_snoop._changes_text(ev.changes)
         assert js[j] == json.dumps([list(c) for c in ev.changes], separators=(",", ":"))[1:-1]
+
+
+def test_relative_times_are_exact_and_the_kernel_writes_them():
+    from decimal import ROUND_HALF_EVEN, Decimal
+
+    from madpipe.pipeline import cmd_snoop
+    from madpipe.pipeline import kernels_text as kt
+
+    rng = np.random.default_rng(6)
+    t0 = 1_700_000_000 * 10**9 + 123_456_789  # an epoch time: a float of it is 238 ns coarse
+    d = np.concatenate([rng.integers(-10**12, 10**15, 2000), [0, 499, 500, 501, 1500, 2500, -499, -500, -501,
+                                                                -1500, 999_999_500, 10**9 - 1, 9_999_999_999_500,
+                                                                -(10**12) - 500]])
+    ts = (t0 + d).astype(np.int64)
+    for t, delta in zip(ts.tolist(), d.tolist()):
+        exact = (Decimal(delta) / Decimal(10**9)).quantize(Decimal("0.000001"), ROUND_HALF_EVEN)
+        want = format(exact, "f").replace("-0.000000", "0.000000").rjust(12)
+        assert kt.relative_time_text(t, t0) == want, delta
+    chunk = np.zeros(len(ts), fabric.EVENT_DTYPE)
+    chunk["ts_ns"] = ts
+    buf, ends = cmd_snoop._relative_times(chunk, t0)
+    text = buf.tobytes().decode("ascii")
+    ends = ends.tolist()
+    assert [text[a:b] for a, b in zip([0] + ends[:-1], ends)] == [kt.relative_time_text(t, t0) for t in ts.tolist()]
 
 
 def test_event_line_kernels_equal_the_python_formats():
@@ -691,10 +718,10 @@ def test_event_line_kernels_equal_the_python_formats():
         spool = [chunk[:300], chunk[300:]]
 
     Events.ports = ports
-    for t0 in (0.0, 1.25, 1.7e9):
+    for t0_ns in (0, 1_250_000_000, 1_700_000_000 * 10**9 + 123_456_789, -10**9):
         fast = io.StringIO()
-        cmd_snoop._events_text(Events, t0, fast)
-        assert fast.getvalue() == events_as_python_formats(Events, [f"{p.label():<28}" for p in ports] + [""], t0)
+        cmd_snoop._events_text(Events, t0_ns, fast)
+        assert fast.getvalue() == events_as_python_formats(Events, [f"{p.label():<28}" for p in ports] + [""], t0_ns)
         assert fast.getvalue().count("\n") == n
     fast = io.StringIO()
     cmd_snoop._events_json(Events, fast)
