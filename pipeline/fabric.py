@@ -686,12 +686,15 @@ class _Run:
             full.append(PortId(pid.lid, dr, pid.port))
         result = FabricSnoop({}, RecordList(self.events, events_of, full), RecordList(self.findings, findings_of, full),
                              self.counts, ing.error, ing.skipped)
+        behind: dict[int, list[tuple]] = {}  # LID -> the routes that lead to it, in lid_of's order
+        for r, lid in self.routes.lid_of.items():
+            behind.setdefault(lid, []).append(r)
         applied = np.flatnonzero(self.first_order[:len(self.pids)] >= 0)
         for slot in applied[np.argsort(self.first_order[applied])].tolist():
             pid = self.pids[slot]
             routes = list(self.slot_routes[slot])
             if pid.lid is not None:
-                routes += [r for r, lid in self.routes.lid_of.items() if lid == pid.lid] + [("lid", pid.lid)]
+                routes += behind.get(pid.lid, []) + [("lid", pid.lid)]
             capacity = self.routes.caps.of(routes, pid.port)
             mask = int(self.blocks[slot])
             result.ports[full[slot]] = PortState(full[slot], self.caches[slot, 0].copy(),
@@ -707,7 +710,8 @@ class _Run:
         return result
 
 
-#: Buffer sets the reader cycles through: the worker thread fills one while the snoop reads the other.
+#: Buffer sets the reader cycles through: the worker thread fills the next while the snoop reads
+#: one (4 let it read on through a pairing decision; 2 stalled it, 8 ran slower).
 READ_AHEAD_SETS = 4
 
 

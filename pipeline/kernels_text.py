@@ -185,10 +185,9 @@ def _right(out, pos, value, width):
 def _piece(out, pos, text, ends, n):
     """Copy text piece n (text[ends[n - 1]:ends[n]], from 0 for n = 0) to out[pos]."""
     start = ends[n - 1] if n > 0 else 0
-    for j in range(start, ends[n]):
-        out[pos] = text[j]
-        pos += 1
-    return pos
+    end = pos + ends[n] - start
+    out[pos:end] = text[start:ends[n]]  # a slice copy: a byte loop took twice as long
+    return end
 
 
 @njit
