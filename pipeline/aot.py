@@ -28,13 +28,12 @@ madpipe.pipeline.aot`` builds it unless it exists (``--force``: again) and print
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.machinery
 import importlib.util
 import os
-import subprocess
 import sys
 import time
+import zlib
 
 _PIPELINE = os.path.dirname(os.path.abspath(__file__))
 _CODECS = os.path.join(os.path.dirname(_PIPELINE), "codecs")
@@ -121,22 +120,29 @@ def export_name(module: str, kernel: str) -> str:
 
 
 def source_key() -> str:
-    """A hash of everything the compiled kernels depend on, and of the numpy they link against."""
+    """A checksum of everything the compiled kernels depend on, and of the numpy they link against."""
     import numpy
 
-    h = hashlib.sha256()
-    h.update(f"{sys.implementation.cache_tag} numpy {numpy.__version__.rsplit('.', 1)[0]}".encode())
+    # Two checksums of different kinds (64 bits) tell an edited source from the built one; a
+    # start-up of every command computes this, and hashlib's import (OpenSSL) alone took 6 ms.
+    crc, adler = 0, 1
+
+    def update(data: bytes) -> None:
+        nonlocal crc, adler
+        crc, adler = zlib.crc32(data, crc), zlib.adler32(data, adler)
+
+    update(f"{sys.implementation.cache_tag} numpy {numpy.__version__.rsplit('.', 1)[0]}".encode())
     for compiler in ("numba", "llvmlite"):  # an upgrade (new files) builds again; found, not imported
         spec = importlib.util.find_spec(compiler)
         if spec is not None and spec.origin:
-            h.update(f"{spec.origin} {os.stat(spec.origin).st_mtime_ns}".encode())
+            update(f"{spec.origin} {os.stat(spec.origin).st_mtime_ns}".encode())
     files = [os.path.join(_PIPELINE, f"{m}.py") for m in sorted(KERNELS)]
     files += [os.path.join(_PIPELINE, "aot.py"), os.path.join(_PIPELINE, "jit.py")]
     files += sorted(os.path.join(_CODECS, f) for f in os.listdir(_CODECS) if f.endswith(".py"))
     for path in files:
         with open(path, "rb") as f:
-            h.update(os.path.basename(path).encode() + b"\0" + f.read())
-    return h.hexdigest()[:16]
+            update(os.path.basename(path).encode() + b"\0" + f.read())
+    return f"{crc:08x}{adler:08x}"
 
 
 def cache_dir() -> str:
@@ -280,6 +286,7 @@ def _previous_failure(directory: str, key: str) -> str | None:
 def _build_in_subprocess(directory: str, key: str, quiet: bool) -> None:
     """Build the extension for ``key`` into ``directory`` (once, also with several processes)."""
     import fcntl
+    import subprocess
 
     os.makedirs(directory, exist_ok=True)
     path = module_path(key, directory)

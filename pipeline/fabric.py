@@ -47,7 +47,6 @@ the fabric's size (512 bytes of cache per port, a few hundred bytes per route) a
 from __future__ import annotations
 
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -277,6 +276,8 @@ class Spool:
         self.count += len(records)
         if self.held > self.memory:
             if self.file is None:
+                import tempfile  # only a spill needs it
+
                 self.file = tempfile.TemporaryFile(prefix="madpipe-spool-")
             self.file.seek(0, os.SEEK_END)
             for chunk in self.chunks:

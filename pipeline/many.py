@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from urllib.parse import quote
 
 from madpipe.codecs.errors import MadpipeError
 from madpipe.pipeline import jit
@@ -170,6 +169,8 @@ def partition_name(path: str) -> str:
 
 
 def partition_dir(out: str, path: str) -> str:
+    from urllib.parse import quote
+
     return os.path.join(out, "capture=" + quote(partition_name(path), safe=""))
 
 

@@ -188,7 +188,7 @@ def test_the_build_runs_with_numba_on_whatever_the_caller_has(tmp_path, monkeypa
 
     monkeypatch.setenv("NUMBA_DISABLE_JIT", "1")
     monkeypatch.setenv("MADPIPE_JIT", "0")
-    monkeypatch.setattr(aot.subprocess, "run", fake_run)
+    monkeypatch.setattr(subprocess, "run", fake_run)  # the module aot imports when it builds
     with pytest.raises(RuntimeError, match=r"the build failed \(RuntimeError: stop here\)"):
         aot._build_in_subprocess(str(tmp_path), "k" * 16, quiet=True)
     assert "NUMBA_DISABLE_JIT" not in seen and seen["MADPIPE_JIT"] == "1"
