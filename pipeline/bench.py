@@ -39,6 +39,24 @@ from madpipe.pipeline import workload
 
 GROUPS = ("snoop", "paravirt", "capture", "startup")
 
+#: The throughput targets (issue 7), checked on the figures of one run: (what, group, figure,
+#: compared with, its rate at least this many times the other's). Rates are per item, so a
+#: figure measured on --subset items compares with one measured on all of them.
+TARGETS = (
+    ("snoop kernel, vs touching its memory", "snoop", "numba kernel, profile new", "memory touch (2 lines/MAD)", 0.5),
+    ("snoop kernel, vs the pure-Python reference", "snoop", "numba kernel, profile new", "pure-Python reference", 50),
+    ("paravirt in place, vs copying the mailboxes", "paravirt", "numba in place", "memory copy", 0.5),
+    ("snoop end to end, within 3x of ingest", "capture", "madpipe snoop -T text (end to end)",
+     "ingest into batches + MADs", 1 / 3),
+    ("snoop end to end (start-up apart), vs tshark plain", "capture", "madpipe snoop -T text (end to end)",
+     "tshark plain, whole file (a process)", 10),
+    ("snoop as a process, vs tshark plain (both start)", "capture", "madpipe snoop, a process (+start-up)",
+     "tshark plain, whole file (a process)", 10),
+    ("decode -T json, vs tshark -T json", "capture", "madpipe decode -T json", "tshark -T json", 3),
+)
+#: A small capture through a command, with the kernels built: wall time at most this (seconds).
+SMALL_JOB = ("small capture, kernels ahead of time", "startup", "small job, kernels ahead of time", 1.0)
+
 
 @dataclass
 class Figure:
@@ -91,6 +109,23 @@ class Bench:
             return None
         base = next(f for f in self.figures if f.group == fig.group and f.name == fig.baseline)
         return fig.rate / base.rate
+
+    def figure(self, group: str, name: str) -> Figure | None:
+        return next((f for f in self.figures if f.group == group and f.name == name), None)
+
+    def targets(self) -> list[dict]:
+        """TARGETS and SMALL_JOB checked on this run's figures (those it measured)."""
+        out = []
+        for what, group, name, other, least in TARGETS:
+            fig, base = self.figure(group, name), self.figure(group, other)
+            if fig and base:
+                ratio = fig.rate / base.rate
+                out.append({"target": what, "ratio": ratio, "at_least": least, "met": ratio >= least})
+        what, group, name, most = SMALL_JOB
+        fig = self.figure(group, name)
+        if fig:
+            out.append({"target": what, "seconds": fig.median, "at_most": most, "met": fig.median <= most})
+        return out
 
     # -- groups ---------------------------------------------------------------------------
     def snoop(self) -> None:
@@ -204,7 +239,7 @@ class Bench:
             command = [sys.executable, "-m", "madpipe.pipeline.cli", "snoop", "-r", big]
             self.measure("capture", "madpipe snoop, a process (+start-up)", self.n,
                          lambda: subprocess.run(command, stdout=subprocess.DEVNULL, check=True),
-                         unit="frames", baseline=base, repeat=1)
+                         unit="frames", baseline=base)
             sub = self.subset
             few = min(sub, 5000)
             fewer = os.path.join(tmp, "few.pcap")
@@ -226,7 +261,7 @@ class Bench:
                     self.measure("capture", f"tshark {mode}", items,
                                  lambda args=args: subprocess.run(args, stdout=subprocess.DEVNULL,
                                                                   stderr=subprocess.DEVNULL, check=True),
-                                 unit="frames", baseline=base, repeat=1)
+                                 unit="frames", baseline=base, repeat=min(self.repeat, 3))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 

@@ -12,6 +12,11 @@ EXAMPLE = """Each figure is the median of --repeat runs (min-max shown) and its 
 its group, measured in the same run: a memory-touch kernel over the same MADs (snoop), a memory
 copy of the mailboxes (paravirt), reading the capture file (capture), a small run with plain-Python kernels
 (startup). Slow ways (reference, construct, scapy, decode, tshark) run on --subset items.
+Last, the throughput targets checked on the run's figures (met / NOT MET): the snoop kernel at
+half the memory-touch rate and 50x the reference, paravirt in place at half a memory copy, the
+snoop end to end within 3x of ingest and 10x tshark's plain decode (in this process, and as a
+process with its start-up), decode -T json 3x tshark -T json, a small job under a second.
+With -T json they follow the figures as records with a "target" key.
 
 examples:
   madpipe bench                                  # 1M MADs, every group
@@ -67,6 +72,8 @@ def run(args) -> int:
     if args.format == "json":
         for fig in bench.figures:
             jsonl(fig.as_json(bench.ratio(fig)))
+        for target in bench.targets():
+            jsonl(target)
         return 0
     print(f"madpipe bench: n={args.n}, repeat={args.repeat}, subset={bench.subset}, seed={args.seed}; {machine}; "
           f"kernels: {jit.backend()}")
@@ -76,6 +83,14 @@ def run(args) -> int:
         rel = "baseline" if ratio is None else f"{ratio:.3g}x"
         print(f"{fig.group:<9} {fig.name:<38} {fig.items:>9} {format_rate(fig.rate):>8} {fig.median:>10.4f} "
               f"{min(fig.times):>8.4f}-{max(fig.times):<8.4f}  {rel}")
+    targets = bench.targets()
+    if targets:
+        scale = "" if args.n == 1_000_000 else f"; they are set for the default --n 1000000, this run has {args.n}"
+        print(f"\ntargets (medians of this run{scale})")
+        for t in targets:
+            got = f"{t['ratio']:.3g}x, at least {t['at_least']:.3g}x" if "ratio" in t else \
+                f"{t['seconds']:.3f} s, at most {t['at_most']:g} s"
+            print(f"  {t['target']:<52} {got:<26} {'met' if t['met'] else 'NOT MET'}")
     return 0
 
 

@@ -30,11 +30,20 @@ def _words_used(keys, row):
 
 
 @njit
+def _mix(h, word):
+    """One FNV-1 step over a 32-bit word, then a xorshift: a product only carries bits upward,
+    so without it the word's high bytes (a LID's low byte) never reached the bits a table uses
+    (1025 ports' keys fell in 67 slots of 2048; with it, 780)."""
+    h = ((h ^ word) * FNV_PRIME) & MASK32
+    return h ^ (h >> 16)
+
+
+@njit
 def _hash_key(words, row, used, last):
     h = np.int64(FNV_OFFSET)
     for w in range(used):
-        h = ((h ^ np.int64(words[row, w])) * FNV_PRIME) & MASK32
-    h = ((h ^ np.int64(words[row, last])) * FNV_PRIME) & MASK32
+        h = _mix(h, np.int64(words[row, w]))
+    h = _mix(h, np.int64(words[row, last]))
     return h ^ (h >> 15)
 
 
@@ -95,9 +104,9 @@ def rehash(uniq, n_uniq, table):
 @njit
 def _tid_slot_hash(tid, slot):
     h = np.int64(FNV_OFFSET)
-    h = ((h ^ np.int64(tid & np.uint64(MASK32))) * FNV_PRIME) & MASK32
-    h = ((h ^ np.int64(tid >> np.uint64(32))) * FNV_PRIME) & MASK32
-    h = ((h ^ np.int64(slot)) * FNV_PRIME) & MASK32
+    h = _mix(h, np.int64(tid & np.uint64(MASK32)))
+    h = _mix(h, np.int64(tid >> np.uint64(32)))
+    h = _mix(h, np.int64(slot))
     return h ^ (h >> 15)
 
 

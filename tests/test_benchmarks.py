@@ -3,6 +3,8 @@
 In the normal suite benchmarks are disabled (pyproject addopts), so each runs once as a plain
 test: the results are checked, the timings are never pass/fail.
 """
+import json
+
 import numpy as np
 import pytest
 
@@ -102,6 +104,23 @@ def test_bench_command_runs(capsys):
     assert main(["bench", "--n", "2000", "--repeat", "1", "--subset", "200", "--what", "snoop,paravirt"]) == 0
     out = capsys.readouterr().out
     assert "numba kernel, profile new" in out and "numba in place" in out and "baseline" in out
+    # The targets its figures allow checking, each with its ratio and a verdict; no others.
+    targets = out.split("targets (medians of this run")[1]
+    assert "this run has 2000" in targets
+    for what in ("vs touching its memory", "vs the pure-Python reference", "vs copying the mailboxes"):
+        line = next(line for line in targets.splitlines() if what in line)
+        assert line.rstrip().endswith(("met", "NOT MET")) and "x, at least" in line
+    assert "tshark" not in targets
+
+
+def test_bench_json_has_target_records(capsys):
+    assert main(["bench", "--n", "2000", "--repeat", "1", "--subset", "200", "--what", "paravirt",
+                 "-T", "json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    [target] = [r for r in records if "target" in r]
+    figures = {r["name"]: r for r in records if "group" in r}
+    want = figures["numba in place"]["rate_per_s"] / figures["memory copy"]["rate_per_s"]
+    assert target["ratio"] == pytest.approx(want) and target["met"] == (want >= 0.5)
 
 
 def test_bench_rejects_unknown_group(capsys):

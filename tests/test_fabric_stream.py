@@ -144,6 +144,21 @@ def test_intern_keys_gives_first_seen_ids_and_grows(seed):
         assert not k[4 * ((5 + k[4] + 3) // 4):68].any()
 
 
+def test_route_key_hash_spreads_lids_and_ports():
+    """Keys that differ in a LID's low byte or a switch port spread over a table (a hash whose
+    products only carried bits upward put 1025 ports in 67 of 2048 slots)."""
+    hash_key = getattr(kf._hash_key, "py_func", kf._hash_key)
+    keys = np.zeros((1200, 72), np.uint8)
+    keys[:, 0] = ki.ROUTE_LID
+    keys[:, 1] = 1
+    keys[:1000, 2:4] = np.arange(1, 1001).astype(">u2").view(np.uint8).reshape(-1, 2)
+    keys[1000:, 2:4] = [0, 7]
+    keys[1000:, 68:70] = np.arange(200).astype(">u2").view(np.uint8).reshape(-1, 2)  # switch ports
+    words = keys.view(np.uint32)
+    slots = {hash_key(words, row, 2, 17) & 2047 for row in range(len(keys))}
+    assert len(slots) > 0.7 * 2048 * (1 - np.exp(-len(keys) / 2048))  # a random hash fills ~908
+
+
 def pair_model(sets, resps, window):
     """The first GetResp with the Set's TID and slot within the window, by brute force."""
     out = []
