@@ -638,7 +638,7 @@ class _Run:
         block = (attr_mod & 0xFFFF).astype(np.uint16)
         changed = np.flatnonzero(bitmap)
         if len(changed):
-            ev = np.zeros(len(changed), EVENT_DTYPE)
+            ev = np.empty(len(changed), EVENT_DTYPE)  # every field is set below
             ev["frame"] = items["frame"][changed]
             ev["ts_ns"] = items["ts_ns"][changed]
             ev["slot"] = slot[changed]
@@ -692,15 +692,15 @@ class _Run:
         for r, lid in self.routes.lid_of.items():
             behind.setdefault(lid, []).append(r)
         applied = np.flatnonzero(self.first_order[:len(self.pids)] >= 0)
-        for slot in applied[np.argsort(self.first_order[applied])].tolist():
+        applied = applied[np.argsort(self.first_order[applied])]
+        tables = self.caches[applied, 0]  # one copy of every applied port's row 0
+        for slot, table, mask in zip(applied.tolist(), tables, self.blocks[applied].tolist()):
             pid = self.pids[slot]
             routes = list(self.slot_routes[slot])
             if pid.lid is not None:
                 routes += behind.get(pid.lid, []) + [("lid", pid.lid)]
             capacity = self.routes.caps.of(routes, pid.port)
-            mask = int(self.blocks[slot])
-            result.ports[full[slot]] = PortState(full[slot], self.caches[slot, 0].copy(),
-                                                 {b for b in range(16) if mask >> b & 1}, capacity)
+            result.ports[full[slot]] = PortState(full[slot], table, {b for b in range(16) if mask >> b & 1}, capacity)
         if self.host is not None:
             met = self.host_slot >= 0 and self.first_order[self.host_slot] >= 0
             pid = full[self.host_slot] if met else PortId(self.host, None, 0)
