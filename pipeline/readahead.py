@@ -1,9 +1,9 @@
-"""Run an iterator one item ahead on a worker thread: reading and extracting the next batch of a
+"""Run an iterator one item ahead on a worker thread: reading and walking the next chunks of a
 capture overlaps the work on the current one.
 
 The compiled kernels release the GIL (numba ``nogil``; the ahead-of-time build's wrappers too),
-and so does reading the file, so on two cores the worker's read + record walk + SMP extraction
-runs beside the main thread's pairing and snooping. Items come out in order; an exception in
+and so does reading the file, so on two cores the worker's read + record walk runs beside the
+main thread's SMP extraction, pairing and snooping. Items come out in order; an exception in
 the worker is raised in the consumer at the point where the item would have come.
 """
 from __future__ import annotations

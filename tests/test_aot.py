@@ -235,6 +235,16 @@ def test_the_key_changes_with_any_kernel_source(tmp_path, monkeypatch):
     assert aot.source_key() != key
 
 
+def test_the_key_names_the_cpu_the_build_targets(monkeypatch):
+    """Kernels built for this CPU's instructions are never loaded on another kind of CPU."""
+    here = aot.source_key()
+    monkeypatch.setattr(aot, "host_cpu", lambda: "model name\t: Other\nflags\t\t: fpu sse2")
+    assert aot.source_key() != here
+    if os.path.exists("/proc/cpuinfo"):
+        monkeypatch.undo()
+        assert aot.host_cpu().startswith(("model name", "flags", "Features", "CPU part"))
+
+
 def test_a_failed_build_falls_back_to_the_jit_once_and_says_why(tmp_path):
     # A C compiler that fails: the command still works (numba's JIT), the reason is kept, and the
     # next run does not try to build again.
