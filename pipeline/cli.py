@@ -28,7 +28,10 @@ EPILOG = """examples:
 environment:
   MADPIPE_JIT=aot|1|0  how kernels run: compiled ahead of time (the default for large inputs;
                        built once into the cache, ~15 s) | numba's JIT | plain Python
-  MADPIPE_CACHE_DIR    where the ahead-of-time kernels are kept (default ~/.cache/madpipe)
+  MADPIPE_CACHE_DIR    where the ahead-of-time kernels are kept (default ~/.cache/madpipe;
+                       built for this machine's CPU, named by it)
+  OPENBLAS_NUM_THREADS 1 unless set: madpipe does no linear algebra, and numpy's BLAS threads
+                       would spin on the cores the snoop's reader thread uses
 
 Run 'madpipe COMMAND --help' for a command's flags and an example."""
 

@@ -69,3 +69,20 @@ def test_the_console_entry_exits_with_the_status_and_all_output(tmp_path):
     pipe.stdout.readline()
     pipe.stdout.close()
     assert pipe.wait() == 0 and pipe.stderr.read() == b""
+
+
+def test_the_console_entry_gives_blas_one_thread_before_numpy_unless_told():
+    # numpy's OpenBLAS threads spun on the core the snoop's reader thread needs.
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import os, sys; from madpipe.pipeline import cli; "
+             "cli.main = lambda argv: print(os.environ.get('OPENBLAS_NUM_THREADS'), 'numpy' in sys.modules) or 0; "
+             "sys.argv = ['madpipe', 'snoop']; cli.entry()")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert done.stdout.split() == ["1", "False"], done.stderr
+    done = subprocess.run([sys.executable, "-c", probe], env=dict(env, OPENBLAS_NUM_THREADS="3"),
+                          capture_output=True, text=True)
+    assert done.stdout.split() == ["3", "False"], done.stderr
