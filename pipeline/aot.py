@@ -153,6 +153,8 @@ def source_key() -> str:
 
     update(f"{sys.implementation.cache_tag} numpy {numpy.__version__.rsplit('.', 1)[0]}".encode())
     update(host_cpu().encode())
+    for name in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NUMBA_ENABLE_AVX"):  # what the build targets
+        update(f"{name}={os.environ.get(name)}".encode())
     for compiler in ("numba", "llvmlite"):  # an upgrade (new files) builds again; found, not imported
         spec = importlib.util.find_spec(compiler)
         if spec is not None and spec.origin:
@@ -366,6 +368,18 @@ def _release_the_gil() -> None:
     pycc_compiler.Flags = GilReleasingFlags
 
 
+def _with_the_host_features() -> None:
+    """Give the build the instruction set features this CPU reports, as numba's JIT does.
+
+    pycc's code generator names the host's CPU model but leaves its features to LLVM's defaults
+    for that model, which include instructions a VM may hide (AVX-512 on a guest that masks it):
+    such a build would load and then die on an illegal instruction. (In this build process only.)
+    """
+    from numba.core.codegen import AOTCPUCodegen
+
+    AOTCPUCodegen._customize_tm_features = lambda self: self._get_host_cpu_features()
+
+
 def build(directory: str, key: str) -> str:
     """Compile every KERNELS entry into ``directory`` (run in a process with numba enabled)."""
     import importlib
@@ -384,6 +398,7 @@ def build(directory: str, key: str) -> str:
         cc.verbose = False
         if host_cpu():
             cc.target_cpu = "host"  # see host_cpu: the key names this CPU
+            _with_the_host_features()
         for module, kernels in KERNELS.items():
             mod = importlib.import_module(f"madpipe.pipeline.{module}")
             for name, (result, args) in kernels.items():

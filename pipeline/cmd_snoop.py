@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
 
 import numpy as np
@@ -321,15 +322,27 @@ def _pieces(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return data, np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)))
 
 
+_ASCII_SAMPLE = "".join(map(chr, range(32, 127))) + "\n"
+
+
 def _write_ascii(out, data: np.ndarray) -> None:
-    """ASCII bytes to a text stream: straight to the binary stream under it when there is one
-    (sys.stdout: no decode here and encode there of megabytes), else as text."""
+    """ASCII bytes to a text stream: straight to the binary stream under sys.stdout when its
+    text layer would write them unchanged (no decode here and encode there of megabytes), else
+    as text (a UTF-16 stdout, newlines translated to CRLF, a StringIO or any other stream)."""
     binary = getattr(out, "buffer", None)
-    if binary is not None:
+    if binary is not None and out is sys.stdout and _writes_ascii_as_is(out):
         out.flush()  # what was written as text comes first
         binary.write(data)
     else:
         out.write(data.tobytes().decode("ascii"))
+
+
+def _writes_ascii_as_is(out) -> bool:
+    try:
+        as_is = _ASCII_SAMPLE.encode(out.encoding) == _ASCII_SAMPLE.encode("ascii")
+    except (LookupError, TypeError, UnicodeError):
+        return False
+    return as_is and os.linesep == "\n"  # stdout translates "\n" to os.linesep
 
 
 def _write_events(events: fabric.RecordList, out, ports: list[str], times_of, style: int, kernel,

@@ -243,6 +243,17 @@ def test_the_key_names_the_cpu_the_build_targets(monkeypatch):
     if os.path.exists("/proc/cpuinfo"):
         monkeypatch.undo()
         assert aot.host_cpu().startswith(("model name", "flags", "Features", "CPU part"))
+    monkeypatch.setenv("NUMBA_CPU_NAME", "generic")  # numba's own say in what the build targets
+    assert aot.source_key() != here
+
+
+def test_the_build_asks_for_the_features_the_cpu_reports():
+    """Not LLVM's defaults for the CPU model, which may hold instructions a VM hides."""
+    probe = ("from madpipe.pipeline import aot; aot._with_the_host_features(); "
+             "from numba.core.codegen import AOTCPUCodegen, get_host_cpu_features; "
+             "print(AOTCPUCodegen('probe', 'host')._tm_features == get_host_cpu_features() != '')")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_env())
+    assert done.stdout.strip() == "True", done.stderr[-2000:]
 
 
 def test_a_failed_build_falls_back_to_the_jit_once_and_says_why(tmp_path):

@@ -745,3 +745,21 @@ def test_event_line_kernels_equal_the_python_formats():
     records = [json.loads(line) for line, ok in zip(fast.getvalue().splitlines(), named) if ok]
     assert [r["frame"] for r in records] == chunk["frame"][named].tolist()
     assert [r["unconfirmed"] for r in records] == chunk["unconfirmed"][named].astype(bool).tolist()
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "latin-1"])
+def test_snoop_text_reaches_any_stdout_encoding_whole_and_in_order(encoding, monkeypatch, capsys):
+    """Event lines go to stdout's binary stream only where its text layer would write the same
+    bytes; a UTF-16 stdout gets them through the text layer like every other line."""
+    import io
+    import sys
+
+    path = str(PCAPS / "opensm_partitions.pcap")
+    assert main(["snoop", "-r", path]) == 0
+    want = capsys.readouterr().out
+    assert "P_Key change events" in want
+    stream = io.TextIOWrapper(io.BytesIO(), encoding=encoding)
+    monkeypatch.setattr(sys, "stdout", stream)
+    assert main(["snoop", "-r", path]) == 0
+    stream.flush()
+    assert stream.buffer.getvalue().decode(encoding) == want
