@@ -12,8 +12,10 @@ calls it with (a test checks that the JIT compiles no other). pycc's wrappers do
 types of what they are given (a wrong dtype reads the wrong bytes), so each loaded function is
 wrapped in a guard that does, and names the kernel, the argument and the expected type.
 
-The extension's name holds a hash of the sources it was built from (every ``kernels_*`` module,
-``codecs/``, this file), so an edited kernel never runs stale: the next large job builds again.
+The extension's name holds a checksum of the sources it was built from (every ``kernels_*``
+module, ``codecs/``, this file) and of the CPU it is built for (:func:`host_cpu`), so an edited
+kernel never runs stale and a shared cache never hands another kind of CPU instructions it
+lacks: the next large job builds again.
 Building takes the time of a cold JIT compile (about 20 s here) and happens once per version,
 in a subprocess that imports numba; ``madpipe`` prints a line while it does. Where it cannot
 (no C compiler, a read-only cache), the kernels JIT-compile as before and the reason is kept
@@ -355,7 +357,7 @@ def _release_the_gil() -> None:
 
     CC.export takes no compiler flags; pycc builds its wrappers with ``compiler.Flags()``, so
     (in this build process only) that name is given flags with ``release_gil`` set. Without it a
-    reader thread could not extract the next batch while the main thread snoops this one.
+    reader thread could not walk the next chunk while the main thread snoops this one.
     """
     import numba.pycc.compiler as pycc_compiler
     from numba.core.compiler import Flags

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -553,10 +553,10 @@ class _Run:
         return all(self.routes.port_id(route, port) == self.pids[slot]
                    for (route, port), slot in zip(self.port_route, self.port_slot.tolist()))
 
-    def batch(self, raw, buffers, found, learn: bool) -> None:
-        """One batch: ``buffers`` hold what ``extract`` found in it, ``found`` its counts."""
+    def batch(self, raw, buffers, learn: bool) -> None:
+        """One batch: its SMPs picked out into ``buffers`` (:func:`extract`), then snooped."""
+        k, a, mads, smps = extract(raw, buffers)
         rec, method, status, tid, attr_mod, data, key, ans_hdr, ans_data, ans_key = buffers
-        k, a, mads, smps = found
         if learn:
             self.routes.learn(ans_hdr[:a], ans_data[:a], ans_key[:a])
         c = self.counts
@@ -583,13 +583,10 @@ class _Run:
             return
         p = self.pending.reserve(k)
         r = self.answers.reserve(k)
-        seq = self.seq
         self.seq, self.pending.n, self.answers.n = kf.queue_smps(
             method, status, tid, slot, attr_mod, data[:k], rows, raw.frame, raw.ts_ns, self.seq,
             p["seq"], p["tid"], p["slot"], p["frame"], p["ts_ns"], p["attr_mod"], p["data"], self.pending.n,
             r["seq"], r["tid"], r["slot"], r["status"], self.answers.n)
-        if self.seq == seq:
-            return
         if len(self.pending) and self.seq - 1 - int(self.pending.cols["seq"][0]) >= 2 * self.window:
             self.decide(final=False)
 
@@ -763,7 +760,7 @@ def snoop_capture(path: str | os.PathLike, rule: str = "set", profile: str = "ne
         run = _Run(routes, rule, profile, window, host, num_vfs, port_num, v2p, spool_memory, batch)
         ing = Ingest(path, batch)
         for raw in readahead.ahead(ing.raw(sets=READ_AHEAD_SETS), sets=READ_AHEAD_SETS):
-            run.batch(raw, buffers, extract(raw, buffers), learn)
+            run.batch(raw, buffers, learn)
         run.decide(final=True)
         return run, ing
 

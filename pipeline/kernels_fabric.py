@@ -271,8 +271,7 @@ def queue_smps(method, status, tid, slot, attr_mod, data, rec, frame, ts_ns, seq
             p_frame[p] = frame[rec[k]]
             p_ts_ns[p] = ts_ns[rec[k]]
             p_attr_mod[p] = attr_mod[k]
-            for j in range(64):
-                p_data[p, j] = data[k, j]
+            p_data[p, :] = data[k, :]
             n_pending += 1
             seq += 1
         elif m == METHOD_GET_RESP:
