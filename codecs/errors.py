@@ -28,3 +28,17 @@ class DecodeError(MadpipeError):
 
 class CaptureError(MadpipeError):
     """The capture file itself cannot be read (bad magic, unknown link type, truncated header)."""
+
+
+class MissingExtra(MadpipeError, ImportError):
+    """An optional dependency is not installed: the message names the extra that brings it."""
+
+
+def require(module: str, extra: str):
+    """Import an optional dependency or fail with one line naming ``madpipe[extra]``."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtra(f"{module} is not installed: pip install 'madpipe[{extra}]'") from None

@@ -159,12 +159,22 @@ def decode_mad(raw: bytes, out: dict, d: FrameDecode | None = None, base: int = 
         name, schema = perf.PERF_ATTRIBUTES[hdr["attr_id"]]
         out["attr"] = {"name": name, **plain(schema.parse(raw[64:256]))}
     else:
-        names = {mad.IB_MGMT_CLASS_SUBN_ADM: gmp.SA_ATTRIBUTE_NAMES,
-                 mad.IB_MGMT_CLASS_CM: gmp.CM_ATTRIBUTE_NAMES,
-                 mad.IB_MGMT_CLASS_PERF_MGMT: gmp.PERF_ATTRIBUTE_NAMES}.get(cls, {})
-        out["attr"] = {"name": names.get(hdr["attr_id"], f"0x{hdr['attr_id']:04x}")}
+        out["attr"] = {"name": attr_name(cls, hdr["attr_id"])}
         out["class_data"] = raw[mad.MAD_HEADER_SIZE:].hex()
     return out
+
+
+def attr_name(mgmt_class: int, attr_id: int) -> str:
+    """The attribute name ``madpipe decode`` gives a MAD of this class and attribute ID."""
+    from madpipe.codecs import perf, smp
+
+    if mgmt_class in (mad.IB_MGMT_CLASS_SUBN_LID_ROUTED, mad.IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE):
+        return smp.attribute_name(attr_id)
+    if mgmt_class == mad.IB_MGMT_CLASS_PERF_MGMT and attr_id in perf.PERF_ATTRIBUTES:
+        return perf.PERF_ATTRIBUTES[attr_id][0]
+    names = {mad.IB_MGMT_CLASS_SUBN_ADM: gmp.SA_ATTRIBUTE_NAMES, mad.IB_MGMT_CLASS_CM: gmp.CM_ATTRIBUTE_NAMES,
+             mad.IB_MGMT_CLASS_PERF_MGMT: gmp.PERF_ATTRIBUTE_NAMES}.get(mgmt_class, {})
+    return names.get(attr_id, f"0x{attr_id:04x}")
 
 
 def _smp_schema(directed: bool):

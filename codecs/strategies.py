@@ -259,7 +259,7 @@ def mailbox(draw, pkey_index=None, port=None, service_type=None, optpar=None, mg
 @st.composite
 def qp_command(draw, base_proxy_sqpn: int = 64, slave=None, transition=None) -> tuple:
     """(mailbox, transition name, slave, qpn): one QP state-transition command for
-    ``madpipe.pipeline.paravirt.rewrite``. QP numbers cluster around the proxy (from
+    ``madpipe.pipeline.mlx4.paravirt.rewrite``. QP numbers cluster around the proxy (from
     ``base_proxy_sqpn``) and tunnel ranges; ``slave`` defaults to 0..79 and a few outside."""
     mbox = draw(mailbox(pkey_index=st.one_of(st.integers(0, 3), st.integers(120, 255))))
     t = draw(_v(transition) if transition is not None else st.sampled_from(sorted(qpc.TRANSITIONS)))

@@ -1,1 +1,7 @@
-"""madpipe.pipeline: capture ingest into numpy batches, the mlx4 model (reference and numba kernels), the CLI."""
+"""madpipe.pipeline: what madpipe does with captures, one subpackage per flow.
+
+kernels (numba's switch, ahead-of-time build) <- ingest (captures -> numpy batches) <- decode
+(text, JSON Lines, CRC checks, display filter), mlx4 (the master's model), fabric (fabric-wide
+snoop, diff, report) <- columns (DataFrames, CSV/Parquet); sim (ibsim, replay), fuzz, bench; cli
+on top, imported by none of them. The README's "Layout" section draws the arrows.
+"""

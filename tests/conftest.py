@@ -32,7 +32,8 @@ def require_tool(name: str) -> str:
 
 def pytest_report_header(config):
     """Which way the kernels run in this session: every kernel-vs-reference test checks that one."""
-    from madpipe.pipeline import aot, jit
+    from madpipe.pipeline.kernels import aot
+    from madpipe.pipeline.kernels import jit
 
     how = jit.backend()
     why = f" ({aot.failure()})" if how == "numba" and aot.failure() else ""

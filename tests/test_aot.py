@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from madpipe.pipeline import aot
+from madpipe.pipeline.kernels import aot
 
 ROOT = Path(__file__).parent.parent
 PCAPS = ROOT / "pcaps"
@@ -26,8 +26,11 @@ import contextlib, io, os, sys, tempfile
 import numpy as np
 from numba.core import types
 from numba.core.registry import CPUDispatcher
-from madpipe.pipeline import workload, paravirt, snoop, kernels_bench
-from madpipe.pipeline.cli import main
+from madpipe.pipeline.bench import workload
+from madpipe.pipeline.mlx4 import paravirt
+from madpipe.pipeline.mlx4 import snoop
+from madpipe.pipeline.bench import kernels as kernels_bench
+from madpipe.pipeline.cli.main import main
 
 tmp = tempfile.mkdtemp()
 mads, _, _ = workload.sm_mads(3000, 5)
@@ -44,7 +47,7 @@ many_ports = os.path.join(tmp, "ports.pcap")  # more ports than the key table st
 workload.write_capture(many_ports, workload.mad_frames(workload.sm_mads(20000, 6)[0], ports=8000))
 with contextlib.redirect_stdout(io.StringIO()):
     main(["snoop", "-r", many_ports])
-from madpipe.pipeline.ingest import Ingest
+from madpipe.pipeline.ingest.reader import Ingest
 for batch in Ingest(big):
     rows, _ = batch.mads()
 cache, v2p = snoop.init_pkeys(num_vfs=4)
@@ -65,11 +68,11 @@ def notation(t):
         return CODES[str(t.dtype)] + "[" + ":," * (t.ndim - 1) + "::1]"
     return CODES[str(t)]
 for name, mod in sorted(sys.modules.items()):
-    if name.startswith("madpipe.pipeline.kernels_"):
+    if name.startswith("madpipe.pipeline.") and name.endswith("kernels"):
         for fn, d in vars(mod).items():
             if isinstance(d, CPUDispatcher) and not fn.startswith("_"):
                 for sig in d.signatures:
-                    print(name.rpartition(".")[2], fn, " ".join(notation(t) for t in sig))
+                    print(name.removeprefix("madpipe.pipeline."), fn, " ".join(notation(t) for t in sig))
 """
 
 
@@ -88,10 +91,11 @@ def built():
 
 
 def test_every_kernel_module_is_listed_and_every_listed_kernel_exists():
-    modules = sorted(p.stem for p in (ROOT / "pipeline").glob("kernels_*.py"))
+    modules = sorted(".".join(p.relative_to(ROOT / "pipeline").with_suffix("").parts)
+                     for p in (ROOT / "pipeline").rglob("*kernels.py"))
     assert sorted(aot.KERNELS) == modules
     for module, kernels in aot.KERNELS.items():
-        source = (ROOT / "pipeline" / f"{module}.py").read_text()
+        source = (ROOT / "pipeline" / (module.replace(".", "/") + ".py")).read_text()
         for name, (result, args) in kernels.items():
             assert f"\ndef {name}(" in source, f"{module}.{name}"
             assert result in ("void", "i8", "i8x2", "i8x3", "i8x4")
@@ -113,7 +117,7 @@ def test_the_jit_compiles_no_signature_the_table_lacks():
     for line in out.splitlines():
         module, name, args = line.split(" ", 2)
         seen.setdefault((module, name), set()).add(args)
-    sources = {m: (ROOT / "pipeline" / f"{m}.py").read_text() for m in aot.KERNELS}
+    sources = {m: (ROOT / "pipeline" / (m.replace(".", "/") + ".py")).read_text() for m in aot.KERNELS}
     for (module, name), sigs in seen.items():
         if name not in aot.KERNELS.get(module, {}):
             # Not built as an entry point: it must be a helper that kernels call (compiled into
@@ -132,7 +136,7 @@ def test_what_a_kernel_does_not_write_numba_checks_it_only_reads():
     check = r"""
 import importlib, sys
 from numba.core import types
-from madpipe.pipeline import aot
+from madpipe.pipeline.kernels import aot
 for module, kernels in aot.KERNELS.items():
     mod = importlib.import_module("madpipe.pipeline." + module)
     for name, (result, args) in kernels.items():
@@ -151,9 +155,9 @@ for module, kernels in aot.KERNELS.items():
 
 
 def test_wrong_dtype_is_refused_with_the_kernel_and_argument_named(built):
-    rehash = aot.kernel("kernels_fabric", "rehash")
+    rehash = aot.kernel("fabric.kernels", "rehash")
     uniq = np.zeros((4, 72), np.uint8)
-    with pytest.raises(aot.KernelTypeError, match=r"kernels_fabric.rehash: argument 3 must be a C-contiguous writable int32\[1-d\] array .* got int64\[1-d\]"):
+    with pytest.raises(aot.KernelTypeError, match=r"fabric.kernels.rehash: argument 3 must be a C-contiguous writable int32\[1-d\] array .* got int64\[1-d\]"):
         rehash(uniq, 2, np.full(8, -1, np.int64))
     with pytest.raises(aot.KernelTypeError, match="argument 1 .* not C-contiguous"):
         rehash(np.zeros((4, 144), np.uint8)[:, ::2], 2, np.full(8, -1, np.int32))
@@ -173,7 +177,7 @@ def test_wrong_dtype_is_refused_with_the_kernel_and_argument_named(built):
     frozen.flags.writeable = False  # an input may be read-only
     rehash(frozen, np.int64(2), table)
     assert sorted(table[table >= 0].tolist()) == [0, 1]
-    scan = aot.kernel("kernels_ingest", "scan_pcap")
+    scan = aot.kernel("ingest.kernels", "scan_pcap")
     outs = [np.zeros(4, np.int64) for _ in range(5)] + [np.zeros(4, np.uint8)]
     with pytest.raises(aot.KernelTypeError, match="argument 3 must be a bool"):
         scan(np.zeros(64, np.uint8), 0, 1, 1, False, 100, *outs)
@@ -205,12 +209,12 @@ def test_no_home_directory_means_a_private_temporary_cache(monkeypatch):
 
 
 def _outputs(env, *argv):
-    return subprocess.run([sys.executable, "-m", "madpipe.pipeline.cli", *argv], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "madpipe.pipeline.cli.main", *argv], capture_output=True,
                           env=env, check=True).stdout
 
 
 def test_commands_print_the_same_bytes_ahead_of_time_with_the_jit_and_as_python(built, tmp_path):
-    from madpipe.pipeline import workload
+    from madpipe.pipeline.bench import workload
 
     mads, _, _ = workload.sm_mads(5000, 11)
     big = tmp_path / "big.pcap"
@@ -227,10 +231,11 @@ def test_the_key_changes_with_any_kernel_source(tmp_path, monkeypatch):
     shutil.copytree(ROOT / "pipeline", tree / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "codecs", tree / "codecs", ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(aot, "_PIPELINE", str(tree / "pipeline"))
+    monkeypatch.setattr(aot, "_KERNELS", str(tree / "pipeline" / "kernels"))
     monkeypatch.setattr(aot, "_CODECS", str(tree / "codecs"))
     key = aot.source_key()
     assert key == aot.source_key()
-    path = tree / "pipeline" / "kernels_fabric.py"
+    path = tree / "pipeline" / "fabric" / "kernels.py"
     path.write_text(path.read_text() + "\n# edited\n")
     assert aot.source_key() != key
 
@@ -249,7 +254,7 @@ def test_the_key_names_the_cpu_the_build_targets(monkeypatch):
 
 def test_the_build_asks_for_the_features_the_cpu_reports():
     """Not LLVM's defaults for the CPU model, which may hold instructions a VM hides."""
-    probe = ("from madpipe.pipeline import aot; aot._with_the_host_features(); "
+    probe = ("from madpipe.pipeline.kernels import aot; aot._with_the_host_features(); "
              "from numba.core.codegen import AOTCPUCodegen, get_host_cpu_features; "
              "print(AOTCPUCodegen('probe', 'host')._tm_features == get_host_cpu_features() != '')")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_env())
@@ -259,7 +264,7 @@ def test_the_build_asks_for_the_features_the_cpu_reports():
 def test_a_failed_build_falls_back_to_the_jit_once_and_says_why(tmp_path):
     # A C compiler that fails: the command still works (numba's JIT), the reason is kept, and the
     # next run does not try to build again.
-    probe = ("import sys; from madpipe.pipeline import jit, aot; jit.plan_for_inputs(['x'], 0); "
+    probe = ("import sys; from madpipe.pipeline.kernels import jit, aot; jit.plan_for_inputs(['x'], 0); "
              "jit.backend(); print(jit.backend(), aot.failure())")
     env = _env(MADPIPE_CACHE_DIR=str(tmp_path), CC="/bin/false", LDSHARED="/bin/false")
     first = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)

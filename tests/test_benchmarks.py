@@ -8,9 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from madpipe.pipeline import kernels_bench, paravirt, snoop, workload
-from madpipe.pipeline.cli import main
-from madpipe.pipeline.ingest import Ingest
+from madpipe.pipeline.bench import kernels as kernels_bench
+from madpipe.pipeline.mlx4 import paravirt
+from madpipe.pipeline.mlx4 import snoop
+from madpipe.pipeline.bench import workload
+from madpipe.pipeline.cli.main import main
+from madpipe.pipeline.ingest.reader import Ingest
 
 N = 100_000
 
@@ -71,7 +74,8 @@ def test_snoop_end_to_end(benchmark, sm, tmp_path):
     # The streaming fabric snoop with its read-ahead thread, and its text output, on 20k frames.
     import io
 
-    from madpipe.pipeline import cmd_snoop, fabric
+    from madpipe.pipeline.cli import snoop as cmd_snoop
+    from madpipe.pipeline.fabric import snoop as fabric
 
     path = tmp_path / "w.pcap"
     workload.write_capture(path, workload.mad_frames(sm[0][:20_000]))

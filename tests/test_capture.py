@@ -10,7 +10,7 @@ from madpipe.codecs.capture import CaptureReader, CaptureWriter, linktype_arg
 from madpipe.codecs.crc import check_crcs
 from madpipe.codecs.erf import erf_ts_to_ns, erf_unwrap, erf_wrap, ns_to_erf_ts
 from madpipe.codecs.errors import CaptureError
-from madpipe.pipeline.ingest import Ingest
+from madpipe.pipeline.ingest.reader import Ingest
 
 REAL = Path(__file__).parent.parent / "pcaps" / "infiniband_endace_erf_2008.pcap"
 

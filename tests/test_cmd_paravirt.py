@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from madpipe.pipeline import paravirt, snoop
-from madpipe.pipeline.cli import main
-from madpipe.pipeline.trace import read_trace, write_trace
+from madpipe.pipeline.mlx4 import paravirt
+from madpipe.pipeline.mlx4 import snoop
+from madpipe.pipeline.cli.main import main
+from madpipe.pipeline.mlx4.trace import read_trace, write_trace
 
 DATA = Path(__file__).parent / "data"
 EXAMPLE = DATA / "paravirt_example.jsonl"
@@ -398,7 +399,7 @@ def test_readme_example_is_the_real_output(capsys):
 
 
 def test_a_small_trace_does_not_load_numba():
-    probe = ("import sys; from madpipe.pipeline.cli import main; "
+    probe = ("import sys; from madpipe.pipeline.cli.main import main; "
              f"code = main(['paravirt', '-r', {str(EXAMPLE)!r}, '-q']); print('numba' in sys.modules, code)")
     env = {k: v for k, v in os.environ.items() if k not in ("MADPIPE_JIT", "NUMBA_DISABLE_JIT")}
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)

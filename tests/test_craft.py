@@ -14,7 +14,7 @@ from madpipe.codecs.frame import decode_frame
 from madpipe.codecs.layers import (
     BTH, CMMAD, DETH, GRH, LRH, SAMAD, PerfMAD, PortCounters, SMPDirected, getresp, smp_get,
 )
-from madpipe.pipeline.cli import main
+from madpipe.pipeline.cli.main import main
 
 PCAPS = Path(__file__).parent.parent / "pcaps"
 REAL = PCAPS / "infiniband_endace_erf_2008.pcap"

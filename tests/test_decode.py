@@ -9,8 +9,8 @@ from hypothesis import given, settings, strategies as st
 from madpipe.codecs import crc
 from madpipe.codecs.capture import CaptureReader, CaptureWriter
 from madpipe.codecs.frame import decode_frame
-from madpipe.pipeline.cli import main
-from madpipe.pipeline.ingest import Ingest
+from madpipe.pipeline.cli.main import main
+from madpipe.pipeline.ingest.reader import Ingest
 
 REAL = Path(__file__).parent.parent / "pcaps" / "infiniband_endace_erf_2008.pcap"
 TOP_KEYS = {"frame", "ts", "lrh", "grh", "bth", "deth", "mad", "smp", "attr", "icrc_ok", "vcrc_ok",

@@ -21,9 +21,12 @@ from hypothesis import strategies as st
 from madpipe.codecs import build, crc, perf, smp
 from madpipe.codecs.capture import CaptureReader, CaptureWriter
 from madpipe.codecs.frame import decode_frame, plain
-from madpipe.pipeline import cmd_decode, fast_json, kernels_crc, workload
-from madpipe.pipeline import kernels_decode as kd
-from madpipe.pipeline.cli import main
+from madpipe.pipeline.cli import decode as cmd_decode
+from madpipe.pipeline.decode import json_lines as fast_json
+from madpipe.pipeline.decode import crc_kernels as kernels_crc
+from madpipe.pipeline.bench import workload
+from madpipe.pipeline.decode import kernels as kd
+from madpipe.pipeline.cli.main import main
 
 PCAPS = Path(__file__).parent.parent / "pcaps"
 REAL = PCAPS / "infiniband_endace_erf_2008.pcap"
@@ -274,7 +277,7 @@ def test_many_batches(tmp_path):
     rng = random.Random(6)
     frames = [f if rng.random() < 0.9 else damaged([f], rng)[0] for f in frames]
     path = write(tmp_path / "many.pcap", frames)
-    from madpipe.pipeline import ingest
+    from madpipe.pipeline.ingest import reader as ingest
 
     saved = ingest.DEFAULT_BATCH
     ingest.DEFAULT_BATCH = 300  # many batches

@@ -11,8 +11,9 @@ import pytest
 from madpipe.codecs import build, smp
 from madpipe.codecs.capture import CaptureWriter
 from madpipe.codecs.mad import IB_MGMT_METHOD_GET_RESP as GETRESP, IB_MGMT_METHOD_SET as SET
-from madpipe.pipeline import fabric, reference_fabric
-from madpipe.pipeline.cli import main
+from madpipe.pipeline.fabric import snoop as fabric
+from madpipe.pipeline.fabric import reference as reference_fabric
+from madpipe.pipeline.cli.main import main
 
 PATH = [1]
 SM_LID = 1

@@ -24,11 +24,14 @@ import pytest
 from madpipe.codecs import build
 from madpipe.codecs.capture import CaptureReader, CaptureWriter
 from madpipe.codecs.frame import decode_frame
-from madpipe.pipeline import fabric, reference_fabric, snoop, workload
-from madpipe.pipeline import kernels_fabric as kf
-from madpipe.pipeline import kernels_ingest as ki
-from madpipe.pipeline.cli import main
-from madpipe.pipeline.ingest import Ingest
+from madpipe.pipeline.fabric import snoop as fabric
+from madpipe.pipeline.fabric import reference as reference_fabric
+from madpipe.pipeline.mlx4 import snoop
+from madpipe.pipeline.bench import workload
+from madpipe.pipeline.fabric import kernels as kf
+from madpipe.pipeline.ingest import kernels as ki
+from madpipe.pipeline.cli.main import main
+from madpipe.pipeline.ingest.reader import Ingest
 
 PCAPS = Path(__file__).parent.parent / "pcaps"
 SM_LID = 1
@@ -616,7 +619,7 @@ def format_pkeys_as_first_written(table, entries):
 
 
 def test_pkey_lines_kernel_and_format_pkeys():
-    from madpipe.pipeline import cmd_snoop
+    from madpipe.pipeline.cli import snoop as cmd_snoop
 
     rng = np.random.default_rng(3)
     tables = rng.integers(0, 1 << 16, (40, 128)).astype(np.uint16)
@@ -635,7 +638,7 @@ def test_pkey_lines_kernel_and_format_pkeys():
 
 def changes_as_texts(chunk, style):
     """Each event's changes as a str, cut from cmd_snoop._change_bytes."""
-    from madpipe.pipeline import cmd_snoop
+    from madpipe.pipeline.cli import snoop as cmd_snoop
 
     buf, ends = cmd_snoop._change_bytes(chunk, style)
     text = buf.tobytes().decode("ascii")
@@ -646,8 +649,8 @@ def changes_as_texts(chunk, style):
 def events_as_python_formats(events, ports, t0_ns=None):
     """The events with Python's % formats, a line at a time (cmd_snoop._EVENT_TEXT with times
     relative to t0_ns, or with t0_ns None _EVENT_JSON): what the kernels must write byte for byte."""
-    from madpipe.pipeline import cmd_snoop
-    from madpipe.pipeline import kernels_text as kt
+    from madpipe.pipeline.cli import snoop as cmd_snoop
+    from madpipe.pipeline.fabric import text_kernels as kt
 
     text = t0_ns is not None
     ports = np.array(ports, dtype=object)
@@ -667,8 +670,8 @@ def events_as_python_formats(events, ports, t0_ns=None):
 
 
 def test_change_texts_kernel():
-    from madpipe.pipeline import cmd_snoop
-    from madpipe.pipeline import kernels_text as kt
+    from madpipe.pipeline.cli import snoop as cmd_snoop
+    from madpipe.pipeline.fabric import text_kernels as kt
 
     rng = np.random.default_rng(4)
     n = 500
@@ -688,8 +691,8 @@ def test_change_texts_kernel():
 def test_relative_times_are_exact_and_the_kernel_writes_them():
     from decimal import ROUND_HALF_EVEN, Decimal
 
-    from madpipe.pipeline import cmd_snoop
-    from madpipe.pipeline import kernels_text as kt
+    from madpipe.pipeline.cli import snoop as cmd_snoop
+    from madpipe.pipeline.fabric import text_kernels as kt
 
     rng = np.random.default_rng(6)
     t0 = 1_700_000_000 * 10**9 + 123_456_789  # an epoch time: a float of it is 238 ns coarse
@@ -712,7 +715,7 @@ def test_relative_times_are_exact_and_the_kernel_writes_them():
 def test_event_line_kernels_equal_the_python_formats():
     import io
 
-    from madpipe.pipeline import cmd_snoop
+    from madpipe.pipeline.cli import snoop as cmd_snoop
 
     rng = np.random.default_rng(5)
     n = 700

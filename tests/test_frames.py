@@ -10,8 +10,10 @@ pd = pytest.importorskip("pandas")
 
 from madpipe.codecs import build, crc, erf  # noqa: E402
 from madpipe.codecs.capture import CaptureReader, CaptureWriter  # noqa: E402
+from madpipe.codecs.errors import MadpipeError, MissingExtra  # noqa: E402
 from madpipe.codecs.frame import decode_frame  # noqa: E402
-from madpipe.pipeline import fabric, frames  # noqa: E402
+from madpipe.pipeline.fabric import snoop as fabric
+from madpipe.pipeline.columns import frames# noqa: E402
 
 PCAPS = Path(__file__).parent.parent / "pcaps"
 CAPTURES = sorted(PCAPS.glob("*.pcap"))
@@ -130,7 +132,7 @@ def test_port_tables_dataframe():
 
 def test_missing_pandas_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "pandas", None)
-    with pytest.raises(frames.MissingExtra, match=r"pandas is not installed: pip install 'madpipe\[data\]'"):
+    with pytest.raises(MissingExtra, match=r"pandas is not installed: pip install 'madpipe\[data\]'"):
         frames.frames_dataframe(PCAPS / "opensm_partitions.pcap")
     with pytest.raises(ImportError):
         frames.port_tables_dataframe(PCAPS / "opensm_partitions.pcap")
@@ -152,7 +154,7 @@ def _plain(series):
                          ids=lambda p: p.name)
 def test_export_parquet_and_csv_read_back(tmp_path, path):
     pytest.importorskip("pyarrow")
-    from madpipe.pipeline.export import export_frames
+    from madpipe.pipeline.columns.export import export_frames
 
     df = frames.frames_dataframe(path)
     result = export_frames(path, tmp_path / "f.parquet", "parquet")
@@ -176,13 +178,13 @@ def test_export_parquet_and_csv_read_back(tmp_path, path):
 
 
 def test_export_count_and_errors(tmp_path, monkeypatch):
-    from madpipe.pipeline.export import export_frames
+    from madpipe.pipeline.columns.export import export_frames
 
     path = PCAPS / "opensm_partitions.pcap"
     assert export_frames(path, tmp_path / "f.csv", "csv", count=5).rows == 5
     assert len((tmp_path / "f.csv").read_text().splitlines()) == 6
-    with pytest.raises(frames.MadpipeError, match="format must be one of csv, parquet"):
+    with pytest.raises(MadpipeError, match="format must be one of csv, parquet"):
         export_frames(path, tmp_path / "f.x", "xlsx")
     monkeypatch.setitem(sys.modules, "pyarrow", None)
-    with pytest.raises(frames.MissingExtra, match=r"pyarrow is not installed: pip install 'madpipe\[data\]'"):
+    with pytest.raises(MissingExtra, match=r"pyarrow is not installed: pip install 'madpipe\[data\]'"):
         export_frames(path, tmp_path / "f.parquet", "parquet")

@@ -18,9 +18,10 @@ import pytest
 from madpipe.codecs import build, crc, mad as madc, qpc, smp as smpc
 from madpipe.codecs.capture import CaptureReader
 from madpipe.codecs.frame import decode_frame
-from madpipe.pipeline import fuzz, mutate
-from madpipe.pipeline.cli import main
-from madpipe.pipeline.mutate import BATCH, OPS, Cases, Corpus, Mutator, batch_config, make_mailbox
+from madpipe.pipeline.fuzz import runner as fuzz
+from madpipe.pipeline.fuzz.mutate import mutator as mutate
+from madpipe.pipeline.cli.main import main
+from madpipe.pipeline.fuzz.mutate.mutator import BATCH, OPS, Cases, Corpus, Mutator, batch_config, make_mailbox
 
 ROOT = Path(__file__).parent.parent
 REAL = ROOT / "pcaps" / "infiniband_endace_erf_2008.pcap"
@@ -388,7 +389,7 @@ def test_tshark_target_reports_malformed_frames(tmp_path):
 
 def _ibsim_ready():
     if fuzz.sim_module() is None:
-        pytest.skip("madpipe.pipeline.sim (issue 5) is not available: the ibsim target is pending")
+        pytest.skip("madpipe.pipeline.sim.capture (issue 5) is not available: the ibsim target is pending")
     from conftest import require_tool
 
     require_tool("ibsim")

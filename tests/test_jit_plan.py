@@ -8,8 +8,8 @@ REAL = Path(__file__).parent.parent / "pcaps" / "infiniband_endace_erf_2008.pcap
 
 PROBE = """
 import sys
-from madpipe.pipeline.cli import main
-from madpipe.pipeline import jit
+from madpipe.pipeline.cli.main import main
+from madpipe.pipeline.kernels import jit
 code = main(sys.argv[1:])
 print("numba" in sys.modules, jit.backend(), code)
 """
@@ -29,7 +29,7 @@ def probe(*argv, env=None):
 
 def test_small_capture_does_not_load_numba(tmp_path):
     # The ahead-of-time kernels when they are built ...
-    subprocess.run([sys.executable, "-m", "madpipe.pipeline.aot"], env=user_env(), check=True,
+    subprocess.run([sys.executable, "-m", "madpipe.pipeline.kernels.aot"], env=user_env(), check=True,
                    capture_output=True)
     assert probe("snoop", "-r", str(REAL)) == ["False", "aot", "0"]
     assert probe("decode", "-r", str(REAL)) == ["False", "aot", "0"]

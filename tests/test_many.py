@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from madpipe.pipeline import cli, many
-from madpipe.pipeline.cli import main
+from madpipe.pipeline.cli import main as cli
+from madpipe.pipeline.columns import many
+from madpipe.pipeline.cli.main import main
 
 pd = pytest.importorskip("pandas")
 pytest.importorskip("pyarrow")
 
-from madpipe.pipeline.frames import FRAME_COLUMNS, frames_dataframe, port_tables_dataframe  # noqa: E402
+from madpipe.pipeline.columns.frames import FRAME_COLUMNS, frames_dataframe, port_tables_dataframe  # noqa: E402
 
 PCAPS = Path(__file__).parent.parent / "pcaps"
 A = PCAPS / "opensm_partitions.pcap"

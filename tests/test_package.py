@@ -16,7 +16,7 @@ def test_namespace_packages_import():
 def test_top_level_help_lists_every_command_with_examples(capsys):
     import pytest
 
-    from madpipe.pipeline.cli import COMMANDS, main
+    from madpipe.pipeline.cli.main import COMMANDS, main
 
     with pytest.raises(SystemExit):
         main(["--help"])
@@ -28,7 +28,7 @@ def test_top_level_help_lists_every_command_with_examples(capsys):
 def test_unwritable_output_is_one_line_for_every_command(tmp_path, capsys):
     from pathlib import Path
 
-    from madpipe.pipeline.cli import main
+    from madpipe.pipeline.cli.main import main
 
     cap = str(Path(__file__).parent.parent / "pcaps" / "opensm_partitions.pcap")
     missing = tmp_path / "no" / "such" / "folder"
@@ -45,7 +45,7 @@ def _cli(*argv):
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-m", "madpipe.pipeline.cli", *argv], capture_output=True)
+    return subprocess.run([sys.executable, "-m", "madpipe.pipeline.cli.main", *argv], capture_output=True)
 
 
 def test_the_console_entry_exits_with_the_status_and_all_output(tmp_path):
@@ -64,7 +64,7 @@ def test_the_console_entry_exits_with_the_status_and_all_output(tmp_path):
     trunc = _cli("decode", "-r", str(bad))
     assert trunc.returncode == 1 and b"truncated record" in trunc.stderr
     # A reader that goes away (| head) is not an error and prints nothing on stderr.
-    pipe = subprocess.Popen([sys.executable, "-m", "madpipe.pipeline.cli", "decode", "-r", real, "-V"],
+    pipe = subprocess.Popen([sys.executable, "-m", "madpipe.pipeline.cli.main", "decode", "-r", real, "-V"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     pipe.stdout.readline()
     pipe.stdout.close()
@@ -77,7 +77,7 @@ def test_the_console_entry_gives_blas_one_thread_before_numpy_unless_told():
     import subprocess
     import sys
 
-    probe = ("import os, sys; from madpipe.pipeline import cli; "
+    probe = ("import os, sys; from madpipe.pipeline.cli import main as cli; "
              "cli.main = lambda argv: print(os.environ.get('OPENBLAS_NUM_THREADS'), 'numpy' in sys.modules) or 0; "
              "sys.argv = ['madpipe', 'snoop']; cli.entry()")
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}

@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from madpipe.codecs import qpc
-from madpipe.pipeline import kernels_paravirt as K
-from madpipe.pipeline import paravirt
-from madpipe.pipeline import reference_paravirt as ref
-from madpipe.pipeline.trace import RECORD, Trace, TraceError, read_trace, write_trace
+from madpipe.pipeline.mlx4 import paravirt_kernels as K
+from madpipe.pipeline.mlx4 import paravirt
+from madpipe.pipeline.mlx4 import paravirt_reference as ref
+from madpipe.pipeline.mlx4.trace import RECORD, Trace, TraceError, read_trace, write_trace
 
 P = 0x48                       # base_proxy_sqpn (base_sqpn 0x40 + 8)
 T = P + 8 * 80                 # base_tunnel_sqpn

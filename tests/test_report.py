@@ -9,8 +9,9 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from madpipe.pipeline import fabric, report  # noqa: E402
-from madpipe.pipeline.cli import main  # noqa: E402
+from madpipe.pipeline.fabric import snoop as fabric
+from madpipe.pipeline.fabric import report# noqa: E402
+from madpipe.pipeline.cli.main import main  # noqa: E402
 
 PCAPS = Path(__file__).parent.parent / "pcaps"
 CHANGED = PCAPS / "opensm_partitions_changed.pcap"

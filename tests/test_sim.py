@@ -23,8 +23,10 @@ from conftest import REQUIRE_TOOLS_ENV, require_tool
 from madpipe.codecs import build, mad as madc
 from madpipe.codecs.capture import CaptureReader
 from madpipe.codecs.frame import decode_frame
-from madpipe.pipeline import cmd_replay, fabric, sim
-from madpipe.pipeline.cli import main
+from madpipe.pipeline.sim import replay as sim_replay
+from madpipe.pipeline.fabric import snoop as fabric
+from madpipe.pipeline.sim import capture as sim
+from madpipe.pipeline.cli.main import main
 
 PCAPS = Path(__file__).resolve().parent.parent / "pcaps"
 TOPOLOGY = "/usr/share/doc/ibsim-utils/net-examples/net.2sw2path4hca"
@@ -184,14 +186,14 @@ def test_unknown_source_lid_is_counted():
 def test_replay_items_from_a_capture(tmp_path):
     path = PCAPS / "opensm_partitions.pcap"
     counts = Counter()
-    items = cmd_replay.load_items(str(path), counts=counts)
+    items = sim_replay.load_items(str(path), counts=counts)
     assert len(items) == counts["frames"] == 248
-    requests = cmd_replay.load_items(str(path), only="requests")
+    requests = sim_replay.load_items(str(path), only="requests")
     assert len(requests) == 124 and not any(it.mad[3] & 0x80 for it in requests)
-    sets = cmd_replay.load_items(str(path), display_filter=SET_PKEYS)
+    sets = sim_replay.load_items(str(path), display_filter=SET_PKEYS)
     assert len(sets) == 8 and all(it.mad[16:18] == b"\x00\x16" and it.mad[3] == 2 for it in sets)
     assert all(it.dlid == it.slid == 0xFFFF and it.dqp == 0 for it in sets)
-    mapped = cmd_replay.load_items(str(path), display_filter=SET_PKEYS, map_lid={0xFFFF: 9})
+    mapped = sim_replay.load_items(str(path), display_filter=SET_PKEYS, map_lid={0xFFFF: 9})
     assert {it.dlid for it in mapped} == {9}
 
 
@@ -203,7 +205,7 @@ def test_replay_reoriginates_directed_route_requests(tmp_path):
 
     with CaptureWriter(path) as w:
         w.write(build.build_smp_frame(bytes(mad)), 0)
-    (item,) = cmd_replay.load_items(str(path))
+    (item,) = sim_replay.load_items(str(path))
     assert item.mad[6] == 0 and item.mad[7] == 1 and item.expects_answer
 
 
@@ -350,7 +352,7 @@ def test_replay_through_libibumad_under_umad2sim(opensm_runs, tmp_path):
     answers = tmp_path / "answers.pcap"
     with sim.SimCapture(TOPOLOGY, sm_node="Hca1") as fresh:  # DR paths start at Hca1
         proc = subprocess.run(
-            [sys.executable, "-m", "madpipe.pipeline.cli", "replay", "-r", str(opensm_runs["capture_a"]),
+            [sys.executable, "-m", "madpipe.pipeline.cli.main", "replay", "-r", str(opensm_runs["capture_a"]),
              "--umad", "ibsim0", "-Y", SET_PKEYS, "--top", "-w", str(answers)],
             env=fresh.tool_env("Hca1"), cwd=fresh.workdir, capture_output=True, text=True,
             timeout=60, check=False)

@@ -13,7 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from madpipe.pipeline import jit, reference_snoop, snoop
+from madpipe.pipeline.kernels import jit
+from madpipe.pipeline.mlx4 import snoop_reference as reference_snoop
+from madpipe.pipeline.mlx4 import snoop
 
 LR, DR = 0x01, 0x81
 GET, SET, GET_RESP = 0x01, 0x02, 0x81
@@ -530,7 +532,7 @@ def test_kernel_and_reference_constants_are_the_codecs():
     # The kernel keeps literal constants (numba) and the reference its own, each written from the
     # kernel headers; both must be the values the codecs decode with.
     from madpipe.codecs import mad, smp
-    from madpipe.pipeline import kernels_snoop
+    from madpipe.pipeline.mlx4 import snoop_kernels as kernels_snoop
 
     for module in (kernels_snoop, reference_snoop):
         assert module.IB_MGMT_CLASS_SUBN_LID_ROUTED == mad.IB_MGMT_CLASS_SUBN_LID_ROUTED

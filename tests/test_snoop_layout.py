@@ -6,7 +6,8 @@ included; here the pieces themselves.)
 """
 import numpy as np
 import pytest
-from madpipe.pipeline import reference_snoop, snoop
+from madpipe.pipeline.mlx4 import snoop_reference as reference_snoop
+from madpipe.pipeline.mlx4 import snoop
 
 
 @pytest.mark.parametrize("num_vfs", [0, 1, 4, 79])

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from madpipe.codecs import ib_headers as ibh, mad as madc, perf, qpc, smp as smpc
 from madpipe.codecs import strategies as S
 from madpipe.codecs.frame import decode_frame
-from madpipe.pipeline.fuzz import check_frame, scapy_layers
+from madpipe.pipeline.fuzz.runner import check_frame, scapy_layers
 
 FEW = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -87,7 +87,7 @@ def test_pkey_table_set_is_a_subnset_of_one_block(mad):
 @given(st.lists(S.pkey_table_set(block=st.integers(0, 9)), min_size=1, max_size=12),
        st.lists(st.sampled_from([1, 2]), min_size=12, max_size=12))
 def test_snoop_kernel_and_reference_agree_on_drawn_sets(mads, ports):
-    from madpipe.pipeline import snoop
+    from madpipe.pipeline.mlx4 import snoop
 
     batch = np.frombuffer(b"".join(mads), dtype=np.uint8).reshape(-1, 256).copy()
     port = np.array(ports[:len(mads)], dtype=np.uint8)
@@ -105,7 +105,7 @@ def test_snoop_kernel_and_reference_agree_on_drawn_sets(mads, ports):
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(S.qp_command(base_proxy_sqpn=64), min_size=1, max_size=10), st.sampled_from(["3.7", "new"]))
 def test_paravirt_kernel_and_reference_agree_on_drawn_commands(commands, profile):
-    from madpipe.pipeline import paravirt
+    from madpipe.pipeline.mlx4 import paravirt
 
     boxes = np.frombuffer(b"".join(c[0] for c in commands), dtype=np.uint8).reshape(-1, 256).copy()
     names = np.array([c[1] for c in commands])

@@ -1,0 +1,139 @@
+"""Seeded synthetic workloads for benchmarks and fuzzing: SM traffic and QP-modify commands.
+
+``sm_mads(n, seed)`` is what an SM sweep looks like to a snooping master: mostly SMPs (LID-routed
+and directed route), some GMPs, Get/Set/GetResp, P_KeyTable blocks 0..3 on ports 1..2, and about
+``change_rate`` of the P_KeyTable Sets carrying a real change against the table before them.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from madpipe.codecs import mad as madc
+from madpipe.codecs import qpc
+from madpipe.codecs import smp as smpc
+
+
+def sm_mads(n: int, seed: int = 1, change_rate: float = 0.10):
+    """(mads uint8[n, 256], port_num uint8[n], status uint16[n]), deterministic for a seed."""
+    rng = np.random.default_rng(seed)
+    mads = np.zeros((n, 256), np.uint8)
+    mads[:, 0] = 1  # base_version
+    mads[:, 2] = 1  # class_version
+    kind = rng.random(n)
+    # 70% P_KeyTable SMPs, 15% other SMP attributes, 15% GMPs (SA, PerfMgt).
+    cls = np.where(rng.random(n) < 0.5, madc.IB_MGMT_CLASS_SUBN_LID_ROUTED, madc.IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE)
+    cls = np.where(kind >= 0.85, rng.choice([madc.IB_MGMT_CLASS_SUBN_ADM, madc.IB_MGMT_CLASS_PERF_MGMT], n), cls)
+    mads[:, 1] = cls
+    method = rng.choice([madc.IB_MGMT_METHOD_GET, madc.IB_MGMT_METHOD_SET, madc.IB_MGMT_METHOD_GET_RESP], n,
+                        p=[0.2, 0.6, 0.2])
+    mads[:, 3] = method
+    attr = np.where(kind < 0.70, smpc.IB_SMP_ATTR_PKEY_TABLE,
+                    rng.choice([smpc.IB_SMP_ATTR_NODE_INFO, smpc.IB_SMP_ATTR_SWITCH_INFO,
+                                smpc.IB_SMP_ATTR_LINEAR_FORWARD_TABLE], n))
+    mads[:, 16] = attr >> 8
+    mads[:, 17] = attr & 0xFF
+    mads[:, 8:16] = rng.integers(0, 256, (n, 8), dtype=np.uint8)  # TID
+    block = rng.integers(0, 4, n)
+    mads[:, 23] = block
+    # P_Keys: a stable table (full-member keys), changed in a fraction of the MADs.
+    base = np.zeros(128, np.uint16)
+    base[0] = 0xFFFF
+    base[1:16] = 0x8000 | rng.integers(1, 0x7FFF, 15)
+    pkeys = np.broadcast_to(base.reshape(4, 32), (n, 4, 32))[np.arange(n), block].copy()
+    change = rng.random(n) < change_rate
+    idx = rng.integers(0, 32, n)
+    pkeys[change, idx[change]] ^= rng.integers(1, 0x7FFF, int(change.sum())).astype(np.uint16)
+    mads[:, 64:128] = pkeys.astype(">u2").view(np.uint8).reshape(n, 64)
+    port_num = rng.integers(1, 3, n).astype(np.uint8)
+    status = np.where(rng.random(n) < 0.02, 0x1C, 0).astype(np.uint16)
+    return mads, port_num, status
+
+
+TRANSITION_NAMES = list(qpc.TRANSITIONS)
+
+
+def qp_commands(n: int, seed: int = 2, base_proxy_sqpn: int = 0x48):
+    """(mailboxes uint8[n, 256], transition codes uint8[n], slave int32[n], qpn uint32[n])."""
+    rng = np.random.default_rng(seed)
+    mboxes = rng.integers(0, 256, (n, 256), dtype=np.uint8)
+    st = rng.choice([qpc.MLX4_QP_ST_RC, qpc.MLX4_QP_ST_UC, qpc.MLX4_QP_ST_UD], n)
+    mboxes[:, qpc.MBOX_SERVICE_TYPE] = st
+    mboxes[:, qpc.MBOX_PRI_PKEY_INDEX] = rng.integers(0, 128, n)
+    mboxes[:, qpc.MBOX_PRI_MGID_INDEX] = 0  # valid for a VF: GID index 0
+    mboxes[:, qpc.MBOX_ALT_MGID_INDEX] = 0
+    codes = np.array([qpc.TRANSITIONS[t] for t in TRANSITION_NAMES], np.uint8)
+    transition = rng.choice(codes, n)
+    slave = rng.integers(0, 8, n).astype(np.int32)
+    qpn = np.where(rng.random(n) < 0.1, base_proxy_sqpn + rng.integers(0, 1280, n),
+                   rng.integers(0x100, 0xFFFFFF, n)).astype(np.uint32)
+    return mboxes, transition, slave, qpn
+
+
+FRAME_LEN = 8 + 12 + 8 + 256 + 4 + 2  # LRH BTH DETH MAD ICRC VCRC: a local MAD on the wire
+
+
+def mad_frames(mads: np.ndarray, seed: int = 3, ports: int = 1024) -> np.ndarray:
+    """Wrap each MAD in LRH/BTH/DETH and seal it: uint8[n, 290] frames, SMPs on VL15/QP0, GMPs on QP1.
+
+    LID-routed MADs go between the SM (LID 1) and one of ``ports`` ports (LIDs 2..ports+1).
+    """
+    from madpipe.pipeline.decode.crc_kernels import seal_rows
+
+    n = len(mads)
+    rng = np.random.default_rng(seed)
+    rows = np.zeros((n, FRAME_LEN), np.uint8)
+    is_smp = (mads[:, 1] == madc.IB_MGMT_CLASS_SUBN_LID_ROUTED) | (mads[:, 1] == madc.IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE)
+    dr = mads[:, 1] == madc.IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE
+    rows[:, 0] = np.where(is_smp, 0xF0, 0x00)  # VL15 for SMPs, LVer 0
+    rows[:, 1] = 0x02  # SL 0, LNH 2 (local)
+    port_lid = rng.integers(2, ports + 2, n)
+    response = (mads[:, 3] & madc.IB_MGMT_METHOD_RESP) != 0
+    lid = np.stack([np.where(response, 1, port_lid), np.where(response, port_lid, 1)], axis=1)  # dlid, slid
+    lid[dr] = 0xFFFF  # directed route: permissive LIDs
+    rows[:, 2], rows[:, 3] = lid[:, 0] >> 8, lid[:, 0] & 0xFF
+    pktlen = (FRAME_LEN - 2) // 4
+    rows[:, 4], rows[:, 5] = pktlen >> 8, pktlen & 0xFF
+    rows[:, 6], rows[:, 7] = lid[:, 1] >> 8, lid[:, 1] & 0xFF
+    rows[:, 8] = 0x64  # BTH: UD SEND only
+    rows[:, 10:12] = 0xFF  # P_Key 0xFFFF
+    qp = np.where(is_smp, 0, 1).astype(np.uint8)
+    rows[:, 15] = qp  # DestQP
+    psn = rng.integers(0, 1 << 24, n)
+    rows[:, 17], rows[:, 18], rows[:, 19] = psn >> 16, (psn >> 8) & 0xFF, psn & 0xFF
+    qkey = np.where(is_smp, 0, 0x80010000).astype(">u4").view(np.uint8).reshape(n, 4)
+    rows[:, 20:24] = qkey
+    rows[:, 27] = qp  # SrcQP
+    rows[:, 28:284] = mads
+    seal_rows(rows, np.full(n, FRAME_LEN, np.int64))
+    return rows
+
+
+def write_capture(path, frames: np.ndarray, linktype: int = 197, start_ns: int = 1_700_000_000_000_000_000,
+                  step_ns: int = 1000) -> None:
+    """Write equal-length frames as a classic pcap (nanosecond) in one pass, ERF-wrapped for 197."""
+    from madpipe.codecs.capture import LINKTYPE_ERF, PCAP_MAGIC_NS
+    from madpipe.codecs.erf_records import ERF_FLAG_VLEN, ERF_TYPE_INFINIBAND
+
+    n, flen = frames.shape
+    erf = linktype == LINKTYPE_ERF
+    body = flen + (16 if erf else 0)
+    rec = np.zeros((n, 16 + body), np.uint8)
+    ts = start_ns + step_ns * np.arange(n, dtype=np.int64)
+    head = np.zeros((n, 4), "<u4")
+    head[:, 0], head[:, 1] = ts // 1_000_000_000, ts % 1_000_000_000
+    head[:, 2] = head[:, 3] = body
+    rec[:, :16] = head.view(np.uint8).reshape(n, 16)
+    if erf:
+        erf_ts = ((ts // 1_000_000_000).astype(np.uint64) << np.uint64(32)) | (
+            ((ts % 1_000_000_000).astype(np.uint64) << np.uint64(32)) // np.uint64(1_000_000_000))
+        rec[:, 16:24] = erf_ts.astype("<u8").view(np.uint8).reshape(n, 8)
+        rec[:, 24] = ERF_TYPE_INFINIBAND
+        rec[:, 25] = ERF_FLAG_VLEN
+        rec[:, 26:28] = np.array([body >> 8, body & 0xFF], np.uint8)
+        rec[:, 30:32] = np.array([flen >> 8, flen & 0xFF], np.uint8)
+        rec[:, 32:] = frames
+    else:
+        rec[:, 16:] = frames
+    with open(path, "wb") as f:
+        f.write(np.array([PCAP_MAGIC_NS, 0x00040002, 0, 0, 65535, linktype], "<u4").tobytes())
+        rec.tofile(f)

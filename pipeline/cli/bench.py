@@ -1,0 +1,100 @@
+"""`madpipe bench`: measure every stage against a baseline measured in the same run."""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+
+from madpipe.codecs.errors import MadpipeError
+from madpipe.pipeline.decode.output import jsonl
+
+EXAMPLE = """Each figure is the median of --repeat runs (min-max shown) and its ratio to the baseline of
+its group, measured in the same run: a memory-touch kernel over the same MADs (snoop), a memory
+copy of the mailboxes (paravirt), reading the capture file (capture), a small run with plain-Python kernels
+(startup). Slow ways (reference, construct, scapy, decode, tshark) run on --subset items.
+Last, the throughput targets checked on the run's figures (met / NOT MET): the snoop kernel at
+half the memory-touch rate and 50x the reference, paravirt in place at half a memory copy, the
+snoop end to end within 3x of ingest and 10x tshark's plain decode (in this process, and as a
+process with its start-up), decode -T json 3x tshark -T json, a small job under a second.
+With -T json they follow the figures as records with a "target" key.
+
+examples:
+  madpipe bench                                  # 1M MADs, every group
+  madpipe bench --n 100000 --what snoop,paravirt
+  madpipe bench -T json > bench.jsonl"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="throughput of snoop, paravirt, capture decode and start-up, as ratios to baselines",
+        description="Build a seeded synthetic workload (SM traffic with ~10%% real P_Key changes, "
+        "QP-modify commands) and measure each stage of madpipe against a baseline in the same run.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--n", type=int, default=1_000_000, help="MADs, mailboxes and frames per run (default 1M)")
+    p.add_argument("--what", default="snoop,paravirt,capture,startup",
+                   help="comma-separated groups: snoop, paravirt, capture, startup (default all)")
+    p.add_argument("--repeat", type=int, default=5, help="runs per figure; the median is reported (default 5)")
+    p.add_argument("--subset", type=int, default=20_000, help="items for the slow ways (default 20000)")
+    p.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
+    p.add_argument("-T", dest="format", choices=("text", "json"), default="text")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from madpipe.pipeline.kernels import jit
+    from madpipe.pipeline.bench.runner import GROUPS, Bench, format_rate
+
+    what = [w.strip() for w in args.what.split(",") if w.strip()]
+    unknown = [w for w in what if w not in GROUPS]
+    if unknown:
+        raise MadpipeError(f"--what: unknown group {', '.join(unknown)} (choose from {', '.join(GROUPS)})")
+    if args.n < 1000 or args.repeat < 1:
+        raise MadpipeError("--n must be at least 1000 and --repeat at least 1")
+    if not jit.enabled():
+        print("madpipe bench: numba is off (MADPIPE_JIT=0 or NUMBA_DISABLE_JIT): kernels run as Python",
+              file=sys.stderr)
+    tty = sys.stderr.isatty()
+
+    def progress(text: str) -> None:
+        if tty:
+            sys.stderr.write(f"\r\033[Kbench: {text}")
+            sys.stderr.flush()
+
+    bench = Bench(args.n, args.repeat, progress, subset=args.subset, seed=args.seed)
+    for group in what:
+        getattr(bench, group)()
+    if tty:
+        sys.stderr.write("\r\033[K")
+    machine = f"{platform.machine()}, {_cpus()} CPUs, Python {platform.python_version()}"
+    if args.format == "json":
+        for fig in bench.figures:
+            jsonl(fig.as_json(bench.ratio(fig)))
+        for target in bench.targets():
+            jsonl(target)
+        return 0
+    print(f"madpipe bench: n={args.n}, repeat={args.repeat}, subset={bench.subset}, seed={args.seed}; {machine}; "
+          f"kernels: {jit.backend()}")
+    print(f"{'group':<9} {'what':<38} {'items':>9} {'rate/s':>8} {'median s':>10} {'min-max s':>17}  vs baseline")
+    for fig in bench.figures:
+        ratio = bench.ratio(fig)
+        rel = "baseline" if ratio is None else f"{ratio:.3g}x"
+        print(f"{fig.group:<9} {fig.name:<38} {fig.items:>9} {format_rate(fig.rate):>8} {fig.median:>10.4f} "
+              f"{min(fig.times):>8.4f}-{max(fig.times):<8.4f}  {rel}")
+    targets = bench.targets()
+    if targets:
+        scale = "" if args.n == 1_000_000 else f"; they are set for the default --n 1000000, this run has {args.n}"
+        print(f"\ntargets (medians of this run{scale})")
+        for t in targets:
+            got = f"{t['ratio']:.3g}x, at least {t['at_least']:.3g}x" if "ratio" in t else \
+                f"{t['seconds']:.3f} s, at most {t['at_most']:g} s"
+            print(f"  {t['target']:<52} {got:<26} {'met' if t['met'] else 'NOT MET'}")
+    return 0
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

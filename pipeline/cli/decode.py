@@ -1,0 +1,201 @@
+"""`madpipe decode`: read a capture and print every frame, as text (one line each) or JSON Lines."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+
+from madpipe.codecs.capture import CaptureReader
+from madpipe.codecs.errors import MadpipeError
+from madpipe.codecs.frame import decode_frame
+from madpipe.pipeline.columns import many
+from madpipe.pipeline.decode.display_filter import compile_filter
+from madpipe.pipeline.decode.text import line, summary
+from madpipe.pipeline.decode.output import count_record, hexdump, jsonl, tree
+from madpipe.pipeline.cli.args import add_capture_inputs
+
+#: -T json without -Y or -x goes through madpipe.pipeline.decode.json_lines (the same bytes, ~10x faster);
+#: False sends it through decode_frame and jsonl like everything else (the tests compare the two).
+FAST_JSON = True
+
+EXAMPLE = """exit status: 0 the whole file was read; 1 the file is cut short or corrupt after some frames
+(those frames are still printed); 2 the file cannot be read at all, or bad arguments.
+
+examples:
+  madpipe decode -r pcaps/infiniband_endace_erf_2008.pcap
+  madpipe decode -r capture.pcap -Y 'mad.attr_id==0x16 && mad.method==0x02' -V
+  madpipe decode -r capture.pcap -T json -c 10 | jq .attr.pkeys
+  madpipe decode -r capture.pcap -T parquet -w frames.parquet
+  madpipe decode -r monday/ -r today.pcap -T json | jq -c 'select(.capture=="today.pcap")'
+  madpipe decode -r captures/ -T parquet -w frames/ --dask tcp://scheduler:8786"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "decode",
+        help="decode every frame of a capture (pcap/pcapng, link type 197 ERF or 247)",
+        description="Decode a capture frame by frame: LRH, GRH, BTH, DETH, MAD header, SMP and "
+        "its attribute, ICRC and VCRC checked. Text is one line per frame; -T json prints JSON Lines "
+        "with fixed keys (frame, ts, lrh, grh, bth, deth, mad, smp, attr, icrc_ok, vcrc_ok, error).",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_capture_inputs(p)
+    p.add_argument("-c", dest="count", metavar="COUNT", type=int, help="stop after COUNT frames (of each capture)")
+    p.add_argument("-V", dest="verbose", action="store_true", help="print the full field tree")
+    p.add_argument("-x", dest="hex", action="store_true", help="print each frame's bytes in hex")
+    p.add_argument("-T", dest="format", choices=("text", "json", "csv", "parquet"), default="text",
+                   help="output format (default text; json = JSON Lines; csv and parquet write -w FILE, "
+                   "parquet with several captures a dataset directory partitioned by capture)")
+    p.add_argument("-Y", dest="filter", metavar="FILTER",
+                   help="display filter on the JSON keys, e.g. 'mad.attr_id==0x16'")
+    p.add_argument("-w", dest="write", metavar="OUT", help="file (or dataset directory) for -T csv|parquet")
+    p.add_argument("-j", dest="jobs", metavar="N", type=int,
+                   help="processes for a dataset of several captures (default: the CPUs; 1 = this process)")
+    p.add_argument("--dask", metavar="SCHEDULER",
+                   help="write the -w dataset on dask.distributed: a scheduler address, or 'local' "
+                   "for a LocalCluster of -j workers (pip install 'madpipe[dask]')")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    files = many.capture_files(args.read)
+    if args.format in ("csv", "parquet") or args.dask:
+        return _run_export(args, files)
+    if args.write:
+        raise MadpipeError("-w writes -T csv or -T parquet; text and json go to stdout")
+    pred = compile_filter(args.filter) if args.filter else None
+    if len(files) == 1:
+        return run_one(args, files[0], pred, sys.stdout, None)
+    progress = many.Progress.for_cli("decode", len(files))
+    status = 0
+    try:
+        for path in files:
+            if args.format == "json":
+                out = many.CaptureTag(sys.stdout, path)
+            else:
+                out = sys.stdout
+                progress.clear()
+                out.write(f"==> {path} <==\n")
+            try:
+                status = max(status, run_one(args, path, pred, out, progress))
+            except MadpipeError as exc:
+                progress.note(f"madpipe decode: {exc}")
+                status = 2
+            progress.step(path)
+    finally:
+        progress.close()
+    return status
+
+
+def _run_export(args, files: list[str]) -> int:
+    """-T csv|parquet -w OUT: export.export_frames; several captures (or --dask): a dataset."""
+    from madpipe.pipeline.columns.export import export_frames
+
+    refused = [flag for flag, on in (("-Y", args.filter), ("-V", args.verbose), ("-x", args.hex)) if on]
+    if refused:
+        raise MadpipeError(f"{'/'.join(refused)} print frames: -T {args.format} writes every frame's columns "
+                           "(filter the DataFrame instead)")
+    if not args.write:
+        raise MadpipeError(f"-T {args.format} writes a file: give -w OUT" if not args.dask
+                           else "--dask writes a Parquet dataset: give -w DIR")
+    if len(files) == 1 and not args.dask:
+        result = export_frames(files[0], args.write, args.format, count=args.count)
+        print(f"{files[0]}: {result.rows} frames written to {args.write} ({args.format})"
+              + _skipped_text(result.skipped), file=sys.stderr)
+        if result.file_error:
+            print(f"madpipe decode: {files[0]}: {result.file_error}", file=sys.stderr)
+            return 1
+        return 0
+    if args.format == "csv" or (args.dask and args.format not in ("text", "parquet")):
+        raise MadpipeError(f"several captures (or --dask) write a Parquet dataset: use -T parquet, not -T {args.format}")
+    if args.count is not None:
+        raise MadpipeError("-c does not apply to a dataset: every frame of each capture is written")
+    return write_dataset_cli("decode", files, args.write, "frames", jobs=args.jobs, dask=args.dask)
+
+
+def write_dataset_cli(command: str, files: list[str], out: str, kind: str, **kw) -> int:
+    """many.write_dataset with a line per capture and a total on stderr; exit 2 if a capture could
+    not be read, 1 if one was cut short, else 0."""
+    progress = many.Progress.for_cli(command, len(files), uses_stdout=False)
+    try:
+        results = many.write_dataset(files, out, kind, progress=progress, **kw)
+    finally:
+        progress.close()
+    what = "frames" if kind == "frames" else "P_Key table rows"
+    status = 0
+    for r in results:
+        if r.get("unreadable"):
+            print(f"madpipe {command}: {r['file_error']}", file=sys.stderr)
+            status = 2
+        else:
+            print(f"{r['capture']}: {r['rows']} {what}", file=sys.stderr)
+            if r["file_error"]:
+                print(f"madpipe {command}: {r['capture']}: {r['file_error']}", file=sys.stderr)
+                status = max(status, 1)
+    print(f"{len(results)} captures, {sum(r['rows'] for r in results)} {what} written to {out} "
+          "(Parquet dataset partitioned by capture)", file=sys.stderr)
+    return status
+
+
+def _skipped_text(skipped) -> str:
+    n = sum(skipped.values())
+    return f", {n} records without a packet skipped" if n else ""
+
+
+def run_one(args, path: str, pred, out, progress) -> int:
+    """Decode one capture to ``out``; the summary (and error) lines go to stderr."""
+    counts: Counter[str] = Counter()
+    note = progress.note if progress else (lambda text: print(text, file=sys.stderr))
+    if FAST_JSON and args.format == "json" and pred is None and not args.hex:
+        return _run_json(args, path, counts, out, note)
+    with CaptureReader(path) as cap:
+        first_ts = None
+        for pkt in cap:
+            if args.count is not None and counts["read"] >= args.count:
+                break
+            counts["read"] += 1
+            ts = pkt.ts_ns / 1e9
+            if first_ts is None:
+                first_ts = ts
+            if pkt.data is None:
+                counts["skipped"] += 1
+                record = {"frame": pkt.frame, "ts": ts, "skipped": pkt.skip}
+            else:
+                record = decode_frame(pkt.data, pkt.frame, ts)
+                count_record(record, counts)
+            if pred is not None and not pred(record):
+                continue
+            counts["shown"] += 1
+            if args.format == "json":
+                jsonl(record, out)
+            else:
+                out.write(line(record, first_ts) + "\n")
+                if args.verbose:
+                    tree({k: v for k, v in record.items() if k not in ("frame", "ts")}, out, 1)
+            if args.hex and pkt.data is not None:
+                hexdump(pkt.data, out)
+                if args.format == "text":
+                    out.write("\n")
+        out.flush()
+        note(summary(path, counts))
+        if cap.error:
+            note(f"madpipe decode: {path}: {cap.error}")
+            return 1
+    return 0
+
+
+def _run_json(args, path: str, counts: Counter, out, note) -> int:
+    """-T json without -Y or -x: fast_json writes the same lines without a dict per frame."""
+    from madpipe.pipeline.decode import json_lines as fast_json
+
+    error = fast_json.write_json_lines(path, out, args.count, counts)
+    out.flush()
+    note(summary(path, counts))
+    if error:
+        note(f"madpipe decode: {path}: {error}")
+        return 1
+    return 0
+
+
+

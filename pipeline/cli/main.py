@@ -1,0 +1,172 @@
+"""The ``madpipe`` command line: ``main(argv=None) -> int``.
+
+Each command lives in its own module ``madpipe.pipeline.cli.<name>`` exposing
+``register(subparsers)``, which adds its parser and sets ``func(args) -> int`` as default.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from madpipe.codecs.errors import MadpipeError
+from madpipe.pipeline.kernels import jit
+from madpipe.pipeline.columns import many
+from madpipe.pipeline.ingest import progress
+
+# Command modules in the order `madpipe --help` lists them.
+COMMANDS = ["decode", "craft", "snoop", "diff", "report", "paravirt", "capture", "replay", "fuzz", "bench"]
+
+EPILOG = """examples:
+  madpipe decode -r pcaps/infiniband_endace_erf_2008.pcap          # every frame, one line each
+  madpipe decode -r capture.pcap -Y 'mad.attr_id==0x16' -T json    # P_KeyTable MADs as JSON Lines
+  madpipe snoop -r pcaps/opensm_partitions_changed.pcap            # P_Key tables and changes
+  madpipe diff monday.pcap today.pcap                               # what changed between captures
+  madpipe paravirt -r trace.jsonl -w rewritten.jsonl                # mlx4 QP-context rewriting
+  madpipe craft --method set --attr pkey-table --block 0 --pkeys 0xffff,0x8001 -L 4 -w set.pcap
+  madpipe fuzz --seed 1 --count 100000 -w findings.pcap
+
+environment:
+  MADPIPE_JIT=aot|1|0  how kernels run: compiled ahead of time (the default for large inputs;
+                       built once into the cache, ~15 s) | numba's JIT | plain Python
+  MADPIPE_CACHE_DIR    where the ahead-of-time kernels are kept (default ~/.cache/madpipe;
+                       built for this machine's CPU, named by it)
+  OPENBLAS_NUM_THREADS 1 unless set: madpipe does no linear algebra, and numpy's BLAS threads
+                       would spin on the cores the snoop's reader thread uses
+
+Run 'madpipe COMMAND --help' for a command's flags and an example."""
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of ``only`` that command (a command line naming one
+    imports that command's module alone: the others pull in scapy, construct, matplotlib)."""
+    parser = argparse.ArgumentParser(
+        prog="madpipe",
+        description="InfiniBand management traffic toolkit: decode captures, snoop P_Key tables, "
+        "model mlx4 SR-IOV paravirtualization.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action=_VersionAction)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in [only] if only in COMMANDS else COMMANDS:
+        importlib.import_module(f"madpipe.pipeline.cli.{name}").register(sub)
+    return parser
+
+
+class _VersionAction(argparse.Action):
+    """--version, looked up only when asked (importlib.metadata costs every run 10 ms)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_version())
+        parser.exit()
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return "madpipe " + version("madpipe")
+    except Exception:  # not installed: running from a checkout
+        return "madpipe (uninstalled)"
+
+
+# Commands whose captures are positional arguments: their module's input_files(argv) finds them
+# with the command's own parser, without importing any kernel module.
+POSITIONAL_INPUTS = ("diff", "report")
+# Inputs that never build the ahead-of-time kernels or load numba (they use the kernels built
+# ahead of time if they exist, else plain Python). Plain Python beats loading numba (~0.7 s), measured: snoop's
+# streaming kernels touch a few bytes a frame (3,000 frames: 0.73 s as Python, 1.15 s with
+# numba); decode's CRC check reads every byte (1,000 frames already take as long as numba's load).
+SMALL_INPUT_BYTES = {"snoop": 1 << 20}
+# Commands that read whole captures: a progress line while they read, on a terminal.
+BYTE_PROGRESS = ("decode", "snoop", "diff", "report")
+
+
+def _input_files(argv: list[str]) -> list[str]:
+    """The capture files of a command line, found before argparse runs (it imports the kernels)."""
+    if argv and argv[0] in POSITIONAL_INPUTS:
+        return importlib.import_module(f"madpipe.pipeline.cli.{argv[0]}").input_files(argv[1:])
+    files = []
+    for i, arg in enumerate(argv):
+        if arg in ("-r", "--read") and i + 1 < len(argv):
+            files.append(argv[i + 1])
+        elif arg.startswith("-r") and len(arg) > 2 and not arg.startswith("--"):
+            files.append(arg[2:])
+    try:
+        return many.capture_files(files)  # a directory counts as its captures
+    except MadpipeError:
+        return files  # the command will say what is wrong
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    files = _input_files(argv)
+    if files:
+        # A small capture is done before numba could even load: never compile for it.
+        jit.plan_for_inputs(files, SMALL_INPUT_BYTES.get(argv[0], jit.SMALL_INPUT_BYTES))
+    parser = build_parser(argv[0] if argv else None)
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    if args.command in BYTE_PROGRESS and (len(files) == 1 or args.command in ("diff", "report")):
+        progress.activate(args.command)  # several captures at once get a line per capture instead
+    try:
+        try:
+            return int(args.func(args) or 0)
+        finally:
+            progress.finish()  # before any last line below, so it does not land on the bar
+    except MadpipeError as exc:
+        print(f"madpipe {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # `madpipe decode ... | head`: the reader went away, which is not an error.
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print(f"madpipe {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        # A file the command could not create or read (missing folder, no permission, disk
+        # full): the system's words and the path, on one line.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"madpipe {args.command}: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+
+
+# Commands that leave nothing for exit-time handlers (unlike capture and replay, whose atexit
+# handler stops leftover simulator processes): their process ends without the interpreter's
+# teardown of every module, ~40 ms of a snoop that takes 0.5 s.
+FAST_EXIT = ("decode", "snoop", "diff", "report")
+
+
+# numpy's OpenBLAS (pthreads in the wheels) starts a thread per core when numpy is imported, and
+# on a 2-core machine they spin through a snoop's first tenth of a second on the core its
+# read-ahead thread needs (a 1M-frame snoop took 10% longer). madpipe does no linear algebra:
+# one BLAS thread, unless the user sets another number.
+SINGLE_THREADED_BLAS = {"OPENBLAS_NUM_THREADS": "1"}
+
+
+def entry() -> None:
+    """The ``madpipe`` console script: :func:`main`, then exit with its status."""
+    for name, value in SINGLE_THREADED_BLAS.items():
+        os.environ.setdefault(name, value)  # before anything imports numpy
+    argv = sys.argv[1:]
+    code = main(argv)
+    if argv and argv[0] in FAST_EXIT:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a reader gone (| head) or a stream main closed
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    entry()

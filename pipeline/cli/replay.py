@@ -1,0 +1,199 @@
+"""`madpipe replay`: send a capture's MADs into a fabric (ibsim, or a umad device) and record the answers.
+
+Arguments, output and summary only: the engine (pacing, matching answers to requests, the
+transports) is :mod:`madpipe.pipeline.sim.replay`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+
+from madpipe.codecs.capture import CaptureWriter
+from madpipe.codecs.errors import MadpipeError
+from madpipe.pipeline.sim import capture as sim
+from madpipe.pipeline.sim.replay import Outcome, ReplayResult, SimTransport, load_items, mad_status, replay
+
+EXAMPLE = """pacing (one of): --as-captured (default: the capture's gaps between MADs), --pps N
+(N MADs a second), --top (as fast as answers come back). At most --window MADs wait for an answer
+at a time; one not answered within --timeout ms counts as timed out.
+
+which MADs: every frame that carries a MAD on QP0/QP1, or --only requests (no responses), and/or
+-Y FILTER (madpipe decode's display filter). --map-lid OLD=NEW sends to NEW what went to OLD.
+A directed-route request is re-originated: its hop pointer starts at 0 again. In --sim mode MADs
+go from the node given by --node (a directed route's path starts there), default ibsim's.
+
+summary: sent; answered (and how many answers carry a non-zero MAD status); timed out; errors
+(returned undeliverable by the fabric, or not sendable); no answer expected (responses,
+TrapRepress, Send); came back (a response the fabric delivered to the replaying port itself).
+-T json prints one record per MAD and the summary as JSON Lines. Progress goes to stderr once
+a second. Exit status: 0 when the replay ran, whatever the fabric answered; 2 on bad arguments,
+an unreadable capture or no fabric to talk to.
+
+examples:
+  madpipe replay -r pcaps/opensm_partitions.pcap --sim 127.0.0.1:7070 --node Hca1 --only requests
+  madpipe replay -r cap.pcap --sim 7070 -Y 'mad.attr_id==0x16 && mad.method==0x02' --top -w answers.pcap
+  LD_PRELOAD=.../libumad2sim.so madpipe replay -r cap.pcap --umad ibsim0 --pps 1000"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="send a capture's MADs into a fabric (ibsim or a umad device), record the answers",
+        description="Replay the MADs of a capture into a fabric: ibsim (--sim HOST:PORT, its own "
+        "protocol) or a umad device through libibumad (--umad DEVICE). Prints a summary of sent, "
+        "answered, timed out and errors; -w writes the answers as a capture.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-r", dest="read", metavar="FILE", required=True, help="capture to replay")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--sim", metavar="HOST:PORT", help="ibsim's control socket (remote mode)")
+    target.add_argument("--umad", metavar="DEVICE",
+                        help="umad device (CA name, e.g. mlx5_0; ibsim0 under libumad2sim.so)")
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument("--pps", metavar="N", type=float, help="send N MADs a second")
+    pace.add_argument("--as-captured", action="store_true",
+                      help="keep the capture's timing (the default)")
+    pace.add_argument("--top", action="store_true", help="as fast as the fabric answers")
+    p.add_argument("--only", choices=("requests",), help="requests: leave responses out")
+    p.add_argument("-Y", dest="filter", metavar="FILTER", help="replay only frames matching FILTER")
+    p.add_argument("--map-lid", metavar="OLD=NEW", action="append", default=[], type=_lid_pair,
+                   help="send what was addressed to LID OLD to LID NEW (repeatable)")
+    p.add_argument("-w", dest="write", metavar="FILE", help="write the answers as a capture")
+    p.add_argument("--node", metavar="NAME", help="--sim: the node to attach to (as SIM_HOST)")
+    p.add_argument("-P", dest="port_num", metavar="PORT", type=int, default=0,
+                   help="--umad: the CA port (default 0: the first active one)")
+    p.add_argument("--timeout", metavar="MS", type=float, default=1000.0,
+                   help="wait this long for each answer (default 1000)")
+    p.add_argument("--window", metavar="N", type=int, default=64,
+                   help="at most N MADs waiting for an answer (default 64)")
+    p.add_argument("-c", dest="count", metavar="COUNT", type=int, help="replay at most COUNT MADs")
+    p.add_argument("-T", dest="format", choices=("text", "json"), default="text",
+                   help="text (summary table) or json (JSON Lines: one record per MAD, then the summary)")
+    p.set_defaults(func=run)
+
+
+def _lid_pair(text: str) -> tuple[int, int]:
+    old, sep, new = text.partition("=")
+    try:
+        pair = int(old, 0), int(new, 0)
+    except ValueError:
+        pair = (-1, -1)
+    if not sep or not all(0 <= v <= 0xFFFF for v in pair):
+        raise argparse.ArgumentTypeError(f"--map-lid {text!r}: expected OLD=NEW, two LIDs (0x.. allowed)")
+    return pair
+
+
+# -- what to send -----------------------------------------------------------------------------------
+
+
+# -- transports ---------------------------------------------------------------------------------------
+
+
+# -- the replay loop -------------------------------------------------------------------------------------
+
+
+# -- the command ---------------------------------------------------------------------------------------
+
+def run(args) -> int:
+    if args.pps is not None and args.pps <= 0:
+        raise MadpipeError(f"--pps must be positive, got {args.pps:g}")
+    if args.window < 1 or args.timeout <= 0:
+        raise MadpipeError("--window must be at least 1 and --timeout positive")
+    load_counts: Counter[str] = Counter()
+    items = load_items(args.read, args.only, args.filter, dict(args.map_lid), args.count, load_counts)
+    if args.sim:
+        transport = SimTransport(args.sim, args.node)
+    else:
+        from madpipe.pipeline.sim.umad import UmadTransport
+
+        transport = UmadTransport(args.umad, args.port_num, timeout_ms=args.timeout)
+    err = sys.stderr
+    print(f"madpipe replay: {len(items)} MADs of {load_counts['frames']} frames into {transport.name}",
+          file=err)
+    try:
+        result = replay(items, transport, pps=args.pps, top=args.top, timeout=args.timeout / 1000,
+                        window=args.window, progress=_progress(err))
+    finally:
+        transport.close()
+    if args.write:
+        with CaptureWriter(args.write) as w:
+            for a in result.answers:
+                if not (a.returned or a.timed_out):
+                    w.write(sim.sim_request_frame(sim.SimRequest(a.dlid, a.slid, a.dqp, a.sqp, 0, a.mad)),
+                            a.ts_ns)
+    out = sys.stdout
+    if args.format == "json":
+        for o in result.outcomes:
+            out.write(json.dumps(_record(o), separators=(",", ":")) + "\n")
+        out.write(json.dumps({"type": "summary", **_summary_dict(result, load_counts)},
+                             separators=(",", ":")) + "\n")
+    else:
+        _print_summary(result, load_counts, out)
+    for line in result.errors[:3]:
+        print(f"madpipe replay: could not send {line}", file=err)
+    return 0
+
+
+def _progress(err):
+    def show(result: ReplayResult, done: int, total: int) -> None:
+        line = (f"replay: {done}/{total} sent, {_answered(result)} answered, "
+                f"{_timed_out(result)} timed out")
+        if err.isatty():
+            err.write("\r" + line)
+        else:
+            err.write(line + "\n")
+        err.flush()
+    return show
+
+
+def _answered(result: ReplayResult) -> int:
+    return sum(o.result == "answered" for o in result.outcomes)
+
+
+def _timed_out(result: ReplayResult) -> int:
+    return sum(o.result == "timed out" for o in result.outcomes)
+
+
+def _record(o: Outcome) -> dict:
+    m = o.item.mad
+    rec = {"type": "mad", "frame": o.item.frame, "mgmt_class": m[1], "method": m[3],
+           "attr_id": int.from_bytes(m[16:18], "big"), "attr_mod": int.from_bytes(m[20:24], "big"),
+           "tid": int.from_bytes(m[8:16], "big"), "dlid": o.item.dlid, "result": o.result}
+    if o.answer is not None:
+        rec["status"] = mad_status(o.answer.mad)
+        rec["rtt_us"] = round((o.answer.ts_ns - o.sent_ns) / 1000, 1)
+    return rec
+
+
+SUMMARY_KEYS = ("sent", "answered", "answered with MAD status", "timed out", "undeliverable",
+                "send error", "no answer expected", "came back", "unmatched answers")
+
+
+def _summary_dict(result: ReplayResult, load: Counter) -> dict:
+    d = {k.replace(" ", "_"): result.counts[k] for k in SUMMARY_KEYS}
+    d.update(frames=load["frames"], replayed=len(result.outcomes), seconds=round(result.seconds, 6))
+    for k in ("not a MAD", "responses left out", "filtered out"):
+        d[k.replace(" ", "_")] = load[k]
+    return d
+
+
+def _print_summary(result: ReplayResult, load: Counter, out) -> None:
+    c = result.counts
+    rows = [("frames read", load["frames"]), ("  not a MAD", load["not a MAD"]),
+            ("  responses left out", load["responses left out"]),
+            ("  filtered out (-Y)", load["filtered out"]),
+            ("MADs sent", c["sent"]), ("  answered", c["answered"]),
+            ("    with a non-zero MAD status", c["answered with MAD status"]),
+            ("  timed out", c["timed out"]), ("  no answer expected", c["no answer expected"]),
+            ("  came back to us, the addressee", c["came back"]),
+            ("errors: returned undeliverable", c["undeliverable"]),
+            ("errors: could not send", c["send error"]),
+            ("answers matching nothing sent", c["unmatched answers"])]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        out.write(f"{k:<{width}} {v:8d}\n")
+    rate = c["sent"] / result.seconds if result.seconds else 0.0
+    out.write(f"{'seconds':<{width}} {result.seconds:8.3f}  ({rate:.0f} MADs/s)\n")

@@ -1,0 +1,4 @@
+"""Fabric-wide snoop of a capture (every port's ``phys_pkey_cache``, events, findings), the diff of two
+captures and the HTML report.
+May import: madpipe.codecs, pipeline.kernels, pipeline.ingest, pipeline.decode, pipeline.mlx4.
+"""

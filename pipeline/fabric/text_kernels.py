@@ -1,0 +1,263 @@
+"""numba kernels that write `madpipe snoop`'s integer-only text as ASCII bytes, for large outputs.
+
+Each is the byte-for-byte twin of a Python format (the tests compare them on random input):
+
+- ``pkey_lines``: fabric.format_pkeys's ``smpquery pkeys`` lines, ``"%4d: " + 8 x "0x%04x"``;
+- ``change_texts``: an event's changes as the text output writes them,
+  ``"[%d] 0x%04x->0x%04x"`` joined by spaces, or as its JSON, ``"[%d,%d,%d]"`` joined by commas;
+- ``relative_times``: an event's time, exact from integer nanoseconds: ``relative_time_text``;
+- ``event_lines``: whole event lines, ``"%7d %s  %s %5d 0x%08x  %s%s\n"``, from texts made
+  elsewhere for the parts that are not integers (the time, the port label, the changes);
+- ``event_json_lines``: the same events as JSON Lines records (cmd_snoop._EVENT_JSON).
+
+Outputs are passed in; the Python side (cmd_snoop) sizes them, decodes once and slices.
+"""
+import numpy as np
+
+from madpipe.pipeline.kernels.jit import njit
+
+PKEY_LINE_BYTES = 62  # "   0: " + 8 x "0xhhhh" with 7 spaces + "\n"
+HEX = b"0123456789abcdef"
+CHANGE_TEXT = 0
+CHANGE_JSON = 1
+
+
+@njit
+def _hex4(out, pos, value):
+    for k in range(4):
+        d = (value >> (12 - 4 * k)) & 15
+        out[pos + k] = 48 + d if d < 10 else 87 + d
+
+
+@njit
+def _digits(value):
+    """How many decimal digits a non-negative int has."""
+    digits = 1
+    while value >= 10:
+        value //= 10
+        digits += 1
+    return digits
+
+
+@njit
+def _decimal(out, pos, value):
+    """Write a non-negative int in decimal at out[pos]; returns the position after it."""
+    digits = _digits(value)
+    for k in range(digits - 1, -1, -1):
+        out[pos + k] = 48 + value % 10
+        value //= 10
+    return pos + digits
+
+
+@njit
+def pkey_lines(tables, entries, out):
+    """For table p, lines 0..ceil(entries[p] / 8) - 1 of tables[p] (uint16[P, 128]), in order, into
+    out (uint8[L, PKEY_LINE_BYTES], L the total line count). Each line is 8 whole P_Keys."""
+    line = 0
+    for p in range(tables.shape[0]):
+        for start in range(0, entries[p], 8):
+            row = out[line]
+            for j in range(6):
+                row[j] = 32
+            _decimal(row, 4 - (1 if start < 10 else 2 if start < 100 else 3), start)
+            row[4] = 58  # ":"
+            for k in range(8):
+                pos = 6 + 7 * k
+                row[pos] = 48  # "0"
+                row[pos + 1] = 120  # "x"
+                _hex4(row, pos + 2, np.int64(tables[p, start + k]))
+                row[pos + 6] = 32 if k < 7 else 10
+            line += 1
+    return line
+
+
+@njit
+def change_texts(bitmap, block, old, new, style, out, ends):
+    """Event n's changes (bits of bitmap[n] in order: index block[n] * 32 + i, old[n, i], new[n, i])
+    into out from ends[n - 1] (0 for n = 0) to ends[n] (int64[N], written). Returns the bytes used.
+    style CHANGE_TEXT or CHANGE_JSON. out must hold 26 bytes a change."""
+    pos = 0
+    for n in range(bitmap.shape[0]):
+        first = True
+        for i in range(32):
+            if not (np.int64(bitmap[n]) >> i) & 1:
+                continue
+            if not first:
+                out[pos] = 32 if style == CHANGE_TEXT else 44
+                pos += 1
+            first = False
+            out[pos] = 91  # "["
+            pos = _decimal(out, pos + 1, np.int64(block[n]) * 32 + i)
+            if style == CHANGE_TEXT:
+                out[pos] = 93  # "]"
+                out[pos + 1] = 32
+                out[pos + 2] = 48
+                out[pos + 3] = 120
+                _hex4(out, pos + 4, np.int64(old[n, i]))
+                out[pos + 8] = 45  # "-"
+                out[pos + 9] = 62  # ">"
+                out[pos + 10] = 48
+                out[pos + 11] = 120
+                _hex4(out, pos + 12, np.int64(new[n, i]))
+                pos += 16
+            else:
+                out[pos] = 44
+                pos = _decimal(out, pos + 1, np.int64(old[n, i]))
+                out[pos] = 44
+                pos = _decimal(out, pos + 1, np.int64(new[n, i]))
+                out[pos] = 93
+                pos += 1
+        ends[n] = pos
+    return pos
+
+
+TIME_WIDTH = 12
+
+
+def relative_time_text(ts_ns: int, t0_ns: int) -> str:
+    """The text output's time column: (ts_ns - t0_ns) seconds, rounded half to even to the
+    microsecond from the exact integer (no float on the way), right-aligned in 12 columns."""
+    us, rest = divmod(abs(ts_ns - t0_ns), 1000)
+    if rest > 500 or (rest == 500 and us & 1):
+        us += 1
+    sign = "-" if ts_ns < t0_ns and us else ""
+    return f"{sign}{us // 1_000_000}.{us % 1_000_000:06d}".rjust(TIME_WIDTH)
+
+
+@njit
+def relative_times(ts_ns, t0_ns, out, ends):
+    """relative_time_text of each ts_ns[n] (int64[N]) into out (at least 24 bytes a time), ending
+    at ends[n] (int64[N], written). Returns the bytes used."""
+    pos = 0
+    for n in range(ts_ns.shape[0]):
+        d = ts_ns[n] - t0_ns
+        negative = d < 0
+        if negative:
+            d = -d
+        us = d // 1000
+        rest = d - us * 1000
+        if rest > 500 or (rest == 500 and us & 1):
+            us += 1
+        sec = us // 1000000
+        frac = us - sec * 1000000
+        width = _digits(sec) + 7 + (1 if negative and us else 0)
+        for _ in range(TIME_WIDTH - width):
+            out[pos] = 32
+            pos += 1
+        if negative and us:
+            out[pos] = 45  # "-"
+            pos += 1
+        pos = _decimal(out, pos, sec)
+        out[pos] = 46  # "."
+        for k in range(6, 0, -1):
+            out[pos + k] = 48 + frac % 10
+            frac //= 10
+        pos += 7
+        ends[n] = pos
+    return pos
+
+
+def _ascii(text: str) -> np.ndarray:
+    """A constant text as bytes kernels copy (an array: numba freezes it as a constant)."""
+    return np.frombuffer(text.encode("ascii"), np.uint8)
+
+
+UNCONFIRMED = _ascii(" (unconfirmed)")
+
+
+@njit
+def _constant(out, pos, text):
+    for j in range(text.shape[0]):
+        out[pos + j] = text[j]
+    return pos + text.shape[0]
+
+
+@njit
+def _right(out, pos, value, width):
+    """A non-negative int in decimal, right-aligned in ``width`` columns (more if it needs them)."""
+    for _ in range(width - _digits(value)):
+        out[pos] = 32
+        pos += 1
+    return _decimal(out, pos, value)
+
+
+@njit
+def _piece(out, pos, text, ends, n):
+    """Copy text piece n (text[ends[n - 1]:ends[n]], from 0 for n = 0) to out[pos]."""
+    start = ends[n - 1] if n > 0 else 0
+    end = pos + ends[n] - start
+    out[pos:end] = text[start:ends[n]]  # a slice copy: a byte loop took twice as long
+    return end
+
+
+@njit
+def event_lines(frame, times, time_ends, slot, labels, label_ends, block, bitmap, changes, change_ends,
+                unconfirmed, out):
+    """Event n's line into out, one after another; returns the bytes used. Pieces are ASCII
+    texts cut by ends (time n, label slot[n] (negative counts from the end), changes n); out
+    must hold them all plus 48 + len(UNCONFIRMED) bytes a line."""
+    pos = 0
+    n_labels = label_ends.shape[0]
+    for n in range(frame.shape[0]):
+        pos = _right(out, pos, np.int64(frame[n]), 7)
+        out[pos] = 32
+        pos = _piece(out, pos + 1, times, time_ends, n)
+        out[pos] = 32
+        out[pos + 1] = 32
+        s = np.int64(slot[n])
+        pos = _piece(out, pos + 2, labels, label_ends, s + n_labels if s < 0 else s)
+        out[pos] = 32
+        pos = _right(out, pos + 1, np.int64(block[n]), 5)
+        out[pos] = 32
+        out[pos + 1] = 48
+        out[pos + 2] = 120
+        b = np.int64(bitmap[n])
+        _hex4(out, pos + 3, b >> 16)
+        _hex4(out, pos + 7, b & 0xFFFF)
+        out[pos + 11] = 32
+        out[pos + 12] = 32
+        pos = _piece(out, pos + 13, changes, change_ends, n)
+        if unconfirmed[n]:
+            pos = _constant(out, pos, UNCONFIRMED)
+        out[pos] = 10
+        pos += 1
+    return pos
+
+
+# The constant parts of cmd_snoop._EVENT_JSON, in order.
+JSON_FRAME = _ascii('{"type":"event","frame":')
+JSON_TS = _ascii(',"ts":')
+JSON_COMMA = _ascii(",")
+JSON_BLOCK = _ascii(',"block":')
+JSON_BITMAP = _ascii(',"bitmap":')
+JSON_CHANGES = _ascii(',"changes":[')
+JSON_UNCONFIRMED = _ascii('],"unconfirmed":')
+JSON_TRUE = _ascii("true}\n")
+JSON_FALSE = _ascii("false}\n")
+
+
+@njit
+def event_json_lines(frame, times, time_ends, slot, ports, port_ends, block, bitmap, changes, change_ends,
+                     unconfirmed, out):
+    """Event n's JSON Lines record into out, one after another; returns the bytes used. Pieces as
+    in event_lines (times: Python's float reprs; ports: each port's JSON members); out must hold
+    them all plus 128 bytes a record."""
+    pos = 0
+    n_ports = port_ends.shape[0]
+    for n in range(frame.shape[0]):
+        pos = _constant(out, pos, JSON_FRAME)
+        pos = _decimal(out, pos, np.int64(frame[n]))
+        pos = _constant(out, pos, JSON_TS)
+        pos = _piece(out, pos, times, time_ends, n)
+        pos = _constant(out, pos, JSON_COMMA)
+        s = np.int64(slot[n])
+        pos = _piece(out, pos, ports, port_ends, s + n_ports if s < 0 else s)
+        pos = _constant(out, pos, JSON_BLOCK)
+        pos = _decimal(out, pos, np.int64(block[n]))
+        pos = _constant(out, pos, JSON_BITMAP)
+        pos = _decimal(out, pos, np.int64(bitmap[n]))
+        pos = _constant(out, pos, JSON_CHANGES)
+        pos = _piece(out, pos, changes, change_ends, n)
+        pos = _constant(out, pos, JSON_UNCONFIRMED)
+        pos = _constant(out, pos, JSON_TRUE if unconfirmed[n] else JSON_FALSE)
+    return pos

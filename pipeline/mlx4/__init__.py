@@ -1,0 +1,4 @@
+"""The mlx4 SR-IOV master's model: ``smp_snoop``, QP-context paravirtualization, VF P_Key maps, traces;
+each numba kernel (``*_kernels``) beside the pure-Python reference it must equal (``*_reference``).
+May import: madpipe.codecs, pipeline.kernels.
+"""

@@ -1,0 +1,278 @@
+"""The mlx4 master's QP-context paravirtualization: the checked Python API.
+
+What the SR-IOV master does to the inbox of a QP state transition a function (PF or VF) sends
+it, as ``resource_tracker.c`` does it, at Linux 3.7 (profile ``"3.7"``, the seed) or mainline
+(profile ``"new"``); and the virtualized SubnGetResp(P_KeyTable) a function receives::
+
+    from madpipe.pipeline.mlx4 import paravirt
+    out, rc = paravirt.rewrite(mailboxes, "INIT2RTR", slave, qpn, v2p,
+                               base_proxy_sqpn=P, master=0, profile="3.7")
+    out, rc, finding = paravirt.rewrite(..., return_findings=True)
+    vf_mad = paravirt.virtual_pkey_getresp(phys_table, v2p, slave, port_num, block, template_mad)
+
+The rules, the kernel sources they come from and the parts of mainline left out are in
+``reference_paravirt``'s docstring. In short:
+
+- ``rc``: 0 accepted; -22 (``-EINVAL``) rejected by ``verify_qp_parameters`` (or, profile new,
+  by ``adjust_qp_sched_queue``); -1 (``-EPERM``) where mainline refuses; :data:`RC_REFUSED` (-34,
+  ``-ERANGE``) where the C would read outside ``virt2phys_pkey``. For any ``rc != 0`` the output
+  row is the input row.
+- ``finding`` (``int8``): 0 none, 1 the P_Key index (128..255) spilled into the next row of the
+  flat table (reproduced bit for bit), 2 refused.
+- QP numbers: the proxy QPs are ``P .. P + 639`` (``P = base_proxy_sqpn``), the tunnel QPs
+  ``T .. T + 639`` with ``T = P + 8 * 80`` (:func:`base_tunnel_sqpn`); function f owns
+  ``P + 8f + k`` and ``T + 8f + k`` (k = 0, 1: QP0 of port 1, 2; k = 2, 3: QP1 of port 1, 2).
+  There is no default for ``P``: it depends on the firmware (``base_sqpn + 8``).
+
+Kernels compile once per process and are cached on disk (``madpipe.pipeline.kernels.jit``).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from madpipe.codecs import qpc
+from madpipe.codecs.errors import MadpipeError
+from madpipe.pipeline.mlx4 import paravirt_kernels as K
+from madpipe.pipeline.mlx4 import paravirt_reference as ref
+
+MFUNC_MAX = ref.MLX4_MFUNC_MAX
+MAX_PORTS = ref.MLX4_MAX_PORTS
+MAX_PORT_PKEYS = ref.MLX4_MAX_PORT_PKEYS
+
+RC_OK = ref.RC_OK
+RC_EPERM = ref.RC_EPERM
+RC_EINVAL = ref.RC_EINVAL
+RC_REFUSED = ref.RC_REFUSED
+FINDING_NONE = ref.FINDING_NONE
+FINDING_SPILL = ref.FINDING_SPILL
+FINDING_REFUSED = ref.FINDING_REFUSED
+
+#: Transition name -> code (the mlx4 command opcode), in the order of the spec's table.
+TRANSITIONS = dict(qpc.TRANSITIONS)
+TRANSITION_NAMES = {code: name for name, code in TRANSITIONS.items()}
+PROFILES = {"3.7": K.PROFILE_37, "new": K.PROFILE_NEW}
+
+_QPN_SPACE = 1 << 24
+
+
+class Refused(MadpipeError, ValueError):
+    """virtual_pkey_getresp: the C would read outside ``virt2phys_pkey`` (or its P_Key table)."""
+
+
+class GetResp(NamedTuple):
+    """virtual_pkey_getresp(..., return_finding=True): the MAD and its finding (0 or 1)."""
+    mad: np.ndarray
+    finding: int
+
+
+def base_tunnel_sqpn(base_proxy_sqpn: int) -> int:
+    """T = P + 8 * 80: the first tunnel QP number."""
+    return int(base_proxy_sqpn) + 8 * MFUNC_MAX
+
+
+# -- argument checking ------------------------------------------------------------------------------
+
+def _array(name: str, value, dtype, shape: tuple) -> np.ndarray:
+    """``value`` as-is when it is a C-contiguous ndarray of ``dtype`` and ``shape`` (None = any)."""
+    if not isinstance(value, np.ndarray):
+        raise ValueError(f"{name}: expected a numpy array of {np.dtype(dtype).name}, got {type(value).__name__}")
+    if value.dtype != dtype:
+        raise ValueError(f"{name}: expected dtype {np.dtype(dtype).name}, got {value.dtype}")
+    want = "(" + ", ".join("N" if s is None else str(s) for s in shape) + ")"
+    if value.ndim != len(shape) or any(s is not None and s != v for s, v in zip(shape, value.shape)):
+        raise ValueError(f"{name}: expected shape {want}, got {value.shape}")
+    if not value.flags.c_contiguous:
+        raise ValueError(f"{name}: must be C-contiguous (use np.ascontiguousarray)")
+    return value
+
+
+def _integers(name: str, value, n: int, lo: int, hi: int, dtype) -> np.ndarray:
+    """A scalar or a length-n array of integers in lo..hi, as a C-contiguous ``dtype`` array."""
+    arr = np.asarray(value)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.bool_):
+        raise ValueError(f"{name}: expected integers, got {arr.dtype if arr.dtype != object else type(value).__name__}")
+    if arr.ndim == 0:
+        arr = np.full(n, arr, dtype=arr.dtype)
+    elif arr.shape != (n,):
+        raise ValueError(f"{name}: expected a scalar or shape ({n},), got {arr.shape}")
+    if n and (int(arr.min()) < lo or int(arr.max()) > hi):
+        bad = arr[(arr < lo) | (arr > hi)][0]
+        raise ValueError(f"{name}: values must be in {lo}..{hi}, got {int(bad)}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+_VALID_CODE = np.zeros(256, dtype=np.bool_)
+_VALID_CODE[list(TRANSITION_NAMES)] = True
+
+
+def _transitions(value, n: int) -> np.ndarray:
+    """Names ("INIT2RTR"), or opcodes, one or per row -> uint8[n] opcodes."""
+    valid = ", ".join(TRANSITIONS)
+    if isinstance(value, str):
+        if value not in TRANSITIONS:
+            raise ValueError(f"transition: unknown name {value!r}; valid: {valid}")
+        return np.full(n, TRANSITIONS[value], dtype=np.uint8)
+    arr = np.asarray(value)
+    if arr.ndim == 0:
+        return _transitions(arr.item() if arr.dtype.kind in "US" else arr.reshape(1).repeat(n), n)
+    if arr.shape != (n,):
+        raise ValueError(f"transition: expected one name or shape ({n},), got {arr.shape}")
+    if arr.dtype.kind in "USO":
+        names, inverse = np.unique(arr.astype(str), return_inverse=True)
+        unknown = [str(x) for x in names if str(x) not in TRANSITIONS]
+        if unknown:
+            raise ValueError(f"transition: unknown name {unknown[0]!r}; valid: {valid}")
+        codes = np.array([TRANSITIONS[str(x)] for x in names], dtype=np.uint8)
+        return codes[inverse.reshape(-1)] if n else np.zeros(0, dtype=np.uint8)
+    if np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.bool_:
+        # A table lookup, not np.isin: this check runs on every call, in front of a kernel that
+        # rewrites ~20M mailboxes a second.
+        in_byte = arr if arr.dtype == np.uint8 else np.where((arr >= 0) & (arr <= 0xFF), arr, 0).astype(np.uint8)
+        ok = _VALID_CODE[in_byte] if arr.dtype == np.uint8 else _VALID_CODE[in_byte] & (arr >= 0) & (arr <= 0xFF)
+        if not ok.all():
+            raise ValueError(f"transition: unknown code {int(arr[~ok][0])}; valid: "
+                             + ", ".join(f"{name}={code:#04x}" for name, code in TRANSITIONS.items()))
+        return np.ascontiguousarray(arr, dtype=np.uint8)
+    raise ValueError(f"transition: expected names or opcodes, got {arr.dtype}")
+
+
+def _options(base_proxy_sqpn, master, profile, active_ports, smi_enabled, fw_reserved_qps):
+    if isinstance(base_proxy_sqpn, bool) or not isinstance(base_proxy_sqpn, (int, np.integer)):
+        raise ValueError(f"base_proxy_sqpn: expected an int, got {type(base_proxy_sqpn).__name__}")
+    p = int(base_proxy_sqpn)
+    if p < 8 or p % 8 or p + 16 * MFUNC_MAX > _QPN_SPACE:
+        raise ValueError(f"base_proxy_sqpn: expected a multiple of 8 in 8..{_QPN_SPACE - 16 * MFUNC_MAX} "
+                         f"(base_sqpn + 8, with the proxy and tunnel QPs inside the 24-bit QP space), got {p}")
+    if isinstance(master, bool) or not isinstance(master, (int, np.integer)) or not 0 <= master < MFUNC_MAX:
+        raise ValueError(f"master: expected a function number in 0..{MFUNC_MAX - 1}, got {master!r}")
+    if profile not in PROFILES:
+        raise ValueError(f"profile: expected one of {', '.join(repr(p) for p in PROFILES)}, got {profile!r}")
+    if active_ports is None:
+        active_ports = np.full(MFUNC_MAX, 3, dtype=np.uint8)
+    else:
+        active_ports = _array("active_ports", active_ports, np.uint8, (MFUNC_MAX,))
+    if smi_enabled is None:
+        smi_enabled = np.zeros((MFUNC_MAX, MAX_PORTS), dtype=np.uint8)
+    else:
+        if isinstance(smi_enabled, np.ndarray) and smi_enabled.dtype == np.bool_:
+            smi_enabled = smi_enabled.astype(np.uint8)
+        smi_enabled = _array("smi_enabled", smi_enabled, np.uint8, (MFUNC_MAX, MAX_PORTS))
+    if (isinstance(fw_reserved_qps, bool) or not isinstance(fw_reserved_qps, (int, np.integer))
+            or not 0 <= fw_reserved_qps <= _QPN_SPACE):
+        raise ValueError(f"fw_reserved_qps: expected an int in 0..{_QPN_SPACE}, got {fw_reserved_qps!r}")
+    return p, int(master), profile, active_ports, smi_enabled, int(fw_reserved_qps)
+
+
+def _prepare(mailboxes, transition, slave, qpn, v2p, base_proxy_sqpn, master, profile,
+             active_ports, smi_enabled, fw_reserved_qps):
+    mailboxes = _array("mailboxes", mailboxes, np.uint8, (None, qpc.MBOX_SIZE))
+    n = mailboxes.shape[0]
+    codes = _transitions(transition, n)
+    slaves = _integers("slave", slave, n, -(1 << 31), (1 << 31) - 1, np.int32)
+    qpns = _integers("qpn", qpn, n, 0, (1 << 32) - 1, np.uint32)
+    v2p = _array("v2p", v2p, np.uint8, (MFUNC_MAX, MAX_PORTS, MAX_PORT_PKEYS))
+    opts = _options(base_proxy_sqpn, master, profile, active_ports, smi_enabled, fw_reserved_qps)
+    return mailboxes, codes, slaves, qpns, v2p, opts
+
+
+# -- rewrite ----------------------------------------------------------------------------------------
+
+def rewrite(mailboxes, transition, slave, qpn, v2p, *, base_proxy_sqpn, master=0, profile="3.7",
+            active_ports=None, smi_enabled=None, fw_reserved_qps=0, return_findings=False):
+    """Rewrite QP-context mailboxes as the mlx4 master does before handing them to firmware.
+
+    mailboxes: ``uint8[N, 256]`` (not modified). transition: a name from :data:`TRANSITIONS`
+    ("INIT2RTR"...) or opcodes, one for all rows or one per row. slave: the issuing function
+    (int or ``int[N]``; values outside 0..79 are handled, never crash). qpn: the command's input
+    modifier (int or ``int[N]``, 0..2**32-1). v2p: ``uint8[80, 2, 128]`` ``virt2phys_pkey``.
+    base_proxy_sqpn: P (required). master: the master's function number. profile: "3.7" or
+    "new". Profile-new options: active_ports ``uint8[80]`` (bitmask of the physical ports each
+    function owns; default both), smi_enabled ``uint8/bool[80, 2]`` (default none),
+    fw_reserved_qps (``caps.reserved_qps_cnt[FW]``, default 0).
+
+    Returns ``(out, rc)``, or ``(out, rc, finding)`` with ``return_findings=True``.
+    """
+    mailboxes, codes, slaves, qpns, v2p, opts = _prepare(
+        mailboxes, transition, slave, qpn, v2p, base_proxy_sqpn, master, profile, active_ports,
+        smi_enabled, fw_reserved_qps)
+    p, master, profile, active_ports, smi_enabled, fw_reserved = opts
+    n = mailboxes.shape[0]
+    out = np.empty_like(mailboxes)
+    rc = np.empty(n, dtype=np.int32)
+    finding = np.empty(n, dtype=np.int8)
+    K.rewrite_kernel(mailboxes, out, codes, slaves, qpns, v2p, p, master, PROFILES[profile],
+                     active_ports, smi_enabled, fw_reserved, rc, finding)
+    return (out, rc, finding) if return_findings else (out, rc)
+
+
+def rewrite_inplace(mailboxes, transition, slave, qpn, v2p, *, base_proxy_sqpn, master=0, profile="3.7",
+                    active_ports=None, smi_enabled=None, fw_reserved_qps=0, return_findings=False):
+    """:func:`rewrite`, writing into ``mailboxes`` itself; returns ``(mailboxes, rc[, finding])``.
+
+    Rows with ``rc != 0`` are left exactly as they were.
+    """
+    mailboxes, codes, slaves, qpns, v2p, opts = _prepare(
+        mailboxes, transition, slave, qpn, v2p, base_proxy_sqpn, master, profile, active_ports,
+        smi_enabled, fw_reserved_qps)
+    p, master, profile, active_ports, smi_enabled, fw_reserved = opts
+    n = mailboxes.shape[0]
+    rc = np.empty(n, dtype=np.int32)
+    finding = np.empty(n, dtype=np.int8)
+    K.rewrite_inplace_kernel(mailboxes, codes, slaves, qpns, v2p, p, master, PROFILES[profile],
+                             active_ports, smi_enabled, fw_reserved, rc, finding)
+    return (mailboxes, rc, finding) if return_findings else (mailboxes, rc)
+
+
+def rewrite_reference(mailboxes, transition, slave, qpn, v2p, *, base_proxy_sqpn, master=0, profile="3.7",
+                      active_ports=None, smi_enabled=None, fw_reserved_qps=0, return_findings=False):
+    """:func:`rewrite` computed by the pure-Python reference model (slow; for checking)."""
+    mailboxes, codes, slaves, qpns, v2p, opts = _prepare(
+        mailboxes, transition, slave, qpn, v2p, base_proxy_sqpn, master, profile, active_ports,
+        smi_enabled, fw_reserved_qps)
+    p, master, profile, active_ports, smi_enabled, fw_reserved = opts
+    dev = ref.Device(v2p, p, master=master, profile=profile, active_ports=active_ports,
+                     smi_enabled=smi_enabled, fw_reserved_qps=fw_reserved)
+    out, rc, finding = ref.rewrite(mailboxes, codes, slaves, qpns, dev)
+    return (out, rc, finding) if return_findings else (out, rc)
+
+
+# -- virtualized SubnGetResp(P_KeyTable) ------------------------------------------------------------
+
+def virtual_pkey_getresp(phys_table, v2p, slave, port_num, block, template_mad, *, return_finding=False):
+    """The SubnGetResp(P_KeyTable) a function receives for ``block`` (mainline MAD_IFC wrapper).
+
+    phys_table: ``uint16[128]``, that port's physical P_Key table. v2p: ``uint8[80, 2, 128]``.
+    slave: the asking function (the master goes through the same path with its own row).
+    port_num: 1 or 2. block: the SMP's attribute modifier, 0..2**32-1 (the C does not
+    range-check it). template_mad: ``uint8[256]``, what firmware returned for the master's last
+    physical block read; everything outside the 32 P_Keys is copied from it.
+
+    Entry v of the block is ``phys_table[v2p[slave][port_num - 1][v]]`` read through the flat
+    ``u8[80][2][128]`` table, so blocks past 3 read the next rows like the C (finding 1); a
+    ``v2p`` value of 128..159 reads 0 from the zeroed tail of the C's table (finding 1).
+    Raises :class:`Refused` (a ValueError) where the C would read outside ``virt2phys_pkey`` or
+    past its 160-entry table; nothing is returned then.
+
+    Returns the ``uint8[256]`` MAD, or :class:`GetResp` ``(mad, finding)`` with
+    ``return_finding=True``.
+    """
+    phys_table = _array("phys_table", phys_table, np.uint16, (MAX_PORT_PKEYS,))
+    v2p = _array("v2p", v2p, np.uint8, (MFUNC_MAX, MAX_PORTS, MAX_PORT_PKEYS))
+    template_mad = _array("template_mad", template_mad, np.uint8, (256,))
+    for name, value in (("slave", slave), ("port_num", port_num), ("block", block)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{name}: expected an int, got {type(value).__name__}")
+    if port_num not in (1, 2):
+        raise ValueError(f"port_num: expected 1 or 2 (1-based), got {port_num}")
+    if not 0 <= block < 1 << 32:
+        raise ValueError(f"block: expected the 32-bit attribute modifier, 0..{(1 << 32) - 1}, got {block}")
+    try:
+        mad, finding = ref.virtual_pkey_getresp(phys_table, v2p, int(slave), int(port_num), int(block),
+                                                template_mad.tobytes())
+    except ref.Refused as exc:
+        raise Refused(f"virtual_pkey_getresp(slave={slave}, port_num={port_num}, block={block}): "
+                      f"refused, {exc}") from None
+    mad = np.frombuffer(mad, dtype=np.uint8).copy()
+    return GetResp(mad, finding) if return_finding else mad

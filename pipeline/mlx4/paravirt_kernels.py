@@ -1,0 +1,286 @@
+"""numba kernels for the mlx4 master's QP-context rewrite, over plain arrays.
+
+Same semantics as ``reference_paravirt`` (read its docstring for the rules, the sources and what
+of mainline is left out); the tests compare the two bit for bit. The kernels take validated,
+C-contiguous arrays and write their outputs into arrays passed in; ``paravirt`` is the checked
+Python API around them.
+
+Arguments, one row per command:
+
+- ``mailboxes`` ``uint8[N, 256]`` (in), ``out`` ``uint8[N, 256]`` (out; the in-place kernel writes
+  ``mailboxes`` itself);
+- ``transition`` ``uint8[N]``: the mlx4 command opcode (``TRANSITION_*`` below, the numbers of
+  ``include/linux/mlx4/cmd.h``);
+- ``slave`` ``int32[N]``, ``qpn`` ``uint32[N]`` (the command's input modifier);
+- ``v2p`` ``uint8[80, 2, 128]`` (``virt2phys_pkey``), ``active_ports`` ``uint8[80]``,
+  ``smi_enabled`` ``uint8[80, 2]``;
+- scalars ``base_proxy_sqpn``, ``master``, ``profile`` (``PROFILE_37`` or ``PROFILE_NEW``),
+  ``fw_reserved_qps``;
+- ``rc`` ``int32[N]`` and ``finding`` ``int8[N]`` (out).
+
+Only the bytes the C may change are written (pri/alt sched_queue, params2, pkey_index, the two
+mgid_index bytes, qkey), and only when the command is accepted, so the in-place kernel leaves a
+rejected or refused row exactly as it was. Every value is read before any byte is written.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from madpipe.pipeline.kernels.jit import njit
+
+# Mailbox byte offsets (checked against madpipe.codecs.qpc by the tests).
+MBOX_OPTPAR = 0
+MBOX_SERVICE_TYPE = 9
+MBOX_PRI_PKEY_INDEX = 35
+MBOX_PRI_MGID_INDEX = 41
+MBOX_PRI_SCHED_QUEUE = 64
+MBOX_ALT_MGID_INDEX = 85
+MBOX_ALT_SCHED_QUEUE = 108
+MBOX_PARAMS2_FPP = 155
+MBOX_QKEY = 176
+MBOX_RATE_LIMIT = 196
+MBOX_SIZE = 256
+
+# Transition codes: the mlx4 command opcodes.
+TRANSITION_RST2INIT = 0x19
+TRANSITION_INIT2RTR = 0x1A
+TRANSITION_RTR2RTS = 0x1B
+TRANSITION_RTS2RTS = 0x1C
+TRANSITION_SQERR2RTS = 0x1D
+TRANSITION_2ERR = 0x1E
+TRANSITION_RTS2SQD = 0x1F
+TRANSITION_SQD2RTS = 0x20
+TRANSITION_2RST = 0x21
+TRANSITION_QUERY = 0x22
+TRANSITION_INIT2INIT = 0x2D
+TRANSITION_SQD2SQD = 0x38
+
+# Service types and optpar bits (qp.h)
+ST_RC = 0
+ST_UC = 1
+ST_UD = 3
+ST_XRC = 6
+ST_MLX = 7
+OPTPAR_ALT_ADDR_PATH = 0x1
+OPTPAR_PRIMARY_ADDR_PATH = 0x80
+OPTPAR_SCHED_QUEUE = 0x10000
+
+PROFILE_37 = 0
+PROFILE_NEW = 1
+
+RC_OK = 0
+RC_EPERM = -1
+RC_EINVAL = -22
+RC_REFUSED = -34
+RC_UNKNOWN_OPCODE = -38
+
+FINDING_NONE = 0
+FINDING_SPILL = 1
+FINDING_REFUSED = 2
+
+MFUNC_MAX = 80
+V2P_ENTRIES = 20480
+LOOKAHEAD_ROWS = 8
+RESERVED_QKEY_BASE = 0xFFFF0000
+
+
+@njit(inline="always")
+def slave_convert_port(active_ports, slave, port):
+    """mlx4_slave_convert_port: the physical port (1-based) of a function's port, or RC_EINVAL."""
+    if slave == 0:
+        actv = 3
+    elif slave < 1 or slave >= MFUNC_MAX:
+        actv = 0
+    else:
+        actv = np.int64(active_ports[slave]) & 3
+    m = (actv & 1) + ((actv >> 1) & 1)
+    if port <= 0 or port > m:
+        return RC_EINVAL
+    n = 0
+    if (actv & 1) == 0:
+        n = 1
+    if port <= n:
+        port = n + 1
+    return port
+
+
+@njit(inline="always")
+def rewrite_row(mailboxes, i, opcode, slave, in_modifier, v2p, base_proxy_sqpn, master, profile,
+                active_ports, smi_enabled, fw_reserved_qps):
+    """Rewrite row ``i`` of ``mailboxes`` in place. Returns (rc, finding).
+
+    Every field is read before any byte is written; bytes are stored only on success.
+    """
+    new = profile == PROFILE_NEW
+    do_sched = False
+    do_verify = False
+    do_pkey = False
+    do_gid = False
+    do_qkey = False
+    if opcode == TRANSITION_RST2INIT:
+        do_sched = new
+        do_pkey = True
+        do_qkey = True
+    elif opcode == TRANSITION_INIT2INIT:
+        do_pkey = True
+        do_qkey = True
+    elif (opcode == TRANSITION_INIT2RTR or opcode == TRANSITION_RTR2RTS or opcode == TRANSITION_RTS2RTS
+          or opcode == TRANSITION_SQD2SQD or opcode == TRANSITION_SQD2RTS):
+        do_sched = new
+        do_verify = True
+        do_pkey = True
+        do_gid = True
+        do_qkey = True
+    elif opcode == TRANSITION_SQERR2RTS:
+        do_sched = new
+        do_qkey = True
+    elif (opcode == TRANSITION_2ERR or opcode == TRANSITION_RTS2SQD or opcode == TRANSITION_2RST
+          or opcode == TRANSITION_QUERY):
+        return RC_OK, FINDING_NONE
+    else:
+        return RC_UNKNOWN_OPCODE, FINDING_NONE
+
+    slave8 = slave & 0xFF
+    optpar = ((np.int64(mailboxes[i, MBOX_OPTPAR]) << 24) | (np.int64(mailboxes[i, MBOX_OPTPAR + 1]) << 16)
+              | (np.int64(mailboxes[i, MBOX_OPTPAR + 2]) << 8) | np.int64(mailboxes[i, MBOX_OPTPAR + 3]))
+    st = np.int64(mailboxes[i, MBOX_SERVICE_TYPE])
+    sq_pri = np.int64(mailboxes[i, MBOX_PRI_SCHED_QUEUE])
+    sq_alt = np.int64(mailboxes[i, MBOX_ALT_SCHED_QUEUE])
+    pkey = np.int64(mailboxes[i, MBOX_PRI_PKEY_INDEX])
+    mgid_pri = np.int64(mailboxes[i, MBOX_PRI_MGID_INDEX])
+    mgid_alt = np.int64(mailboxes[i, MBOX_ALT_MGID_INDEX])
+    params2 = np.int64(mailboxes[i, MBOX_PARAMS2_FPP])
+    finding = np.int64(FINDING_NONE)  # typed: inlined into pycc, a literal would not unify
+
+    # adjust_qp_sched_queue (profile new; IB ports)
+    if do_sched:
+        port = slave_convert_port(active_ports, slave, ((sq_pri >> 6) & 1) + 1) - 1
+        if port < 0:
+            return RC_EINVAL, FINDING_NONE
+        if (optpar & (OPTPAR_PRIMARY_ADDR_PATH | OPTPAR_SCHED_QUEUE)) != 0 or sq_pri != 0:
+            sq_pri = (sq_pri & 0xBF) | ((port & 1) << 6)
+        if (optpar & OPTPAR_ALT_ADDR_PATH) != 0:
+            port = slave_convert_port(active_ports, slave, ((sq_alt >> 6) & 1) + 1) - 1
+            if port < 0:
+                return RC_EINVAL, FINDING_NONE
+            sq_alt = (sq_alt & 0xBF) | ((port & 1) << 6)
+
+    # verify_qp_parameters (u8 slave); every verifying transition carries address paths
+    if do_verify:
+        if not new:
+            if st == ST_RC or st == ST_UC:
+                if slave8 != master and (optpar & OPTPAR_PRIMARY_ADDR_PATH) != 0 and mgid_pri != 0:
+                    return RC_EINVAL, FINDING_NONE
+                if (optpar & OPTPAR_ALT_ADDR_PATH) != 0 and mgid_alt != 0:   # 3.7: no braces
+                    return RC_EINVAL, FINDING_NONE
+        else:
+            if slave8 != master:
+                params2 = params2 & 0xF7
+                if mailboxes[i, MBOX_RATE_LIMIT] != 0 or mailboxes[i, MBOX_RATE_LIMIT + 1] != 0:
+                    return RC_EPERM, FINDING_NONE
+            if st == ST_RC or st == ST_XRC or st == ST_UC:
+                if slave8 != master:
+                    if (optpar & OPTPAR_PRIMARY_ADDR_PATH) != 0 and mgid_pri >= 1:
+                        return RC_EINVAL, FINDING_NONE
+                    if (optpar & OPTPAR_ALT_ADDR_PATH) != 0 and mgid_alt >= 1:
+                        return RC_EINVAL, FINDING_NONE
+            elif st == ST_MLX:
+                if opcode == TRANSITION_INIT2RTR and slave8 != master:
+                    qpn23 = in_modifier & 0x7FFFFF
+                    base_sqpn = base_proxy_sqpn - 8
+                    reserved = ((qpn23 >= base_sqpn and qpn23 < base_sqpn + 8 + 16 * MFUNC_MAX)
+                                or qpn23 < fw_reserved_qps)
+                    if reserved:
+                        port = ((sq_pri >> 6) & 1) + 1
+                        smi = False
+                        if slave8 >= 1 and slave8 < MFUNC_MAX:
+                            smi = smi_enabled[slave8, port - 1] != 0
+                        if not smi:
+                            return RC_EPERM, FINDING_NONE
+
+    # update_pkey_index: the flat read of virt2phys_pkey, refused outside the table
+    if do_pkey:
+        offset = (slave * 2 + ((sq_pri >> 6) & 1)) * 128 + pkey
+        if offset < 0 or offset >= V2P_ENTRIES:
+            return RC_REFUSED, FINDING_REFUSED
+        if pkey >= 128:
+            finding = np.int64(FINDING_SPILL)
+        pkey = np.int64(v2p[offset >> 8, (offset >> 7) & 1, offset & 127])
+
+    # update_gid (u8 slave; IB ports)
+    if do_gid:
+        if st == ST_UD:
+            mgid_pri = 0x80 | slave8
+        if st == ST_RC or st == ST_UC or (new and st == ST_XRC):
+            if (optpar & OPTPAR_PRIMARY_ADDR_PATH) != 0:
+                mgid_pri = slave8 & 0x7F
+            if (optpar & OPTPAR_ALT_ADDR_PATH) != 0:
+                mgid_alt = slave8 & 0x7F
+
+    # commit
+    mailboxes[i, MBOX_PRI_SCHED_QUEUE] = sq_pri
+    mailboxes[i, MBOX_ALT_SCHED_QUEUE] = sq_alt
+    mailboxes[i, MBOX_PARAMS2_FPP] = params2
+    mailboxes[i, MBOX_PRI_PKEY_INDEX] = pkey
+    mailboxes[i, MBOX_PRI_MGID_INDEX] = mgid_pri
+    mailboxes[i, MBOX_ALT_MGID_INDEX] = mgid_alt
+
+    # adjust_proxy_tun_qkey (mlx4_get_parav_qkey)
+    if do_qkey:
+        qpn24 = in_modifier & 0xFFFFFF
+        base_tunnel_sqpn = base_proxy_sqpn + 8 * MFUNC_MAX
+        if qpn24 >= base_proxy_sqpn and qpn24 < base_tunnel_sqpn + 8 * MFUNC_MAX:
+            if qpn24 >= base_tunnel_sqpn:
+                qkey = RESERVED_QKEY_BASE + (qpn24 - base_tunnel_sqpn)
+            else:
+                qkey = RESERVED_QKEY_BASE + (qpn24 - base_proxy_sqpn)
+            mailboxes[i, MBOX_QKEY] = (qkey >> 24) & 0xFF
+            mailboxes[i, MBOX_QKEY + 1] = (qkey >> 16) & 0xFF
+            mailboxes[i, MBOX_QKEY + 2] = (qkey >> 8) & 0xFF
+            mailboxes[i, MBOX_QKEY + 3] = qkey & 0xFF
+    return RC_OK, finding
+
+
+@njit(inline="always")
+def _touch_ahead(mailboxes, i):
+    """Read one byte of each cache line of row i + LOOKAHEAD_ROWS (0 past the end).
+
+    A rewrite is a few dozen branches on bytes spread over the whole 256-byte row; loads of rows
+    further on, which nothing waits for, let the memory system fetch them while the branches
+    of this row resolve (in place: ~4.8 -> ~3.7 ms for 100k mailboxes on a 2-core EPYC VM).
+    """
+    j = i + LOOKAHEAD_ROWS
+    if j >= mailboxes.shape[0]:
+        return 0
+    return (np.int64(mailboxes[j, 0]) + np.int64(mailboxes[j, 64]) + np.int64(mailboxes[j, 128])
+            + np.int64(mailboxes[j, 192]))
+
+
+@njit
+def rewrite_kernel(mailboxes, out, transition, slave, qpn, v2p, base_proxy_sqpn, master, profile,
+                   active_ports, smi_enabled, fw_reserved_qps, rc, finding):
+    """Rewrite every row of ``mailboxes`` into ``out``; ``mailboxes`` is not modified.
+
+    One bulk copy, then the in-place rewrite of the copy: a row is read whole before any byte of
+    it is written, so reading the copy reads the input (a row-by-row slice copy was 4x slower).
+    Returns what rewrite_inplace_kernel returns."""
+    out.reshape(-1)[:] = mailboxes.reshape(-1)
+    return rewrite_inplace_kernel(out, transition, slave, qpn, v2p, base_proxy_sqpn, master, profile,
+                                  active_ports, smi_enabled, fw_reserved_qps, rc, finding)
+
+
+@njit
+def rewrite_inplace_kernel(mailboxes, transition, slave, qpn, v2p, base_proxy_sqpn, master, profile,
+                           active_ports, smi_enabled, fw_reserved_qps, rc, finding):
+    """Rewrite every row of ``mailboxes`` in place (rejected and refused rows stay as they were).
+
+    Returns a sum of the bytes read ahead (kept only so that those reads stay)."""
+    touched = 0
+    for i in range(mailboxes.shape[0]):
+        touched += _touch_ahead(mailboxes, i)
+        r, f = rewrite_row(mailboxes, i, np.int64(transition[i]), np.int64(slave[i]),
+                           np.int64(qpn[i]), v2p, base_proxy_sqpn, master, profile, active_ports,
+                           smi_enabled, fw_reserved_qps)
+        rc[i] = r
+        finding[i] = f
+    return touched

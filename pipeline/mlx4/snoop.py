@@ -1,0 +1,258 @@
+"""The mlx4 master's view of SubnSet MADs: ``init_pkeys`` and ``smp_snoop`` over batches.
+
+::
+
+    from madpipe.pipeline.mlx4 import snoop
+    cache, v2p = snoop.init_pkeys(num_vfs=4, num_ports=2, pkey_table_len=128, master=0)
+    res = snoop.smp_snoop(cache, v2p, mads, port_num=1, status=0, num_vfs=4, master=0, profile="new")
+    res.master_event.nonzero()    # frames that raised IB_EVENT_PKEY_CHANGE on the master
+
+``mads`` is ``uint8[N, 256]`` (the requests, in frame order); ``port_num`` ``uint8[N]`` (1-based)
+or one int; ``status`` ``uint16[N]``, the status of firmware's answer to each request (the
+GetResp with the same TID), or one int. ``cache`` (``phys_pkey_cache``, ``uint16[2, 128]``) is
+updated in place, ``v2p`` (``virt2phys_pkey``, ``uint8[80, 2, 128]``) only read. The result is a
+:class:`SnoopResult`.
+
+``profile="3.7"`` is the seed commit (no VF events; ``port_mgmt_change_events=True`` skips the
+snoop, as when the device reports port-management changes itself); ``profile="new"`` is
+mainline (per-VF P_Key-change events from ``__propagate_pkey_ev``). The rules, including what
+happens to block numbers past the table, are in :mod:`madpipe.pipeline.mlx4.snoop_reference`.
+
+PortInfo state: ``port_lid`` (``uint16[2]``, the LID firmware holds on each port, what the kernel
+compares a Set's LID with), ``sm_lid`` (``uint16[2]``) and ``sm_sl`` (``uint8[2]``, the SM address
+the master keeps). Pass your own arrays to carry them from one batch to the next (they are
+updated in place); leave them out to start from zeros (no LID assigned yet). The result holds
+the arrays used.
+
+``smp_snoop_reference`` takes the same arguments and runs the pure-Python model instead of the
+numba kernel; the two give identical results.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from numbers import Integral
+
+import numpy as np
+
+from madpipe.pipeline.mlx4 import snoop_reference as _ref
+from madpipe.pipeline.mlx4.snoop_kernels import smp_snoop_kernel
+
+FINDING_NONE = _ref.FINDING_NONE        # nothing out of range
+FINDING_SPILL = _ref.FINDING_SPILL      # P_KeyTable block past the port's row, inside the table: applied
+FINDING_REFUSED = _ref.FINDING_REFUSED  # would leave the kernel's table (or bad port): not applied
+
+PROFILES = _ref.PROFILES
+MLX4_MFUNC_MAX = _ref.MLX4_MFUNC_MAX
+MLX4_MAX_PORTS = _ref.MLX4_MAX_PORTS
+MLX4_MAX_PORT_PKEYS = _ref.MLX4_MAX_PORT_PKEYS
+MAD_SIZE = 256
+
+
+@dataclass
+class SnoopResult:
+    """Per-MAD outputs (length N, frame order) and the PortInfo state after the batch.
+
+    pkey_change_bitmap  uint32[N]    bit i: P_Key i of the block changed (P_KeyTable Sets)
+    master_event        bool[N]      IB_EVENT_PKEY_CHANGE on the master (bitmap non-zero)
+    slave_events        bool[N, 80]  [n, f]: function f got a P_Key-change EQE (profile new);
+                                     made on first use from slave_rows and slave_bits
+    slave_rows          int64[E]     the MADs that raised any slave event, in order, and for each
+    slave_bits          uint64[E, 2] the functions as bits (f: bit f % 64 of word f // 64). The
+                                     kernel writes only these, not 80 bytes for every MAD: no
+                                     8 MB to zero and fault in for a 100k-MAD batch
+    finding             int8[N]      FINDING_NONE, FINDING_SPILL or FINDING_REFUSED
+    lid_change          bool[N]      IB_EVENT_LID_CHANGE on the master: a Set(PortInfo) whose LID
+                                     differs from the port's LID before it (profile new also
+                                     forwards it to every VF)
+    client_rereg        bool[N]      IB_EVENT_CLIENT_REREGISTER: the Set(PortInfo) had the
+                                     ClientReregister bit (profile new also forwards it to every VF)
+    gid_change          bool[N]      profile new: a Set(GUIDInfo) the master passed to its
+                                     alias-GUID code (GUID cache and VF notification for block
+                                     attr_mod); never at 3.7, where the master ignores it. The
+                                     master never raises IB_EVENT_GID_CHANGE on itself.
+    snooped             bool[N]      a PortInfo, P_KeyTable or GUIDInfo case of smp_snoop ran
+    port_lid, sm_lid, sm_sl          the PortInfo state arrays (updated in place)
+    """
+
+    pkey_change_bitmap: np.ndarray
+    master_event: np.ndarray
+    slave_rows: np.ndarray
+    slave_bits: np.ndarray
+    finding: np.ndarray
+    lid_change: np.ndarray
+    client_rereg: np.ndarray
+    gid_change: np.ndarray
+    snooped: np.ndarray
+    port_lid: np.ndarray
+    sm_lid: np.ndarray
+    sm_sl: np.ndarray
+    _slave_events: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.finding)
+
+    @property
+    def slave_events(self) -> np.ndarray:
+        """bool[N, 80] from slave_rows and slave_bits (made once, then the same array)."""
+        if self._slave_events is None:
+            events = np.zeros((len(self.finding), MLX4_MFUNC_MAX), dtype=np.bool_)
+            if len(self.slave_rows):
+                bits = np.unpackbits(self.slave_bits.astype("<u8").view(np.uint8), axis=1, bitorder="little")
+                events[self.slave_rows] = bits[:, :MLX4_MFUNC_MAX].view(np.bool_)
+            self._slave_events = events
+        return self._slave_events
+
+    @classmethod
+    def empty(cls, n: int, port_lid, sm_lid, sm_sl) -> "SnoopResult":
+        return cls(
+            pkey_change_bitmap=np.zeros(n, dtype=np.uint32),
+            master_event=np.zeros(n, dtype=np.bool_),
+            slave_rows=np.empty(n, dtype=np.int64),  # room for every MAD; trimmed to those with events
+            slave_bits=np.empty((n, 2), dtype=np.uint64),
+            finding=np.zeros(n, dtype=np.int8),
+            lid_change=np.zeros(n, dtype=np.bool_),
+            client_rereg=np.zeros(n, dtype=np.bool_),
+            gid_change=np.zeros(n, dtype=np.bool_),
+            snooped=np.zeros(n, dtype=np.bool_),
+            port_lid=port_lid,
+            sm_lid=sm_lid,
+            sm_sl=sm_sl,
+        )
+
+
+def init_pkeys(num_vfs: int = 4, num_ports: int = 2, pkey_table_len: int = 128, master: int = 0):
+    """``init_pkeys`` of the seed commit: returns ``(cache, v2p)``.
+
+    ``v2p[slave, port - 1, i]`` for slave 0..num_vfs and i < pkey_table_len: ``i`` for the master
+    (identity) and for index 0, ``pkey_table_len - 1`` (unassigned) otherwise;
+    ``cache[port - 1, 0] = 0xFFFF``, everything else 0.
+    """
+    _check_config(num_vfs, master, num_ports, pkey_table_len)
+    # The reference's loops, as whole-array writes (the tests compare the two).
+    cache = np.zeros((MLX4_MAX_PORTS, MLX4_MAX_PORT_PKEYS), dtype=np.uint16)
+    v2p = np.zeros((MLX4_MFUNC_MAX, MLX4_MAX_PORTS, MLX4_MAX_PORT_PKEYS), dtype=np.uint8)
+    v2p[:num_vfs + 1, :num_ports, 1:pkey_table_len] = pkey_table_len - 1
+    v2p[master, :num_ports, :pkey_table_len] = np.arange(pkey_table_len, dtype=np.uint8)
+    cache[:num_ports, 0] = 0xFFFF
+    return cache, v2p
+
+
+def smp_snoop(cache, v2p, mads, port_num, status, num_vfs: int = 4, master: int = 0, profile: str = "new", *,
+              num_ports: int = 2, pkey_table_len: int = 128, port_mgmt_change_events: bool = False,
+              port_lid=None, sm_lid=None, sm_sl=None) -> SnoopResult:
+    """Snoop a batch with the numba kernel; see the module docstring."""
+    args = _prepare(cache, v2p, mads, port_num, status, num_vfs, master, profile, num_ports, pkey_table_len,
+                    port_lid, sm_lid, sm_sl)
+    mads, port_num, status, port_lid, sm_lid, sm_sl = args
+    res = SnoopResult.empty(mads.shape[0], port_lid, sm_lid, sm_sl)
+    n_slave = smp_snoop_kernel(mads, port_num, status, cache, v2p, port_lid, sm_lid, sm_sl,
+                               num_vfs, master, num_ports, pkey_table_len, profile == "new",
+                               bool(port_mgmt_change_events), sys.byteorder == "little",
+                               res.pkey_change_bitmap, res.master_event, res.slave_rows, res.slave_bits,
+                               res.finding, res.lid_change, res.client_rereg, res.gid_change, res.snooped)
+    res.slave_rows = res.slave_rows[:n_slave]
+    res.slave_bits = res.slave_bits[:n_slave]
+    return res
+
+
+def smp_snoop_reference(cache, v2p, mads, port_num, status, num_vfs: int = 4, master: int = 0,
+                        profile: str = "new", *, num_ports: int = 2, pkey_table_len: int = 128,
+                        port_mgmt_change_events: bool = False, port_lid=None, sm_lid=None,
+                        sm_sl=None) -> SnoopResult:
+    """The same as :func:`smp_snoop`, computed by the pure-Python reference one MAD at a time."""
+    args = _prepare(cache, v2p, mads, port_num, status, num_vfs, master, profile, num_ports, pkey_table_len,
+                    port_lid, sm_lid, sm_sl)
+    mads, port_num, status, port_lid, sm_lid, sm_sl = args
+    res = SnoopResult.empty(mads.shape[0], port_lid, sm_lid, sm_sl)
+    state = _ref.SnoopState(cache, v2p, port_lid, sm_lid, sm_sl)
+    n_slave = 0
+    for n in range(mads.shape[0]):
+        out = _ref.smp_snoop_one(state, mads[n], int(port_num[n]), int(status[n]), num_vfs=num_vfs, master=master,
+                                 profile=profile, num_ports=num_ports, pkey_table_len=pkey_table_len,
+                                 port_mgmt_change_events=bool(port_mgmt_change_events))
+        res.pkey_change_bitmap[n] = out.pkey_change_bitmap
+        res.master_event[n] = out.master_event
+        if out.slave_events:
+            res.slave_rows[n_slave] = n
+            res.slave_bits[n_slave] = 0
+            for slave in out.slave_events:
+                res.slave_bits[n_slave, slave >> 6] |= np.uint64(1 << (slave & 63))
+            n_slave += 1
+        res.finding[n] = out.finding
+        res.lid_change[n] = out.lid_change
+        res.client_rereg[n] = out.client_rereg
+        res.gid_change[n] = out.gid_change
+        res.snooped[n] = out.snooped
+    res.slave_rows = res.slave_rows[:n_slave]
+    res.slave_bits = res.slave_bits[:n_slave]
+    return res
+
+
+# -- argument checks ---------------------------------------------------------------------------
+
+def _check_int(name: str, value, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise ValueError(f"{name} must be an int, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in {low}..{high}, got {value}")
+
+
+def _check_config(num_vfs, master, num_ports, pkey_table_len, profile="new") -> None:
+    _check_int("num_vfs", num_vfs, 0, MLX4_MFUNC_MAX - 1)
+    _check_int("master", master, 0, num_vfs)
+    _check_int("num_ports", num_ports, 1, MLX4_MAX_PORTS)
+    _check_int("pkey_table_len", pkey_table_len, 1, MLX4_MAX_PORT_PKEYS)
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {', '.join(repr(p) for p in PROFILES)}, got {profile!r}")
+
+
+def _check_array(name: str, arr, dtype, shape, *, writeable: bool = False) -> None:
+    if not isinstance(arr, np.ndarray):
+        raise ValueError(f"{name} must be a numpy array of {np.dtype(dtype).name}, got {type(arr).__name__}")
+    if arr.dtype != dtype:
+        raise ValueError(f"{name} must have dtype {np.dtype(dtype).name}, got {arr.dtype}")
+    if len(shape) != arr.ndim or any(want is not None and want != got for want, got in zip(shape, arr.shape)):
+        want = "[" + ", ".join("N" if s is None else str(s) for s in shape) + "]"
+        raise ValueError(f"{name} must have shape {want}, got {list(arr.shape)}")
+    if not arr.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (use np.ascontiguousarray)")
+    if writeable and not arr.flags.writeable:
+        raise ValueError(f"{name} must be writeable: it is updated in place")
+
+
+def _per_mad(name: str, value, dtype, n: int, high: int):
+    """An array of length n, or one int broadcast to it."""
+    if isinstance(value, np.ndarray) and value.ndim > 0:
+        _check_array(name, value, dtype, (n,))
+        return value
+    if isinstance(value, np.ndarray):  # 0-d array
+        value = value.item()
+    _check_int(name, value, 0, high)
+    return np.full(n, value, dtype=dtype)
+
+
+def _state(name: str, value, dtype):
+    if value is None:
+        return np.zeros(MLX4_MAX_PORTS, dtype=dtype)
+    _check_array(name, value, dtype, (MLX4_MAX_PORTS,), writeable=True)
+    return value
+
+
+def _prepare(cache, v2p, mads, port_num, status, num_vfs, master, profile, num_ports, pkey_table_len,
+             port_lid, sm_lid, sm_sl):
+    _check_config(num_vfs, master, num_ports, pkey_table_len, profile)
+    _check_array("cache", cache, np.uint16, (MLX4_MAX_PORTS, MLX4_MAX_PORT_PKEYS), writeable=True)
+    _check_array("v2p", v2p, np.uint8, (MLX4_MFUNC_MAX, MLX4_MAX_PORTS, MLX4_MAX_PORT_PKEYS))
+    _check_array("mads", mads, np.uint8, (None, MAD_SIZE))
+    n = mads.shape[0]
+    port_num = _per_mad("port_num", port_num, np.uint8, n, 0xFF)
+    status = _per_mad("status", status, np.uint16, n, 0xFFFF)
+    return (mads, port_num, status, _state("port_lid", port_lid, np.uint16), _state("sm_lid", sm_lid, np.uint16),
+            _state("sm_sl", sm_sl, np.uint8))
+
+
+__all__ = [
+    "FINDING_NONE", "FINDING_REFUSED", "FINDING_SPILL", "PROFILES", "SnoopResult", "init_pkeys", "smp_snoop",
+    "smp_snoop_reference",
+]

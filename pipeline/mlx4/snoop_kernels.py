@@ -1,0 +1,175 @@
+"""numba kernels for the mlx4 master's ``smp_snoop`` over a batch of MADs.
+
+Plain arrays in, outputs passed in, state updated in place, MADs taken strictly in frame order
+(a MAD sees the cache every earlier MAD left). The semantics are those of
+:mod:`madpipe.pipeline.mlx4.snoop_reference`, which documents the rules; the tests compare the two
+bit for bit. Call them through :func:`madpipe.pipeline.mlx4.snoop.smp_snoop`, which checks the
+arrays.
+
+The constants below are repeated from the reference on purpose: numba's on-disk cache is keyed
+on this file, so a kernel must not depend on values that live in another module.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from madpipe.pipeline.kernels.jit import njit
+
+MLX4_MFUNC_MAX = 80
+MLX4_MAX_PORTS = 2
+MLX4_MAX_PORT_PKEYS = 128
+NUM_ALIAS_GUID_REC_IN_PORT = 16
+
+IB_MGMT_CLASS_SUBN_LID_ROUTED = 0x01
+IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE = 0x81
+IB_MGMT_METHOD_SET = 0x02
+IB_SMP_ATTR_GUID_INFO = 0x0014
+IB_SMP_ATTR_PORT_INFO = 0x0015
+IB_SMP_ATTR_PKEY_TABLE = 0x0016
+
+FINDING_SPILL = 1
+FINDING_REFUSED = 2
+
+# Byte offsets in the MAD: the SMP data starts at 64; PortInfo fields are data-relative + 64.
+SMP_DATA = 64
+PORT_INFO_LID = 64 + 16
+PORT_INFO_SM_LID = 64 + 18
+PORT_INFO_NEIGHBORMTU_MASTERSMSL = 64 + 36
+PORT_INFO_CLIENTREREG_RESV_SUBNETTO = 64 + 51
+
+# Swap the two bytes of every 16-bit lane of a 64-bit word.
+LANE_LOW_BYTES = 0x00FF00FF00FF00FF
+
+
+@njit
+def pkey_block_masks(virt2phys_pkey, num_vfs, master, pkey_table_len):
+    """``mask[slave, port - 1, blk]`` bit ``i``: value ``32 * blk + i`` appears in the VF's row.
+
+    Rows are scanned over ``0:pkey_table_len``; the master and functions past ``num_vfs`` get no
+    bits. ``(pkey_change_bitmap & mask[slave, port_num - 1, bn]) != 0`` is then exactly the test
+    of ``__propagate_pkey_ev`` for every block a MAD can reach without leaving the table (0..7).
+    """
+    mask = np.zeros((MLX4_MFUNC_MAX, MLX4_MAX_PORTS, 8), dtype=np.uint32)
+    for slave in range(num_vfs + 1):
+        if slave == master:
+            continue
+        for port_index in range(MLX4_MAX_PORTS):
+            for ix in range(pkey_table_len):
+                phys = np.int64(virt2phys_pkey[slave, port_index, ix])
+                mask[slave, port_index, phys >> 5] |= np.uint32(1 << (phys & 31))
+    return mask
+
+
+@njit
+def smp_snoop_kernel(mads, port_num, status, phys_pkey_cache, virt2phys_pkey, port_lid, sm_lid, sm_sl,
+                     num_vfs, master, num_ports, pkey_table_len, profile_new, port_mgmt_change_events,
+                     little_endian,
+                     pkey_change_bitmap, master_event, slave_rows, slave_bits, finding, lid_change,
+                     client_rereg, gid_change, snooped):
+    """Snoop ``mads[n]`` (answered with ``status[n]`` on ``port_num[n]``) for n in frame order.
+
+    mads uint8[N, 256]; port_num uint8[N]; status uint16[N]; phys_pkey_cache uint16[2, 128],
+    port_lid uint16[2], sm_lid uint16[2], sm_sl uint8[2] (updated); virt2phys_pkey
+    uint8[80, 2, 128] (read). Outputs, zeroed by the caller: pkey_change_bitmap uint32[N],
+    master_event, lid_change, client_rereg, gid_change, snooped bool[N], finding int8[N].
+    Slave events, sparse (most MADs raise none): for the e-th MAD that raised any,
+    slave_rows[e] (int64) is its index and slave_bits[e] (uint64[2]) the functions (f: bit f % 64
+    of word f // 64); both need room for N and no zeroing. Returns how many such MADs. ``little_endian``: the host's byte order, for the word compare.
+    """
+    n_mads = mads.shape[0]
+    mads64 = mads.view(np.uint64)
+    cache64 = phys_pkey_cache.view(np.uint64)
+    masks = pkey_block_masks(virt2phys_pkey, num_vfs, master, pkey_table_len)
+    lane_low = np.uint64(LANE_LOW_BYTES)
+    eight = np.uint64(8)
+    n_slave = 0
+
+    for n in range(n_mads):
+        # Cheap header filters first: class, method, status, attribute.
+        mgmt_class = mads[n, 1]
+        if mgmt_class != IB_MGMT_CLASS_SUBN_LID_ROUTED and mgmt_class != IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE:
+            continue
+        if mads[n, 3] != IB_MGMT_METHOD_SET:
+            continue
+        if status[n] != 0:
+            continue
+        attr_id = (np.int64(mads[n, 16]) << 8) | np.int64(mads[n, 17])
+        if attr_id != IB_SMP_ATTR_PKEY_TABLE and attr_id != IB_SMP_ATTR_PORT_INFO and attr_id != IB_SMP_ATTR_GUID_INFO:
+            continue
+        port = np.int64(port_num[n])
+        if port < 1 or port > num_ports:
+            finding[n] = FINDING_REFUSED
+            continue
+
+        if attr_id == IB_SMP_ATTR_PKEY_TABLE:
+            if port_mgmt_change_events:
+                continue
+            bn = (np.int64(mads[n, 22]) << 8) | np.int64(mads[n, 23])
+            first = (port - 1) * MLX4_MAX_PORT_PKEYS + bn * 32
+            if first + 31 >= MLX4_MAX_PORTS * MLX4_MAX_PORT_PKEYS:
+                finding[n] = FINDING_REFUSED
+                continue
+            if bn * 32 + 31 >= MLX4_MAX_PORT_PKEYS:
+                finding[n] = FINDING_SPILL
+            snooped[n] = True
+            row = first >> 7
+            col = first & 127
+            bitmap = 0
+            for k in range(8):
+                # Four P_Keys at a time: the wire word, lanes byte-swapped to host order, against
+                # the cache word; only a word that differs is looked at entry by entry.
+                wire = mads64[n, 8 + k]
+                if little_endian:
+                    wire = ((wire >> eight) & lane_low) | ((wire & lane_low) << eight)
+                if wire == cache64[row, (col >> 2) + k]:
+                    continue
+                for j in range(4):
+                    i = 4 * k + j
+                    pkey = (np.int64(mads[n, SMP_DATA + 2 * i]) << 8) | np.int64(mads[n, SMP_DATA + 2 * i + 1])
+                    if pkey != np.int64(phys_pkey_cache[row, col + i]):
+                        bitmap |= 1 << i
+                        phys_pkey_cache[row, col + i] = pkey
+            pkey_change_bitmap[n] = bitmap
+            if bitmap != 0:
+                master_event[n] = True
+                if profile_new:
+                    lo = np.uint64(0)
+                    hi = np.uint64(0)
+                    for slave in range(num_vfs + 1):
+                        if (np.int64(masks[slave, port - 1, bn]) & bitmap) != 0:
+                            if slave < 64:
+                                lo |= np.uint64(1) << np.uint64(slave)
+                            else:
+                                hi |= np.uint64(1) << np.uint64(slave - 64)
+                    if lo != 0 or hi != 0:
+                        slave_rows[n_slave] = n
+                        slave_bits[n_slave, 0] = lo
+                        slave_bits[n_slave, 1] = hi
+                        n_slave += 1
+
+        elif attr_id == IB_SMP_ATTR_PORT_INFO:
+            lid = (np.int64(mads[n, PORT_INFO_LID]) << 8) | np.int64(mads[n, PORT_INFO_LID + 1])
+            prev_lid = np.int64(port_lid[port - 1])
+            port_lid[port - 1] = lid
+            if port_mgmt_change_events:
+                continue
+            snooped[n] = True
+            sm_lid[port - 1] = (np.int64(mads[n, PORT_INFO_SM_LID]) << 8) | np.int64(mads[n, PORT_INFO_SM_LID + 1])
+            sm_sl[port - 1] = mads[n, PORT_INFO_NEIGHBORMTU_MASTERSMSL] & 0xF
+            if mads[n, PORT_INFO_CLIENTREREG_RESV_SUBNETTO] & 0x80:
+                client_rereg[n] = True
+            if prev_lid != lid:
+                lid_change[n] = True
+
+        else:
+            if port_mgmt_change_events:
+                continue
+            if profile_new:
+                attr_mod = ((np.int64(mads[n, 20]) << 24) | (np.int64(mads[n, 21]) << 16)
+                            | (np.int64(mads[n, 22]) << 8) | np.int64(mads[n, 23]))
+                if attr_mod >= NUM_ALIAS_GUID_REC_IN_PORT:
+                    finding[n] = FINDING_REFUSED
+                    continue
+                gid_change[n] = True
+            snooped[n] = True
+    return n_slave
