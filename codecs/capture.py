@@ -11,7 +11,7 @@ import os
 import struct
 from collections import Counter
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, cast
 
 from madpipe.codecs.erf_records import ERF_HEADER_SIZE, erf_ts_to_ns, erf_unwrap, erf_wrap
 from madpipe.codecs.errors import CaptureError
@@ -56,8 +56,9 @@ class CaptureReader:
     """
 
     def __init__(self, path: str | os.PathLike | BinaryIO):
+        self._f: BinaryIO
         if hasattr(path, "read"):
-            self._f = path
+            self._f = cast(BinaryIO, path)  # anything with read() is taken for a binary stream
             self.name = getattr(path, "name", "<stream>")
             self._own = False
         else:
@@ -282,8 +283,9 @@ class CaptureWriter:
         self.linktype = linktype
         self.nanosecond = nanosecond
         self.count = 0
+        self._f: BinaryIO
         if hasattr(path, "write"):
-            self._f, self._own = path, False
+            self._f, self._own = cast(BinaryIO, path), False  # anything with write() is a binary stream
         else:
             name = os.fspath(path)
             if append and os.path.exists(name) and os.path.getsize(name) > 0:

@@ -65,8 +65,8 @@ def _widths(*schemas) -> dict[str, int]:
             nested = sc.subcon.subcon if isinstance(sc.subcon, cs.Transformed) else sc.subcon
             if isinstance(nested, cs.Struct):
                 out.update(_widths(sc.subcon))
-            elif _width(sc.subcon) is not None:
-                out[sc.name] = _width(sc.subcon)
+            elif (bits := _width(sc.subcon)) is not None:
+                out[sc.name] = bits
     return out
 
 

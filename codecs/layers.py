@@ -600,6 +600,8 @@ class SMPDirected(_DataArea):
         _AfterPayload(_DRPathField("initial_path"), smpc.IB_SMP_DATA_SIZE),
         _AfterPayload(_DRPathField("return_path"), smpc.IB_SMP_DATA_SIZE),
     ]
+    initial_path: bytes  # what reading these fields gives (scapy makes them at run time: mypy is told)
+    return_path: bytes
 
     def _hops(self, path: bytes) -> list[int]:
         count = self.hop_cnt if self.hop_cnt is not None else len(_path_hops(self.initial_path))
@@ -612,7 +614,7 @@ class SMPDirected(_DataArea):
 
     @initial_hops.setter
     def initial_hops(self, hops: Sequence[int]) -> None:
-        self.initial_path = list(hops)
+        self.initial_path = list(hops)  # type: ignore[assignment]  # _DRPathField.any2i makes the bytes
         self.hop_cnt = len(hops)
 
     @property
@@ -622,7 +624,7 @@ class SMPDirected(_DataArea):
 
     @return_hops.setter
     def return_hops(self, hops: Sequence[int]) -> None:
-        self.return_path = list(hops)
+        self.return_path = list(hops)  # type: ignore[assignment]  # _DRPathField.any2i makes the bytes
 
     def mysummary(self):
         return super().mysummary() + f" hops={self.hop_ptr}/{self.hop_cnt} path={self.initial_hops}"
@@ -798,7 +800,7 @@ def smp_packet(method: int, attr, lid: int | None = None, dr_path: Sequence[int]
         if hop_cnt is not None or hop_ptr:
             raise CraftError("a hop count or pointer goes with a directed route, not a LID")
         lrh = LRH(dlid=lid, slid=1 if slid is None else slid, sl=sl)
-        mad = SMP(method=method, tid=tid, attr_id=attr_id, attr_mod=attr_mod, m_key=m_key, status=status)
+        mad: Packet = SMP(method=method, tid=tid, attr_id=attr_id, attr_mod=attr_mod, m_key=m_key, status=status)
     else:
         hops = list(dr_path or [])
         if len(hops) > IB_SMP_MAX_HOP_CNT:
@@ -816,7 +818,7 @@ def smp_packet(method: int, attr, lid: int | None = None, dr_path: Sequence[int]
     return lrh / BTH(pkey=pkey) / DETH() / mad / data
 
 
-def _attribute_data(layer: type, attr_id: int, data) -> Packet:
+def _attribute_data(layer: type[Packet], attr_id: int, data) -> Packet:
     """The attribute payload from a layer, a dict of the attribute's fields, bytes or None."""
     if data is None:
         data = {}

@@ -43,7 +43,7 @@ RESERVED_ANY = "any"
 
 
 def _is_reserved(name: str | None) -> bool:
-    return bool(name) and (name.startswith("resv") or name.startswith("reserved"))
+    return name is not None and name.startswith(("resv", "reserved"))
 
 
 def _leaf(con, in_bits: bool, zero: bool):

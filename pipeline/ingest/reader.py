@@ -154,7 +154,7 @@ class Ingest:
             eof = False
             while True:
                 if not eof and have < len(buf):
-                    got = f.readinto(memoryview(buf)[have:])
+                    got = f.readinto(buf.data[have:])
                     eof = got == 0
                     have += got
                     progress.update(self.path, file_pos + have, size)

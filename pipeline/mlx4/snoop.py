@@ -194,7 +194,7 @@ def smp_snoop_reference(cache, v2p, mads, port_num, status, num_vfs: int = 4, ma
 def _check_int(name: str, value, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise ValueError(f"{name} must be an int, got {type(value).__name__}")
-    if not low <= value <= high:
+    if not low <= int(value) <= high:
         raise ValueError(f"{name} must be in {low}..{high}, got {value}")
 
 
