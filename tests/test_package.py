@@ -1,11 +1,144 @@
-import codecs
 import importlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import GUARDED_ENV, TEST_CACHE_ENV, changes, chosen_cache_root, snapshot, user_caches
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Where `import codecs` came from, as JSON. The top-level folder is named codecs/ (madpipe.codecs
+# through setuptools' mapping) but must never hide the standard library's codecs.
+CODECS_PROBE = """
+import codecs, json, os, sys, sysconfig
+report = {"file": os.path.realpath(getattr(codecs, "__file__", None) or "?"),
+          "stdlib": os.path.realpath(sysconfig.get_paths()["stdlib"]),
+          "lookup": callable(getattr(codecs, "lookup", None)),
+          "path": [os.path.realpath(p or ".") for p in sys.path]}
+"""
 
 
-def test_stdlib_codecs_not_shadowed():
-    # The top-level folder is named codecs/ but must never hide the standard library's codecs.
-    assert hasattr(codecs, "lookup")
-    assert codecs.lookup("utf-8").name == "utf-8"
+def _probe(*argv, cwd=ROOT, env=None):
+    """Run a probe that prints ``CODECS <json>``: the report, or the stderr of a process that failed."""
+    done = subprocess.run([sys.executable, *argv], cwd=cwd, env=env, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("CODECS ")]
+    if done.returncode or not lines:
+        return done.stdout[-1000:] + done.stderr[-2000:]
+    return json.loads(lines[-1].removeprefix("CODECS "))
+
+
+def _is_stdlib(report) -> bool:
+    return isinstance(report, dict) and report["lookup"] and os.path.dirname(report["file"]) == report["stdlib"]
+
+
+def test_stdlib_codecs_in_this_process():
+    """Run in-process by this session, and in fresh pytest sessions by the test below."""
+    scope: dict = {}
+    exec(CODECS_PROBE, scope)
+    print("CODECS " + json.dumps(scope["report"]))
+    assert _is_stdlib(scope["report"]), scope["report"]
+
+
+def test_stdlib_codecs_not_shadowed_in_fresh_processes():
+    print_it = CODECS_PROBE + "print('CODECS ' + json.dumps(report))"
+    here = "test_package.py::test_stdlib_codecs_in_this_process"
+    inner_pytest = ["-m", "pytest", "-q", "-s", "-p", "no:cacheprovider"]
+    runs = {  # the repository root, with its codecs/ folder, is on sys.path in the first and third
+        "python -c, from the root": _probe("-c", print_it),
+        "python -c, from tests/": _probe("-c", print_it, cwd=ROOT / "tests"),
+        "python -m pytest, from the root": _probe(*inner_pytest, f"tests/{here}"),
+        "python -m pytest, from tests/": _probe(*inner_pytest, here, cwd=ROOT / "tests"),
+    }
+    for how, report in runs.items():
+        assert _is_stdlib(report), f"{how}: {report}"
+    assert str(ROOT) in runs["python -c, from the root"]["path"]
+    assert str(ROOT) in runs["python -m pytest, from the root"]["path"]
+
+
+def test_the_codecs_probe_sees_a_shadowed_codecs():
+    # The check above can fail. CPython (3.11+) has codecs frozen in and imports it at startup, so
+    # a default build finds it before any sys.path entry; without frozen modules (a debug build,
+    # -X frozen_modules=off) it is looked up on sys.path. Then a process that imports codecs after
+    # the repository root went on sys.path gets the codecs/ folder ...
+    shadow = f"import sys; sys.path.insert(0, {str(ROOT)!r}); del sys.modules['codecs']\n"
+    print_it = CODECS_PROBE + "print('CODECS ' + json.dumps(report))"
+    report = _probe("-X", "frozen_modules=off", "-c", shadow + print_it)
+    assert not _is_stdlib(report) and report["file"] == str(ROOT / "codecs" / "__init__.py"), report
+    # ... and with the root on PYTHONPATH the interpreter itself cannot start.
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    report = _probe("-X", "frozen_modules=off", "-c", print_it, env=env)
+    assert not _is_stdlib(report) and "module 'codecs' has no attribute" in report, report
+
+
+def test_every_cache_points_at_the_session_folder(isolated_caches):
+    from madpipe.pipeline.kernels import aot
+
+    root = isolated_caches.root
+    assert {name: os.environ[name] for name in isolated_caches.environment} == {
+        "XDG_CACHE_HOME": root, "MADPIPE_CACHE_DIR": os.path.join(root, "madpipe"),
+        "NUMBA_CACHE_DIR": os.path.join(root, "numba"), TEST_CACHE_ENV: root,
+        GUARDED_ENV: os.pathsep.join(user_caches())}
+    assert aot.cache_dir() == os.path.join(root, "madpipe")
+    assert os.path.realpath(os.path.expanduser("~/.cache/madpipe")) in user_caches()
+    for folder in user_caches():
+        assert os.path.commonpath([folder, root]) not in (folder, root)
+    # A subprocess inherits them: madpipe's cache, and numba's as numba read it at its import.
+    probe = ("from madpipe.pipeline.kernels import aot; import numba.core.config as c; "
+             "print(aot.cache_dir()); print(c.CACHE_DIR)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == [os.path.join(root, "madpipe"), os.path.join(root, "numba")]
+
+
+def test_a_snapshot_shows_what_was_written(tmp_path):
+    cache = tmp_path / "madpipe"
+    before = snapshot(str(cache))
+    assert before is None and changes(before, snapshot(str(cache))) == []
+    cache.mkdir()
+    assert changes(before, snapshot(str(cache))) == ["created"]
+    before = snapshot(str(cache))
+    (cache / "kernels.so").write_bytes(b"x")
+    assert changes(before, snapshot(str(cache)))[0] == "new kernels.so"
+    before = snapshot(str(cache))
+    (cache / "kernels.so").write_bytes(b"xy")
+    assert changes(before, snapshot(str(cache))) == ["changed kernels.so"]
+
+
+def test_the_test_cache_may_not_be_the_users(tmp_path):
+    guarded = [str(tmp_path / "home" / ".cache" / "madpipe")]
+    assert chosen_cache_root({}, guarded) is None
+    for bad in ("home/.cache", "home/.cache/madpipe", "home/.cache/madpipe/tests", "home"):
+        with pytest.raises(pytest.UsageError, match="the user's cache"):
+            chosen_cache_root({TEST_CACHE_ENV: str(tmp_path / bad)}, guarded)
+    assert chosen_cache_root({TEST_CACHE_ENV: str(tmp_path / "home" / "madpipe-tests")}, guarded) == str(
+        tmp_path / "home" / "madpipe-tests")
+
+
+def test_a_session_that_writes_the_users_cache_fails(tmp_path):
+    # A session of one test that writes into the user's cache, with HOME in tmp_path: it fails,
+    # and says where; the same session without the write passes.
+    home = tmp_path / "home"
+    (home / ".cache" / "madpipe").mkdir(parents=True)
+    test = tmp_path / "test_writes.py"
+    test.write_text(textwrap.dedent("""
+        import os
+        def test_write():
+            if os.environ.get("WRITE") == "1":
+                open(os.path.join(os.environ["HOME"], ".cache", "madpipe", "stray"), "w").close()
+    """))
+    tests = str(Path(__file__).parent)
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", GUARDED_ENV)}  # as a user's
+    env.update(HOME=str(home), PYTHONPATH=os.pathsep.join([tests, env.get("PYTHONPATH", "")]))
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "conftest", "--rootdir",
+            str(tmp_path), str(test)]
+    clean = subprocess.run(argv, cwd=tmp_path, env=dict(env, WRITE="0"), capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stdout[-2000:]
+    dirty = subprocess.run(argv, cwd=tmp_path, env=dict(env, WRITE="1"), capture_output=True, text=True)
+    assert dirty.returncode == 1 and "1 passed, 1 error" in dirty.stdout, dirty.stdout[-2000:]
+    assert f"the session wrote the user's cache: {home / '.cache' / 'madpipe'}: new stray" in dirty.stdout
 
 
 def test_namespace_packages_import():
