@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Install everything the test suite needs on a fresh Debian machine, then run it: the whole suite
-# with the kernels compiled ahead of time (the default; gcc and the Python headers build them),
-# the kernel tests again with numba's JIT (MADPIPE_JIT=1), the whole suite as plain Python
-# (NUMBA_DISABLE_JIT=1).
+# Install everything the test suite needs on a fresh Debian machine, then lint (ruff) and type-check
+# (mypy), both configured in pyproject.toml, and run it: the whole suite with the kernels compiled
+# ahead of time (the default; gcc and the Python headers build them), the kernel tests again with
+# numba's JIT (MADPIPE_JIT=1), the whole suite as plain Python (NUMBA_DISABLE_JIT=1). No -m filter:
+# the slow tests run here too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
@@ -19,6 +20,15 @@ if [ -n "$missing" ]; then
 fi
 # A Debian-managed python3 refuses pip installs (PEP 668); CI machines are throwaway, so allow it.
 PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q -e '.[test]'
+python3 -m ruff check .
+# mypy names modules by their folders, and madpipe has none called madpipe/ (setuptools maps codecs/
+# and pipeline/ to madpipe.codecs and madpipe.pipeline): it reads them through a tree that has one.
+types="$(mktemp -d)"
+trap 'rm -rf "$types"' EXIT
+mkdir "$types/madpipe"
+ln -s "$PWD/codecs" "$types/madpipe/codecs"
+ln -s "$PWD/pipeline" "$types/madpipe/pipeline"
+MYPYPATH="$types" python3 -m mypy
 # Tools are installed above: a missing one is a failure here, never a skip.
 export MADPIPE_REQUIRE_TOOLS=1
 python3 -m pytest -q "$@"

@@ -105,6 +105,7 @@ def test_every_kernel_module_is_listed_and_every_listed_kernel_exists():
                 assert not written or ndim, token  # only arrays are written
 
 
+@pytest.mark.slow
 def test_the_jit_compiles_no_signature_the_table_lacks():
     # Were a call path to pass another dtype, the ahead-of-time guard would refuse it: the JIT
     # compiled signatures of every command's workload must be exactly the table's.
@@ -130,6 +131,7 @@ def test_the_jit_compiles_no_signature_the_table_lacks():
     assert {(m, n) for m, ks in aot.KERNELS.items() for n in ks} <= set(seen)
 
 
+@pytest.mark.slow
 def test_what_a_kernel_does_not_write_numba_checks_it_only_reads():
     # Every array KERNELS does not mark "!" is compiled read-only: numba refuses a kernel that
     # writes one, so the guard can let read-only inputs through and refuse read-only outputs.
@@ -213,6 +215,7 @@ def _outputs(env, *argv):
                           env=env, check=True).stdout
 
 
+@pytest.mark.slow
 def test_commands_print_the_same_bytes_ahead_of_time_with_the_jit_and_as_python(built, tmp_path):
     from madpipe.pipeline.bench import workload
 
@@ -261,6 +264,7 @@ def test_the_build_asks_for_the_features_the_cpu_reports():
     assert done.stdout.strip() == "True", done.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_a_failed_build_falls_back_to_the_jit_once_and_says_why(tmp_path):
     # A C compiler that fails: the command still works (numba's JIT), the reason is kept, and the
     # next run does not try to build again.

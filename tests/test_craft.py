@@ -191,6 +191,7 @@ def test_real_capture_mads_round_trip(capsys, tmp_path):
     assert all(abs(a.ts_ns - b.ts_ns) < 250 for a, b in zip(rebuilt, originals))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", sorted(PCAPS.glob("opensm*.pcap")), ids=lambda p: p.name)
 def test_encode_record_rebuilds_what_the_record_holds(path):
     """opensm/ibsim leave bytes past hop_cnt in directed-route paths (and return_path[0] = 1);

@@ -155,6 +155,7 @@ def test_decode_frame_never_raises_on_random_bytes(data):
     assert "icrc_ok" in record
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_decode_frame_never_raises_on_mutated_real_frames(real_frames, data):

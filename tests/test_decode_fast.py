@@ -130,6 +130,7 @@ def test_crc_kernel_matches_check_crcs():
     check_crc_kernel(frames + more + [rng.randbytes(rng.randrange(400)) for _ in range(300)])
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_frame_json_is_decode_frame_or_declines(data):
@@ -271,6 +272,7 @@ def test_unreadable_files_are_still_one_line(tmp_path):
     assert code == 2 and "bad magic" in err and out == ""
 
 
+@pytest.mark.slow
 def test_many_batches(tmp_path):
     mads, _, _ = workload.sm_mads(2500, seed=6)
     frames = [bytes(f) for f in workload.mad_frames(mads)]

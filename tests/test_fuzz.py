@@ -316,6 +316,7 @@ def test_a_run_finds_no_bug_and_reports_kernel_findings():
     assert s.stats["codecs"]["decoded"] == 500 and s.stats["snoop"]["MADs"] == 500
 
 
+@pytest.mark.slow
 def test_runs_agree_across_jobs_and_batch_boundaries():
     opts = dict(seed=22, count=400, start=BATCH - 200, keep=2)
     one = fuzz.run(fuzz.Options(jobs=1, **opts))
@@ -415,6 +416,7 @@ def test_ibsim_target_finds_the_vlarb_port_crash(tmp_path):
     assert sim.leftover_processes() == []
 
 
+@pytest.mark.slow
 def test_atheris_entry_point_runs():
     if os.environ.get("MADPIPE_REQUIRE_TOOLS") == "1":
         import atheris  # noqa: F401  (the test extra installs it: in CI a missing one fails)

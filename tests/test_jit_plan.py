@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REAL = Path(__file__).parent.parent / "pcaps" / "infiniband_endace_erf_2008.pcap"
 
 PROBE = """
@@ -27,6 +29,7 @@ def probe(*argv, env=None):
     return out.stdout.splitlines()[-1].split()
 
 
+@pytest.mark.slow
 def test_small_capture_does_not_load_numba(tmp_path):
     # The ahead-of-time kernels when they are built ...
     subprocess.run([sys.executable, "-m", "madpipe.pipeline.kernels.aot"], env=user_env(), check=True,
@@ -48,6 +51,7 @@ def test_large_capture_runs_compiled_kernels_without_numba(tmp_path):
     assert probe("snoop", "-r", str(big)) == ["False", "aot", "0"]
 
 
+@pytest.mark.slow
 def test_environment_overrides(tmp_path):
     env = user_env(MADPIPE_JIT="1")
     assert probe("snoop", "-r", str(REAL), env=env) == ["True", "numba", "0"]
@@ -57,6 +61,7 @@ def test_environment_overrides(tmp_path):
     assert probe("decode", "-r", str(REAL), "-T", "json", env=env) == ["False", "python", "0"]
 
 
+@pytest.mark.slow
 def test_positional_captures_are_planned_too(tmp_path):
     a = str(Path(__file__).parent.parent / "pcaps" / "opensm_partitions.pcap")
     b = str(Path(__file__).parent.parent / "pcaps" / "opensm_partitions_changed.pcap")
@@ -65,6 +70,7 @@ def test_positional_captures_are_planned_too(tmp_path):
     assert probe("report", a, "-w", str(tmp_path / "r.html"), env=empty)[:2] == ["False", "python"]
 
 
+@pytest.mark.slow
 def test_snoop_runs_as_python_up_to_a_megabyte(tmp_path):
     # snoop's kernels touch a few bytes a frame: as Python they beat numba's load up to ~1 MiB;
     # decode's CRC check reads every byte, so it compiles from 256 KiB.

@@ -170,6 +170,7 @@ def test_dataset_refuses_two_captures_of_one_name(tmp_path, capsys):
     assert code == 2 and f"two captures named {A.name}" in err
 
 
+@pytest.mark.slow
 def test_two_captures_on_a_local_dask_cluster_give_the_serial_rows(tmp_path, capsys):
     distributed = pytest.importorskip("distributed")
     many.write_dataset([A, B], tmp_path / "serial-frames", "frames", jobs=1)

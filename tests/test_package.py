@@ -43,20 +43,23 @@ def test_stdlib_codecs_in_this_process():
     assert _is_stdlib(scope["report"]), scope["report"]
 
 
-def test_stdlib_codecs_not_shadowed_in_fresh_processes():
+def test_stdlib_codecs_not_shadowed_in_a_fresh_interpreter():
     print_it = CODECS_PROBE + "print('CODECS ' + json.dumps(report))"
+    from_root = _probe("-c", print_it)  # sys.path[0] is the root, beside its codecs/ folder
+    assert _is_stdlib(from_root) and str(ROOT) in from_root["path"], from_root
+    from_tests = _probe("-c", print_it, cwd=ROOT / "tests")
+    assert _is_stdlib(from_tests), from_tests
+
+
+@pytest.mark.slow
+def test_stdlib_codecs_not_shadowed_in_a_fresh_pytest_session():
+    # python -m pytest puts the working directory on sys.path, and its rootdir insertion tests/.
     here = "test_package.py::test_stdlib_codecs_in_this_process"
-    inner_pytest = ["-m", "pytest", "-q", "-s", "-p", "no:cacheprovider"]
-    runs = {  # the repository root, with its codecs/ folder, is on sys.path in the first and third
-        "python -c, from the root": _probe("-c", print_it),
-        "python -c, from tests/": _probe("-c", print_it, cwd=ROOT / "tests"),
-        "python -m pytest, from the root": _probe(*inner_pytest, f"tests/{here}"),
-        "python -m pytest, from tests/": _probe(*inner_pytest, here, cwd=ROOT / "tests"),
-    }
-    for how, report in runs.items():
-        assert _is_stdlib(report), f"{how}: {report}"
-    assert str(ROOT) in runs["python -c, from the root"]["path"]
-    assert str(ROOT) in runs["python -m pytest, from the root"]["path"]
+    inner = ["-m", "pytest", "-q", "-s", "-p", "no:cacheprovider"]
+    from_root = _probe(*inner, f"tests/{here}")
+    assert _is_stdlib(from_root) and str(ROOT) in from_root["path"], from_root
+    from_tests = _probe(*inner, here, cwd=ROOT / "tests")
+    assert _is_stdlib(from_tests) and str(ROOT / "tests") in from_tests["path"], from_tests
 
 
 def test_the_codecs_probe_sees_a_shadowed_codecs():
@@ -117,6 +120,7 @@ def test_the_test_cache_may_not_be_the_users(tmp_path):
         tmp_path / "home" / "madpipe-tests")
 
 
+@pytest.mark.slow
 def test_a_session_that_writes_the_users_cache_fails(tmp_path):
     # A session of one test that writes into the user's cache, with HOME in tmp_path: it fails,
     # and says where; the same session without the write passes.
@@ -158,6 +162,7 @@ def test_top_level_help_lists_every_command_with_examples(capsys):
     assert "examples:" in out and "madpipe snoop -r pcaps/" in out
 
 
+@pytest.mark.slow
 def test_unwritable_output_is_one_line_for_every_command(tmp_path, capsys):
     from pathlib import Path
 

@@ -485,6 +485,7 @@ def assert_same(boxes, codes, slaves, qpns, v2p, **kw):
     return rc, f
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("profile", ["3.7", "new"])
 def test_kernel_equals_reference_on_a_large_random_batch(profile):
     n = 120_000
@@ -529,6 +530,7 @@ def commands(draw):
 @settings(max_examples=200 if JIT else 60, deadline=None)
 @given(cmds=commands(), seed=st.integers(0, 2 ** 32 - 1), profile=st.sampled_from(["3.7", "new"]),
        master=st.sampled_from([0, 0, 1, 79]))
+@pytest.mark.slow
 def test_kernel_equals_reference_hypothesis(cmds, seed, profile, master):
     boxes, codes, slaves, qpns, p = cmds
     rng = np.random.default_rng(seed)

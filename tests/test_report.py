@@ -103,6 +103,7 @@ class Page(HTMLParser):
             self.title += text
 
 
+@pytest.mark.slow
 def test_html_opens_with_three_pngs_and_the_matrix(tmp_path, capsys):
     out = tmp_path / "report.html"
     assert main(["report", str(CHANGED), "-w", str(out), "--png-dir", str(tmp_path / "png")]) == 0

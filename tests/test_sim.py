@@ -278,6 +278,7 @@ def opensm_runs(tmp_path_factory):
             "pkeys_a": pkeys_a, "pkeys_b": pkeys_b, "run_b": run_b}
 
 
+@pytest.mark.slow
 def test_snoop_gives_the_tables_smpquery_reads(opensm_runs):
     result = fabric.snoop_capture(opensm_runs["capture_a"])
     ports, pkeys = opensm_runs["ports"], opensm_runs["pkeys_a"]
@@ -298,6 +299,7 @@ def test_snoop_gives_the_tables_smpquery_reads(opensm_runs):
         assert key in snooped or (read[0] == 0xFFFF and not any(read[1:])), key  # ibsim's default
 
 
+@pytest.mark.slow
 def test_second_run_events_name_exactly_what_changed(opensm_runs):
     before, after, ports = opensm_runs["pkeys_a"], opensm_runs["pkeys_b"], opensm_runs["ports"]
     expected = {(*key, i, old, new) for key in before
@@ -332,6 +334,7 @@ def _assert_tables(result, read: dict) -> None:
         assert table[:len(read[pid])] == read[pid] and not any(table[len(read[pid]):]), pid.label()
 
 
+@pytest.mark.slow
 def test_replaying_the_sets_into_a_fresh_fabric(opensm_runs, capsys):
     result = fabric.snoop_capture(opensm_runs["capture_a"])
     with sim.SimCapture(TOPOLOGY, sm_node="Hca1") as fresh:  # DR paths start at Hca1
@@ -346,6 +349,7 @@ def test_replaying_the_sets_into_a_fresh_fabric(opensm_runs, capsys):
     assert summary["timed_out"] == summary["undeliverable"] == summary["answered_with_MAD_status"] == 0
 
 
+@pytest.mark.slow
 def test_replay_through_libibumad_under_umad2sim(opensm_runs, tmp_path):
     """--umad: libibumad by ctypes, in a process with libumad2sim.so preloaded (device ibsim0)."""
     result = fabric.snoop_capture(opensm_runs["capture_a"])
@@ -365,6 +369,7 @@ def test_replay_through_libibumad_under_umad2sim(opensm_runs, tmp_path):
     assert len(got) == 8 and all(r["mad"]["method"] == 0x81 and r["vcrc_ok"] for r in got)
 
 
+@pytest.mark.slow
 def test_capture_command(opensm_runs, tmp_path, capsys):
     out = tmp_path / "cli.pcap"
     assert main(["capture", "--sim", TOPOLOGY, "--sm-node", "Hca1", "--partitions", str(PARTITIONS_A),
@@ -435,6 +440,7 @@ def test_a_tool_is_stopped_when_ibsim_dies():
     assert sim.leftover_processes() == []
 
 
+@pytest.mark.slow
 def test_a_tool_that_hangs_is_stopped_by_pid():
     need_sim_tools()
     with sim.SimCapture(TOPOLOGY, sm_node="Hca1", tool_timeout=1.0) as capture:

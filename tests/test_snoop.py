@@ -458,6 +458,7 @@ def config_strategy(draw):
     return cache, v2p, kw
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(config=config_strategy(), mads=st.lists(mad_strategy(), min_size=3, max_size=60))
 def test_kernel_matches_reference_hypothesis(config, mads):
@@ -504,6 +505,7 @@ def random_batch(n: int, seed: int):
     return mads, port, status
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("profile", PROFILES)
 def test_kernel_matches_reference_random_100k(profile):
     n = 100_000

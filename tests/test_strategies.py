@@ -83,6 +83,7 @@ def test_pkey_table_set_is_a_subnset_of_one_block(mad):
     assert hdr.attr_mod <= 7 and hdr.mgmt_class in (0x01, 0x81)
 
 
+@pytest.mark.slow
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(S.pkey_table_set(block=st.integers(0, 9)), min_size=1, max_size=12),
        st.lists(st.sampled_from([1, 2]), min_size=12, max_size=12))
@@ -102,6 +103,7 @@ def test_snoop_kernel_and_reference_agree_on_drawn_sets(mads, ports):
         assert np.array_equal(getattr(k, name), getattr(r, name)), name
 
 
+@pytest.mark.slow
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(S.qp_command(base_proxy_sqpn=64), min_size=1, max_size=10), st.sampled_from(["3.7", "new"]))
 def test_paravirt_kernel_and_reference_agree_on_drawn_commands(commands, profile):
