@@ -69,7 +69,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-
 def _jsonl_path(path: str) -> str:
     root, ext = os.path.splitext(path)
     return (root if ext.lower() in (".pcap", ".pcapng", ".cap") else path) + ".jsonl"
