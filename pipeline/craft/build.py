@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import sys
+from collections.abc import Sequence
 from decimal import Decimal
 
 from madpipe.codecs.capture import CaptureWriter
@@ -31,7 +32,7 @@ _ATTR_MOD = {
 
 def smp_frames(attr: str | None, *, method: str = "get", lid: str | None = None, dr_path: str | None = None,
                block: str | None = None, port: str | None = None, attr_mod: str | None = None,
-               pkeys: str | None = None, fields: list[str] = (), slid: str | None = None, tid: str = "1",
+               pkeys: str | None = None, fields: Sequence[str] = (), slid: str | None = None, tid: str = "1",
                m_key: str = "0", hop_cnt: str | None = None, hop_ptr: str = "0", time: str = "0",
                raw: bool = False) -> list[tuple[bytes, int]]:
     """(packet, ts_ns) of each SMP ``madpipe craft`` builds from these flags' values (the text of
@@ -81,7 +82,7 @@ def smp_frames(attr: str | None, *, method: str = "get", lid: str | None = None,
     if len(mods) > MAX_FRAMES:
         raise CraftArgError(f"--block and -P ask for {len(mods)} frames; at most {MAX_FRAMES} at once")
     start = parse_time(time)
-    frames = []
+    frames: list[tuple[bytes, int]] = []
     try:
         for i, mod in enumerate(mods):
             pkt = layers.smp_packet(method_id, attr_id, dlid, hops, mod,
@@ -127,7 +128,7 @@ def attr_mods(attr_id: int, name: str, *, block: str | None = None, port: str | 
     return out
 
 
-def field_values(layer, assignments: list[str], raw: bool) -> dict:
+def field_values(layer, assignments: Sequence[str], raw: bool) -> dict:
     """-f NAME=VALUE for the attribute layer's fields, values checked against the field width."""
     from scapy.fields import BitField, FieldListField, PacketListField, StrFixedLenField, ThreeBytesField
 
@@ -177,7 +178,7 @@ def json_frames(name: str, time: str = "0") -> list[tuple[bytes, int]]:
     except OSError as exc:
         raise CraftArgError(f"{name}: cannot open: {exc.strerror or exc}") from None
     start = parse_time(time)
-    frames = []
+    frames: list[tuple[bytes, int]] = []
     with f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
