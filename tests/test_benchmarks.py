@@ -74,7 +74,7 @@ def test_snoop_end_to_end(benchmark, sm, tmp_path):
     # The streaming fabric snoop with its read-ahead thread, and its text output, on 20k frames.
     import io
 
-    from madpipe.pipeline.cli import snoop as cmd_snoop
+    from madpipe.pipeline.fabric import output as fabric_output
     from madpipe.pipeline.fabric import snoop as fabric
 
     path = tmp_path / "w.pcap"
@@ -83,7 +83,7 @@ def test_snoop_end_to_end(benchmark, sm, tmp_path):
     def run():
         out = io.StringIO()
         result = fabric.snoop_capture(path)
-        cmd_snoop.print_text(result, out)
+        fabric_output.print_text(result, out)
         return result, out.getvalue()
 
     result, text = benchmark(run)

@@ -1,6 +1,6 @@
 """`madpipe decode -T json`'s fast path (fast_json, kernels_decode) against decode_frame + jsonl, byte for byte.
 
-The reference is the same command with cmd_decode.FAST_JSON off: every frame through decode_frame
+The reference is the same command with decode.lines.FAST_JSON off: every frame through decode_frame
 and json.dumps. Compared on the real capture, the opensm captures, the synthetic workload, every
 SMP and PerfMgt attribute with random contents, GRH and directed-route frames, damaged frames,
 random mutations and random bytes, pcap and pcapng, with -c and cut files.
@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from madpipe.codecs import build, crc, perf, smp
 from madpipe.codecs.capture import CaptureReader, CaptureWriter
 from madpipe.codecs.frame import decode_frame, plain
-from madpipe.pipeline.cli import decode as cmd_decode
 from madpipe.pipeline.decode import json_lines as fast_json
+from madpipe.pipeline.decode import lines as decode_lines
 from madpipe.pipeline.decode import crc_kernels as kernels_crc
 from madpipe.pipeline.bench import workload
 from madpipe.pipeline.decode import kernels as kd
@@ -35,14 +35,14 @@ CODE = {True: kd.CRC_OK, False: kd.CRC_BAD, None: kd.CRC_ABSENT}
 
 def decode(path, *argv, fast=True):
     """(exit status, stdout, stderr) of `madpipe decode -r path argv`, fast path on or off."""
-    saved = cmd_decode.FAST_JSON
-    cmd_decode.FAST_JSON = fast
+    saved = decode_lines.FAST_JSON
+    decode_lines.FAST_JSON = fast
     out, err = io.StringIO(), io.StringIO()
     try:
         with redirect_stdout(out), redirect_stderr(err):
             code = main(["decode", "-r", str(path), *argv])
     finally:
-        cmd_decode.FAST_JSON = saved
+        decode_lines.FAST_JSON = saved
     return code, out.getvalue(), err.getvalue()
 
 

@@ -619,7 +619,7 @@ def format_pkeys_as_first_written(table, entries):
 
 
 def test_pkey_lines_kernel_and_format_pkeys():
-    from madpipe.pipeline.cli import snoop as cmd_snoop
+    from madpipe.pipeline.fabric import output as fabric_output
 
     rng = np.random.default_rng(3)
     tables = rng.integers(0, 1 << 16, (40, 128)).astype(np.uint16)
@@ -627,7 +627,7 @@ def test_pkey_lines_kernel_and_format_pkeys():
     tables[1] = 0xFFFF
     entries = rng.choice([1, 5, 8, 9, 31, 32, 64, 65, 96, 127, 128], 40)
     states = [fabric.PortState(None, t, set(), int(e)) for t, e in zip(tables, entries)]
-    got = cmd_snoop._pkey_lines(states)
+    got = fabric_output._pkey_lines(states)
     for t, e, text in zip(tables, entries, got):
         want = format_pkeys_as_first_written(t, int(e))
         assert fabric.format_pkeys(t, int(e)) == want
@@ -637,25 +637,25 @@ def test_pkey_lines_kernel_and_format_pkeys():
 
 
 def changes_as_texts(chunk, style):
-    """Each event's changes as a str, cut from cmd_snoop._change_bytes."""
-    from madpipe.pipeline.cli import snoop as cmd_snoop
+    """Each event's changes as a str, cut from fabric_output._change_bytes."""
+    from madpipe.pipeline.fabric import output as fabric_output
 
-    buf, ends = cmd_snoop._change_bytes(chunk, style)
+    buf, ends = fabric_output._change_bytes(chunk, style)
     text = buf.tobytes().decode("ascii")
     ends = ends.tolist()
     return [text[a:b] for a, b in zip([0] + ends[:-1], ends)]
 
 
 def events_as_python_formats(events, ports, t0_ns=None):
-    """The events with Python's % formats, a line at a time (cmd_snoop._EVENT_TEXT with times
+    """The events with Python's % formats, a line at a time (fabric_output._EVENT_TEXT with times
     relative to t0_ns, or with t0_ns None _EVENT_JSON): what the kernels must write byte for byte."""
-    from madpipe.pipeline.cli import snoop as cmd_snoop
+    from madpipe.pipeline.fabric import output as fabric_output
     from madpipe.pipeline.fabric import text_kernels as kt
 
     text = t0_ns is not None
     ports = np.array(ports, dtype=object)
     flags = np.array(["", " (unconfirmed)"] if text else ["false", "true"], dtype=object)
-    template = cmd_snoop._EVENT_TEXT if text else cmd_snoop._EVENT_JSON
+    template = fabric_output._EVENT_TEXT if text else fabric_output._EVENT_JSON
     lines = []
     for chunk in events.spool:
         if text:
@@ -670,7 +670,7 @@ def events_as_python_formats(events, ports, t0_ns=None):
 
 
 def test_change_texts_kernel():
-    from madpipe.pipeline.cli import snoop as cmd_snoop
+    from madpipe.pipeline.fabric import output as fabric_output
     from madpipe.pipeline.fabric import text_kernels as kt
 
     rng = np.random.default_rng(4)
@@ -684,14 +684,14 @@ def test_change_texts_kernel():
     text = changes_as_texts(chunk, kt.CHANGE_TEXT)
     js = changes_as_texts(chunk, kt.CHANGE_JSON)
     for j, ev in enumerate(fabric.events_of(chunk, [None])):
-        assert text[j] == cmd_snoop._changes_text(ev.changes)
+        assert text[j] == fabric_output._changes_text(ev.changes)
         assert js[j] == json.dumps([list(c) for c in ev.changes], separators=(",", ":"))[1:-1]
 
 
 def test_relative_times_are_exact_and_the_kernel_writes_them():
     from decimal import ROUND_HALF_EVEN, Decimal
 
-    from madpipe.pipeline.cli import snoop as cmd_snoop
+    from madpipe.pipeline.fabric import output as fabric_output
     from madpipe.pipeline.fabric import text_kernels as kt
 
     rng = np.random.default_rng(6)
@@ -706,7 +706,7 @@ def test_relative_times_are_exact_and_the_kernel_writes_them():
         assert kt.relative_time_text(t, t0) == want, delta
     chunk = np.zeros(len(ts), fabric.EVENT_DTYPE)
     chunk["ts_ns"] = ts
-    buf, ends = cmd_snoop._relative_times(chunk, t0)
+    buf, ends = fabric_output._relative_times(chunk, t0)
     text = buf.tobytes().decode("ascii")
     ends = ends.tolist()
     assert [text[a:b] for a, b in zip([0] + ends[:-1], ends)] == [kt.relative_time_text(t, t0) for t in ts.tolist()]
@@ -715,7 +715,7 @@ def test_relative_times_are_exact_and_the_kernel_writes_them():
 def test_event_line_kernels_equal_the_python_formats():
     import io
 
-    from madpipe.pipeline.cli import snoop as cmd_snoop
+    from madpipe.pipeline.fabric import output as fabric_output
 
     rng = np.random.default_rng(5)
     n = 700
@@ -738,12 +738,12 @@ def test_event_line_kernels_equal_the_python_formats():
     Events.ports = ports
     for t0_ns in (0, 1_250_000_000, 1_700_000_000 * 10**9 + 123_456_789, -10**9):
         fast = io.StringIO()
-        cmd_snoop._events_text(Events, t0_ns, fast)
+        fabric_output._events_text(Events, t0_ns, fast)
         assert fast.getvalue() == events_as_python_formats(Events, [f"{p.label():<28}" for p in ports] + [""], t0_ns)
         assert fast.getvalue().count("\n") == n
     fast = io.StringIO()
-    cmd_snoop._events_json(Events, fast)
-    assert fast.getvalue() == events_as_python_formats(Events, [cmd_snoop._port_json(p) for p in ports] + [""])
+    fabric_output._events_json(Events, fast)
+    assert fast.getvalue() == events_as_python_formats(Events, [fabric_output._port_json(p) for p in ports] + [""])
     named = chunk["slot"] >= 0  # (slot -1, the printers' empty sentinel, names no port: not JSON)
     records = [json.loads(line) for line, ok in zip(fast.getvalue().splitlines(), named) if ok]
     assert [r["frame"] for r in records] == chunk["frame"][named].tolist()

@@ -234,9 +234,9 @@ class Bench:
             small_job = os.path.join(tmp, "warm.pcap")  # loads kernels and formatters outside the timing
             workload.write_capture(small_job, workload.mad_frames(mads[:2000]))
             for fmt in ("text", "json"):
-                _run_quiet(["snoop", "-r", small_job, "-T", fmt])
+                _snoop_quiet(small_job, fmt)
                 self.measure("capture", f"madpipe snoop -T {fmt} (end to end)", self.n,
-                             lambda fmt=fmt: _run_quiet(["snoop", "-r", big, "-T", fmt]), unit="frames", baseline=base)
+                             lambda fmt=fmt: _snoop_quiet(big, fmt), unit="frames", baseline=base)
             self.measure("capture", "fabric.snoop_capture (no output)", self.n, lambda: fabric.snoop_capture(big),
                          unit="frames", baseline=base)
             command = [sys.executable, "-m", "madpipe.pipeline.cli.main", "snoop", "-r", big]
@@ -251,12 +251,11 @@ class Bench:
             workload.write_capture(fewer, workload.mad_frames(mads[:few]))
             self.measure("capture", "reference_fabric (objects per SMP)", few,
                          lambda: reference_fabric.snoop_capture(fewer), unit="frames", baseline=base, repeat=1)
-            _run_quiet(["decode", "-r", small_job, "-T", "json"])
-            self.measure("capture", "madpipe decode -T json", sub,
-                         lambda: _run_quiet(["decode", "-r", small, "-T", "json"]),
+            _decode_json_quiet(small_job)
+            self.measure("capture", "madpipe decode -T json", sub, lambda: _decode_json_quiet(small),
                          unit="frames", baseline=base, repeat=min(self.repeat, 3))
             self.measure("capture", "madpipe decode -T json, no fast path", few,
-                         lambda: _run_quiet(["decode", "-r", fewer, "-T", "json"], fast_json=False),
+                         lambda: _decode_json_quiet(fewer, fast_json=False),
                          unit="frames", baseline=base, repeat=1)
             tshark = shutil.which("tshark")
             if tshark:
@@ -313,21 +312,36 @@ def process_env() -> dict:
     return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
-def _run_quiet(argv, fast_json: bool = True) -> None:
-    """A madpipe command in this process, its output thrown away (written to os.devnull)."""
-    import io
-    from contextlib import redirect_stderr, redirect_stdout
+def _snoop_quiet(path, fmt: str) -> None:
+    """What `madpipe snoop -r path -T fmt` does, in this process: the fabric snoop, then its text or
+    JSON Lines written to os.devnull as the command's stdout (so its event lines take the same
+    binary path to the stream)."""
+    from contextlib import redirect_stdout
 
-    from madpipe.pipeline.cli import decode as cmd_decode
-    from madpipe.pipeline.cli.main import main
+    from madpipe.pipeline.fabric import snoop as fabric
+    from madpipe.pipeline.fabric.output import print_json, print_text
 
-    saved = cmd_decode.FAST_JSON
-    cmd_decode.FAST_JSON = fast_json
+    with open(os.devnull, "w") as null, redirect_stdout(null):
+        result = fabric.snoop_capture(path)
+        (print_json if fmt == "json" else print_text)(result, sys.stdout)
+        sys.stdout.flush()
+
+
+def _decode_json_quiet(path, fast_json: bool = True) -> None:
+    """What `madpipe decode -r path -T json` does, in this process, its output written to
+    os.devnull: with its fast path (decode.json_lines) or every frame through decode_frame."""
+    from madpipe.pipeline.decode import lines
+    from madpipe.pipeline.decode.text import summary
+
+    saved = lines.FAST_JSON
+    lines.FAST_JSON = fast_json
     try:
-        with open(os.devnull, "w") as null, redirect_stdout(null), redirect_stderr(io.StringIO()):
-            main(argv)
+        with open(os.devnull, "w") as null:
+            counts, _ = lines.decode_capture(path, null, format="json")
+            null.flush()
+            summary(path, counts)
     finally:
-        cmd_decode.FAST_JSON = saved
+        lines.FAST_JSON = saved
 
 
 def format_rate(rate: float) -> str:

@@ -1,9 +1,12 @@
-"""Argument types and option groups that several commands share."""
+"""What several commands share: argument types, option groups, the capture files of a command line,
+the report of a Parquet dataset written."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from madpipe.codecs.errors import MadpipeError
+from madpipe.pipeline.columns import many
 
 
 def integer(text: str) -> int:
@@ -37,3 +40,47 @@ def check_host_options(args) -> None:
         raise MadpipeError(f"--vfs must be 1..79 with --host, got {args.vfs}")
     if args.port_num not in (1, 2):
         raise MadpipeError(f"-P must be 1 or 2, got {args.port_num}")
+
+
+def write_dataset_cli(command: str, files: list[str], out: str, kind: str, **kw) -> int:
+    """many.write_dataset with a line per capture and a total on stderr; exit 2 if a capture could
+    not be read, 1 if one was cut short, else 0."""
+    progress = many.Progress.for_cli(command, len(files), uses_stdout=False)
+    try:
+        results = many.write_dataset(files, out, kind, progress=progress, **kw)
+    finally:
+        progress.close()
+    what = "frames" if kind == "frames" else "P_Key table rows"
+    status = 0
+    for r in results:
+        if r.get("unreadable"):
+            print(f"madpipe {command}: {r['file_error']}", file=sys.stderr)
+            status = 2
+        else:
+            print(f"{r['capture']}: {r['rows']} {what}", file=sys.stderr)
+            if r["file_error"]:
+                print(f"madpipe {command}: {r['capture']}: {r['file_error']}", file=sys.stderr)
+                status = max(status, 1)
+    print(f"{len(results)} captures, {sum(r['rows'] for r in results)} {what} written to {out} "
+          "(Parquet dataset partitioned by capture)", file=sys.stderr)
+    return status
+
+
+class _Quiet(argparse.ArgumentParser):
+    def error(self, message):
+        raise ValueError(message)
+
+
+def captures_named(register_command, command: str, argv: list[str], dests: tuple[str, ...]) -> list[str]:
+    """The capture files a command line names in its positional arguments ``dests``, found with
+    the command's own parser before the CLI parses (and before any kernel module is imported),
+    so that ``jit.plan_for_inputs`` can size them. An unparsable line names none."""
+    if "-h" in argv or "--help" in argv:
+        return []
+    parser = _Quiet(add_help=False)
+    register_command(parser.add_subparsers())
+    try:
+        args, _ = parser.parse_known_args([command, *argv])
+    except ValueError:
+        return []
+    return [getattr(args, d) for d in dests]

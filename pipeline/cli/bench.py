@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 
 from madpipe.codecs.errors import MadpipeError
-from madpipe.pipeline.decode.output import jsonl
 
 EXAMPLE = """Each figure is the median of --repeat runs (min-max shown) and its ratio to the baseline of
 its group, measured in the same run: a memory-touch kernel over the same MADs (snoop), a memory
@@ -45,7 +43,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from madpipe.pipeline.kernels import jit
-    from madpipe.pipeline.bench.runner import GROUPS, Bench, format_rate
+    from madpipe.pipeline.bench.output import print_json, print_text
+    from madpipe.pipeline.bench.runner import GROUPS, Bench
 
     what = [w.strip() for w in args.what.split(",") if w.strip()]
     unknown = [w for w in what if w not in GROUPS]
@@ -68,33 +67,5 @@ def run(args) -> int:
         getattr(bench, group)()
     if tty:
         sys.stderr.write("\r\033[K")
-    machine = f"{platform.machine()}, {_cpus()} CPUs, Python {platform.python_version()}"
-    if args.format == "json":
-        for fig in bench.figures:
-            jsonl(fig.as_json(bench.ratio(fig)))
-        for target in bench.targets():
-            jsonl(target)
-        return 0
-    print(f"madpipe bench: n={args.n}, repeat={args.repeat}, subset={bench.subset}, seed={args.seed}; {machine}; "
-          f"kernels: {jit.backend()}")
-    print(f"{'group':<9} {'what':<38} {'items':>9} {'rate/s':>8} {'median s':>10} {'min-max s':>17}  vs baseline")
-    for fig in bench.figures:
-        ratio = bench.ratio(fig)
-        rel = "baseline" if ratio is None else f"{ratio:.3g}x"
-        print(f"{fig.group:<9} {fig.name:<38} {fig.items:>9} {format_rate(fig.rate):>8} {fig.median:>10.4f} "
-              f"{min(fig.times):>8.4f}-{max(fig.times):<8.4f}  {rel}")
-    targets = bench.targets()
-    if targets:
-        scale = "" if args.n == 1_000_000 else f"; they are set for the default --n 1000000, this run has {args.n}"
-        print(f"\ntargets (medians of this run{scale})")
-        for t in targets:
-            got = f"{t['ratio']:.3g}x, at least {t['at_least']:.3g}x" if "ratio" in t else \
-                f"{t['seconds']:.3f} s, at most {t['at_most']:g} s"
-            print(f"  {t['target']:<52} {got:<26} {'met' if t['met'] else 'NOT MET'}")
+    (print_json if args.format == "json" else print_text)(bench, sys.stdout)
     return 0
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

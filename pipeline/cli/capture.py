@@ -8,6 +8,7 @@ import sys
 from madpipe.codecs.capture import LINKTYPE_ERF, linktype_arg
 from madpipe.codecs.errors import MadpipeError
 from madpipe.pipeline.sim import capture as sim
+from madpipe.pipeline.sim.output import print_capture_report
 
 EXAMPLE = """how: ibsim runs in remote mode on loopback behind a UDP relay that records every datagram
 of ibsim's protocol (struct sim_request) with its time. opensm --once runs once per partitions
@@ -94,34 +95,5 @@ def run(args) -> int:
         if args.queries:
             capture.query_pkeys()
     frames = capture.write(args.write, args.linktype)
-    _report(capture, args, frames, sys.stdout)
+    print_capture_report(capture, args.write, args.linktype, frames, sys.stdout)
     return 0
-
-
-def _report(capture: sim.SimCapture, args, frames: int, out) -> None:
-    """A table of the tool runs, then one line on what was written."""
-    datagrams = capture.relay.datagrams
-    t0 = capture.runs[0].start_ns if capture.runs else 0
-    out.write(f"{'run':>3} {'start':>9} {'seconds':>8} {'MADs':>6}  tool\n")
-    for n, r in enumerate(capture.runs, 1):
-        mads = sum(r.start_ns <= d.ts_ns <= r.end_ns for d in datagrams)
-        cmd = " ".join([r.name, *(_short(a) for a in r.argv[1:])])
-        out.write(f"{n:3d} {(r.start_ns - t0) / 1e9:9.3f} {r.seconds:8.3f} {mads:6d}  {cmd}\n")
-    c = capture.counts
-    size = os.path.getsize(args.write)
-    line = (f"{args.write}: {frames} frames, {size} bytes, link type {args.linktype}; "
-            f"{c['datagrams']} datagrams from {c['clients']} client attachment{'s' * (c['clients'] != 1)}")
-    left_out = {k: c[k] for k in sim.LEFT_OUT if c[k]}
-    if left_out:
-        line += "; left out: " + ", ".join(f"{v} {k}" for k, v in left_out.items())
-    relay = {k: v for k, v in capture.relay.counts.items() if k != "ctl"}
-    if relay:
-        line += "; relay: " + ", ".join(f"{v} {k}" for k, v in relay.items())
-    if c["source LID unknown"]:
-        line += f"; {c['source LID unknown']} LID-routed requests with an unknown source LID (0)"
-    out.write(line + "\n")
-
-
-def _short(arg: str) -> str:
-    """Tool arguments as a reader wants them: file names without the temporary directory."""
-    return os.path.basename(arg) if os.sep in arg else arg

@@ -1,19 +1,16 @@
 """`madpipe craft`: write SMPs built from infiniband-diags-style flags, or frames from JSON records.
 
-The frames are built by the scapy layers (``madpipe.codecs.layers``: ``smp_packet``,
-``smp_set_pkeys``) and by ``madpipe.codecs.encode.encode_record`` for ``--from-json``, so the
-command, the Python API and ``madpipe decode -T json`` agree on every field.
+The frames are built by :mod:`madpipe.pipeline.craft.build` (the scapy layers' ``smp_packet``, and
+``madpipe.codecs.encode.encode_record`` for ``--from-json``), so the command, the Python API and
+``madpipe decode -T json`` agree on every field.
 """
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
 import sys
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
-from madpipe.codecs.capture import LINKTYPES, CaptureWriter, linktype_arg
-from madpipe.codecs.errors import MadpipeError
+from madpipe.codecs.capture import LINKTYPES, linktype_arg
+from madpipe.pipeline.craft.values import METHODS, CraftArgError
 
 EXAMPLE = """values: LIDs, ports, blocks, TIDs and field values take decimal or 0x hex; --block and
 -P also take lists and ranges (0-3, 1,3), one frame per combination, TIDs counting up from --tid.
@@ -30,11 +27,6 @@ examples:
   madpipe craft --attr node-info -D 0,1 --hop-cnt 200 --raw -w bad.pcap   # on purpose
   madpipe decode -r in.pcap -T json -Y mad > m.json; (edit m.json);
   madpipe craft --from-json m.json -w out.pcap                     # same bytes where unedited"""
-
-MAX_FRAMES = 1 << 20  # a sweep larger than this is a typo, not a capture anyone wants
-
-METHODS = {"get": 0x01, "set": 0x02, "getresp": 0x81, "send": 0x03, "trap": 0x05,
-           "report": 0x06, "trap-repress": 0x07, "report-resp": 0x86}
 
 
 def register(sub) -> None:
@@ -95,266 +87,23 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-class CraftArgError(MadpipeError):
-    """A flag with a value madpipe cannot use."""
-
-
-# ------------------------------------------------------------------------------ value parsing
-
-def number(flag: str, text: str) -> int:
-    try:
-        value = int(text, 0)
-    except (TypeError, ValueError):
-        raise CraftArgError(f"{flag} {text!r} is not a number (decimal or 0x hex)") from None
-    if value < 0:
-        raise CraftArgError(f"{flag} {text!r} is negative")
-    return value
-
-
-def numbers(flag: str, text: str) -> list[int]:
-    """'0-3' -> [0, 1, 2, 3]; '1,3' -> [1, 3]; '0x10' -> [16]."""
-    out: list[int] = []
-    for part in text.split(","):
-        lo, sep, hi = part.strip().partition("-")
-        if sep:
-            first, last = number(flag, lo), number(flag, hi)
-            if last < first:
-                raise CraftArgError(f"{flag} range {part!r} runs backwards")
-            if last - first >= 65536:
-                raise CraftArgError(f"{flag} range {part!r} is too long")
-            out.extend(range(first, last + 1))
-        else:
-            out.append(number(flag, part))
-    return out
-
-
-def dr_path(text: str) -> list[int]:
-    """-D 0,1,3 -> hops [1, 3]: entry 0 is the local port (infiniband-diags' form)."""
-    entries = [number("-D", part) for part in text.split(",")]
-    if entries[0] != 0:
-        raise CraftArgError(f"-D {text}: a directed route starts at the local port 0 "
-                            "(infiniband-diags' form, e.g. -D 0,1,3)")
-    hops = entries[1:]
-    if len(hops) > 63:
-        raise CraftArgError(f"-D {text}: {len(hops)} hops, a directed route holds at most 63 "
-                            "(--hop-cnt with --raw sends a larger hop count)")
-    bad = [p for p in hops if p > 0xFF]
-    if bad:
-        raise CraftArgError(f"-D {text}: port {bad[0]} does not fit a byte (0..255)")
-    return hops
-
-
-# How --block and -P make the attribute modifier (IBA 14.2.5), and the last valid block.
-# attr_id -> (block max or None if the attribute has no blocks, takes -P, modifier(block, port))
-_ATTR_MOD = {
-    0x0014: (31, False, lambda b, p: b),                   # GUIDInfo: 8 GUIDs a block, 256 GUIDs
-    0x0015: (None, True, lambda b, p: p),                  # PortInfo: the port
-    0x0016: (2047, True, lambda b, p: p << 16 | b),        # P_KeyTable: switch port, block
-    0x0017: (None, True, lambda b, p: p),                  # SLtoVLMappingTable: output port
-    0x0018: (4, True, lambda b, p: b << 16 | p),           # VLArbitrationTable: block 1-4, port
-    0x0019: (767, False, lambda b, p: b),                  # LinearForwardingTable: 64 LIDs a block
-    0x001A: (3071, False, lambda b, p: b),                 # RandomForwardingTable: 16 LIDs a block
-    0x001B: (511, False, lambda b, p: b),                  # MulticastForwardingTable: 32 MLIDs a block
-    0x0030: (0xFFFF, False, lambda b, p: b),               # VendorDiag: diag index
-}
-
-
-def attr_mods(args, attr_id: int, name: str) -> list[int]:
-    if args.attr_mod is not None:
-        if args.block is not None or args.port is not None:
-            raise CraftArgError("--attr-mod sets the whole modifier: leave out --block and -P")
-        mod = number("--attr-mod", args.attr_mod)
-        if mod > 0xFFFFFFFF:
-            raise CraftArgError(f"--attr-mod {args.attr_mod} does not fit 32 bits")
-        return [mod]
-    block_max, takes_port, make = _ATTR_MOD.get(attr_id, (None, False, None))
-    blocks = numbers("--block", args.block) if args.block is not None else [0]
-    ports = numbers("-P", args.port) if args.port is not None else [0]
-    if args.block is not None and block_max is None:
-        raise CraftArgError(f"{name} has no blocks: leave out --block (--attr-mod sets the modifier)")
-    if args.port is not None and not takes_port:
-        raise CraftArgError(f"{name} takes no port: leave out -P (--attr-mod sets the modifier)")
-    if make is None:
-        return [0]
-    from madpipe.codecs.layers import CraftError, check_range
-
-    out = []
-    try:
-        for block, port in itertools.product(blocks, ports):
-            if block_max is not None:
-                block = check_range(f"{name} block", block, block_max, args.raw, 16)
-            port = check_range("port", port, 0xFF, args.raw, 16 if attr_id == 0x0016 else 8)
-            out.append(make(block, port))
-    except CraftError as exc:
-        raise CraftArgError(str(exc)) from None
-    return out
-
-
-def method_arg(text: str) -> int:
-    key = text.lower().replace("_", "-")
-    if key in METHODS:
-        return METHODS[key]
-    value = number("--method", text)
-    if value > 0xFF:
-        raise CraftArgError(f"--method {text}: a method is one byte")
-    return value
-
-
-def field_values(layer, assignments: list[str], raw: bool) -> dict:
-    """-f NAME=VALUE for the attribute layer's fields, values checked against the field width."""
-    from scapy.fields import BitField, FieldListField, PacketListField, StrFixedLenField, ThreeBytesField
-
-    out: dict = {}
-    names = [f.name for f in layer.fields_desc]
-    for text in assignments:
-        name, sep, value = text.partition("=")
-        name = name.strip()
-        if not sep:
-            raise CraftArgError(f"-f {text!r}: write NAME=VALUE")
-        fld = next((f for f in layer.fields_desc if f.name == name), None)
-        if fld is None:
-            raise CraftArgError(f"{layer.__name__} has no field {name!r} (fields: {', '.join(names)})")
-        if isinstance(fld, PacketListField):
-            raise CraftArgError(f"-f {name}: a list of entries; build it with --from-json or the Python API")
-        if isinstance(fld, StrFixedLenField):
-            data = bytes.fromhex(value[4:]) if value.startswith("hex:") else value.encode()
-            if len(data) > fld.length_from(None):
-                raise CraftArgError(f"-f {name}: {len(data)} bytes, the field holds {fld.length_from(None)}")
-            out[name] = data
-            continue
-        inner = fld.field if isinstance(fld, FieldListField) else fld
-        if isinstance(inner, BitField):
-            width = inner.size
-        elif isinstance(inner, ThreeBytesField):
-            width = 24
-        else:
-            width = int(inner.sz * 8)
-        items = numbers(f"-f {name}", value) if isinstance(fld, FieldListField) else [number(f"-f {name}", value)]
-        if isinstance(fld, FieldListField) and len(items) > fld.max_count:
-            raise CraftArgError(f"-f {name}: {len(items)} values, the field holds {fld.max_count}")
-        for v in items:
-            if v >= 1 << width and not raw:
-                raise CraftArgError(f"-f {name}={v:#x} does not fit its {width} bits (--raw cuts it)")
-        items = [v & ((1 << width) - 1) for v in items]
-        out[name] = items if isinstance(fld, FieldListField) else items[0]
-    return out
-
-
-def parse_time(text) -> int:
-    """Seconds (text or Decimal) -> integer nanoseconds, exactly."""
-    try:
-        value = Decimal(str(text))
-    except InvalidOperation:
-        raise CraftArgError(f"time {text!r} is not a number of seconds") from None
-    if not value.is_finite() or value < 0:
-        raise CraftArgError(f"time {text!r} must be a non-negative number of seconds")
-    return int((value * 1_000_000_000).to_integral_value(ROUND_HALF_EVEN))
-
-
-# ------------------------------------------------------------------------------ building
-
-def smp_frames(args) -> list[tuple[bytes, int]]:
-    """(packet, ts_ns) for the SMPs the flags ask for."""
-    from madpipe.codecs import layers
-
-    if args.attr is None:
-        raise CraftArgError("say what to build: --attr ATTR (or --from-json FILE)")
-    if args.lid is None and args.dr_path is None:
-        raise CraftArgError("give a destination: -L LID (LID routed) or -D PATH (directed route)")
-    try:
-        attr_id, layer = layers.smp_attribute(args.attr)
-    except layers.CraftError as exc:
-        raise CraftArgError(str(exc)) from None
-    name = layer.__name__ if layer.__name__ != "Raw" else f"attribute {attr_id:#06x}"
-    method = method_arg(args.method)
-    lid = number("-L", args.lid) if args.lid is not None else None
-    if lid is not None and lid > 0xFFFF:
-        raise CraftArgError(f"-L {args.lid}: a LID is 16 bits")
-    hops = dr_path(args.dr_path) if args.dr_path is not None else None
-    kw = dict(tid=number("--tid", args.tid), m_key=number("--m-key", args.m_key), raw=args.raw,
-              hop_ptr=number("--hop-ptr", args.hop_ptr))
-    if kw["m_key"] > 0xFFFFFFFFFFFFFFFF:
-        raise CraftArgError("--m-key is 64 bits")
-    if kw["hop_ptr"] > 0xFF:
-        raise CraftArgError("--hop-ptr is one byte")
-    if args.slid is not None:
-        kw["slid"] = number("--slid", args.slid)
-        if kw["slid"] > 0xFFFF:
-            raise CraftArgError(f"--slid {args.slid}: a LID is 16 bits")
-    if args.hop_cnt is not None:
-        if hops is None:
-            raise CraftArgError("--hop-cnt goes with a directed route (-D)")
-        kw["hop_cnt"] = number("--hop-cnt", args.hop_cnt)
-    if args.pkeys is not None and attr_id != 0x0016:
-        raise CraftArgError(f"--pkeys fills a P_KeyTable block, not {name}")
-    fields = field_values(layer, args.fields, args.raw) if args.fields else {}
-    if args.pkeys is not None:
-        if "pkeys" in fields:
-            raise CraftArgError("give the P_Keys once: --pkeys or -f pkeys=...")
-        try:
-            fields["pkeys"] = layers.check_pkeys(numbers("--pkeys", args.pkeys), args.raw)
-        except layers.CraftError as exc:
-            raise CraftArgError(str(exc)) from None
-    mods = attr_mods(args, attr_id, name)
-    if len(mods) > MAX_FRAMES:
-        raise CraftArgError(f"--block and -P ask for {len(mods)} frames; at most {MAX_FRAMES} at once")
-    start = parse_time(args.time)
-    frames = []
-    try:
-        for i, attr_mod in enumerate(mods):
-            pkt = layers.smp_packet(method, attr_id, lid, hops, attr_mod,
-                                    **{**kw, "tid": kw["tid"] + i}, data=fields)
-            frames.append((bytes(pkt), start + i * 1000))
-    except layers.CraftError as exc:
-        raise CraftArgError(str(exc)) from None
-    if kw["tid"] + len(mods) - 1 > 0xFFFFFFFFFFFFFFFF:
-        raise CraftArgError("--tid runs past 64 bits")
-    return frames
-
-
-def json_frames(args) -> list[tuple[bytes, int]]:
-    """(packet, ts_ns) for each JSON Lines record of --from-json."""
-    from madpipe.codecs.encode import EncodeError, encode_record
-
-    if args.attr is not None or args.lid is not None or args.dr_path is not None:
-        raise CraftArgError("--from-json builds frames from the records alone: leave out --attr, -L, -D")
-    name = args.from_json
-    try:
-        f = sys.stdin if name == "-" else open(name, encoding="utf-8")
-    except OSError as exc:
-        raise CraftArgError(f"{name}: cannot open: {exc.strerror or exc}") from None
-    start = parse_time(args.time)
-    frames = []
-    with f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line, parse_float=Decimal)
-            except json.JSONDecodeError as exc:
-                raise CraftArgError(f"{name} line {lineno}: not JSON: {exc.msg} at column {exc.colno}") from None
-            try:
-                packet = encode_record(record)
-            except EncodeError as exc:
-                raise CraftArgError(f"{name} line {lineno}: {exc}") from None
-            ts = record.get("ts") if isinstance(record, dict) else None
-            ts_ns = parse_time(ts) if ts is not None else start + len(frames) * 1000
-            frames.append((packet, ts_ns))
-    return frames
-
-
 def run(args) -> int:
+    from madpipe.pipeline.craft.build import json_frames, smp_frames, write_frames
+
     try:
         linktype = linktype_arg(args.linktype)
     except ValueError as exc:
         raise CraftArgError(str(exc)) from None
-    frames = json_frames(args) if args.from_json is not None else smp_frames(args)
-    try:
-        with CaptureWriter(args.write, linktype=linktype, append=args.append) as w:
-            for packet, ts_ns in frames:
-                w.write(packet, ts_ns)
-    except OSError as exc:
-        raise CraftArgError(f"{args.write}: cannot write: {exc.strerror or exc}") from None
+    if args.from_json is not None:
+        if args.attr is not None or args.lid is not None or args.dr_path is not None:
+            raise CraftArgError("--from-json builds frames from the records alone: leave out --attr, -L, -D")
+        frames = json_frames(args.from_json, args.time)
+    else:
+        frames = smp_frames(args.attr, method=args.method, lid=args.lid, dr_path=args.dr_path, block=args.block,
+                            port=args.port, attr_mod=args.attr_mod, pkeys=args.pkeys, fields=args.fields,
+                            slid=args.slid, tid=args.tid, m_key=args.m_key, hop_cnt=args.hop_cnt,
+                            hop_ptr=args.hop_ptr, time=args.time, raw=args.raw)
+    write_frames(args.write, frames, linktype, args.append)
     if args.verbose:
         _show(frames)
     verb = "appended" if args.append else "wrote"

@@ -3,20 +3,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
 
-from madpipe.codecs.capture import CaptureReader
 from madpipe.codecs.errors import MadpipeError
-from madpipe.codecs.frame import decode_frame
 from madpipe.pipeline.columns import many
 from madpipe.pipeline.decode.display_filter import compile_filter
-from madpipe.pipeline.decode.text import line, summary
-from madpipe.pipeline.decode.output import count_record, hexdump, jsonl, tree
-from madpipe.pipeline.cli.args import add_capture_inputs
-
-#: -T json without -Y or -x goes through madpipe.pipeline.decode.json_lines (the same bytes, ~10x faster);
-#: False sends it through decode_frame and jsonl like everything else (the tests compare the two).
-FAST_JSON = True
+from madpipe.pipeline.decode.lines import decode_capture
+from madpipe.pipeline.decode.text import summary
+from madpipe.pipeline.cli.args import add_capture_inputs, write_dataset_cli
 
 EXAMPLE = """exit status: 0 the whole file was read; 1 the file is cut short or corrupt after some frames
 (those frames are still printed); 2 the file cannot be read at all, or bad arguments.
@@ -114,30 +107,6 @@ def _run_export(args, files: list[str]) -> int:
     return write_dataset_cli("decode", files, args.write, "frames", jobs=args.jobs, dask=args.dask)
 
 
-def write_dataset_cli(command: str, files: list[str], out: str, kind: str, **kw) -> int:
-    """many.write_dataset with a line per capture and a total on stderr; exit 2 if a capture could
-    not be read, 1 if one was cut short, else 0."""
-    progress = many.Progress.for_cli(command, len(files), uses_stdout=False)
-    try:
-        results = many.write_dataset(files, out, kind, progress=progress, **kw)
-    finally:
-        progress.close()
-    what = "frames" if kind == "frames" else "P_Key table rows"
-    status = 0
-    for r in results:
-        if r.get("unreadable"):
-            print(f"madpipe {command}: {r['file_error']}", file=sys.stderr)
-            status = 2
-        else:
-            print(f"{r['capture']}: {r['rows']} {what}", file=sys.stderr)
-            if r["file_error"]:
-                print(f"madpipe {command}: {r['capture']}: {r['file_error']}", file=sys.stderr)
-                status = max(status, 1)
-    print(f"{len(results)} captures, {sum(r['rows'] for r in results)} {what} written to {out} "
-          "(Parquet dataset partitioned by capture)", file=sys.stderr)
-    return status
-
-
 def _skipped_text(skipped) -> str:
     n = sum(skipped.values())
     return f", {n} records without a packet skipped" if n else ""
@@ -145,57 +114,12 @@ def _skipped_text(skipped) -> str:
 
 def run_one(args, path: str, pred, out, progress) -> int:
     """Decode one capture to ``out``; the summary (and error) lines go to stderr."""
-    counts: Counter[str] = Counter()
     note = progress.note if progress else (lambda text: print(text, file=sys.stderr))
-    if FAST_JSON and args.format == "json" and pred is None and not args.hex:
-        return _run_json(args, path, counts, out, note)
-    with CaptureReader(path) as cap:
-        first_ts = None
-        for pkt in cap:
-            if args.count is not None and counts["read"] >= args.count:
-                break
-            counts["read"] += 1
-            ts = pkt.ts_ns / 1e9
-            if first_ts is None:
-                first_ts = ts
-            if pkt.data is None:
-                counts["skipped"] += 1
-                record = {"frame": pkt.frame, "ts": ts, "skipped": pkt.skip}
-            else:
-                record = decode_frame(pkt.data, pkt.frame, ts)
-                count_record(record, counts)
-            if pred is not None and not pred(record):
-                continue
-            counts["shown"] += 1
-            if args.format == "json":
-                jsonl(record, out)
-            else:
-                out.write(line(record, first_ts) + "\n")
-                if args.verbose:
-                    tree({k: v for k, v in record.items() if k not in ("frame", "ts")}, out, 1)
-            if args.hex and pkt.data is not None:
-                hexdump(pkt.data, out)
-                if args.format == "text":
-                    out.write("\n")
-        out.flush()
-        note(summary(path, counts))
-        if cap.error:
-            note(f"madpipe decode: {path}: {cap.error}")
-            return 1
-    return 0
-
-
-def _run_json(args, path: str, counts: Counter, out, note) -> int:
-    """-T json without -Y or -x: fast_json writes the same lines without a dict per frame."""
-    from madpipe.pipeline.decode import json_lines as fast_json
-
-    error = fast_json.write_json_lines(path, out, args.count, counts)
+    counts, error = decode_capture(path, out, format=args.format, count=args.count, verbose=args.verbose,
+                                   hex=args.hex, pred=pred)
     out.flush()
     note(summary(path, counts))
     if error:
         note(f"madpipe decode: {path}: {error}")
         return 1
     return 0
-
-
-

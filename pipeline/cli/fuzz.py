@@ -4,10 +4,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 from madpipe.codecs.errors import MadpipeError
-from madpipe.pipeline.decode.output import hexdump, jsonl
+from madpipe.pipeline.decode.output import jsonl
 from madpipe.pipeline.cli.args import integer
 
 EXAMPLE = """targets (--target, several allowed; default codecs snoop paravirt; 'all' for every one):
@@ -69,43 +68,27 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-
-def _jsonl_path(path: str) -> str:
-    root, ext = os.path.splitext(path)
-    return (root if ext.lower() in (".pcap", ".pcapng", ".cap") else path) + ".jsonl"
-
-
 def _targets(args):
+    from madpipe.pipeline.fuzz.output import unavailable
     from madpipe.pipeline.fuzz.runner import DEFAULT_TARGETS, TARGETS
 
     if not args.target:
         return list(DEFAULT_TARGETS)
-    if "all" in args.target:
-        return [t for t in TARGETS if _available(t)]
+    if "all" in args.target:  # every target but the outside tools that are not there, said so
+        chosen = []
+        for target in TARGETS:
+            why = unavailable(target)
+            if why:
+                print(f"madpipe fuzz: leaving out target {target}: {why}", file=sys.stderr)
+            else:
+                chosen.append(target)
+        return chosen
     return list(dict.fromkeys(args.target))
-
-
-def _available(target: str) -> bool:
-    """--target all leaves out the outside tools that are not there, and says so."""
-    import shutil
-
-    from madpipe.pipeline.fuzz.runner import sim_module
-
-    why = None
-    if target == "tshark" and shutil.which("tshark") is None:
-        why = "tshark is not installed"
-    elif target == "ibsim":
-        if sim_module() is None:
-            why = "madpipe.pipeline.sim.capture (ibsim support) is not available: the target is pending"
-        elif shutil.which("ibsim") is None:
-            why = "ibsim is not installed (Debian package ibsim-utils)"
-    if why:
-        print(f"madpipe fuzz: leaving out target {target}: {why}", file=sys.stderr)
-    return why is None
 
 
 def run(args) -> int:
     from madpipe.pipeline.fuzz import runner as fuzz
+    from madpipe.pipeline.fuzz.output import Progress, findings_jsonl_path, print_text, summary_json
 
     if args.replay:
         return run_replay(args)
@@ -124,13 +107,13 @@ def run(args) -> int:
                         jobs=args.jobs, roundtrip_every=args.roundtrip_every, keep=args.keep, start=args.start)
     out = sys.stdout
     as_json = args.format == "json"
-    jsonl_path = _jsonl_path(args.write) if args.write else None
+    jsonl_path = findings_jsonl_path(args.write) if args.write else None
 
     def factory(mutator):
         return fuzz.Reporter(mutator, args.write, jsonl_path,
                              on_finding=(lambda rec: jsonl(rec, out)) if as_json else None)
 
-    show = _Progress(count, args.seconds) if sys.stderr.isatty() else None
+    show = Progress(count, args.seconds) if sys.stderr.isatty() else None
     summary = fuzz.run(opts, factory, show)
     if show is not None:
         show.done()
@@ -145,90 +128,10 @@ def run(args) -> int:
     return 0
 
 
-class _Progress:
-    """One line on stderr, redrawn at most twice a second."""
-
-    def __init__(self, count, seconds):
-        self.count, self.seconds, self.last = count, seconds, 0.0
-
-    def __call__(self, s) -> None:
-        now = time.monotonic()
-        if now - self.last < 0.5:
-            return
-        self.last = now
-        total = f"/{self.count:,}" if self.count else f" ({s.seconds:.0f}/{self.seconds:.0f} s)"
-        rate = s.cases / s.seconds if s.seconds else 0
-        bugs = sum(g.count for g in s.groups.values() if g.severity == "bug")
-        sys.stderr.write(f"\rmadpipe fuzz: {s.cases:,}{total} cases, {rate:,.0f}/s, {len(s.groups)} kinds of "
-                         f"finding, {bugs} bugs ")
-        sys.stderr.flush()
-
-    def done(self) -> None:
-        sys.stderr.write("\r\033[K")
-        sys.stderr.flush()
-
-
-def _stats_text(name: str, c) -> str:
-    order = {
-        "codecs": ["decoded", "refused with an error", "full MADs", "roundtrip", "scapy", "ingested"],
-        "snoop": ["MADs", "snooped", "master events", "spill", "refused"],
-        "paravirt": ["mailboxes", "spill", "refused", "getresp", "getresp spill", "getresp refused"],
-        "tshark": ["frames", "malformed", "dissector-bug", "crash", "hang"],
-        "ibsim": ["sent", "answers", "dead", "silent"],
-    }.get(name, [])
-    keys = [k for k in order if k in c] + sorted(k for k in c if k not in order)
-    return ", ".join(f"{c[k]:,} {k}" for k in keys)
-
-
-def print_text(s, opts, out, capture=None, jsonl_path=None) -> None:
-    rate = s.cases / s.seconds if s.seconds else 0
-    out.write(f"madpipe fuzz: seed {opts.seed}, {s.cases:,} cases (from {opts.start}) in {s.seconds:.1f} s "
-              f"({rate:,.0f}/s, {opts.jobs} jobs); corpus {s.corpus} ({s.seeds} seeds, digest {s.corpus_digest})\n")
-    for name in opts.targets:
-        if name in s.stats:
-            out.write(f"  {name:<9} {_stats_text(name, s.stats[name])}\n")
-    from madpipe.pipeline.fuzz.runner import scapy_layers
-
-    if "codecs" in opts.targets and scapy_layers() is None:
-        out.write("  (the scapy layers, madpipe.codecs.layers, cannot be imported: not checked)\n")
-    bugs = s.findings("bug")
-    if s.groups:
-        out.write("\nFindings (the first case of each replays with --replay SEED:CASE):\n")
-        out.write(f"  {'count':>9}  {'target':<8}  {'kind':<16}  {'severity':<8}  {'first case':>10}  what\n")
-        order = {"bug": 0, "tool": 1, "kernel": 2}
-        for g in sorted(s.groups.values(), key=lambda g: (order.get(g.severity, 3), g.target, g.kind, -g.count)):
-            first = g.examples[0] if g.examples else {}
-            what = first.get("what", g.key) if g.severity != "kernel" else g.key
-            out.write(f"  {g.count:>9,}  {g.target:<8}  {g.kind:<16}  {g.severity:<8}  "
-                      f"{first.get('case', ''):>10}  {what[:160]}\n")
-    out.write("\n")
-    if not bugs:
-        out.write("No crash and no mismatch in madpipe.\n")
-    else:
-        out.write(f"{sum(g.count for g in bugs):,} bug findings in {len(bugs)} kinds: replay them with --replay.\n")
-    if capture:
-        kept = sum(1 for g in s.groups.values() for e in g.examples if "capture_frame" in e)
-        out.write(f"Findings written to {capture} ({kept} frames) and {jsonl_path}.\n")
-
-
-def summary_json(s, opts, capture=None, jsonl_path=None) -> dict:
-    return {
-        "type": "summary", "seed": opts.seed, "start": opts.start, "cases": s.cases,
-        "seconds": round(s.seconds, 3), "jobs": opts.jobs, "targets": list(opts.targets),
-        "corpus": s.corpus, "corpus_digest": s.corpus_digest, "seeds": s.seeds,
-        "stats": {k: dict(v) for k, v in s.stats.items()},
-        "groups": [{"target": g.target, "kind": g.kind, "severity": g.severity, "key": g.key, "count": g.count,
-                    "first_case": g.examples[0]["case"] if g.examples else None} for g in s.groups.values()],
-        "bugs": sum(g.count for g in s.findings("bug")),
-        "interrupted": s.interrupted, "capture": capture, "jsonl": jsonl_path,
-    }
-
-
 def run_replay(args) -> int:
     from madpipe.codecs.capture import CaptureWriter
-    from madpipe.codecs.frame import decode_frame
     from madpipe.pipeline.fuzz import runner as fuzz
-    from madpipe.pipeline.decode.text import line
+    from madpipe.pipeline.fuzz.output import print_replay
 
     text = args.replay
     try:
@@ -240,46 +143,10 @@ def run_replay(args) -> int:
         raise MadpipeError(f"--replay {text!r}: expected SEED:CASE, e.g. 1:12345") from None
     targets = _targets(args)
     one, findings = fuzz.replay(seed, index, targets, args.corpus)
-    frame = one.frame(0)
-    rec = decode_frame(frame, 1, 0.0)
     out = sys.stdout
-    if args.format == "json":
-        jsonl({"type": "case", "seed": seed, "case": index, "corpus_seed": one.corpus.names[int(one.seed_id[0])],
-               "frame": frame.hex(), "mutations": one.notes[0],
-               "changed_fields": fuzz._jsonable_changes(one.changed_fields(0)),
-               "mailbox": one.mailboxes[0].tobytes().hex(), "decode": rec}, out)
-        for f in findings:
-            jsonl({"type": "finding", "target": f.target, "kind": f.kind, "severity": f.severity, "what": f.what,
-                   "key": f.key, "case": f.case, **f.data}, out)
-    else:
-        out.write(f"case {seed}:{index}, from {one.corpus.names[int(one.seed_id[0])]}, {len(frame)} bytes\n")
-        out.write("mutations:\n")
-        for n in one.notes[0]:
-            out.write(f"  {n}\n")
-        changes = one.changed_fields(0)
-        if changes:
-            out.write("changed fields: " + ", ".join(f"{c['field']} {_short(c['old'])} -> {_short(c['new'])}"
-                                                    for c in changes) + "\n")
-        out.write("decode: " + line(rec, 0.0).rstrip() + "\n")
-        if "error" in rec:
-            out.write(f"  error: {rec['error']}\n")
-        if args.hex:
-            hexdump(frame, out)
-        out.write("targets:\n")
-        for name in targets:
-            mine = [f for f in findings if f.target == name]
-            if not mine:
-                out.write(f"  {name}: nothing found\n")
-            for f in mine:
-                out.write(f"  {name}: {f.kind} ({f.severity}): {f.what}\n")
+    print_replay(seed, index, one, findings, targets, out, format=args.format, hex=args.hex)
     if args.write:
         with CaptureWriter(args.write) as w:
-            w.write(frame, ts_ns=index * 1_000_000_000)
+            w.write(one.frame(0), ts_ns=index * 1_000_000_000)
     out.flush()
     return 0
-
-
-def _short(v) -> str:
-    if isinstance(v, int):
-        return f"0x{v:x}" if v < 1 << 64 else f"0x{v:x}"[:18] + "…"
-    return str(v)

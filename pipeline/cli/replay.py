@@ -1,19 +1,17 @@
 """`madpipe replay`: send a capture's MADs into a fabric (ibsim, or a umad device) and record the answers.
 
-Arguments, output and summary only: the engine (pacing, matching answers to requests, the
-transports) is :mod:`madpipe.pipeline.sim.replay`.
+Arguments only: the engine (pacing, matching answers to requests, the transports) is
+:mod:`madpipe.pipeline.sim.replay`, what it prints :mod:`madpipe.pipeline.sim.output`.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
 
-from madpipe.codecs.capture import CaptureWriter
 from madpipe.codecs.errors import MadpipeError
-from madpipe.pipeline.sim import capture as sim
-from madpipe.pipeline.sim.replay import Outcome, ReplayResult, SimTransport, load_items, mad_status, replay
+from madpipe.pipeline.sim.output import print_json, print_summary, replay_progress, write_answers
+from madpipe.pipeline.sim.replay import SimTransport, load_items, replay
 
 EXAMPLE = """pacing (one of): --as-captured (default: the capture's gaps between MADs), --pps N
 (N MADs a second), --top (as fast as answers come back). At most --window MADs wait for an answer
@@ -86,17 +84,6 @@ def _lid_pair(text: str) -> tuple[int, int]:
     return pair
 
 
-# -- what to send -----------------------------------------------------------------------------------
-
-
-# -- transports ---------------------------------------------------------------------------------------
-
-
-# -- the replay loop -------------------------------------------------------------------------------------
-
-
-# -- the command ---------------------------------------------------------------------------------------
-
 def run(args) -> int:
     if args.pps is not None and args.pps <= 0:
         raise MadpipeError(f"--pps must be positive, got {args.pps:g}")
@@ -115,85 +102,13 @@ def run(args) -> int:
           file=err)
     try:
         result = replay(items, transport, pps=args.pps, top=args.top, timeout=args.timeout / 1000,
-                        window=args.window, progress=_progress(err))
+                        window=args.window, progress=replay_progress(err))
     finally:
         transport.close()
     if args.write:
-        with CaptureWriter(args.write) as w:
-            for a in result.answers:
-                if not (a.returned or a.timed_out):
-                    w.write(sim.sim_request_frame(sim.SimRequest(a.dlid, a.slid, a.dqp, a.sqp, 0, a.mad)),
-                            a.ts_ns)
+        write_answers(args.write, result)
     out = sys.stdout
-    if args.format == "json":
-        for o in result.outcomes:
-            out.write(json.dumps(_record(o), separators=(",", ":")) + "\n")
-        out.write(json.dumps({"type": "summary", **_summary_dict(result, load_counts)},
-                             separators=(",", ":")) + "\n")
-    else:
-        _print_summary(result, load_counts, out)
+    (print_json if args.format == "json" else print_summary)(result, load_counts, out)
     for line in result.errors[:3]:
         print(f"madpipe replay: could not send {line}", file=err)
     return 0
-
-
-def _progress(err):
-    def show(result: ReplayResult, done: int, total: int) -> None:
-        line = (f"replay: {done}/{total} sent, {_answered(result)} answered, "
-                f"{_timed_out(result)} timed out")
-        if err.isatty():
-            err.write("\r" + line)
-        else:
-            err.write(line + "\n")
-        err.flush()
-    return show
-
-
-def _answered(result: ReplayResult) -> int:
-    return sum(o.result == "answered" for o in result.outcomes)
-
-
-def _timed_out(result: ReplayResult) -> int:
-    return sum(o.result == "timed out" for o in result.outcomes)
-
-
-def _record(o: Outcome) -> dict:
-    m = o.item.mad
-    rec = {"type": "mad", "frame": o.item.frame, "mgmt_class": m[1], "method": m[3],
-           "attr_id": int.from_bytes(m[16:18], "big"), "attr_mod": int.from_bytes(m[20:24], "big"),
-           "tid": int.from_bytes(m[8:16], "big"), "dlid": o.item.dlid, "result": o.result}
-    if o.answer is not None:
-        rec["status"] = mad_status(o.answer.mad)
-        rec["rtt_us"] = round((o.answer.ts_ns - o.sent_ns) / 1000, 1)
-    return rec
-
-
-SUMMARY_KEYS = ("sent", "answered", "answered with MAD status", "timed out", "undeliverable",
-                "send error", "no answer expected", "came back", "unmatched answers")
-
-
-def _summary_dict(result: ReplayResult, load: Counter) -> dict:
-    d = {k.replace(" ", "_"): result.counts[k] for k in SUMMARY_KEYS}
-    d.update(frames=load["frames"], replayed=len(result.outcomes), seconds=round(result.seconds, 6))
-    for k in ("not a MAD", "responses left out", "filtered out"):
-        d[k.replace(" ", "_")] = load[k]
-    return d
-
-
-def _print_summary(result: ReplayResult, load: Counter, out) -> None:
-    c = result.counts
-    rows = [("frames read", load["frames"]), ("  not a MAD", load["not a MAD"]),
-            ("  responses left out", load["responses left out"]),
-            ("  filtered out (-Y)", load["filtered out"]),
-            ("MADs sent", c["sent"]), ("  answered", c["answered"]),
-            ("    with a non-zero MAD status", c["answered with MAD status"]),
-            ("  timed out", c["timed out"]), ("  no answer expected", c["no answer expected"]),
-            ("  came back to us, the addressee", c["came back"]),
-            ("errors: returned undeliverable", c["undeliverable"]),
-            ("errors: could not send", c["send error"]),
-            ("answers matching nothing sent", c["unmatched answers"])]
-    width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        out.write(f"{k:<{width}} {v:8d}\n")
-    rate = c["sent"] / result.seconds if result.seconds else 0.0
-    out.write(f"{'seconds':<{width}} {result.seconds:8.3f}  ({rate:.0f} MADs/s)\n")

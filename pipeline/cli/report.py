@@ -33,7 +33,7 @@ def register(sub) -> None:
 
 def input_files(argv: list[str]) -> list[str]:
     """The capture of a ``madpipe report`` command line (its arguments after ``report``)."""
-    from madpipe.pipeline.cli.diff import captures_named
+    from madpipe.pipeline.cli.args import captures_named
 
     return captures_named(register, "report", argv, ("capture",))
 

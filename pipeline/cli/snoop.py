@@ -2,20 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import io
-import json
-import os
 import sys
-
-import numpy as np
 
 from madpipe.codecs.errors import MadpipeError
 from madpipe.pipeline.fabric import snoop as fabric
 from madpipe.pipeline.columns import many
-from madpipe.pipeline.fabric import text_kernels as kt
-from madpipe.pipeline.decode.output import jsonl
+from madpipe.pipeline.fabric.output import print_json, print_text, snoop_output
 from madpipe.pipeline.mlx4.pkey_map import read_pkey_map
-from madpipe.pipeline.cli.args import add_capture_inputs, add_host_options, check_host_options
+from madpipe.pipeline.cli.args import add_capture_inputs, add_host_options, check_host_options, write_dataset_cli
 
 EXAMPLE = """rules (--from):
   set      the kernel's rule (smp_snoop): a SubnSet(P_KeyTable) is applied when the GetResp with
@@ -66,7 +60,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-
 def run(args) -> int:
     check_host_options(args)
     files = many.capture_files(args.read)
@@ -88,16 +81,18 @@ def run(args) -> int:
             print(f"madpipe snoop: {files[0]}: {result.file_error}", file=sys.stderr)
             return 1
         return 0
-    # Several captures: snoop_one over the cores, each result printed in the order of the files.
+    # Several captures: snoop_output over the cores, each printed in the order of the files.
     progress = many.Progress.for_cli("snoop", len(files))
-    items = [(path, options, args.format, True) for path in files]
+    items = [(path, options, args.format) for path in files]
     status = 0
     try:
-        for path, (text, error, code) in zip(files, many.run_each(snoop_one, items, files, args.jobs, progress)):
+        for path, (text, error, code) in zip(files, many.run_each(snoop_output, items, files, args.jobs, progress)):
             progress.clear()
             if args.format == "text":
                 sys.stdout.write(f"==> {path} <==\n")
-            sys.stdout.write(text)
+                sys.stdout.write(text)
+            else:
+                many.CaptureTag(sys.stdout, path).write(text)  # "capture" first in every record
             sys.stdout.flush()
             if error:
                 progress.note(f"madpipe snoop: {error}")
@@ -107,34 +102,8 @@ def run(args) -> int:
     return status
 
 
-def snoop_one(item: tuple) -> tuple[str, str | None, int]:
-    """The per-capture step of a multi-capture snoop: ``(path, options, format, tag)`` -> (what
-    ``madpipe snoop -r path`` prints, its error line or None, its exit status). JSON records gain
-    ``"capture"`` when ``tag``."""
-    path, options, format, tag = item
-    buf = io.StringIO()
-    try:
-        result = fabric.snoop_capture(path, **options)
-    except MadpipeError as exc:
-        return "", str(exc), 2
-    try:
-        if format == "json":
-            print_json(result, many.CaptureTag(buf, path) if tag else buf)
-        else:
-            print_text(result, buf)
-    finally:
-        for records in (result.events, result.findings):
-            if isinstance(records, fabric.RecordList):
-                records.spool.close()  # its temporary file, if it spilled
-    if result.file_error:
-        return buf.getvalue(), f"{path}: {result.file_error}", 1
-    return buf.getvalue(), None, 0
-
-
 def _run_parquet(args, files: list[str]) -> int:
     """-T parquet -w OUT: port_tables_dataframe rows, to one file or (several captures, --dask) a dataset."""
-    from madpipe.pipeline.cli.decode import write_dataset_cli
-
     if args.host is not None:
         raise MadpipeError("--host describes the mlx4 host view, which -T parquet does not write: drop it")
     if args.format not in ("text", "parquet"):
@@ -157,231 +126,3 @@ def _run_parquet(args, files: list[str]) -> int:
             return 1
         return 0
     return write_dataset_cli("snoop", files, args.write, "ports", rule=args.rule, jobs=args.jobs, dask=args.dask)
-
-
-def _changes_text(changes) -> str:
-    return " ".join(f"[{i}] 0x{old:04x}->0x{new:04x}" for i, old, new in changes)
-
-
-def print_text(r: fabric.FabricSnoop, out) -> None:
-    order = sorted(r.ports, key=_port_order)
-    for pid, lines in zip(order, _pkey_lines([r.ports[pid] for pid in order])):
-        st = r.ports[pid]
-        cap = f", {st.capacity} pkeys capacity" if st.capacity else ""
-        out.write(f"Port {pid.label()}{cap}:\n{lines}\n")
-    if r.events:
-        out.write("P_Key change events:\n")
-        out.write(f"{'frame':>7} {'time':>12}  {'port':<28} {'block':>5} {'bitmap':>10}  changes\n")
-        t0_ns = r.events[0].ts_ns
-        if isinstance(r.events, fabric.RecordList):
-            _events_text(r.events, t0_ns, out)
-        else:
-            for e in r.events:
-                flag = " (unconfirmed)" if e.unconfirmed else ""
-                out.write(f"{e.frame:7d} {kt.relative_time_text(e.ts_ns, t0_ns)}  {e.port.label():<28} {e.block:5d} "
-                          f"0x{e.bitmap:08x}  {_changes_text(e.changes)}{flag}\n")
-        out.write("\n")
-    if r.findings:
-        out.write("Findings:\n")
-        if isinstance(r.findings, fabric.RecordList):
-            labels = [pid.label() for pid in r.findings.ports]
-            for chunk in r.findings.spool:
-                out.write("".join([f"  frame {frame}: {labels[slot]} block {block}: {fabric.FINDING_TEXT[kind]}\n"
-                                   for frame, slot, block, kind in _columns(chunk, "frame", "slot", "block", "kind")]))
-        else:
-            for f in r.findings:
-                out.write(f"  frame {f.frame}: {f.port.label()} block {f.block}: {f.text}\n")
-        out.write("\n")
-    if r.host is not None:
-        _print_host(r.host, out)
-    out.write(_summary(r) + "\n")
-
-
-def _print_host(h: fabric.HostView, out) -> None:
-    out.write(f"Host lid 0x{h.pid.lid:04x} port {h.port_num}, {h.num_vfs} VFs (mlx4 master view):\n")
-    out.write(f"  master P_Key-change events at frames: {_frames(h.master_events)}\n")
-    for vf in range(1, h.num_vfs + 1):
-        out.write(f"  VF {vf} events at frames: {_frames(h.vf_events.get(vf, []))}\n")
-        table = h.virtual_table(vf)
-        used = [i for i in range(len(table)) if h.v2p[vf, h.port_num - 1, i] != 127 or i == 0]
-        pairs = " ".join(f"[{i}]->{int(h.v2p[vf, h.port_num - 1, i])}=0x{int(table[i]):04x}" for i in used)
-        out.write(f"    virtual table (index->physical=P_Key, unmapped entries omitted): {pairs}\n")
-    out.write("\n")
-
-
-def _frames(frames) -> str:
-    return ", ".join(map(str, frames)) if frames else "none"
-
-
-def _port_order(pid: fabric.PortId):
-    return (pid.lid is None, pid.lid or 0, pid.dr_path or (), pid.port)
-
-
-def _summary(r: fabric.FabricSnoop) -> str:
-    c = r.counts
-    text = (f"{c['frames']} frames, {c['mads']} MADs, {c['smps']} SMPs; {c['ports']} ports; "
-            f"{c['events']} change events; {c['findings']} findings")
-    if "sets" in c or "getresps" in c:
-        text += (f"; P_KeyTable {'Sets' if 'sets' in c else 'GetResps'}: "
-                 f"{c['sets'] or c['getresps']} ({c['unconfirmed']} unconfirmed, {c['rejected']} with error status)")
-    if r.skipped:
-        text += f"; {sum(r.skipped.values())} frames skipped (" + ", ".join(
-            f"{n} {why}" for why, n in r.skipped.items()) + ")"
-    return text
-
-
-def print_json(r: fabric.FabricSnoop, out) -> None:
-    for pid in sorted(r.ports, key=_port_order):
-        st = r.ports[pid]
-        capacity = "null" if st.capacity is None else int(st.capacity)
-        out.write(f'{{"type":"port",{_port_json(pid)},"capacity":{capacity},'
-                  f'"pkeys":[{",".join(map(str, st.table.tolist()))}]}}\n')
-    if isinstance(r.events, fabric.RecordList):
-        _events_json(r.events, out)
-    else:
-        for e in r.events:
-            jsonl({"type": "event", "frame": e.frame, "ts": e.ts, **e.port.as_json(), "block": e.block,
-                   "bitmap": e.bitmap, "changes": [list(c) for c in e.changes], "unconfirmed": e.unconfirmed}, out)
-    if isinstance(r.findings, fabric.RecordList):
-        ports = [_port_json(pid) for pid in r.findings.ports]
-        texts = {kind: json.dumps(text) for kind, text in fabric.FINDING_TEXT.items()}
-        for chunk in r.findings.spool:
-            out.write("".join([f'{{"type":"finding","frame":{frame},{ports[slot]},"block":{block},"kind":{kind},'
-                               f'"text":{texts[kind]}}}\n'
-                               for frame, slot, block, kind in _columns(chunk, "frame", "slot", "block", "kind")]))
-    else:
-        for f in r.findings:
-            jsonl({"type": "finding", "frame": f.frame, **f.port.as_json(), "block": f.block, "kind": f.kind,
-                   "text": f.text}, out)
-    if r.host is not None:
-        h = r.host
-        jsonl({"type": "host", "lid": h.pid.lid, "port_num": h.port_num, "num_vfs": h.num_vfs,
-               "master_events": h.master_events, "phys_pkeys": [int(p) for p in h.phys]}, out)
-        for vf in range(1, h.num_vfs + 1):
-            jsonl({"type": "vf", "vf": vf, "events": h.vf_events.get(vf, []),
-                   "virt2phys_pkey": [int(x) for x in h.v2p[vf, h.port_num - 1]],
-                   "pkeys": [int(p) for p in h.virtual_table(vf)]}, out)
-    jsonl({"type": "summary", **{k: int(v) for k, v in r.counts.items()},
-           "skipped": dict(r.skipped), "file_error": r.file_error}, out)
-
-
-
-# -- events and findings straight from the spooled records: the same bytes as the loops above, ---
-# -- without an Event object per line (a capture can have millions) ------------------------------
-
-def _columns(chunk: np.ndarray, *names):
-    return zip(*(chunk[name].tolist() for name in names))
-
-
-def _port_json(pid: fabric.PortId) -> str:
-    """``**pid.as_json()`` inside a JSON Lines record, as jsonl writes it."""
-    return json.dumps(pid.as_json(), separators=(",", ":"))[1:-1]
-
-
-def _pkey_lines(states: list) -> list[str]:
-    """Each port's fabric.format_pkeys lines, newline-terminated, written by kernels_text.pkey_lines."""
-    if not states:
-        return []
-    tables = np.ascontiguousarray(np.stack([st.table for st in states]), dtype=np.uint16)
-    entries = np.array([fabric.shown_entries(st) for st in states], np.int64)
-    if tables.shape[1] != 128 or (entries > 128).any():
-        return ["".join(line + "\n" for line in fabric.format_pkeys(st.table, n)) for st, n in zip(states, entries)]
-    lines = (entries + 7) // 8
-    buf = np.empty((int(lines.sum()), kt.PKEY_LINE_BYTES), np.uint8)
-    kt.pkey_lines(tables, entries, buf)
-    text = buf.tobytes().decode("ascii")
-    ends = (np.cumsum(lines) * kt.PKEY_LINE_BYTES).tolist()
-    return [text[a:b] for a, b in zip([0] + ends[:-1], ends)]
-
-
-def _column(chunk: np.ndarray, name: str) -> np.ndarray:
-    """A field of spooled records as the kernels take it: a C-contiguous, aligned copy (a view of
-    one record would be contiguous but, inside the packed record, not aligned)."""
-    return chunk[name].copy()
-
-
-def _change_bytes(chunk: np.ndarray, style: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ASCII bytes, end of each event's piece) of the events' changes, by kernels_text.change_texts."""
-    n = len(chunk)
-    bitmap = _column(chunk, "bitmap")
-    block = _column(chunk, "block")
-    total = int(np.unpackbits(bitmap.view(np.uint8)).sum())
-    buf = np.empty(26 * total + 1, np.uint8)
-    ends = np.empty(n, np.int64)
-    used = kt.change_texts(bitmap, block, _column(chunk, "old"), _column(chunk, "new"),
-                           style, buf, ends)
-    return buf[:used], ends
-
-
-_EVENT_TEXT = "%7d %s  %s %5d 0x%08x  %s%s\n"
-_EVENT_JSON = '{"type":"event","frame":%d,"ts":%r,%s,"block":%d,"bitmap":%d,"changes":[%s],"unconfirmed":%s}\n'
-
-
-def _pieces(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """ASCII bytes of texts end to end, and where each ends (UnicodeEncodeError if not ASCII)."""
-    data = np.frombuffer(bytearray("".join(texts).encode("ascii")), np.uint8)  # writable, as kernels take
-    return data, np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)))
-
-
-_ASCII_SAMPLE = "".join(map(chr, range(32, 127))) + "\n"
-
-
-def _write_ascii(out, data: np.ndarray) -> None:
-    """ASCII bytes to a text stream: straight to the binary stream under sys.stdout when its
-    text layer would write them unchanged (no decode here and encode there of megabytes), else
-    as text (a UTF-16 stdout, newlines translated to CRLF, a StringIO or any other stream)."""
-    binary = getattr(out, "buffer", None)
-    if binary is not None and out is sys.stdout and _writes_ascii_as_is(out):
-        out.flush()  # what was written as text comes first
-        binary.write(data)
-    else:
-        out.write(data.tobytes().decode("ascii"))
-
-
-def _writes_ascii_as_is(out) -> bool:
-    try:
-        as_is = _ASCII_SAMPLE.encode(out.encoding) == _ASCII_SAMPLE.encode("ascii")
-    except (LookupError, TypeError, UnicodeError):
-        return False
-    return as_is and os.linesep == "\n"  # stdout translates "\n" to os.linesep
-
-
-def _write_events(events: fabric.RecordList, out, ports: list[str], times_of, style: int, kernel,
-                  extra: int) -> None:
-    """Every spooled event through a kernels_text line writer (event_lines, event_json_lines):
-    ``ports[slot]`` the port's text (the last, "", for slot -1), ``times_of(chunk)`` the ASCII
-    bytes of each time and where each ends, the changes in ``style``; ``extra`` bytes a line
-    besides those pieces. Port texts are ASCII by construction (labels of integers; json.dumps
-    escapes the rest)."""
-    port_bytes, port_ends = _pieces(ports)
-    longest = max(map(len, ports))
-    for chunk in events.spool:
-        times, time_ends = times_of(chunk)
-        changes, change_ends = _change_bytes(chunk, style)
-        buf = np.empty(len(times) + len(changes) + len(chunk) * (longest + extra), np.uint8)
-        used = kernel(_column(chunk, "frame"), times, time_ends, _column(chunk, "slot"), port_bytes, port_ends,
-                      _column(chunk, "block"), _column(chunk, "bitmap"), changes, change_ends,
-                      _column(chunk, "unconfirmed"), buf)
-        _write_ascii(out, buf[:used])
-
-
-def _relative_times(chunk: np.ndarray, t0_ns: int) -> tuple[np.ndarray, np.ndarray]:
-    """kernels_text.relative_times of the chunk's events: (ASCII bytes, where each ends)."""
-    buf = np.empty(24 * len(chunk), np.uint8)
-    ends = np.empty(len(chunk), np.int64)
-    used = kt.relative_times(_column(chunk, "ts_ns"), t0_ns, buf, ends)
-    return buf[:used], ends
-
-
-def _events_text(events: fabric.RecordList, t0_ns: int, out) -> None:
-    """The event lines (_EVENT_TEXT); times are kernels_text.relative_time_text's."""
-    _write_events(events, out, [f"{pid.label():<28}" for pid in events.ports] + [""],
-                  lambda chunk: _relative_times(chunk, t0_ns), kt.CHANGE_TEXT, kt.event_lines,
-                  48 + len(kt.UNCONFIRMED))
-
-
-def _events_json(events: fabric.RecordList, out) -> None:
-    """The events as JSON Lines (_EVENT_JSON); the times are Python's float reprs, as json writes."""
-    _write_events(events, out, [_port_json(pid) for pid in events.ports] + [""],
-                  lambda chunk: _pieces(list(map(repr, (chunk["ts_ns"] / 1e9).tolist()))),
-                  kt.CHANGE_JSON, kt.event_json_lines, 128)

@@ -8,9 +8,9 @@ Each is the byte-for-byte twin of a Python format (the tests compare them on ran
 - ``relative_times``: an event's time, exact from integer nanoseconds: ``relative_time_text``;
 - ``event_lines``: whole event lines, ``"%7d %s  %s %5d 0x%08x  %s%s\n"``, from texts made
   elsewhere for the parts that are not integers (the time, the port label, the changes);
-- ``event_json_lines``: the same events as JSON Lines records (cmd_snoop._EVENT_JSON).
+- ``event_json_lines``: the same events as JSON Lines records (fabric.output._EVENT_JSON).
 
-Outputs are passed in; the Python side (cmd_snoop) sizes them, decodes once and slices.
+Outputs are passed in; the Python side (fabric.output) sizes them, decodes once and slices.
 """
 import numpy as np
 
@@ -224,7 +224,7 @@ def event_lines(frame, times, time_ends, slot, labels, label_ends, block, bitmap
     return pos
 
 
-# The constant parts of cmd_snoop._EVENT_JSON, in order.
+# The constant parts of fabric.output._EVENT_JSON, in order.
 JSON_FRAME = _ascii('{"type":"event","frame":')
 JSON_TS = _ascii(',"ts":')
 JSON_COMMA = _ascii(",")
