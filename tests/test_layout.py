@@ -37,9 +37,6 @@ OVERSIZE = {
 }
 
 # Library modules allowed to import the CLI, for now.
-KNOWN_CLI_IMPORTERS: set[str] = set()
-KNOWN_CLI_IMPORTERS.add("madpipe.pipeline.bench.runner")  # bench -> cli, being removed: delete this line then
-
 
 @dataclass(frozen=True)
 class Import:
@@ -208,10 +205,8 @@ def _in(name: str, package: str) -> bool:
 
 def test_no_library_module_imports_the_cli():
     found = {i.source: i for i in imports() if _in(i.target, CLI) and not _in(i.source, CLI)}
-    wrong = [f"{_where(i)} imports {i.target}" for s, i in sorted(found.items()) if s not in KNOWN_CLI_IMPORTERS]
+    wrong = [f"{_where(i)} imports {i.target}" for _, i in sorted(found.items())]
     assert not wrong, "library modules importing the CLI:\n" + "\n".join(wrong)
-    stale = KNOWN_CLI_IMPORTERS - set(found)
-    assert not stale, f"{sorted(stale)} no longer import the CLI: take them out of KNOWN_CLI_IMPORTERS"
 
 
 # -- (c) package arrows as the __init__ docstrings allow -------------------------------------------
