@@ -289,8 +289,6 @@ def test_package_arrows_are_the_ones_the_docstrings_allow():
         source, target = modules()[imp.source].package, imp.target
         if imp.target not in modules() or _in(target, source):  # itself and its own subpackages
             continue
-        if imp.source in KNOWN_CLI_IMPORTERS and _in(target, CLI):  # see test_no_library_module_imports_the_cli
-            continue
         may = allowed[source]
         if may is not None and not any(_in(target, name) for name in may):
             arrows[(source, modules()[target].package)].append(f"{_where(imp)} imports {target}")
