@@ -24,7 +24,7 @@ from madpipe.codecs import build, mad as madc
 from madpipe.codecs.capture import CaptureReader
 from madpipe.codecs.frame import decode_frame
 from madpipe.pipeline.sim import replay as sim_replay
-from madpipe.pipeline.fabric import snoop as fabric
+from madpipe.pipeline.fabric.snoop import snoop_capture
 from madpipe.pipeline.sim import capture as sim
 from madpipe.pipeline.cli.main import main
 
@@ -226,7 +226,7 @@ def test_bundled_capture_decodes_clean(name):
 
 
 def test_bundled_capture_tables():
-    result = fabric.snoop_capture(PCAPS / "opensm_partitions.pcap")
+    result = snoop_capture(PCAPS / "opensm_partitions.pcap")
     tables = _final_tables(result)
     assert set(tables) == set(TABLES_A)
     for key, head in TABLES_A.items():
@@ -235,7 +235,7 @@ def test_bundled_capture_tables():
 
 
 def test_bundled_changed_capture_events():
-    result = fabric.snoop_capture(PCAPS / "opensm_partitions_changed.pcap")
+    result = snoop_capture(PCAPS / "opensm_partitions_changed.pcap")
     second = [e for e in result.events if e.frame > 248]  # run 2 starts after run 1's 248 frames
     got = {(e.port.lid, e.port.port, i, old, new) for e in second for i, old, new in e.changes}
     assert got == CHANGES_B
@@ -279,7 +279,7 @@ def opensm_runs(tmp_path_factory):
 
 
 def test_snoop_gives_the_tables_smpquery_reads(opensm_runs):
-    result = fabric.snoop_capture(opensm_runs["capture_a"])
+    result = snoop_capture(opensm_runs["capture_a"])
     ports, pkeys = opensm_runs["ports"], opensm_runs["pkeys_a"]
     assert len(ports) == 22 and len(result.ports) == 8
     snooped = {}
@@ -304,7 +304,7 @@ def test_second_run_events_name_exactly_what_changed(opensm_runs):
                 for i, (old, new) in enumerate(zip(before[key], after[key])) if old != new}
     assert expected  # partitions-b.conf does change tables
     run_b = opensm_runs["run_b"]
-    result = fabric.snoop_capture(opensm_runs["capture_ab"])
+    result = snoop_capture(opensm_runs["capture_ab"])
     events = [e for e in result.events if run_b.start_ns / 1e9 <= e.ts <= run_b.end_ns / 1e9]
     got = set()
     for e in events:
@@ -333,7 +333,7 @@ def _assert_tables(result, read: dict) -> None:
 
 
 def test_replaying_the_sets_into_a_fresh_fabric(opensm_runs, capsys):
-    result = fabric.snoop_capture(opensm_runs["capture_a"])
+    result = snoop_capture(opensm_runs["capture_a"])
     with sim.SimCapture(TOPOLOGY, sm_node="Hca1") as fresh:  # DR paths start at Hca1
         assert main(["replay", "-r", str(opensm_runs["capture_a"]), "--sim", f"127.0.0.1:{fresh.port}",
                      "--node", "Hca1", "-Y", SET_PKEYS, "--top", "-T", "json"]) == 0
@@ -348,7 +348,7 @@ def test_replaying_the_sets_into_a_fresh_fabric(opensm_runs, capsys):
 
 def test_replay_through_libibumad_under_umad2sim(opensm_runs, tmp_path):
     """--umad: libibumad by ctypes, in a process with libumad2sim.so preloaded (device ibsim0)."""
-    result = fabric.snoop_capture(opensm_runs["capture_a"])
+    result = snoop_capture(opensm_runs["capture_a"])
     answers = tmp_path / "answers.pcap"
     with sim.SimCapture(TOPOLOGY, sm_node="Hca1") as fresh:  # DR paths start at Hca1
         proc = subprocess.run(
@@ -372,7 +372,7 @@ def test_capture_command(opensm_runs, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "opensm -e -f opensm-1.log -P partitions-a.conf --once" in text
     assert "opensm -e -f opensm-2.log -P partitions-b.conf --once" in text
-    result = fabric.snoop_capture(out)
+    result = snoop_capture(out)
     final = {_smpquery_key(opensm_runs["ports"], pid.lid, pid.port): [int(x) for x in st.table[:64]]
              for pid, st in result.ports.items()}
     assert all(final[k] == opensm_runs["pkeys_b"][k] for k in final)

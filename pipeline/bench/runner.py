@@ -208,8 +208,8 @@ class Bench:
                      unit="mailboxes", baseline=base, repeat=1)
 
     def capture(self) -> None:
-        from madpipe.pipeline.fabric import snoop as fabric
         from madpipe.pipeline.fabric import reference as reference_fabric
+        from madpipe.pipeline.fabric.snoop import snoop_capture
         from madpipe.pipeline.ingest.reader import Ingest
 
         tmp = tempfile.mkdtemp(prefix="madpipe-bench-")
@@ -237,7 +237,7 @@ class Bench:
                 _run_quiet(["snoop", "-r", small_job, "-T", fmt])
                 self.measure("capture", f"madpipe snoop -T {fmt} (end to end)", self.n,
                              lambda fmt=fmt: _run_quiet(["snoop", "-r", big, "-T", fmt]), unit="frames", baseline=base)
-            self.measure("capture", "fabric.snoop_capture (no output)", self.n, lambda: fabric.snoop_capture(big),
+            self.measure("capture", "fabric.snoop_capture (no output)", self.n, lambda: snoop_capture(big),
                          unit="frames", baseline=base)
             command = [sys.executable, "-m", "madpipe.pipeline.cli.main", "snoop", "-r", big]
             env = process_env()

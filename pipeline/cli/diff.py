@@ -147,9 +147,9 @@ def _entries_table(entries, out, index_name: str = "index") -> None:
 
 
 def _table(state) -> list[str]:
-    from madpipe.pipeline.fabric import snoop as fabric
+    from madpipe.pipeline.fabric.text import format_pkeys, shown_entries
 
-    return fabric.format_pkeys(state.table, fabric.shown_entries(state))
+    return format_pkeys(state.table, shown_entries(state))
 
 
 def print_text(d, out) -> None:
