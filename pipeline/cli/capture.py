@@ -7,7 +7,10 @@ import sys
 
 from madpipe.codecs.capture import LINKTYPE_ERF, linktype_arg
 from madpipe.codecs.errors import MadpipeError
-from madpipe.pipeline.sim import capture as sim
+from madpipe.pipeline.sim.capture import SimCapture
+from madpipe.pipeline.sim.packets import LEFT_OUT
+from madpipe.pipeline.sim.processes import find_tool
+from madpipe.pipeline.sim.protocol import IBSIM_MAX_CLIENTS
 
 EXAMPLE = """how: ibsim runs in remote mode on loopback behind a UDP relay that records every datagram
 of ibsim's protocol (struct sim_request) with its time. opensm --once runs once per partitions
@@ -69,20 +72,20 @@ def _linktype(text: str) -> int:
 
 
 def run(args) -> int:
-    if args.port is not None and not 1024 <= args.port <= 65535 - sim.IBSIM_MAX_CLIENTS:
-        raise MadpipeError(f"--port must be 1024..{65535 - sim.IBSIM_MAX_CLIENTS}, got {args.port}")
+    if args.port is not None and not 1024 <= args.port <= 65535 - IBSIM_MAX_CLIENTS:
+        raise MadpipeError(f"--port must be 1024..{65535 - IBSIM_MAX_CLIENTS}, got {args.port}")
     for path in [args.partitions, *args.then]:
         if path is not None and not os.path.isfile(path):
             raise MadpipeError(f"{path}: no such partitions file")
     tools = ["ibsim", "opensm"] + (["ibnetdiscover", "smpquery"] if args.queries else [])
     for name in tools:
-        sim.find_tool(name)
+        find_tool(name)
     workdir = None
     if args.logs:
         os.makedirs(args.logs, exist_ok=True)
         workdir = os.path.abspath(args.logs)
-    capture = sim.SimCapture(args.sim, port=args.port, sm_node=args.sm_node,
-                             tool_timeout=args.timeout, workdir=workdir)
+    capture = SimCapture(args.sim, port=args.port, sm_node=args.sm_node,
+                         tool_timeout=args.timeout, workdir=workdir)
     err = sys.stderr
     with capture:
         print(f"madpipe capture: ibsim on {args.sim}, tools connect to "
@@ -98,7 +101,7 @@ def run(args) -> int:
     return 0
 
 
-def _report(capture: sim.SimCapture, args, frames: int, out) -> None:
+def _report(capture: SimCapture, args, frames: int, out) -> None:
     """A table of the tool runs, then one line on what was written."""
     datagrams = capture.relay.datagrams
     t0 = capture.runs[0].start_ns if capture.runs else 0
@@ -111,7 +114,7 @@ def _report(capture: sim.SimCapture, args, frames: int, out) -> None:
     size = os.path.getsize(args.write)
     line = (f"{args.write}: {frames} frames, {size} bytes, link type {args.linktype}; "
             f"{c['datagrams']} datagrams from {c['clients']} client attachment{'s' * (c['clients'] != 1)}")
-    left_out = {k: c[k] for k in sim.LEFT_OUT if c[k]}
+    left_out = {k: c[k] for k in LEFT_OUT if c[k]}
     if left_out:
         line += "; left out: " + ", ".join(f"{v} {k}" for k, v in left_out.items())
     relay = {k: v for k, v in capture.relay.counts.items() if k != "ctl"}

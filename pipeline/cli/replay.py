@@ -12,7 +12,8 @@ from collections import Counter
 
 from madpipe.codecs.capture import CaptureWriter
 from madpipe.codecs.errors import MadpipeError
-from madpipe.pipeline.sim import capture as sim
+from madpipe.pipeline.sim.packets import sim_request_frame
+from madpipe.pipeline.sim.protocol import SimRequest
 from madpipe.pipeline.sim.replay import Outcome, ReplayResult, SimTransport, load_items, mad_status, replay
 
 EXAMPLE = """pacing (one of): --as-captured (default: the capture's gaps between MADs), --pps N
@@ -122,7 +123,7 @@ def run(args) -> int:
         with CaptureWriter(args.write) as w:
             for a in result.answers:
                 if not (a.returned or a.timed_out):
-                    w.write(sim.sim_request_frame(sim.SimRequest(a.dlid, a.slid, a.dqp, a.sqp, 0, a.mad)),
+                    w.write(sim_request_frame(SimRequest(a.dlid, a.slid, a.dqp, a.sqp, 0, a.mad)),
                             a.ts_ns)
     out = sys.stdout
     if args.format == "json":
