@@ -1,6 +1,6 @@
 """`madpipe craft`: write SMPs built from infiniband-diags-style flags, or frames from JSON records.
 
-The frames are built by the scapy layers (``madpipe.codecs.layers``: ``smp_packet``,
+The frames are built by the scapy layers (``madpipe.codecs.craft``: ``smp_packet``,
 ``smp_set_pkeys``) and by ``madpipe.codecs.encode.encode_record`` for ``--from-json``, so the
 command, the Python API and ``madpipe decode -T json`` agree on every field.
 """
@@ -176,7 +176,8 @@ def attr_mods(args, attr_id: int, name: str) -> list[int]:
         raise CraftArgError(f"{name} takes no port: leave out -P (--attr-mod sets the modifier)")
     if make is None:
         return [0]
-    from madpipe.codecs.layers import CraftError, check_range
+    from madpipe.codecs.craft import check_range
+    from madpipe.codecs.errors import CraftError
 
     out = []
     try:
@@ -255,15 +256,16 @@ def parse_time(text) -> int:
 
 def smp_frames(args) -> list[tuple[bytes, int]]:
     """(packet, ts_ns) for the SMPs the flags ask for."""
-    from madpipe.codecs import layers
+    from madpipe.codecs.craft import check_pkeys, smp_attribute, smp_packet
+    from madpipe.codecs.errors import CraftError
 
     if args.attr is None:
         raise CraftArgError("say what to build: --attr ATTR (or --from-json FILE)")
     if args.lid is None and args.dr_path is None:
         raise CraftArgError("give a destination: -L LID (LID routed) or -D PATH (directed route)")
     try:
-        attr_id, layer = layers.smp_attribute(args.attr)
-    except layers.CraftError as exc:
+        attr_id, layer = smp_attribute(args.attr)
+    except CraftError as exc:
         raise CraftArgError(str(exc)) from None
     name = layer.__name__ if layer.__name__ != "Raw" else f"attribute {attr_id:#06x}"
     method = method_arg(args.method)
@@ -292,8 +294,8 @@ def smp_frames(args) -> list[tuple[bytes, int]]:
         if "pkeys" in fields:
             raise CraftArgError("give the P_Keys once: --pkeys or -f pkeys=...")
         try:
-            fields["pkeys"] = layers.check_pkeys(numbers("--pkeys", args.pkeys), args.raw)
-        except layers.CraftError as exc:
+            fields["pkeys"] = check_pkeys(numbers("--pkeys", args.pkeys), args.raw)
+        except CraftError as exc:
             raise CraftArgError(str(exc)) from None
     mods = attr_mods(args, attr_id, name)
     if len(mods) > MAX_FRAMES:
@@ -302,10 +304,10 @@ def smp_frames(args) -> list[tuple[bytes, int]]:
     frames = []
     try:
         for i, attr_mod in enumerate(mods):
-            pkt = layers.smp_packet(method, attr_id, lid, hops, attr_mod,
-                                    **{**kw, "tid": kw["tid"] + i}, data=fields)
+            pkt = smp_packet(method, attr_id, lid, hops, attr_mod,
+                             **{**kw, "tid": kw["tid"] + i}, data=fields)
             frames.append((bytes(pkt), start + i * 1000))
-    except layers.CraftError as exc:
+    except CraftError as exc:
         raise CraftArgError(str(exc)) from None
     if kw["tid"] + len(mods) - 1 > 0xFFFFFFFFFFFFFFFF:
         raise CraftArgError("--tid runs past 64 bits")
