@@ -26,7 +26,6 @@ __all__ = [
 
 IB_PKEY_MAX_BLOCK = 2047  # P_KeyTable: at most 65536 entries, 32 per block (IBA 14.2.5.7)
 
-
 # Names people type for SMP attributes besides the schema's (any case, '-' and '_' ignored):
 # infiniband-diags' smpquery operations and short forms.
 _SMP_ATTRIBUTE_ALIASES = {
