@@ -30,6 +30,10 @@ class CaptureError(MadpipeError):
     """The capture file itself cannot be read (bad magic, unknown link type, truncated header)."""
 
 
+class CraftError(MadpipeError, ValueError):
+    """A value that cannot go on the wire as asked (the CLI prints it as one line, exit 2)."""
+
+
 class MissingExtra(MadpipeError, ImportError):
     """An optional dependency is not installed: the message names the extra that brings it."""
 

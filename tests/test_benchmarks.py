@@ -75,14 +75,14 @@ def test_snoop_end_to_end(benchmark, sm, tmp_path):
     import io
 
     from madpipe.pipeline.fabric import output as fabric_output
-    from madpipe.pipeline.fabric import snoop as fabric
+    from madpipe.pipeline.fabric.snoop import snoop_capture
 
     path = tmp_path / "w.pcap"
     workload.write_capture(path, workload.mad_frames(sm[0][:20_000]))
 
     def run():
         out = io.StringIO()
-        result = fabric.snoop_capture(path)
+        result = snoop_capture(path)
         fabric_output.print_text(result, out)
         return result, out.getvalue()
 

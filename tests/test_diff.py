@@ -16,7 +16,8 @@ from madpipe.codecs.capture import CaptureReader, CaptureWriter
 from madpipe.codecs.frame import decode_frame
 from madpipe.codecs.mad import IB_MGMT_METHOD_GET_RESP as GETRESP, IB_MGMT_METHOD_SET as SET
 from madpipe.pipeline.fabric import diff
-from madpipe.pipeline.fabric import snoop as fabric
+from madpipe.pipeline.fabric.model import PortId
+from madpipe.pipeline.fabric.snoop import snoop_capture
 from madpipe.pipeline.cli.main import main
 
 PCAPS = Path(__file__).parent.parent / "pcaps"
@@ -98,7 +99,7 @@ def test_opensm_runs_diff_names_the_partitions_file_changes(capsys):
 
     # Both runs left every programmed port with the P_Keys its partitions file gives it.
     for path, conf in ((RUN_A, conf_a), (RUN_AB, conf_b)):
-        ports = fabric.snoop_capture(path).ports
+        ports = snoop_capture(path).ports
         assert len(ports) == 8
         for pid, state in ports.items():
             ca = facing_ca(guid_of[pid.dr_path], pid.port, cas, peer)
@@ -136,7 +137,7 @@ def test_opensm_runs_diff_names_the_partitions_file_changes(capsys):
     assert (summary["changed"], summary["same"], summary["only_a"], summary["only_b"]) == (6, 2, 0, 0)
 
     # Entry level: exactly the indices where the two tables differ.
-    a_ports, b_ports = fabric.snoop_capture(RUN_A).ports, fabric.snoop_capture(RUN_AB).ports
+    a_ports, b_ports = snoop_capture(RUN_A).ports, snoop_capture(RUN_AB).ports
     entries = {(r["lid"], r["port"], r["index"]): (r["a"], r["b"]) for r in records if r["type"] == "entry"}
     want_entries = {}
     for pid, state in a_ports.items():
@@ -260,7 +261,7 @@ def test_crafted_kinds_and_pairing(crafted):
         by_status.setdefault(p.status, []).append(p)
     moved = next(p for p in d.ports if p.guid == CA1 + 1)
     assert moved.status == "changed" and moved.b_named_differently
-    assert moved.a.pid == fabric.PortId(4, (1,), 0) and moved.b.pid == fabric.PortId(9, (5,), 0)
+    assert moved.a.pid == PortId(4, (1,), 0) and moved.b.pid == PortId(9, (5,), 0)
     assert [(e.index, e.block, e.kind, e.a, e.b) for e in moved.entries] == [
         (1, 0, "membership", 0x8001, 0x0001),
         (2, 0, "membership", 0x0002, 0x8002),
@@ -277,8 +278,8 @@ def test_crafted_kinds_and_pairing(crafted):
     assert {(p.status, p.guid) for p in d.ports if 7 in (p.pid.lid,)} == {("only_a", CA3 + 1), ("only_b", 0x41)}
     assert {p.guid for p in by_status["only_a"]} == {CA2 + 1, CA3 + 1}
     assert {(p.pid, p.guid) for p in by_status["only_b"]} == {
-        (fabric.PortId(7, (4,), 0), 0x41), (fabric.PortId(None, (6,), 0), None)}
-    assert [(p.pid, p.guid) for p in by_status["same"]] == [(fabric.PortId(None, (3,), 3), SW)]
+        (PortId(7, (4,), 0), 0x41), (PortId(None, (6,), 0), None)}
+    assert [(p.pid, p.guid) for p in by_status["same"]] == [(PortId(None, (3,), 3), SW)]
     c = d.counts()
     assert (c["changed"], c["same"], c["only_a"], c["only_b"]) == (1, 1, 2, 2)
     assert (c["entries_added"], c["entries_removed"], c["entries_membership"], c["entries_changed"]) == (1, 2, 2, 1)
@@ -350,7 +351,7 @@ def test_entry_kinds():
 
 
 def test_pairing_by_lid_then_path_never_against_guids():
-    P = fabric.PortId
+    P = PortId
     pairs, only_a, only_b = diff.pair_ports(
         {P(4, (1,), 0): None, P(None, (2,), 3): None, P(5, None, 0): 0x99},
         {P(4, (7,), 0): None, P(None, (2,), 3): 0x55, P(5, None, 0): 0x98})

@@ -11,8 +11,10 @@ import pytest
 from madpipe.codecs import build, smp
 from madpipe.codecs.capture import CaptureWriter
 from madpipe.codecs.mad import IB_MGMT_METHOD_GET_RESP as GETRESP, IB_MGMT_METHOD_SET as SET
-from madpipe.pipeline.fabric import snoop as fabric
 from madpipe.pipeline.fabric import reference as reference_fabric
+from madpipe.pipeline.fabric.model import PortId
+from madpipe.pipeline.fabric.snoop import snoop_capture
+from madpipe.pipeline.mlx4.snoop import FINDING_REFUSED, FINDING_SPILL
 from madpipe.pipeline.cli.main import main
 
 PATH = [1]
@@ -84,9 +86,9 @@ def scenario(tmp_path):
 
 
 def test_tables_events_findings(scenario):
-    r = fabric.snoop_capture(scenario)
-    host = fabric.PortId(HOST_LID, (1,), 0)
-    switch = fabric.PortId(None, (1, 2), 3)
+    r = snoop_capture(scenario)
+    host = PortId(HOST_LID, (1,), 0)
+    switch = PortId(None, (1, 2), 3)
     assert set(r.ports) == {host, switch}
     t = r.ports[host].table
     assert list(t[:3]) == [0xFFFF, 0xB000, 0xB032] and t[32] == 0x8001 and not t[33:].any()
@@ -102,13 +104,13 @@ def test_tables_events_findings(scenario):
         (18, switch, 0, 0b10, [(1, 0, 0x8002)], False),
     ]
     assert [(f.frame, f.block, f.kind) for f in r.findings] == [
-        (14, 4, fabric.snoop.FINDING_SPILL), (16, 8, fabric.snoop.FINDING_REFUSED)]
+        (14, 4, FINDING_SPILL), (16, 8, FINDING_REFUSED)]
     assert r.counts["sets"] == 8 and r.counts["unconfirmed"] == 1 and r.counts["rejected"] == 1
 
 
 def test_from_getresp(scenario):
-    r = fabric.snoop_capture(scenario, rule="getresp")
-    host = fabric.PortId(HOST_LID, (1,), 0)
+    r = snoop_capture(scenario, rule="getresp")
+    host = PortId(HOST_LID, (1,), 0)
     # Every successful GetResp sets what the port reported; the unanswered Set is not seen.
     assert list(r.ports[host].table[:3]) == [0xFFFF, 0xB000, 0xB032] and r.ports[host].table[32] == 0
 
@@ -186,7 +188,7 @@ def test_capacity_of_switch_ports(tmp_path, with_switch_info):
     c.pkeys(0, [0xFFFF], path=sw, port=0)
     c.pkeys(0, [0xFFFF, 0x8001], path=sw, port=3)
     c.close()
-    for snoop_capture in (fabric.snoop_capture, reference_fabric.snoop_capture):
-        r = snoop_capture(path)
+    for snoop in (snoop_capture, reference_fabric.snoop_capture):
+        r = snoop(path)
         caps = {pid.port: st.capacity for pid, st in r.ports.items()}
         assert caps == {0: 8, 3: 64 if with_switch_info else None}

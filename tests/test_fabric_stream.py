@@ -1,9 +1,10 @@
-"""The streaming fabric snoop (fabric.py, kernels_fabric.py) against its references, bit for bit.
+"""The streaming fabric snoop (fabric/snoop.py and the modules beside it, fabric/kernels.py) against its
+references, bit for bit.
 
 - ``snoop_ports`` (the per-port cache kernel) against ``smp_snoop_reference`` run port by port;
 - ``intern_keys``, ``pair_answers``, ``learn_routes``, ``queue_smps``, ``note_applied`` and
   ``snoop_smps`` against plain-Python models;
-- ``fabric.snoop_capture`` and `madpipe snoop`'s output against ``reference_fabric`` (the first,
+- ``snoop_capture`` and `madpipe snoop`'s output against ``reference_fabric`` (the first,
   object-per-SMP implementation) on seeded SM conversations: paired and unpaired Sets, reused
   TIDs, answers before their Set, late PortInfo answers, switches, spills and refusals, damaged
   frames, pcapng, tiny batches, a tiny pairing window and events spooled to disk.
@@ -24,7 +25,12 @@ import pytest
 from madpipe.codecs import build
 from madpipe.codecs.capture import CaptureReader, CaptureWriter
 from madpipe.codecs.frame import decode_frame
-from madpipe.pipeline.fabric import snoop as fabric
+from madpipe.pipeline.fabric import snoop as fabric_snoop  # cli() swaps its snoop_capture
+from madpipe.pipeline.fabric.model import PortId, PortState
+from madpipe.pipeline.fabric.routes import KeyTable, route_of_key
+from madpipe.pipeline.fabric.snoop import snoop_capture, snoop_ports
+from madpipe.pipeline.fabric.spool import EVENT_DTYPE, events_of
+from madpipe.pipeline.fabric.text import format_pkeys
 from madpipe.pipeline.fabric import reference as reference_fabric
 from madpipe.pipeline.mlx4 import snoop
 from madpipe.pipeline.bench import workload
@@ -70,7 +76,7 @@ def test_snoop_ports_matches_reference_port_by_port(seed, port_num):
         caches[p] = snoop.init_pkeys(num_vfs=0)[0]
     caches[2, 0, 5] = 0x1234  # a cache that is not fresh
     start = caches.copy()
-    bitmap, finding, old = fabric.snoop_ports(caches, slot, attr_mod, data, port_num)
+    bitmap, finding, old = snoop_ports(caches, slot, attr_mod, data, port_num)
     for p in range(ports):
         mine = np.flatnonzero(slot == p)
         cache, v2p = snoop.init_pkeys(num_vfs=0)
@@ -96,13 +102,13 @@ def test_snoop_ports_checks_its_arguments():
     caches = np.zeros((2, 2, 128), np.uint16)
     ok = dict(slot=np.zeros(1, np.int32), attr_mod=np.zeros(1, np.uint32), data=np.zeros((1, 64), np.uint8))
     with pytest.raises(ValueError, match="slot must be in 0..1"):
-        fabric.snoop_ports(caches, np.array([2], np.int32), ok["attr_mod"], ok["data"])
+        snoop_ports(caches, np.array([2], np.int32), ok["attr_mod"], ok["data"])
     with pytest.raises(ValueError, match="data must have dtype uint8"):
-        fabric.snoop_ports(caches, ok["slot"], ok["attr_mod"], np.zeros((1, 64), np.uint16))
+        snoop_ports(caches, ok["slot"], ok["attr_mod"], np.zeros((1, 64), np.uint16))
     with pytest.raises(ValueError, match="port_num must be in 1..2"):
-        fabric.snoop_ports(caches, ok["slot"], ok["attr_mod"], ok["data"], port_num=3)
+        snoop_ports(caches, ok["slot"], ok["attr_mod"], ok["data"], port_num=3)
     with pytest.raises(ValueError, match="phys_pkey_cache must have shape"):
-        fabric.snoop_ports(np.zeros((2, 128), np.uint16), ok["slot"], ok["attr_mod"], ok["data"])
+        snoop_ports(np.zeros((2, 128), np.uint16), ok["slot"], ok["attr_mod"], ok["data"])
 
 
 # -- intern_keys and pair_answers against plain Python -------------------------------------------
@@ -132,7 +138,7 @@ def meaning(key) -> bytes:
 def test_intern_keys_gives_first_seen_ids_and_grows(seed):
     rng = np.random.default_rng(seed)
     distinct = random_route_keys(rng, 3000)
-    table = fabric.KeyTable(72, capacity=4)  # grows many times
+    table = KeyTable(72, capacity=4)  # grows many times
     seen: dict[bytes, int] = {}
     for _ in range(4):
         keys = distinct[rng.integers(0, len(distinct), 2000)]
@@ -427,16 +433,16 @@ def late_port_info(tmp_path) -> Path:
 
 
 def cli(impl, path, argv, **kw) -> tuple[int, str]:
-    """`madpipe snoop` with fabric.snoop_capture replaced by ``impl`` (keywords passed along)."""
-    real = fabric.snoop_capture
-    fabric.snoop_capture = lambda *a, **k: impl(*a, **k, **kw)
+    """`madpipe snoop` with fabric_snoop.snoop_capture replaced by ``impl`` (keywords passed along)."""
+    real = fabric_snoop.snoop_capture
+    fabric_snoop.snoop_capture = lambda *a, **k: impl(*a, **k, **kw)
     try:
         out = io.StringIO()
         with redirect_stdout(out):
             code = main(["snoop", "-r", str(path), *argv])
         return code, out.getvalue()
     finally:
-        fabric.snoop_capture = real
+        fabric_snoop.snoop_capture = real
 
 
 ARGVS = [[], ["-T", "json"], ["--from", "getresp"], ["--from", "getresp", "-T", "json"],
@@ -446,14 +452,14 @@ ARGVS = [[], ["-T", "json"], ["--from", "getresp"], ["--from", "getresp", "-T", 
 def assert_same(path, argvs=ARGVS, ref_kw=None, **kw):
     for argv in argvs:
         want = cli(reference_fabric.snoop_capture, path, argv, **(ref_kw or {}))
-        got = cli(fabric.snoop_capture, path, argv, **kw)
+        got = cli(snoop_capture, path, argv, **kw)
         assert got == want, argv
 
 
 def assert_same_result(path, **kw):
     """The Python API too: ports, events, findings, counts, host view."""
     want = reference_fabric.snoop_capture(path)
-    got = fabric.snoop_capture(path, **kw)
+    got = snoop_capture(path, **kw)
     assert list(got.ports) == list(want.ports)
     for pid in want.ports:
         a, b = want.ports[pid], got.ports[pid]
@@ -493,7 +499,7 @@ def test_a_late_answer_renames_ports_and_takes_a_second_pass(tmp_path):
     assert_same(path)
     # When the answers come first, one pass is enough.
     frames = Conversation(3).build(60)
-    assert fabric.snoop_capture(write_capture(tmp_path / "c.pcap", frames)).passes == 1
+    assert snoop_capture(write_capture(tmp_path / "c.pcap", frames)).passes == 1
 
 
 @pytest.mark.parametrize("window", [0, 2, 9])
@@ -544,7 +550,7 @@ def test_truncated_capture_keeps_what_came_before(tmp_path):
     cut.write_bytes(data[:-100])
     got = assert_same_result(cut)
     assert got.file_error and "truncated record" in got.file_error
-    code, _ = cli(fabric.snoop_capture, cut, [])
+    code, _ = cli(snoop_capture, cut, [])
     assert code == 1
 
 
@@ -581,16 +587,16 @@ def test_snoop_smps_matches_the_decoder(tmp_path):
     k, a, got_mads, got_smps = ki.snoop_smps(raw.buf, raw.pkt_off, raw.pkt_len, raw.code, *out)
     rec, method, status, tid, attr_mod, _, key, ans_hdr, _, ans_key = out
     assert (got_mads, got_smps) == (mads, smps)
-    got_pkey = [(int(rec[j]), fabric.route_of_key(key[j]), int(key[j, 68]) << 8 | int(key[j, 69]),
+    got_pkey = [(int(rec[j]), route_of_key(key[j]), int(key[j, 68]) << 8 | int(key[j, 69]),
                  int(tid[j]), int(method[j]), int(status[j]), int(attr_mod[j])) for j in range(k)]
     assert got_pkey == want_pkey
-    assert [(fabric.route_of_key(ans_key[j]), int(ans_hdr[j, 17])) for j in range(a)] == want_ans
+    assert [(route_of_key(ans_key[j]), int(ans_hdr[j, 17])) for j in range(a)] == want_ans
     assert len(want_pkey) > 50 and len(want_ans) > 5
 
 
 def test_events_spill_to_a_file_and_read_back(tmp_path):
     path = write_capture(tmp_path / "c.pcap", Conversation(8).build(200))
-    got = fabric.snoop_capture(path, spool_memory=500)
+    got = snoop_capture(path, spool_memory=500)
     assert got.events.spool.file is not None  # went to disk
     want = reference_fabric.snoop_capture(path)
     assert list(got.events) == list(want.events) and len(got.events) == len(want.events)
@@ -602,7 +608,7 @@ def test_events_spill_to_a_file_and_read_back(tmp_path):
 
 def test_json_lines_parse(tmp_path):
     path = write_capture(tmp_path / "c.pcap", Conversation(1).build(100))
-    _, out = cli(fabric.snoop_capture, path, ["-T", "json"])
+    _, out = cli(snoop_capture, path, ["-T", "json"])
     records = [json.loads(line) for line in out.splitlines()]
     assert {r["type"] for r in records} >= {"port", "event", "summary"}
     assert records[-1]["events"] == sum(r["type"] == "event" for r in records)
@@ -626,14 +632,14 @@ def test_pkey_lines_kernel_and_format_pkeys():
     tables[0] = 0
     tables[1] = 0xFFFF
     entries = rng.choice([1, 5, 8, 9, 31, 32, 64, 65, 96, 127, 128], 40)
-    states = [fabric.PortState(None, t, set(), int(e)) for t, e in zip(tables, entries)]
+    states = [PortState(None, t, set(), int(e)) for t, e in zip(tables, entries)]
     got = fabric_output._pkey_lines(states)
     for t, e, text in zip(tables, entries, got):
         want = format_pkeys_as_first_written(t, int(e))
-        assert fabric.format_pkeys(t, int(e)) == want
+        assert format_pkeys(t, int(e)) == want
         assert text == "".join(line + "\n" for line in want)
     short = np.arange(20, dtype=np.uint16)  # a table shorter than a block: the Python path
-    assert fabric.format_pkeys(short, 20) == format_pkeys_as_first_written(short, 20)
+    assert format_pkeys(short, 20) == format_pkeys_as_first_written(short, 20)
 
 
 def changes_as_texts(chunk, style):
@@ -675,7 +681,7 @@ def test_change_texts_kernel():
 
     rng = np.random.default_rng(4)
     n = 500
-    chunk = np.zeros(n, fabric.EVENT_DTYPE)
+    chunk = np.zeros(n, EVENT_DTYPE)
     chunk["bitmap"] = rng.integers(0, 1 << 32, n, dtype=np.uint64).astype(np.uint32) & rng.choice(
         [0xFFFFFFFF, 1, 0x80000000, 0x00010001, 0], n).astype(np.uint32)
     chunk["block"] = rng.choice([0, 1, 3, 4, 7, 300, 0xFFFF], n)
@@ -683,7 +689,7 @@ def test_change_texts_kernel():
     chunk["new"] = rng.choice([0, 9, 10, 99, 100, 0xFFFF, 12345], (n, 32))
     text = changes_as_texts(chunk, kt.CHANGE_TEXT)
     js = changes_as_texts(chunk, kt.CHANGE_JSON)
-    for j, ev in enumerate(fabric.events_of(chunk, [None])):
+    for j, ev in enumerate(events_of(chunk, [None])):
         assert text[j] == fabric_output._changes_text(ev.changes)
         assert js[j] == json.dumps([list(c) for c in ev.changes], separators=(",", ":"))[1:-1]
 
@@ -704,7 +710,7 @@ def test_relative_times_are_exact_and_the_kernel_writes_them():
         exact = (Decimal(delta) / Decimal(10**9)).quantize(Decimal("0.000001"), ROUND_HALF_EVEN)
         want = format(exact, "f").replace("-0.000000", "0.000000").rjust(12)
         assert kt.relative_time_text(t, t0) == want, delta
-    chunk = np.zeros(len(ts), fabric.EVENT_DTYPE)
+    chunk = np.zeros(len(ts), EVENT_DTYPE)
     chunk["ts_ns"] = ts
     buf, ends = fabric_output._relative_times(chunk, t0)
     text = buf.tobytes().decode("ascii")
@@ -719,7 +725,7 @@ def test_event_line_kernels_equal_the_python_formats():
 
     rng = np.random.default_rng(5)
     n = 700
-    chunk = np.zeros(n, fabric.EVENT_DTYPE)
+    chunk = np.zeros(n, EVENT_DTYPE)
     chunk["frame"] = rng.choice([1, 9, 10, 999_999, 9_999_999, 10_000_000, 123_456_789], n)
     chunk["ts_ns"] = rng.choice([0, 1, 999_999_499, 999_999_500, 10**9, 123_456 * 10**9 + 7, -5 * 10**8], n)
     chunk["slot"] = rng.integers(-1, 5, n)
@@ -729,8 +735,8 @@ def test_event_line_kernels_equal_the_python_formats():
     chunk["unconfirmed"] = rng.integers(0, 2, n)
     chunk["old"] = rng.integers(0, 1 << 16, (n, 32))
     chunk["new"] = rng.integers(0, 1 << 16, (n, 32))
-    ports = [fabric.PortId(0x12, None, 0), fabric.PortId(None, (0, 1, 3), 2), fabric.PortId(0xFFFF, None, 36),
-             fabric.PortId(None, (), 0), fabric.PortId(0x1, (0, 5), 1)]
+    ports = [PortId(0x12, None, 0), PortId(None, (0, 1, 3), 2), PortId(0xFFFF, None, 36),
+             PortId(None, (), 0), PortId(0x1, (0, 5), 1)]
 
     class Events:  # a RecordList's two attributes the printer reads
         spool = [chunk[:300], chunk[300:]]

@@ -12,7 +12,7 @@ from madpipe.codecs import build, crc, erf  # noqa: E402
 from madpipe.codecs.capture import CaptureReader, CaptureWriter  # noqa: E402
 from madpipe.codecs.errors import MadpipeError, MissingExtra  # noqa: E402
 from madpipe.codecs.frame import decode_frame  # noqa: E402
-from madpipe.pipeline.fabric import snoop as fabric
+from madpipe.pipeline.fabric.snoop import snoop_capture
 from madpipe.pipeline.columns import frames# noqa: E402
 
 PCAPS = Path(__file__).parent.parent / "pcaps"
@@ -116,7 +116,7 @@ def test_port_tables_dataframe():
     path = PCAPS / "opensm_partitions_changed.pcap"
     df = frames.port_tables_dataframe(path)
     assert list(df.columns) == list(frames.PORT_TABLE_COLUMNS)
-    ports = fabric.snoop_capture(path).ports
+    ports = snoop_capture(path).ports
     assert df.port_label.nunique() == len(ports) == 8
     for pid, state in ports.items():
         rows = df[df.port_label == pid.label()]

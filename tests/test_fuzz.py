@@ -22,6 +22,7 @@ from madpipe.pipeline.fuzz import runner as fuzz
 from madpipe.pipeline.fuzz.mutate import mutator as mutate
 from madpipe.pipeline.cli.main import main
 from madpipe.pipeline.fuzz.mutate.mutator import BATCH, OPS, Cases, Corpus, Mutator, batch_config, make_mailbox
+from madpipe.pipeline.sim.processes import leftover_processes
 
 ROOT = Path(__file__).parent.parent
 REAL = ROOT / "pcaps" / "infiniband_endace_erf_2008.pcap"
@@ -389,8 +390,6 @@ def test_tshark_target_reports_malformed_frames(tmp_path):
 
 
 def _ibsim_ready():
-    if fuzz.sim_module() is None:
-        pytest.skip("madpipe.pipeline.sim.capture (issue 5) is not available: the ibsim target is pending")
     from conftest import require_tool
 
     require_tool("ibsim")
@@ -401,7 +400,6 @@ def test_ibsim_target_finds_the_vlarb_port_crash(tmp_path):
     """ibsim 0.10-0.12 dereferences node_get_port() without a range check: a SubnSet(VLArbitrationTable)
     to a switch for output port 0x4005 kills it (SIGSEGV). The target reports it and restarts ibsim."""
     _ibsim_ready()
-    sim = fuzz.sim_module()
     ok = build.build_smp_frame(build.smp_mad(GET, smpc.IB_SMP_ATTR_NODE_INFO, b"", tid=1, directed=True))
     vlarb = build.build_smp_frame(build.smp_mad(SET, smpc.IB_SMP_ATTR_VL_ARB_TABLE, bytes(64), tid=2,
                                                 attr_mod=0x00014005, directed=True, path=[1]))
@@ -413,7 +411,7 @@ def test_ibsim_target_finds_the_vlarb_port_crash(tmp_path):
         assert target.restarts == 1 and target.stats["sent"] == 3
     finally:
         target.close()
-    assert sim.leftover_processes() == []
+    assert leftover_processes() == []
 
 
 @pytest.mark.slow

@@ -14,10 +14,12 @@ from madpipe.codecs import build, crc, erf, frame, mad as madc, perf, smp as smp
 from madpipe.codecs.capture import LINKTYPE_ERF, LINKTYPE_INFINIBAND, CaptureReader, CaptureWriter
 from madpipe.codecs.encode import encode_record
 from madpipe.codecs.frame import decode_frame
-from madpipe.codecs.layers import (
-    BTH, DETH, ERF, GRH, LRH, MAD, MAD_CLASS_LAYERS, PERF_ATTRIBUTE_LAYERS, SMP, SMP_ATTRIBUTE_LAYERS,
-    CraftError, ImmDt, NodeInfo, PerfMAD, PKeyTable, PortCounters, PortInfo, SAMAD, SMInfo, SMPDirected,
-    VLArbitrationTable, getresp, smp_attribute, smp_get, smp_set, smp_set_pkeys,
+from madpipe.codecs.craft import getresp, smp_attribute, smp_get, smp_set, smp_set_pkeys
+from madpipe.codecs.errors import CraftError
+from madpipe.codecs.layers import BTH, DETH, ERF, GRH, LRH, ImmDt
+from madpipe.codecs.mad_layers import (
+    MAD, MAD_CLASS_LAYERS, PERF_ATTRIBUTE_LAYERS, SMP, SMP_ATTRIBUTE_LAYERS, NodeInfo, PerfMAD, PKeyTable,
+    PortCounters, PortInfo, SAMAD, SMInfo, SMPDirected, VLArbitrationTable,
 )
 
 PCAPS = sorted((Path(__file__).parent.parent / "pcaps").glob("*.pcap*"))
@@ -418,7 +420,7 @@ def test_getresp_swaps_addresses_and_sets_the_method():
 
 
 def test_from_record_is_the_packet_of_a_decode_record(real_frames):
-    from madpipe.codecs.layers import from_record
+    from madpipe.codecs.craft import from_record
 
     record = json.loads(json.dumps(decode_frame(real_frames[1], 2)))
     assert bytes(from_record(record)) == real_frames[1] == encode_record(record)

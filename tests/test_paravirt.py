@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from madpipe.codecs import qpc
 from madpipe.pipeline.mlx4 import paravirt_kernels as K
 from madpipe.pipeline.mlx4 import paravirt
+from madpipe.pipeline.mlx4 import device_reference as device_ref
 from madpipe.pipeline.mlx4 import paravirt_reference as ref
 from madpipe.pipeline.mlx4.trace import RECORD, Trace, TraceError, read_trace, write_trace
 
@@ -87,7 +88,7 @@ def test_kernel_constants_match_the_codec_and_reference():
         qpc.MLX4_QP_OPTPAR_ALT_ADDR_PATH, qpc.MLX4_QP_OPTPAR_PRIMARY_ADDR_PATH, qpc.MLX4_QP_OPTPAR_SCHED_QUEUE)
     for name in ("RC_OK", "RC_EPERM", "RC_EINVAL", "RC_REFUSED", "RC_UNKNOWN_OPCODE",
                  "FINDING_NONE", "FINDING_SPILL", "FINDING_REFUSED"):
-        assert getattr(K, name) == getattr(ref, name), name
+        assert getattr(K, name) == getattr(device_ref, name), name
     assert (K.RC_EPERM, K.RC_EINVAL, K.RC_REFUSED) == (-1, -22, -34)
     assert paravirt.base_tunnel_sqpn(P) == T
 
@@ -547,7 +548,7 @@ def test_raw_kernel_unknown_opcode_matches_reference():
     f = np.empty(3, np.int8)
     K.rewrite_kernel(boxes, out, codes, np.zeros(3, np.int32), np.zeros(3, np.uint32), init_v2p(), P, 0,
                      K.PROFILE_37, np.full(80, 3, np.uint8), np.zeros((80, 2), np.uint8), 0, rc, f)
-    dev = ref.Device(init_v2p(), P)
+    dev = device_ref.Device(init_v2p(), P)
     for i in range(3):
         r_out, r_rc, r_f = ref.modify_qp(dev, int(codes[i]), 0, 0, boxes[i].tobytes())
         assert out[i].tobytes() == r_out == boxes[i].tobytes() and rc[i] == r_rc == -38 and f[i] == r_f == 0

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from madpipe.pipeline.fabric import snoop as fabric
+from madpipe.pipeline.fabric.snoop import snoop_capture
 from madpipe.pipeline.fabric import report# noqa: E402
 from madpipe.pipeline.cli.main import main  # noqa: E402
 
@@ -25,7 +25,7 @@ def data():
 
 def test_matrix_cells_are_the_tables(data):
     m = data.matrix
-    ports = fabric.snoop_capture(CHANGED).ports
+    ports = snoop_capture(CHANGED).ports
     assert sorted(m.ports) == sorted(ports) and len(m.ports) == 8
     assert m.partitions == [0x0001, 0x0002, 0x0003, 0x7FFF]
     assert m.cells.shape == (8, 4)

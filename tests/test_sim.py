@@ -22,10 +22,18 @@ import pytest
 from conftest import REQUIRE_TOOLS_ENV, require_tool
 from madpipe.codecs import build, mad as madc
 from madpipe.codecs.capture import CaptureReader
+from madpipe.codecs.errors import MadpipeError
 from madpipe.codecs.frame import decode_frame
 from madpipe.pipeline.sim import replay as sim_replay
-from madpipe.pipeline.fabric import snoop as fabric
-from madpipe.pipeline.sim import capture as sim
+from madpipe.pipeline.fabric.snoop import snoop_capture
+from madpipe.pipeline.sim.capture import SimCapture, parse_ibnetdiscover_ports, parse_smpquery_pkeys
+from madpipe.pipeline.sim.packets import datagrams_to_packets
+from madpipe.pipeline.sim.processes import _stop_all, find_tool, find_umad2sim, leftover_processes, stop_process
+from madpipe.pipeline.sim.protocol import (
+    SIM_CTL_CONNECT, SIM_REQUEST_SIZE, SimError, SimRequest, client_info, parse_client_info, parse_sim_address,
+    parse_sim_ctl, sim_ctl,
+)
+from madpipe.pipeline.sim.relay import FROM_SIM, TO_SIM, Connection, Datagram
 from madpipe.pipeline.cli.main import main
 
 PCAPS = Path(__file__).resolve().parent.parent / "pcaps"
@@ -59,8 +67,8 @@ CHANGES_B = {
 def no_process_left():
     """Fail a test that leaves an ibsim, opensm or diag of ours running (after stopping it)."""
     yield
-    left = sim.leftover_processes()
-    sim._stop_all()
+    left = leftover_processes()
+    _stop_all()
     assert not left, f"processes left running: {left}"
 
 
@@ -68,12 +76,12 @@ def need_sim_tools(*extra: str) -> None:
     """Skip (locally) or fail (CI) unless ibsim, opensm, the diags and libumad2sim.so are here."""
     for name in ("ibsim", "opensm", "smpquery", "ibnetdiscover", *extra):
         try:
-            sim.find_tool(name)  # also looks in /usr/sbin, where opensm and the diags live
-        except sim.SimError:
+            find_tool(name)  # also looks in /usr/sbin, where opensm and the diags live
+        except SimError:
             require_tool(name)
     try:
-        sim.find_umad2sim()
-    except sim.SimError as exc:
+        find_umad2sim()
+    except SimError as exc:
         if os.environ.get(REQUIRE_TOOLS_ENV) == "1":
             pytest.fail(f"{exc}; {REQUIRE_TOOLS_ENV}=1 forbids skipping tool tests", pytrace=False)
         pytest.skip(str(exc))
@@ -85,9 +93,9 @@ def need_sim_tools(*extra: str) -> None:
 
 def test_sim_request_layout_is_ibsim_h():
     mad = bytes(range(256))
-    req = sim.SimRequest(dlid=0x0004, slid=0xFFFF, dqp=1, sqp=0x10203, status=110, mad=mad)
+    req = SimRequest(dlid=0x0004, slid=0xFFFF, dqp=1, sqp=0x10203, status=110, mad=mad)
     raw = req.pack()
-    assert len(raw) == sim.SIM_REQUEST_SIZE == 288
+    assert len(raw) == SIM_REQUEST_SIZE == 288
     # dlid and slid: a network-order u16 stored in a host-order u32
     assert raw[0:4] == socket.htons(0x0004).to_bytes(4, sys.byteorder)
     assert raw[4:8] == socket.htons(0xFFFF).to_bytes(4, sys.byteorder)
@@ -95,41 +103,41 @@ def test_sim_request_layout_is_ibsim_h():
     assert raw[20:24] == bytes(4)  # padding before the u64
     assert raw[24:32] == struct.pack(">Q", 256)  # length, big endian
     assert raw[32:] == mad
-    assert sim.SimRequest.unpack(raw) == req
+    assert SimRequest.unpack(raw) == req
     with pytest.raises(ValueError, match="288"):
-        sim.SimRequest.unpack(raw[:-1])
+        SimRequest.unpack(raw[:-1])
 
 
 def test_sim_ctl_and_client_info():
-    msg = sim.sim_ctl(3, sim.SIM_CTL_CONNECT, sim.client_info(40000, "Hca1", issm=True))
+    msg = sim_ctl(3, SIM_CTL_CONNECT, client_info(40000, "Hca1", issm=True))
     assert len(msg) == 80
-    assert struct.unpack_from("=IIII", msg) == (0xDEADBEEF, 3, sim.SIM_CTL_CONNECT, 44)
-    clientid, ctl_type, length, data = sim.parse_sim_ctl(msg)
-    assert (clientid, ctl_type, length) == (3, sim.SIM_CTL_CONNECT, 44)
-    assert sim.parse_client_info(data) == (40000, 0, 1, "Hca1")
-    assert sim.parse_sim_ctl(b"\0" * 80) is None  # wrong magic
-    assert sim.parse_sim_ctl(msg[:-1]) is None
+    assert struct.unpack_from("=IIII", msg) == (0xDEADBEEF, 3, SIM_CTL_CONNECT, 44)
+    clientid, ctl_type, length, data = parse_sim_ctl(msg)
+    assert (clientid, ctl_type, length) == (3, SIM_CTL_CONNECT, 44)
+    assert parse_client_info(data) == (40000, 0, 1, "Hca1")
+    assert parse_sim_ctl(b"\0" * 80) is None  # wrong magic
+    assert parse_sim_ctl(msg[:-1]) is None
 
 
 @pytest.mark.parametrize("text, expected", [("127.0.0.1:7070", ("127.0.0.1", 7070)),
                                             ("7070", ("127.0.0.1", 7070)),
                                             ("localhost:8000", ("localhost", 8000))])
 def test_parse_sim_address(text, expected):
-    assert sim.parse_sim_address(text) == expected
+    assert parse_sim_address(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "host:", "host:x", "1:70000", ":0"])
 def test_parse_sim_address_errors(text):
-    with pytest.raises(sim.MadpipeError, match="HOST:PORT"):
-        sim.parse_sim_address(text)
+    with pytest.raises(MadpipeError, match="HOST:PORT"):
+        parse_sim_address(text)
 
 
 def test_parse_smpquery_and_ibnetdiscover_output():
     text = ("   0: 0xffff 0x8001 0x0000 0x0000 0x0000 0x0000 0x0000 0x0000\n"
             "   8: 0x0000 0x0000 0x0000 0x0000 0x0000 0x0000 0x0000 0x0002\n"
             "16 pkeys capacity for this port\n")
-    assert sim.parse_smpquery_pkeys(text) == [0xFFFF, 0x8001] + [0] * 13 + [2]
-    ports = sim.parse_ibnetdiscover_ports(
+    assert parse_smpquery_pkeys(text) == [0xFFFF, 0x8001] + [0] * 13 + [2]
+    ports = parse_ibnetdiscover_ports(
         "CA     4  1 0x0000000000100004 4x SDR - SW     3  1 0x0000000000200001 ( 'Hca2' - 'Switch2' )\n"
         "SW     3  8 0x0000000000200001 4x SDR                                    'Switch2'\n"
         "ibwarn: something\n")
@@ -140,24 +148,24 @@ def test_parse_smpquery_and_ibnetdiscover_output():
 # -- recorded datagrams -> IB packets ----------------------------------------------------------------
 
 def _datagram(ts, direction, req, conn=0):
-    return sim.Datagram(ts, conn, direction, req.pack())
+    return Datagram(ts, conn, direction, req.pack())
 
 
 def test_datagrams_to_packets_does_what_ibsim_does_to_requests():
-    conn = sim.Connection(0, slot=3, node="Hca1", client=("127.0.0.1", 1), start_ns=0)
+    conn = Connection(0, slot=3, node="Hca1", client=("127.0.0.1", 1), start_ns=0)
     get = build.smp_mad(madc.IB_MGMT_METHOD_GET, 0x0011, b"", tid=0x1234)
     resp = build.smp_mad(madc.IB_MGMT_METHOD_GET_RESP, 0x0011, b"", tid=(3 << 48) | 0x1234)
     dr_get = build.smp_mad(madc.IB_MGMT_METHOD_GET, 0x0015, b"", tid=0x99, directed=True, path=[1, 3])
     perf = build.gmp_mad(madc.IB_MGMT_CLASS_PERF_MGMT, madc.IB_MGMT_METHOD_GET, 0x0012, tid=7)
     datagrams = [
-        _datagram(100, sim.TO_SIM, sim.SimRequest(4, 0, 0, 0, 0, get)),  # slid 0: "auto"
-        _datagram(200, sim.FROM_SIM, sim.SimRequest(5, 4, 0, 0, 0, resp)),  # ibsim filled 5 in
-        _datagram(300, sim.TO_SIM, sim.SimRequest(0xFFFF, 0xFFFF, 0, 0, 0, dr_get)),
-        _datagram(400, sim.FROM_SIM, sim.SimRequest(0xFFFF, 0xFFFF, 0, 0, 110, dr_get)),
-        _datagram(500, sim.TO_SIM, sim.SimRequest(4, 0, 1, 1, 0, perf)),
+        _datagram(100, TO_SIM, SimRequest(4, 0, 0, 0, 0, get)),  # slid 0: "auto"
+        _datagram(200, FROM_SIM, SimRequest(5, 4, 0, 0, 0, resp)),  # ibsim filled 5 in
+        _datagram(300, TO_SIM, SimRequest(0xFFFF, 0xFFFF, 0, 0, 0, dr_get)),
+        _datagram(400, FROM_SIM, SimRequest(0xFFFF, 0xFFFF, 0, 0, 110, dr_get)),
+        _datagram(500, TO_SIM, SimRequest(4, 0, 1, 1, 0, perf)),
     ]
     counts = Counter()
-    packets = sim.datagrams_to_packets(datagrams, [conn], counts)
+    packets = datagrams_to_packets(datagrams, [conn], counts)
     assert [ts for ts, _ in packets] == [100, 200, 300, 500]
     assert counts["returned undeliverable"] == 1 and counts["packets"] == 4
     recs = [decode_frame(p) for _, p in packets]
@@ -173,11 +181,11 @@ def test_datagrams_to_packets_does_what_ibsim_does_to_requests():
 
 
 def test_unknown_source_lid_is_counted():
-    conn = sim.Connection(0, slot=0, node="Hca1", client=("127.0.0.1", 1), start_ns=0)
+    conn = Connection(0, slot=0, node="Hca1", client=("127.0.0.1", 1), start_ns=0)
     get = build.smp_mad(madc.IB_MGMT_METHOD_GET, 0x0011, b"", tid=1)
     counts = Counter()
-    sim.datagrams_to_packets([_datagram(1, sim.TO_SIM, sim.SimRequest(4, 0, 0, 0, 0, get)),
-                              sim.Datagram(2, 0, sim.TO_SIM, b"short")], [conn], counts)
+    datagrams_to_packets([_datagram(1, TO_SIM, SimRequest(4, 0, 0, 0, 0, get)),
+                          Datagram(2, 0, TO_SIM, b"short")], [conn], counts)
     assert counts["source LID unknown"] == 1 and counts["not a sim_request"] == 1
 
 
@@ -226,7 +234,7 @@ def test_bundled_capture_decodes_clean(name):
 
 
 def test_bundled_capture_tables():
-    result = fabric.snoop_capture(PCAPS / "opensm_partitions.pcap")
+    result = snoop_capture(PCAPS / "opensm_partitions.pcap")
     tables = _final_tables(result)
     assert set(tables) == set(TABLES_A)
     for key, head in TABLES_A.items():
@@ -235,7 +243,7 @@ def test_bundled_capture_tables():
 
 
 def test_bundled_changed_capture_events():
-    result = fabric.snoop_capture(PCAPS / "opensm_partitions_changed.pcap")
+    result = snoop_capture(PCAPS / "opensm_partitions_changed.pcap")
     second = [e for e in result.events if e.frame > 248]  # run 2 starts after run 1's 248 frames
     got = {(e.port.lid, e.port.port, i, old, new) for e in second for i, old, new in e.changes}
     assert got == CHANGES_B
@@ -260,7 +268,7 @@ def opensm_runs(tmp_path_factory):
     """
     need_sim_tools()
     out = tmp_path_factory.mktemp("sim")
-    capture = sim.SimCapture(TOPOLOGY, sm_node="Hca1")
+    capture = SimCapture(TOPOLOGY, sm_node="Hca1")
     try:
         with capture:
             capture.run_opensm(PARTITIONS_A)
@@ -271,8 +279,8 @@ def opensm_runs(tmp_path_factory):
             pkeys_b = capture.query_pkeys()
             capture.write(out / "ab.pcap")
     finally:
-        left = sim.leftover_processes()
-        sim._stop_all()
+        left = leftover_processes()
+        _stop_all()
     assert not left
     return {"capture_a": out / "a.pcap", "capture_ab": out / "ab.pcap", "ports": ports,
             "pkeys_a": pkeys_a, "pkeys_b": pkeys_b, "run_b": run_b}
@@ -280,7 +288,7 @@ def opensm_runs(tmp_path_factory):
 
 @pytest.mark.slow
 def test_snoop_gives_the_tables_smpquery_reads(opensm_runs):
-    result = fabric.snoop_capture(opensm_runs["capture_a"])
+    result = snoop_capture(opensm_runs["capture_a"])
     ports, pkeys = opensm_runs["ports"], opensm_runs["pkeys_a"]
     assert len(ports) == 22 and len(result.ports) == 8
     snooped = {}
@@ -306,7 +314,7 @@ def test_second_run_events_name_exactly_what_changed(opensm_runs):
                 for i, (old, new) in enumerate(zip(before[key], after[key])) if old != new}
     assert expected  # partitions-b.conf does change tables
     run_b = opensm_runs["run_b"]
-    result = fabric.snoop_capture(opensm_runs["capture_ab"])
+    result = snoop_capture(opensm_runs["capture_ab"])
     events = [e for e in result.events if run_b.start_ns / 1e9 <= e.ts <= run_b.end_ns / 1e9]
     got = set()
     for e in events:
@@ -318,13 +326,13 @@ def test_second_run_events_name_exactly_what_changed(opensm_runs):
     assert not [e for e in result.events if e.ts > run_b.end_ns / 1e9]  # queries change nothing
 
 
-def _tables_by_dr_path(capture: sim.SimCapture, result) -> dict:
+def _tables_by_dr_path(capture: SimCapture, result) -> dict:
     """Every snooped port's table read back by its directed route (a fresh fabric has no LIDs)."""
     got = {}
     for pid in result.ports:
         path = "0," + ",".join(map(str, pid.dr_path)) if pid.dr_path else "0"
         args = ["-D", "pkeys", path] + ([str(pid.port)] if pid.port else [])
-        got[pid] = sim.parse_smpquery_pkeys(capture.smpquery(*args))
+        got[pid] = parse_smpquery_pkeys(capture.smpquery(*args))
     return got
 
 
@@ -336,8 +344,8 @@ def _assert_tables(result, read: dict) -> None:
 
 @pytest.mark.slow
 def test_replaying_the_sets_into_a_fresh_fabric(opensm_runs, capsys):
-    result = fabric.snoop_capture(opensm_runs["capture_a"])
-    with sim.SimCapture(TOPOLOGY, sm_node="Hca1") as fresh:  # DR paths start at Hca1
+    result = snoop_capture(opensm_runs["capture_a"])
+    with SimCapture(TOPOLOGY, sm_node="Hca1") as fresh:  # DR paths start at Hca1
         assert main(["replay", "-r", str(opensm_runs["capture_a"]), "--sim", f"127.0.0.1:{fresh.port}",
                      "--node", "Hca1", "-Y", SET_PKEYS, "--top", "-T", "json"]) == 0
         read = _tables_by_dr_path(fresh, result)
@@ -352,9 +360,9 @@ def test_replaying_the_sets_into_a_fresh_fabric(opensm_runs, capsys):
 @pytest.mark.slow
 def test_replay_through_libibumad_under_umad2sim(opensm_runs, tmp_path):
     """--umad: libibumad by ctypes, in a process with libumad2sim.so preloaded (device ibsim0)."""
-    result = fabric.snoop_capture(opensm_runs["capture_a"])
+    result = snoop_capture(opensm_runs["capture_a"])
     answers = tmp_path / "answers.pcap"
-    with sim.SimCapture(TOPOLOGY, sm_node="Hca1") as fresh:  # DR paths start at Hca1
+    with SimCapture(TOPOLOGY, sm_node="Hca1") as fresh:  # DR paths start at Hca1
         proc = subprocess.run(
             [sys.executable, "-m", "madpipe.pipeline.cli.main", "replay", "-r", str(opensm_runs["capture_a"]),
              "--umad", "ibsim0", "-Y", SET_PKEYS, "--top", "-w", str(answers)],
@@ -377,7 +385,7 @@ def test_capture_command(opensm_runs, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "opensm -e -f opensm-1.log -P partitions-a.conf --once" in text
     assert "opensm -e -f opensm-2.log -P partitions-b.conf --once" in text
-    result = fabric.snoop_capture(out)
+    result = snoop_capture(out)
     final = {_smpquery_key(opensm_runs["ports"], pid.lid, pid.port): [int(x) for x in st.table[:64]]
              for pid, st in result.ports.items()}
     assert all(final[k] == opensm_runs["pkeys_b"][k] for k in final)
@@ -421,31 +429,31 @@ def test_nothing_left_running_when_the_test_body_fails():
     need_sim_tools()
     started = {}
     with pytest.raises(RuntimeError, match="the test failed here"), \
-            sim.SimCapture(TOPOLOGY, sm_node="Hca1") as capture:
+            SimCapture(TOPOLOGY, sm_node="Hca1") as capture:
         started["ibsim"] = capture.ibsim.proc
         capture.run_opensm(PARTITIONS_A)
         raise RuntimeError("the test failed here")
     assert started["ibsim"].poll() is not None
-    assert sim.leftover_processes() == []
+    assert leftover_processes() == []
     assert not os.path.exists(capture.workdir)
 
 
 def test_a_tool_is_stopped_when_ibsim_dies():
     need_sim_tools()
-    with sim.SimCapture(TOPOLOGY, sm_node="Hca1", tool_timeout=20) as capture:
+    with SimCapture(TOPOLOGY, sm_node="Hca1", tool_timeout=20) as capture:
         capture.run_opensm(PARTITIONS_A)
-        sim.stop_process(capture.ibsim.proc)
-        with pytest.raises(sim.SimError, match=r"smpquery lost ibsim \(it exited with status"):
+        stop_process(capture.ibsim.proc)
+        with pytest.raises(SimError, match=r"smpquery lost ibsim \(it exited with status"):
             capture.smpquery("pkeys", "1", "1")  # umad2sim alone would wait for ibsim forever
-    assert sim.leftover_processes() == []
+    assert leftover_processes() == []
 
 
 @pytest.mark.slow
 def test_a_tool_that_hangs_is_stopped_by_pid():
     need_sim_tools()
-    with sim.SimCapture(TOPOLOGY, sm_node="Hca1", tool_timeout=1.0) as capture:
+    with SimCapture(TOPOLOGY, sm_node="Hca1", tool_timeout=1.0) as capture:
         log = os.path.join(capture.workdir, "osm.log")
-        with pytest.raises(sim.SimError, match="did not finish within 1 s and was stopped"):
+        with pytest.raises(SimError, match="did not finish within 1 s and was stopped"):
             capture.run("opensm", "-f", log, "-P", str(PARTITIONS_A))  # no --once: it would stay
-        assert sim.leftover_processes() == [capture.ibsim.proc.pid]
-    assert sim.leftover_processes() == []
+        assert leftover_processes() == [capture.ibsim.proc.pid]
+    assert leftover_processes() == []

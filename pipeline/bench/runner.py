@@ -208,8 +208,8 @@ class Bench:
                      unit="mailboxes", baseline=base, repeat=1)
 
     def capture(self) -> None:
-        from madpipe.pipeline.fabric import snoop as fabric
         from madpipe.pipeline.fabric import reference as reference_fabric
+        from madpipe.pipeline.fabric.snoop import snoop_capture
         from madpipe.pipeline.ingest.reader import Ingest
 
         tmp = tempfile.mkdtemp(prefix="madpipe-bench-")
@@ -237,7 +237,7 @@ class Bench:
                 _snoop_quiet(small_job, fmt)
                 self.measure("capture", f"madpipe snoop -T {fmt} (end to end)", self.n,
                              lambda fmt=fmt: _snoop_quiet(big, fmt), unit="frames", baseline=base)
-            self.measure("capture", "fabric.snoop_capture (no output)", self.n, lambda: fabric.snoop_capture(big),
+            self.measure("capture", "snoop.snoop_capture (no output)", self.n, lambda: snoop_capture(big),
                          unit="frames", baseline=base)
             command = [sys.executable, "-m", "madpipe.pipeline.cli.main", "snoop", "-r", big]
             env = process_env()
@@ -318,11 +318,11 @@ def _snoop_quiet(path, fmt: str) -> None:
     binary path to the stream)."""
     from contextlib import redirect_stdout
 
-    from madpipe.pipeline.fabric import snoop as fabric
+    from madpipe.pipeline.fabric import snoop  # snoop.snoop_capture looked up at each call: tests swap it there
     from madpipe.pipeline.fabric.output import print_json, print_text
 
     with open(os.devnull, "w") as null, redirect_stdout(null):
-        result = fabric.snoop_capture(path)
+        result = snoop.snoop_capture(path)
         (print_json if fmt == "json" else print_text)(result, sys.stdout)
         sys.stdout.flush()
 

@@ -7,7 +7,9 @@ import sys
 
 from madpipe.codecs.capture import LINKTYPE_ERF, linktype_arg
 from madpipe.codecs.errors import MadpipeError
-from madpipe.pipeline.sim import capture as sim
+from madpipe.pipeline.sim.capture import SimCapture
+from madpipe.pipeline.sim.processes import find_tool
+from madpipe.pipeline.sim.protocol import IBSIM_MAX_CLIENTS
 from madpipe.pipeline.sim.output import print_capture_report
 
 EXAMPLE = """how: ibsim runs in remote mode on loopback behind a UDP relay that records every datagram
@@ -70,20 +72,20 @@ def _linktype(text: str) -> int:
 
 
 def run(args) -> int:
-    if args.port is not None and not 1024 <= args.port <= 65535 - sim.IBSIM_MAX_CLIENTS:
-        raise MadpipeError(f"--port must be 1024..{65535 - sim.IBSIM_MAX_CLIENTS}, got {args.port}")
+    if args.port is not None and not 1024 <= args.port <= 65535 - IBSIM_MAX_CLIENTS:
+        raise MadpipeError(f"--port must be 1024..{65535 - IBSIM_MAX_CLIENTS}, got {args.port}")
     for path in [args.partitions, *args.then]:
         if path is not None and not os.path.isfile(path):
             raise MadpipeError(f"{path}: no such partitions file")
     tools = ["ibsim", "opensm"] + (["ibnetdiscover", "smpquery"] if args.queries else [])
     for name in tools:
-        sim.find_tool(name)
+        find_tool(name)
     workdir = None
     if args.logs:
         os.makedirs(args.logs, exist_ok=True)
         workdir = os.path.abspath(args.logs)
-    capture = sim.SimCapture(args.sim, port=args.port, sm_node=args.sm_node,
-                             tool_timeout=args.timeout, workdir=workdir)
+    capture = SimCapture(args.sim, port=args.port, sm_node=args.sm_node,
+                         tool_timeout=args.timeout, workdir=workdir)
     err = sys.stderr
     with capture:
         print(f"madpipe capture: ibsim on {args.sim}, tools connect to "

@@ -5,7 +5,8 @@ import argparse
 import sys
 
 from madpipe.codecs.errors import MadpipeError
-from madpipe.pipeline.fabric import snoop as fabric
+from madpipe.pipeline.fabric import snoop  # snoop.snoop_capture looked up at each call: tests swap it there
+from madpipe.pipeline.fabric.model import FROM_RULES
 from madpipe.pipeline.columns import many
 from madpipe.pipeline.fabric.output import print_json, print_text, snoop_output
 from madpipe.pipeline.mlx4.pkey_map import read_pkey_map
@@ -42,7 +43,7 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_capture_inputs(p)
-    p.add_argument("--from", dest="rule", choices=fabric.FROM_RULES, default="set",
+    p.add_argument("--from", dest="rule", choices=FROM_RULES, default="set",
                    help="which MADs set a table (default set: the kernel's rule)")
     p.add_argument("-T", dest="format", choices=("text", "json", "parquet"), default="text",
                    help="output format (default text; json = JSON Lines with a 'type' key; parquet = "
@@ -73,7 +74,7 @@ def run(args) -> int:
     options = {"rule": args.rule, "profile": args.profile, "host": args.host, "num_vfs": args.vfs,
                "port_num": args.port_num, "v2p": v2p}
     if len(files) == 1:
-        result = fabric.snoop_capture(files[0], **options)
+        result = snoop.snoop_capture(files[0], **options)
         out = sys.stdout
         (print_json if args.format == "json" else print_text)(result, out)
         out.flush()

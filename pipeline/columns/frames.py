@@ -303,16 +303,16 @@ PORT_TABLE_COLUMNS = ("port_label", "lid", "dr_path", "port", "guid", "capacity"
 
 
 def port_rows(result, guids: dict | None = None) -> list[dict]:
-    """Rows of :func:`port_tables_dataframe` from a ``fabric.snoop_capture`` result."""
-    from madpipe.pipeline.fabric import snoop as fabric
+    """Rows of :func:`port_tables_dataframe` from a ``snoop_capture`` result."""
     from madpipe.pipeline.fabric.diff import port_order
+    from madpipe.pipeline.fabric.text import shown_entries
 
     rows = []
     for pid in sorted(result.ports, key=port_order):
         state = result.ports[pid]
         table = state.table
         last = int(np.flatnonzero(table)[-1]) + 1 if table.any() else 0
-        entries = max(fabric.shown_entries(state), last)
+        entries = max(shown_entries(state), last)
         guid = (guids or {}).get(pid)
         for i in range(entries):
             p = int(table[i])
@@ -335,9 +335,9 @@ def port_tables_dataframe(path: str | os.PathLike, rule: str = "set"):
     """
     pd = require("pandas", DATA_EXTRA)
     from madpipe.pipeline.fabric import diff
-    from madpipe.pipeline.fabric import snoop as fabric
+    from madpipe.pipeline.fabric.snoop import snoop_capture
 
-    result = fabric.snoop_capture(path, rule)
+    result = snoop_capture(path, rule)
     by_path, by_lid = diff.node_infos(path)
     guids = {pid: diff.port_guid(pid, by_path, by_lid) for pid in result.ports}
     df = pd.DataFrame(port_rows(result, guids), columns=list(PORT_TABLE_COLUMNS))

@@ -1,5 +1,5 @@
 """Frames built by ``madpipe craft``: SMPs from infiniband-diags-style values (the scapy layers,
-``madpipe.codecs.layers``: ``smp_packet``), frames from decode's JSON Lines
+``madpipe.codecs.craft``: ``smp_packet``), frames from decode's JSON Lines
 (``madpipe.codecs.encode.encode_record``), and the capture they are written to.
 """
 from __future__ import annotations
@@ -38,15 +38,16 @@ def smp_frames(attr: str | None, *, method: str = "get", lid: str | None = None,
     """(packet, ts_ns) of each SMP ``madpipe craft`` builds from these flags' values (the text of
     --attr, --method, -L, -D, --block, -P, --attr-mod, --pkeys, -f NAME=VALUE..., see its --help):
     one frame per --block x -P combination, TIDs counting up from ``tid``, 1 us apart from ``time``."""
-    from madpipe.codecs import layers
+    from madpipe.codecs.craft import check_pkeys, smp_attribute, smp_packet
+    from madpipe.codecs.errors import CraftError
 
     if attr is None:
         raise CraftArgError("say what to build: --attr ATTR (or --from-json FILE)")
     if lid is None and dr_path is None:
         raise CraftArgError("give a destination: -L LID (LID routed) or -D PATH (directed route)")
     try:
-        attr_id, layer = layers.smp_attribute(attr)
-    except layers.CraftError as exc:
+        attr_id, layer = smp_attribute(attr)
+    except CraftError as exc:
         raise CraftArgError(str(exc)) from None
     name = layer.__name__ if layer.__name__ != "Raw" else f"attribute {attr_id:#06x}"
     method_id = method_arg(method)
@@ -75,8 +76,8 @@ def smp_frames(attr: str | None, *, method: str = "get", lid: str | None = None,
         if "pkeys" in data:
             raise CraftArgError("give the P_Keys once: --pkeys or -f pkeys=...")
         try:
-            data["pkeys"] = layers.check_pkeys(numbers("--pkeys", pkeys), raw)
-        except layers.CraftError as exc:
+            data["pkeys"] = check_pkeys(numbers("--pkeys", pkeys), raw)
+        except CraftError as exc:
             raise CraftArgError(str(exc)) from None
     mods = attr_mods(attr_id, name, block=block, port=port, attr_mod=attr_mod, raw=raw)
     if len(mods) > MAX_FRAMES:
@@ -85,10 +86,10 @@ def smp_frames(attr: str | None, *, method: str = "get", lid: str | None = None,
     frames: list[tuple[bytes, int]] = []
     try:
         for i, mod in enumerate(mods):
-            pkt = layers.smp_packet(method_id, attr_id, dlid, hops, mod,
-                                    **{**kw, "tid": kw["tid"] + i}, data=data)
+            pkt = smp_packet(method_id, attr_id, dlid, hops, mod,
+                             **{**kw, "tid": kw["tid"] + i}, data=data)
             frames.append((bytes(pkt), start + i * 1000))
-    except layers.CraftError as exc:
+    except CraftError as exc:
         raise CraftArgError(str(exc)) from None
     if kw["tid"] + len(mods) - 1 > 0xFFFFFFFFFFFFFFFF:
         raise CraftArgError("--tid runs past 64 bits")
@@ -114,7 +115,8 @@ def attr_mods(attr_id: int, name: str, *, block: str | None = None, port: str | 
         raise CraftArgError(f"{name} takes no port: leave out -P (--attr-mod sets the modifier)")
     if make is None:
         return [0]
-    from madpipe.codecs.layers import CraftError, check_range
+    from madpipe.codecs.craft import check_range
+    from madpipe.codecs.errors import CraftError
 
     out = []
     try:

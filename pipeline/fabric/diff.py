@@ -39,15 +39,11 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from madpipe.codecs import mad, smp
 from madpipe.codecs.capture import CaptureReader
-
-if TYPE_CHECKING:
-    from madpipe.pipeline.fabric import snoop as fabric
+from madpipe.pipeline.fabric.model import FabricSnoop, PortId, PortState
 
 KINDS = ("added", "removed", "membership", "changed")
 PARTITION_KINDS = ("added", "removed", "membership")
@@ -177,7 +173,7 @@ def node_infos(path: str | os.PathLike) -> tuple[dict[tuple[int, ...], NodeGuids
     return by_path, by_lid
 
 
-def port_guid(pid: fabric.PortId, by_path: dict, by_lid: dict) -> int | None:
+def port_guid(pid: PortId, by_path: dict, by_lid: dict) -> int | None:
     """The GUID that names a port: a CA's port GUID, a switch's node GUID (with ``pid.port``)."""
     info = None
     if pid.dr_path is not None:
@@ -196,11 +192,11 @@ class Side:
     """One capture as the diff saw it."""
 
     path: str
-    snoop: fabric.FabricSnoop
-    guids: dict[fabric.PortId, int]  # ports whose NodeInfo answer is in the capture
+    snoop: FabricSnoop
+    guids: dict[PortId, int]  # ports whose NodeInfo answer is in the capture
 
     @property
-    def ports(self) -> dict[fabric.PortId, fabric.PortState]:
+    def ports(self) -> dict[PortId, PortState]:
         return self.snoop.ports
 
 
@@ -210,14 +206,14 @@ class PortDiff:
     capture has (``status`` "only_a" / "only_b": the other side is None)."""
 
     status: str
-    a: fabric.PortState | None
-    b: fabric.PortState | None
+    a: PortState | None
+    b: PortState | None
     guid: int | None = None
     entries: list[EntryChange] = field(default_factory=list)
     partitions: list[PartitionChange] = field(default_factory=list)
 
     @property
-    def pid(self) -> fabric.PortId:
+    def pid(self) -> PortId:
         return (self.a or self.b).pid
 
     @property
@@ -266,13 +262,13 @@ class CaptureDiff:
         return c
 
 
-def port_order(pid: fabric.PortId):
+def port_order(pid: PortId):
     """LID-named ports by LID, then path-only ports by path: the order ``madpipe snoop`` prints."""
     return (pid.lid is None, pid.lid or 0, pid.dr_path or (), pid.port)
 
 
-def pair_ports(a: dict[fabric.PortId, int | None], b: dict[fabric.PortId, int | None]
-               ) -> tuple[list[tuple[fabric.PortId, fabric.PortId]], list[fabric.PortId], list[fabric.PortId]]:
+def pair_ports(a: dict[PortId, int | None], b: dict[PortId, int | None]
+               ) -> tuple[list[tuple[PortId, PortId]], list[PortId], list[PortId]]:
     """Pair the ports of two captures (each: PortId -> naming GUID or None); see the module docstring.
 
     Returns (pairs, only in a, only in b).
@@ -316,9 +312,9 @@ def pair_ports(a: dict[fabric.PortId, int | None], b: dict[fabric.PortId, int | 
 
 def read_side(path: str | os.PathLike, rule: str, host: int | None, num_vfs: int, port_num: int,
               v2p: np.ndarray | None) -> Side:
-    from madpipe.pipeline.fabric import snoop as fabric# the kernels: imported once the CLI has planned numba
+    from madpipe.pipeline.fabric.snoop import snoop_capture  # the kernels: imported once the CLI has planned numba
 
-    result = fabric.snoop_capture(path, rule, host=host, num_vfs=num_vfs, port_num=port_num, v2p=v2p)
+    result = snoop_capture(path, rule, host=host, num_vfs=num_vfs, port_num=port_num, v2p=v2p)
     by_path, by_lid = node_infos(path)
     guids = {pid: port_guid(pid, by_path, by_lid) for pid in result.ports}
     return Side(os.fspath(path), result, guids)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from madpipe.pipeline.decode.output import jsonl
 from madpipe.pipeline.fabric import diff
-from madpipe.pipeline.fabric import snoop as fabric
+from madpipe.pipeline.fabric.text import format_pkeys, shown_entries
 from madpipe.pipeline.fabric.diff import KIND_TEXT, membership
 
 
@@ -60,7 +60,7 @@ def _entries_table(entries, out, index_name: str = "index") -> None:
 
 
 def _table(state) -> list[str]:
-    return fabric.format_pkeys(state.table, fabric.shown_entries(state))
+    return format_pkeys(state.table, shown_entries(state))
 
 
 def print_text(d, out) -> None:

@@ -14,7 +14,10 @@ import numpy as np
 
 from madpipe.codecs.errors import MadpipeError
 from madpipe.pipeline.decode.output import jsonl
-from madpipe.pipeline.fabric import snoop as fabric
+from madpipe.pipeline.fabric import snoop  # snoop.snoop_capture looked up at each call: tests swap it there
+from madpipe.pipeline.fabric.model import FINDING_TEXT, FabricSnoop, HostView, PortId
+from madpipe.pipeline.fabric.spool import RecordList
+from madpipe.pipeline.fabric.text import format_pkeys, shown_entries
 from madpipe.pipeline.fabric import text_kernels as kt
 
 
@@ -26,14 +29,14 @@ def snoop_output(item: tuple) -> tuple[str, str | None, int]:
     path, options, format = item
     buf = io.StringIO()
     try:
-        result = fabric.snoop_capture(path, **options)
+        result = snoop.snoop_capture(path, **options)
     except MadpipeError as exc:
         return "", str(exc), 2
     try:
         (print_json if format == "json" else print_text)(result, buf)
     finally:
         for records in (result.events, result.findings):
-            if isinstance(records, fabric.RecordList):
+            if isinstance(records, RecordList):
                 records.spool.close()  # its temporary file, if it spilled
     if result.file_error:
         return buf.getvalue(), f"{path}: {result.file_error}", 1
@@ -44,7 +47,7 @@ def _changes_text(changes) -> str:
     return " ".join(f"[{i}] 0x{old:04x}->0x{new:04x}" for i, old, new in changes)
 
 
-def print_text(r: fabric.FabricSnoop, out) -> None:
+def print_text(r: FabricSnoop, out) -> None:
     order = sorted(r.ports, key=_port_order)
     for pid, lines in zip(order, _pkey_lines([r.ports[pid] for pid in order])):
         st = r.ports[pid]
@@ -54,7 +57,7 @@ def print_text(r: fabric.FabricSnoop, out) -> None:
         out.write("P_Key change events:\n")
         out.write(f"{'frame':>7} {'time':>12}  {'port':<28} {'block':>5} {'bitmap':>10}  changes\n")
         t0_ns = r.events[0].ts_ns
-        if isinstance(r.events, fabric.RecordList):
+        if isinstance(r.events, RecordList):
             _events_text(r.events, t0_ns, out)
         else:
             for e in r.events:
@@ -64,10 +67,10 @@ def print_text(r: fabric.FabricSnoop, out) -> None:
         out.write("\n")
     if r.findings:
         out.write("Findings:\n")
-        if isinstance(r.findings, fabric.RecordList):
+        if isinstance(r.findings, RecordList):
             labels = [pid.label() for pid in r.findings.ports]
             for chunk in r.findings.spool:
-                out.write("".join([f"  frame {frame}: {labels[slot]} block {block}: {fabric.FINDING_TEXT[kind]}\n"
+                out.write("".join([f"  frame {frame}: {labels[slot]} block {block}: {FINDING_TEXT[kind]}\n"
                                    for frame, slot, block, kind in _columns(chunk, "frame", "slot", "block", "kind")]))
         else:
             for f in r.findings:
@@ -78,7 +81,7 @@ def print_text(r: fabric.FabricSnoop, out) -> None:
     out.write(_summary(r) + "\n")
 
 
-def _print_host(h: fabric.HostView, out) -> None:
+def _print_host(h: HostView, out) -> None:
     out.write(f"Host lid 0x{h.pid.lid:04x} port {h.port_num}, {h.num_vfs} VFs (mlx4 master view):\n")
     out.write(f"  master P_Key-change events at frames: {_frames(h.master_events)}\n")
     for vf in range(1, h.num_vfs + 1):
@@ -94,11 +97,11 @@ def _frames(frames) -> str:
     return ", ".join(map(str, frames)) if frames else "none"
 
 
-def _port_order(pid: fabric.PortId):
+def _port_order(pid: PortId):
     return (pid.lid is None, pid.lid or 0, pid.dr_path or (), pid.port)
 
 
-def _summary(r: fabric.FabricSnoop) -> str:
+def _summary(r: FabricSnoop) -> str:
     c = r.counts
     text = (f"{c['frames']} frames, {c['mads']} MADs, {c['smps']} SMPs; {c['ports']} ports; "
             f"{c['events']} change events; {c['findings']} findings")
@@ -111,21 +114,21 @@ def _summary(r: fabric.FabricSnoop) -> str:
     return text
 
 
-def print_json(r: fabric.FabricSnoop, out) -> None:
+def print_json(r: FabricSnoop, out) -> None:
     for pid in sorted(r.ports, key=_port_order):
         st = r.ports[pid]
         capacity = "null" if st.capacity is None else int(st.capacity)
         out.write(f'{{"type":"port",{_port_json(pid)},"capacity":{capacity},'
                   f'"pkeys":[{",".join(map(str, st.table.tolist()))}]}}\n')
-    if isinstance(r.events, fabric.RecordList):
+    if isinstance(r.events, RecordList):
         _events_json(r.events, out)
     else:
         for e in r.events:
             jsonl({"type": "event", "frame": e.frame, "ts": e.ts, **e.port.as_json(), "block": e.block,
                    "bitmap": e.bitmap, "changes": [list(c) for c in e.changes], "unconfirmed": e.unconfirmed}, out)
-    if isinstance(r.findings, fabric.RecordList):
+    if isinstance(r.findings, RecordList):
         ports = [_port_json(pid) for pid in r.findings.ports]
-        texts = {kind: json.dumps(text) for kind, text in fabric.FINDING_TEXT.items()}
+        texts = {kind: json.dumps(text) for kind, text in FINDING_TEXT.items()}
         for chunk in r.findings.spool:
             out.write("".join([f'{{"type":"finding","frame":{frame},{ports[slot]},"block":{block},"kind":{kind},'
                                f'"text":{texts[kind]}}}\n'
@@ -153,19 +156,19 @@ def _columns(chunk: np.ndarray, *names):
     return zip(*(chunk[name].tolist() for name in names))
 
 
-def _port_json(pid: fabric.PortId) -> str:
+def _port_json(pid: PortId) -> str:
     """``**pid.as_json()`` inside a JSON Lines record, as jsonl writes it."""
     return json.dumps(pid.as_json(), separators=(",", ":"))[1:-1]
 
 
 def _pkey_lines(states: list) -> list[str]:
-    """Each port's fabric.format_pkeys lines, newline-terminated, written by text_kernels.pkey_lines."""
+    """Each port's format_pkeys lines, newline-terminated, written by text_kernels.pkey_lines."""
     if not states:
         return []
     tables = np.ascontiguousarray(np.stack([st.table for st in states]), dtype=np.uint16)
-    entries = np.array([fabric.shown_entries(st) for st in states], np.int64)
+    entries = np.array([shown_entries(st) for st in states], np.int64)
     if tables.shape[1] != 128 or (entries > 128).any():
-        return ["".join(line + "\n" for line in fabric.format_pkeys(st.table, n)) for st, n in zip(states, entries)]
+        return ["".join(line + "\n" for line in format_pkeys(st.table, n)) for st, n in zip(states, entries)]
     lines = (entries + 7) // 8
     buf = np.empty((int(lines.sum()), kt.PKEY_LINE_BYTES), np.uint8)
     kt.pkey_lines(tables, entries, buf)
@@ -226,7 +229,7 @@ def _writes_ascii_as_is(out) -> bool:
     return as_is and os.linesep == "\n"  # stdout translates "\n" to os.linesep
 
 
-def _write_events(events: fabric.RecordList, out, ports: list[str], times_of, style: int, kernel,
+def _write_events(events: RecordList, out, ports: list[str], times_of, style: int, kernel,
                   extra: int) -> None:
     """Every spooled event through a text_kernels line writer (event_lines, event_json_lines):
     ``ports[slot]`` the port's text (the last, "", for slot -1), ``times_of(chunk)`` the ASCII
@@ -253,14 +256,14 @@ def _relative_times(chunk: np.ndarray, t0_ns: int) -> tuple[np.ndarray, np.ndarr
     return buf[:used], ends
 
 
-def _events_text(events: fabric.RecordList, t0_ns: int, out) -> None:
+def _events_text(events: RecordList, t0_ns: int, out) -> None:
     """The event lines (_EVENT_TEXT); times are text_kernels.relative_time_text's."""
     _write_events(events, out, [f"{pid.label():<28}" for pid in events.ports] + [""],
                   lambda chunk: _relative_times(chunk, t0_ns), kt.CHANGE_TEXT, kt.event_lines,
                   48 + len(kt.UNCONFIRMED))
 
 
-def _events_json(events: fabric.RecordList, out) -> None:
+def _events_json(events: RecordList, out) -> None:
     """The events as JSON Lines (_EVENT_JSON); the times are Python's float reprs, as json writes."""
     _write_events(events, out, [_port_json(pid) for pid in events.ports] + [""],
                   lambda chunk: _pieces(list(map(repr, (chunk["ts_ns"] / 1e9).tolist()))),

@@ -8,7 +8,7 @@ capture, and runs each port's MADs through the pure-Python ``smp_snoop_reference
 
 ``pair_window`` (default None: unbounded) applies fabric's bounded pairing rule instead: a Set's
 answer is the first GetResp with its TID from its port among the P_KeyTable Sets and GetResps
-at most ``pair_window`` places before or after it (see fabric.PAIR_WINDOW).
+at most ``pair_window`` places before or after it (see :data:`madpipe.pipeline.fabric.snoop.PAIR_WINDOW`).
 """
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 from madpipe.codecs import mad as madc
 from madpipe.codecs import smp as smpc
+from madpipe.codecs.ib_headers import IB_PERMISSIVE_LID
 from madpipe.pipeline.mlx4 import snoop
-from madpipe.pipeline.fabric.snoop import (
+from madpipe.pipeline.fabric.model import (
     Capacities,
     FINDING_TEXT,
     FROM_RULES,
-    PERMISSIVE_LID,
     Event,
     FabricSnoop,
     Finding,
@@ -101,7 +101,7 @@ def _route(m: np.ndarray, frame: np.ndarray) -> tuple:
         dr_dlid = int(m[34]) << 8 | int(m[35])
         dr_slid = int(m[32]) << 8 | int(m[33])
         end_lid = dr_slid if response else dr_dlid  # the LID-routed tail, when the route has one
-        return ("dr", path, None if end_lid == PERMISSIVE_LID else end_lid)
+        return ("dr", path, None if end_lid == IB_PERMISSIVE_LID else end_lid)
     lrh_lid = (int(frame[6]) << 8 | int(frame[7])) if response else (int(frame[2]) << 8 | int(frame[3]))
     return ("lid", lrh_lid)
 

@@ -27,7 +27,8 @@ import numpy as np
 
 from madpipe.codecs import mad
 from madpipe.pipeline.fabric import diff
-from madpipe.pipeline.fabric import snoop as fabric
+from madpipe.pipeline.fabric.model import FabricSnoop, PortId, PortState
+from madpipe.pipeline.fabric.snoop import snoop_capture
 from madpipe.codecs.errors import require
 from madpipe.codecs.frame import attr_name
 
@@ -50,7 +51,7 @@ class Matrix:
     """``cells[i, j]``: port ``ports[i]``'s membership of partition ``partitions[j]`` (ABSENT,
     LIMITED or FULL; a partition held both ways counts as FULL, as the IBA rules do)."""
 
-    ports: list[fabric.PortId]
+    ports: list[PortId]
     labels: list[str]
     partitions: list[int]  # P_Key low 15 bits, ascending
     cells: np.ndarray  # int8[len(ports), len(partitions)]
@@ -87,11 +88,11 @@ class ReportData:
     matrix: Matrix
     events: list[EventPoint]
     mads: MadCounts
-    snoop: fabric.FabricSnoop
+    snoop: FabricSnoop
     guids: dict = field(default_factory=dict)
 
 
-def membership_matrix(ports: dict[fabric.PortId, fabric.PortState], guids: dict | None = None) -> Matrix:
+def membership_matrix(ports: dict[PortId, PortState], guids: dict | None = None) -> Matrix:
     """The ports x partitions matrix of a snoop result's tables."""
     order = sorted(ports, key=diff.port_order)
     held = [diff.partitions(ports[pid].table) for pid in order]
@@ -168,7 +169,7 @@ def mad_name(key: int) -> str:
 
 def report_data(path: str | os.PathLike, rule: str = "set") -> ReportData:
     """Everything the report shows, from the capture: see the module docstring."""
-    result = fabric.snoop_capture(path, rule)
+    result = snoop_capture(path, rule)
     by_path, by_lid = diff.node_infos(path)
     guids = {pid: diff.port_guid(pid, by_path, by_lid) for pid in result.ports}
     matrix = membership_matrix(result.ports, guids)

@@ -2,7 +2,7 @@
 
 Each is the byte-for-byte twin of a Python format (the tests compare them on random input):
 
-- ``pkey_lines``: fabric.format_pkeys's ``smpquery pkeys`` lines, ``"%4d: " + 8 x "0x%04x"``;
+- ``pkey_lines``: fabric.text.format_pkeys's ``smpquery pkeys`` lines, ``"%4d: " + 8 x "0x%04x"``;
 - ``change_texts``: an event's changes as the text output writes them,
   ``"[%d] 0x%04x->0x%04x"`` joined by spaces, or as its JSON, ``"[%d,%d,%d]"`` joined by commas;
 - ``relative_times``: an event's time, exact from integer nanoseconds: ``relative_time_text``;

@@ -47,7 +47,7 @@ from madpipe.pipeline.fuzz.targets.codecs import (  # noqa: F401
 from madpipe.pipeline.fuzz.findings import (  # noqa: F401
     SEVERITY_BUG, SEVERITY_KERNEL, SEVERITY_TOOL, Finding, Group, Reporter, _jsonable_changes,
 )
-from madpipe.pipeline.fuzz.targets.ibsim import IBSIM_TOPOLOGY, IbsimTarget, sim_module  # noqa: F401
+from madpipe.pipeline.fuzz.targets.ibsim import IBSIM_TOPOLOGY, IbsimTarget  # noqa: F401
 from madpipe.pipeline.fuzz.targets.paravirt import PARAVIRT_KEYS, ParavirtTarget, paravirt_device  # noqa: F401
 from madpipe.pipeline.fuzz.targets.snoop import (  # noqa: F401
     SNOOP_OUTPUTS, SnoopTarget, snoop_finding_key, snoop_inputs, snoop_state,

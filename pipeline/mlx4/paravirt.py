@@ -11,7 +11,7 @@ it, as ``resource_tracker.c`` does it, at Linux 3.7 (profile ``"3.7"``, the seed
     vf_mad = paravirt.virtual_pkey_getresp(phys_table, v2p, slave, port_num, block, template_mad)
 
 The rules, the kernel sources they come from and the parts of mainline left out are in
-``reference_paravirt``'s docstring. In short:
+``paravirt_reference``'s docstring. In short:
 
 - ``rc``: 0 accepted; -22 (``-EINVAL``) rejected by ``verify_qp_parameters`` (or, profile new,
   by ``adjust_qp_sched_queue``); -1 (``-EPERM``) where mainline refuses; :data:`RC_REFUSED` (-34,
@@ -35,19 +35,20 @@ import numpy as np
 from madpipe.codecs import qpc
 from madpipe.codecs.errors import MadpipeError
 from madpipe.pipeline.mlx4 import paravirt_kernels as K
+from madpipe.pipeline.mlx4 import device_reference as device_ref
 from madpipe.pipeline.mlx4 import paravirt_reference as ref
 
-MFUNC_MAX = ref.MLX4_MFUNC_MAX
-MAX_PORTS = ref.MLX4_MAX_PORTS
-MAX_PORT_PKEYS = ref.MLX4_MAX_PORT_PKEYS
+MFUNC_MAX = device_ref.MLX4_MFUNC_MAX
+MAX_PORTS = device_ref.MLX4_MAX_PORTS
+MAX_PORT_PKEYS = device_ref.MLX4_MAX_PORT_PKEYS
 
-RC_OK = ref.RC_OK
-RC_EPERM = ref.RC_EPERM
-RC_EINVAL = ref.RC_EINVAL
-RC_REFUSED = ref.RC_REFUSED
-FINDING_NONE = ref.FINDING_NONE
-FINDING_SPILL = ref.FINDING_SPILL
-FINDING_REFUSED = ref.FINDING_REFUSED
+RC_OK = device_ref.RC_OK
+RC_EPERM = device_ref.RC_EPERM
+RC_EINVAL = device_ref.RC_EINVAL
+RC_REFUSED = device_ref.RC_REFUSED
+FINDING_NONE = device_ref.FINDING_NONE
+FINDING_SPILL = device_ref.FINDING_SPILL
+FINDING_REFUSED = device_ref.FINDING_REFUSED
 
 #: Transition name -> code (the mlx4 command opcode), in the order of the spec's table.
 TRANSITIONS = dict(qpc.TRANSITIONS)
@@ -232,8 +233,8 @@ def rewrite_reference(mailboxes, transition, slave, qpn, v2p, *, base_proxy_sqpn
         mailboxes, transition, slave, qpn, v2p, base_proxy_sqpn, master, profile, active_ports,
         smi_enabled, fw_reserved_qps)
     p, master, profile, active_ports, smi_enabled, fw_reserved = opts
-    dev = ref.Device(v2p, p, master=master, profile=profile, active_ports=active_ports,
-                     smi_enabled=smi_enabled, fw_reserved_qps=fw_reserved)
+    dev = device_ref.Device(v2p, p, master=master, profile=profile, active_ports=active_ports,
+                            smi_enabled=smi_enabled, fw_reserved_qps=fw_reserved)
     out, rc, finding = ref.rewrite(mailboxes, codes, slaves, qpns, dev)
     return (out, rc, finding) if return_findings else (out, rc)
 
@@ -269,9 +270,9 @@ def virtual_pkey_getresp(phys_table, v2p, slave, port_num, block, template_mad, 
     if not 0 <= block < 1 << 32:
         raise ValueError(f"block: expected the 32-bit attribute modifier, 0..{(1 << 32) - 1}, got {block}")
     try:
-        mad, finding = ref.virtual_pkey_getresp(phys_table, v2p, int(slave), int(port_num), int(block),
-                                                template_mad.tobytes())
-    except ref.Refused as exc:
+        mad, finding = device_ref.virtual_pkey_getresp(phys_table, v2p, int(slave), int(port_num), int(block),
+                                                       template_mad.tobytes())
+    except device_ref.Refused as exc:
         raise Refused(f"virtual_pkey_getresp(slave={slave}, port_num={port_num}, block={block}): "
                       f"refused, {exc}") from None
     mad = np.frombuffer(mad, dtype=np.uint8).copy()

@@ -1,6 +1,6 @@
 """numba kernels for the mlx4 master's QP-context rewrite, over plain arrays.
 
-Same semantics as ``reference_paravirt`` (read its docstring for the rules, the sources and what
+Same semantics as ``paravirt_reference`` (read its docstring for the rules, the sources and what
 of mainline is left out); the tests compare the two bit for bit. The kernels take validated,
 C-contiguous arrays and write their outputs into arrays passed in; ``paravirt`` is the checked
 Python API around them.

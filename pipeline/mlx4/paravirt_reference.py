@@ -1,7 +1,7 @@
 """Reference model of the mlx4 master's QP-context paravirtualization, in plain Python.
 
 Written line by line from the C, one function per kernel function, so that a reader can hold
-this file next to the source and check it. The numba kernels in ``kernels_paravirt`` must give
+this file next to the source and check it. The numba kernels in ``paravirt_kernels`` must give
 the same bytes, return codes and findings; ``tests/test_paravirt.py`` compares them bit for bit.
 
 Sources read (torvalds/linux):
@@ -75,35 +75,32 @@ Model assumptions and what of mainline is left out:
   ``int slave``. The QP number is ``in_modifier & 0xFFFFFF`` for the Q_Key and
   ``in_modifier & 0x7FFFFF`` for the reserved-QP check, as in the C.
 
-``virtual_pkey_getresp`` follows mainline's ``mlx4_MAD_IFC_wrapper`` (the seed commit has no
-MAD_IFC wrapper: a VF's MAD_IFC was not paravirtualized at 3.7), see its docstring.
+The device state these functions read (:class:`~madpipe.pipeline.mlx4.device_reference.Device`),
+the sizes and return codes, the ``cmd.c``, ``main.c`` and ``device.h`` helpers and the virtualized
+SubnGetResp(P_KeyTable) (``mlx4_MAD_IFC_wrapper``) are in :mod:`madpipe.pipeline.mlx4.device_reference`.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from madpipe.codecs import qpc
-
-# Sizes (mlx4.h, device.h)
-MLX4_MFUNC_MAX = 80
-MLX4_MAX_PORTS = 2
-MLX4_MAX_PORT_PKEYS = 128
-V2P_ENTRIES = MLX4_MFUNC_MAX * MLX4_MAX_PORTS * MLX4_MAX_PORT_PKEYS  # 20480 bytes, flat
-MLX4_RESERVED_QKEY_BASE = 0xFFFF0000
-
-# Return codes
-RC_OK = 0
-RC_EPERM = -1
-RC_EINVAL = -22
-RC_REFUSED = -34  # -ERANGE: madpipe refuses a read outside virt2phys_pkey
-RC_UNKNOWN_OPCODE = -38  # -ENOSYS: not a QP command (raw kernels only)
-
-# Findings
-FINDING_NONE = 0
-FINDING_SPILL = 1
-FINDING_REFUSED = 2
-
-PROFILES = ("3.7", "new")
+from madpipe.pipeline.mlx4.device_reference import (
+    FINDING_NONE,
+    FINDING_REFUSED,
+    RC_EINVAL,
+    RC_EPERM,
+    RC_REFUSED,
+    RC_UNKNOWN_OPCODE,
+    Device,
+    Refused,
+    be32,
+    mlx4_get_parav_qkey,
+    mlx4_is_qp_reserved,
+    mlx4_slave_convert_port,
+    mlx4_vf_smi_enabled,
+    put_be32,
+    virt2phys_pkey_read,
+)
 
 # enum qp_transition (resource_tracker.c): the transitions verify_qp_parameters knows.
 QP_TRANS_INIT2RTR = qpc.MLX4_CMD_INIT2RTR_QP
@@ -112,73 +109,6 @@ QP_TRANS_RTS2RTS = qpc.MLX4_CMD_RTS2RTS_QP
 QP_TRANS_SQERR2RTS = qpc.MLX4_CMD_SQERR2RTS_QP
 QP_TRANS_SQD2SQD = qpc.MLX4_CMD_SQD2SQD_QP
 QP_TRANS_SQD2RTS = qpc.MLX4_CMD_SQD2RTS_QP
-
-# SMP data offset of a LID-routed SMP (struct ib_smp: 24-byte header, mkey, dr_slid, dr_dlid,
-# 28 reserved bytes, then 64 bytes of data).
-IB_SMP_DATA_OFFSET = 64
-
-
-class Refused(Exception):
-    """The C would read outside its array: madpipe refuses instead of guessing memory."""
-
-    def __init__(self, offset: int, array: str = "virt2phys_pkey", size: int = V2P_ENTRIES):
-        self.offset = offset
-        self.array = array
-        super().__init__(f"the C would read {array} at flat index {offset}, outside 0..{size - 1}")
-
-
-class Device:
-    """The parts of ``struct mlx4_dev`` / ``mlx4_priv`` the rewrites read.
-
-    ``virt2phys_pkey`` is ``uint8[80, 2, 128]``; ``active_ports`` ``uint8[80]`` bitmasks;
-    ``smi_enabled`` ``uint8[80, 2]``. ``profile`` is ``"3.7"`` or ``"new"``.
-    """
-
-    def __init__(self, virt2phys_pkey, base_proxy_sqpn: int, master: int = 0, profile: str = "3.7",
-                 active_ports=None, smi_enabled=None, fw_reserved_qps: int = 0):
-        if profile not in PROFILES:
-            raise ValueError(f"profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
-        self.virt2phys_pkey = np.asarray(virt2phys_pkey, dtype=np.uint8).reshape(-1)
-        self.base_proxy_sqpn = int(base_proxy_sqpn)
-        self.base_tunnel_sqpn = self.base_proxy_sqpn + 8 * MLX4_MFUNC_MAX
-        self.base_sqpn = self.base_proxy_sqpn - 8
-        self.master = int(master)
-        self.profile = profile
-        self.active_ports = [3] * MLX4_MFUNC_MAX if active_ports is None else [int(x) for x in active_ports]
-        if smi_enabled is None:
-            self.smi_enabled = [[0, 0] for _ in range(MLX4_MFUNC_MAX)]
-        else:
-            self.smi_enabled = [[int(a), int(b)] for a, b in smi_enabled]
-        self.fw_reserved_qps = int(fw_reserved_qps)
-
-    @property
-    def new(self) -> bool:
-        return self.profile == "new"
-
-
-# -- small C helpers ------------------------------------------------------------------------------
-
-def be32(buf, offset: int) -> int:
-    """be32_to_cpu(*(__be32 *)(buf + offset))."""
-    return int.from_bytes(bytes(buf[offset:offset + 4]), "big")
-
-
-def put_be32(buf, offset: int, value: int) -> None:
-    """*(__be32 *)(buf + offset) = cpu_to_be32(value)."""
-    buf[offset:offset + 4] = (value & 0xFFFFFFFF).to_bytes(4, "big")
-
-
-def virt2phys_pkey_read(dev: Device, slave: int, port_index: int, index: int) -> tuple[int, int]:
-    """``priv->virt2phys_pkey[slave][port_index][index]`` read as C does, through the flat array.
-
-    Returns (value, finding): finding 1 when ``index`` is past the 128-entry row (the read lands
-    in a later row). Raises :class:`Refused` when the flat offset leaves the table.
-    """
-    offset = (slave * MLX4_MAX_PORTS + port_index) * MLX4_MAX_PORT_PKEYS + index
-    if offset < 0 or offset >= V2P_ENTRIES:
-        raise Refused(offset)
-    finding = FINDING_SPILL if index >= MLX4_MAX_PORT_PKEYS else FINDING_NONE
-    return int(dev.virt2phys_pkey[offset]), finding
 
 
 # -- the three rewrites -----------------------------------------------------------------------------
@@ -211,23 +141,6 @@ def update_gid(dev: Device, inbox: bytearray, slave: int) -> None:
             inbox[qpc.MBOX_ALT_MGID_INDEX] = slave & 0x7F
 
 
-def mlx4_get_parav_qkey(dev: Device, qpn: int) -> int | None:
-    """main.c ``mlx4_get_parav_qkey``: the reserved Q_Key of a proxy or tunnel QP, else None.
-
-    At the seed it reads ``caps.sqp_start`` and ``caps.base_tunnel_sqpn``; mainline reads
-    ``phys_caps.base_proxy_sqpn`` and ``phys_caps.base_tunnel_sqpn``. Both are modelled as
-    P = ``base_proxy_sqpn`` and T = P + 8 * 80 (see the module docstring).
-    """
-    qk = MLX4_RESERVED_QKEY_BASE
-    if qpn >= dev.base_tunnel_sqpn + 8 * MLX4_MFUNC_MAX or qpn < dev.base_proxy_sqpn:
-        return None                        # -EINVAL
-    if qpn >= dev.base_tunnel_sqpn:
-        qk += qpn - dev.base_tunnel_sqpn   # tunnel qp
-    else:
-        qk += qpn - dev.base_proxy_sqpn
-    return qk & 0xFFFFFFFF
-
-
 def adjust_proxy_tun_qkey(dev: Device, in_modifier: int, inbox: bytearray) -> None:
     """resource_tracker.c ``adjust_proxy_tun_qkey``."""
     qpn = in_modifier & 0xFFFFFF
@@ -238,19 +151,6 @@ def adjust_proxy_tun_qkey(dev: Device, in_modifier: int, inbox: bytearray) -> No
 
 
 # -- checks -----------------------------------------------------------------------------------------
-
-def mlx4_is_qp_reserved(dev: Device, qpn: int) -> bool:
-    """device.h ``mlx4_is_qp_reserved`` on the master (see the module docstring)."""
-    return ((dev.base_sqpn <= qpn < dev.base_sqpn + 8 + 16 * MLX4_MFUNC_MAX)
-            or qpn < dev.fw_reserved_qps)
-
-
-def mlx4_vf_smi_enabled(dev: Device, slave: int, port: int) -> bool:
-    """cmd.c ``mlx4_vf_smi_enabled``."""
-    if slave < 1 or slave >= MLX4_MFUNC_MAX or port < 1 or port > MLX4_MAX_PORTS:
-        return False
-    return bool(dev.smi_enabled[slave][port - 1])
-
 
 def verify_qp_parameters(dev: Device, in_modifier: int, inbox: bytearray, transition: int,
                          slave: int) -> int:
@@ -300,29 +200,6 @@ def verify_qp_parameters(dev: Device, in_modifier: int, inbox: bytearray, transi
             # only enabled VFs may create MLX proxy QPs
             return RC_EPERM
     return 0
-
-
-def mlx4_get_active_ports(dev: Device, slave: int) -> int:
-    """cmd.c ``mlx4_get_active_ports`` as a bitmask (bit p-1: physical port p)."""
-    if slave == 0:
-        return (1 << MLX4_MAX_PORTS) - 1
-    if slave < 1 or slave >= MLX4_MFUNC_MAX:   # mlx4_get_vf_indx() < 0
-        return 0
-    return dev.active_ports[slave] & ((1 << MLX4_MAX_PORTS) - 1)
-
-
-def mlx4_slave_convert_port(dev: Device, slave: int, port: int) -> int:
-    """cmd.c ``mlx4_slave_convert_port``: the physical port of a function's port, or -EINVAL."""
-    actv_ports = mlx4_get_active_ports(dev, slave)
-    m = bin(actv_ports).count("1")
-    if port <= 0 or port > m:
-        return RC_EINVAL
-    n = 0
-    while not actv_ports >> n & 1:         # find_first_bit
-        n += 1
-    if port <= n:
-        port = n + 1
-    return port
 
 
 def adjust_qp_sched_queue(dev: Device, slave: int, inbox: bytearray) -> int:
@@ -461,42 +338,3 @@ def rewrite(mailboxes, opcodes, slaves, in_modifiers, dev: Device):
                                            mailboxes[i].tobytes())
         out[i] = np.frombuffer(row, dtype=np.uint8)
     return out, rc, finding
-
-
-# -- virtualized SubnGetResp(P_KeyTable) ------------------------------------------------------------
-
-def virtual_pkey_getresp(phys_table, virt2phys_pkey, slave: int, port_num: int, block: int,
-                         template_mad) -> tuple[bytes, int]:
-    """cmd.c ``mlx4_MAD_IFC_wrapper``, P_KeyTable case: the 256-byte MAD a function receives.
-
-    ``phys_table``: that port's 128 physical P_Keys (what ``get_full_pkey_table`` reads into a
-    zeroed ``kcalloc`` of ``(128 / 32 + 1) * 32`` entries, so entries 128..159 read as 0);
-    ``template_mad``: the MAD firmware returned for the master's last physical block read, which
-    the C leaves in the outbox around the 32 entries it writes. ``block`` is the whole 32-bit
-    attribute modifier. Returns (mad bytes, finding): finding 1 when the entries do not all come
-    from the function's own row and the physical table (block past the row, the u32 arithmetic
-    of ``index * 32`` wrapping, or a ``virt2phys_pkey`` value of 128..159). Raises
-    :class:`Refused` where the C would read outside ``virt2phys_pkey`` or past the 160-entry
-    ``table``.
-    """
-    v2p = np.asarray(virt2phys_pkey, dtype=np.uint8).reshape(-1)
-    table = [int(x) for x in phys_table] + [0] * 32     # kcalloc'd, filled for i < 128
-    out = bytearray(template_mad)
-    index = block & 0xFFFFFFFF                          # u32 index = be32_to_cpu(smp->attr_mod)
-    start = (index * 32) & 0xFFFFFFFF                   # vidx = index * 32 (u32 arithmetic)
-    end = ((index + 1) * 32) & 0xFFFFFFFF
-    finding = FINDING_NONE if index < MLX4_MAX_PORT_PKEYS // 32 else FINDING_SPILL
-    vidx = start - (1 << 32) if start >= 1 << 31 else start   # int vidx
-    while (vidx & 0xFFFFFFFF) < end:                    # vidx < (index + 1) * 32, unsigned compare
-        offset = (slave * MLX4_MAX_PORTS + port_num - 1) * MLX4_MAX_PORT_PKEYS + vidx
-        if offset < 0 or offset >= V2P_ENTRIES:
-            raise Refused(offset)
-        pidx = int(v2p[offset])                         # pidx = virt2phys_pkey[slave][port - 1][vidx]
-        if pidx >= len(table):
-            raise Refused(pidx, "the kcalloc'd P_Key table", len(table))
-        if pidx >= MLX4_MAX_PORT_PKEYS:
-            finding = FINDING_SPILL
-        slot = IB_SMP_DATA_OFFSET + 2 * (vidx % 32)     # outtab[vidx % 32] (vidx >= 0 here)
-        out[slot:slot + 2] = table[pidx].to_bytes(2, "big")
-        vidx += 1
-    return bytes(out), finding

@@ -11,6 +11,7 @@ import numpy as np
 
 from madpipe.codecs import qpc
 from madpipe.pipeline.mlx4 import paravirt
+from madpipe.pipeline.mlx4 import device_reference as device_ref
 from madpipe.pipeline.mlx4 import paravirt_reference as ref
 from madpipe.pipeline.mlx4.trace import Trace
 
@@ -99,8 +100,8 @@ class Report:
             return False
         if self._device is None:
             s = self.setup
-            self._device = ref.Device(self.v2p, s.base_proxy_sqpn, master=s.master, profile="new",
-                                      fw_reserved_qps=s.base_proxy_sqpn - 8)
+            self._device = device_ref.Device(self.v2p, s.base_proxy_sqpn, master=s.master, profile="new",
+                                             fw_reserved_qps=s.base_proxy_sqpn - 8)
         inbox = bytearray(self.trace.mailbox[i].tobytes())
         return ref.adjust_qp_sched_queue(self._device, int(self.trace.slave[i]), inbox) != 0
 
@@ -118,7 +119,7 @@ class Report:
         port_index = (int(self.trace.mailbox[i, qpc.MBOX_PRI_SCHED_QUEUE]) >> 6) & 1
         flat = (slave * paravirt.MAX_PORTS + port_index) * paravirt.MAX_PORT_PKEYS + index
         return (f"P_Key index {index} on port {port_index + 1} of slave {slave}: the C would read "
-                f"virt2phys_pkey at flat index {flat}, outside its {ref.V2P_ENTRIES} entries; the row is "
+                f"virt2phys_pkey at flat index {flat}, outside its {device_ref.V2P_ENTRIES} entries; the row is "
                 f"kept as it came in")
 
     def counts(self) -> dict:

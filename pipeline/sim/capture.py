@@ -9,7 +9,7 @@ forwards other MADs to the client attached at the destination.
 
 This module holds :class:`SimCapture`, which runs ibsim, the relay and the tools and turns the
 recorded datagrams into native IB packets, and the parsers of the tools' output. The parts it is
-built from live in their own modules, and every name of theirs can be imported from here too:
+built from live in their own modules (import each name from there):
 
 - :mod:`~madpipe.pipeline.sim.protocol`: the protocol (:class:`SimRequest`, :class:`SimClient`,
   a client attaching as umad2sim does);
@@ -29,22 +29,12 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-# The parts, imported here so that ``sim.X`` keeps working for every name that was defined here.
-from madpipe.codecs.errors import MadpipeError  # noqa: F401
-from madpipe.pipeline.sim.packets import LEFT_OUT, datagrams_to_packets, sim_request_frame  # noqa: F401
-from madpipe.pipeline.sim.processes import (  # noqa: F401
-    INSTALL_HINT, UMAD2SIM_ENV, UMAD2SIM_PATHS, Ibsim, ToolRun, _stop_all, find_tool, find_umad2sim,
-    busy_port, free_base, leftover_processes, read_log, run_tool, stop_process, tail_lines,
+from madpipe.pipeline.sim.packets import datagrams_to_packets
+from madpipe.pipeline.sim.processes import (
+    Ibsim, ToolRun, find_tool, find_umad2sim, free_base, read_log, run_tool, tail_lines,
 )
-from madpipe.pipeline.sim.protocol import (  # noqa: F401
-    IBSIM_DEFAULT_SERVER_PORT, IBSIM_MAX_CLIENTS, PORT_INFO_LID_OFFSET, SIM_CLIENT_INFO, SIM_CTL,
-    SIM_CTL_CONNECT, SIM_CTL_DISCONNECT, SIM_CTL_ERROR, SIM_CTL_GET_GID, SIM_CTL_GET_GUID,
-    SIM_CTL_GET_NODEINFO, SIM_CTL_GET_PKEYS, SIM_CTL_GET_PORT, SIM_CTL_GET_PORTINFO,
-    SIM_CTL_GET_VENDOR, SIM_CTL_MAX_DATA, SIM_CTL_SET_ISSM, SIM_MAGIC, SIM_PORT,
-    SIM_REQUEST_MAD_OFFSET, SIM_REQUEST_SIZE, SIM_STATUS_UNDELIVERABLE, SimClient, SimError,
-    SimRequest, client_info, parse_client_info, parse_sim_address, parse_sim_ctl, sim_ctl,
-)
-from madpipe.pipeline.sim.relay import FROM_SIM, TO_SIM, Connection, Datagram, Relay  # noqa: F401
+from madpipe.pipeline.sim.protocol import IBSIM_DEFAULT_SERVER_PORT, IBSIM_MAX_CLIENTS, SimError
+from madpipe.pipeline.sim.relay import Relay
 
 DEFAULT_PARTITIONS = "Default=0x7fff, ipoib : ALL=full;\n"
 

@@ -18,7 +18,7 @@ from madpipe.codecs import mad as madc
 from madpipe.codecs.capture import CaptureReader
 from madpipe.codecs.errors import MadpipeError
 from madpipe.codecs.frame import decode_frame
-from madpipe.pipeline.sim import capture as sim
+from madpipe.pipeline.sim.protocol import SIM_STATUS_UNDELIVERABLE, SimClient, SimRequest, parse_sim_address
 from madpipe.pipeline.decode.display_filter import compile_filter
 
 
@@ -137,14 +137,14 @@ class SimTransport:
     """Replay into ibsim through its protocol, attached as one client."""
 
     def __init__(self, address: str, node: str | None = None):
-        host, port = sim.parse_sim_address(address)
-        self.client = sim.SimClient(host, port, node)
+        host, port = parse_sim_address(address)
+        self.client = SimClient(host, port, node)
         self.name = f"ibsim {host}:{port} as client {self.client.slot} on {self.client.node}"
 
     def send(self, item: Item) -> None:
         permissive = item.dlid == 0xFFFF
-        self.client.send(sim.SimRequest(item.dlid, 0xFFFF if permissive else 0, item.dqp,
-                                        item.sqp, 0, item.mad))
+        self.client.send(SimRequest(item.dlid, 0xFFFF if permissive else 0, item.dqp,
+                                    item.sqp, 0, item.mad))
 
     def poll(self, timeout: float) -> list[Answer]:
         """Everything ibsim has sent us, waiting up to ``timeout`` seconds for the first."""
@@ -152,7 +152,7 @@ class SimTransport:
         answers = []
         while ready and (req := self.client.recv(0)) is not None:
             answers.append(Answer(time.time_ns(), req.mad, req.dlid, req.slid, req.dqp, req.sqp,
-                                  req.status == sim.SIM_STATUS_UNDELIVERABLE))
+                                  req.status == SIM_STATUS_UNDELIVERABLE))
         return answers
 
     def close(self) -> None:

@@ -18,6 +18,9 @@ from madpipe.codecs import mad as madc, smp as smpc
 from madpipe.codecs.errors import MadpipeError
 from madpipe.pipeline.fuzz.findings import SEVERITY_TOOL, Finding
 from madpipe.pipeline.fuzz.mutate.mutator import Cases
+from madpipe.pipeline.sim.capture import DEFAULT_PARTITIONS
+from madpipe.pipeline.sim.processes import Ibsim, find_tool, find_umad2sim, free_base, run_tool
+from madpipe.pipeline.sim.protocol import SimClient, SimRequest
 
 IBSIM_TOPOLOGY = """# madpipe fuzz: one switch, two channel adapters
 Switch\t8 "Switch1"
@@ -32,27 +35,13 @@ Hca\t2 "Hca2"
 """
 
 
-def sim_module():
-    """``madpipe.pipeline.sim.capture`` (ibsim processes and protocol, issue 5) when it is there, else None."""
-    try:
-        from madpipe.pipeline.sim import capture as sim
-    except Exception:
-        return None
-    needed = ("Ibsim", "SimClient", "SimRequest", "free_base", "find_tool", "find_umad2sim", "run_tool")
-    return sim if all(hasattr(sim, n) for n in needed) else None
-
-
 class IbsimTarget:
     """Mutated MADs to a simulator started for the run; a dead or silent simulator is a finding."""
 
     name = "ibsim"
 
     def __init__(self, workdir: str, timeout: float = 1.0):
-        self.sim = sim_module()
-        if self.sim is None:
-            raise MadpipeError("--target ibsim: madpipe.pipeline.sim.capture (ibsim support, issue 5) is not available "
-                               "in this install")
-        self.sim.find_tool("ibsim")
+        find_tool("ibsim")
         self.workdir = os.path.join(workdir, "ibsim")
         os.makedirs(self.workdir, exist_ok=True)
         self.topology = os.path.join(self.workdir, "fabric.net")
@@ -66,32 +55,30 @@ class IbsimTarget:
         self._start()
 
     def _start(self) -> None:
-        sim = self.sim
-        self.base = sim.free_base(7400 + 11 * (os.getpid() % 50), "0.0.0.0")
-        self.ibsim = sim.Ibsim(self.topology, self.base, self.workdir)
+        self.base = free_base(7400 + 11 * (os.getpid() % 50), "0.0.0.0")
+        self.ibsim = Ibsim(self.topology, self.base, self.workdir)
         self.ibsim.start()
         try:
             self._opensm()
-            self.client = sim.SimClient("127.0.0.1", self.base, node="Hca2", timeout=self.timeout + 1)
+            self.client = SimClient("127.0.0.1", self.base, node="Hca2", timeout=self.timeout + 1)
         except BaseException:
             self.ibsim.stop()
             raise
 
     def _opensm(self) -> None:
         """opensm --once through umad2sim, so the fabric has LIDs; skipped (DR only) without opensm."""
-        sim = self.sim
         try:
-            opensm, umad2sim = sim.find_tool("opensm"), sim.find_umad2sim()
+            opensm, umad2sim = find_tool("opensm"), find_umad2sim()
         except MadpipeError:
             self.stats["no opensm: LIDs unassigned"] = 1
             return
         parts = os.path.join(self.workdir, "partitions.conf")
-        Path(parts).write_text(sim.DEFAULT_PARTITIONS)
+        Path(parts).write_text(DEFAULT_PARTITIONS)
         env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "SIM_HOST")}
         env.update(LD_PRELOAD=umad2sim, IBSIM_SERVER_NAME="127.0.0.1", IBSIM_SERVER_PORT=str(self.base),
                    OSM_TMP_DIR=self.workdir, OSM_CACHE_DIR=self.workdir, SIM_HOST="Hca1")
         log = os.path.join(self.workdir, "opensm.log")
-        sim.run_tool([opensm, "-e", "-f", log, "-P", parts, "--once"], env, self.workdir, 60.0)
+        run_tool([opensm, "-e", "-f", log, "-P", parts, "--once"], env, self.workdir, 60.0)
 
     def close(self) -> None:
         if self.client is not None:
@@ -111,7 +98,7 @@ class IbsimTarget:
         self._tid += 1
         tid = self._tid
         mad = build.smp_mad(madc.IB_MGMT_METHOD_GET, smpc.IB_SMP_ATTR_NODE_INFO, b"", tid=tid, directed=True)
-        self.client.send(self.sim.SimRequest(0xFFFF, 0xFFFF, 0, 0, 0, mad))
+        self.client.send(SimRequest(0xFFFF, 0xFFFF, 0, 0, 0, mad))
         deadline = time.monotonic() + self.timeout
         while True:
             left = deadline - time.monotonic()
@@ -137,7 +124,7 @@ class IbsimTarget:
             slid = int.from_bytes(frame[6:8], "big")
             dqp = int.from_bytes(frame[b + 5:b + 8], "big")
             sqp = int.from_bytes(frame[b + 17:b + 20], "big")
-            req = self.sim.SimRequest(dlid, slid, dqp, sqp, 0, mad, length=avail)
+            req = SimRequest(dlid, slid, dqp, sqp, 0, mad, length=avail)
             try:
                 self.client.send(req)
                 self.stats["sent"] += 1

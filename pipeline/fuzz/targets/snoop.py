@@ -141,12 +141,13 @@ class SnoopTarget:
         return out
 
     def _fabric(self, cases, cfg, ctx) -> list[Finding]:
-        from madpipe.pipeline.fabric import snoop as fabric
+        from madpipe.pipeline.fabric.model import FROM_RULES
+        from madpipe.pipeline.fabric.snoop import snoop_capture
 
         out = []
-        for rule in fabric.FROM_RULES:
+        for rule in FROM_RULES:
             try:
-                res = fabric.snoop_capture(ctx.capture(), rule, cfg.snoop_profile)
+                res = snoop_capture(ctx.capture(), rule, cfg.snoop_profile)
             except Exception as exc:
                 out.append(Finding(self.name, "crash", SEVERITY_BUG, int(cases.index[0]),
                                    f"snoop_capture --from {rule} {type(exc).__name__} at {where_raised(exc)}",

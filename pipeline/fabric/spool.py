@@ -1,0 +1,124 @@
+"""Events and findings as fixed records, spooled in order (in memory, then a temporary file) and read back.
+
+Memory stays bounded whatever the count; a :class:`RecordList` shows the records as
+:class:`~madpipe.pipeline.fabric.model.Event` and :class:`~madpipe.pipeline.fabric.model.Finding`
+objects, one chunk at a time.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from madpipe.pipeline.fabric.model import FINDING_TEXT, Event, Finding
+
+#: Bytes of event and finding records kept in memory before they go to a temporary file.
+SPOOL_MEMORY = 16 << 20
+
+EVENT_DTYPE = np.dtype([("frame", "<i8"), ("ts_ns", "<i8"), ("slot", "<i4"), ("block", "<u2"),
+                        ("bitmap", "<u4"), ("unconfirmed", "u1"), ("old", "<u2", (32,)), ("new", "<u2", (32,))])
+FINDING_DTYPE = np.dtype([("frame", "<i8"), ("slot", "<i4"), ("block", "<u2"), ("kind", "i1")])
+
+
+class Spool:
+    """Fixed records appended in order and read back in order; past ``memory`` bytes they are
+    written to an anonymous temporary file, so that memory stays bounded whatever the count."""
+
+    def __init__(self, dtype: np.dtype, memory: int = SPOOL_MEMORY):
+        self.dtype = np.dtype(dtype)
+        self.memory = memory
+        self.chunks: list[np.ndarray] = []
+        self.held = 0
+        self.file = None
+        self.on_disk = 0
+        self.count = 0
+
+    def append(self, records: np.ndarray) -> None:
+        if not len(records):
+            return
+        self.chunks.append(records)
+        self.held += records.nbytes
+        self.count += len(records)
+        if self.held > self.memory:
+            if self.file is None:
+                import tempfile  # only a spill needs it
+
+                self.file = tempfile.TemporaryFile(prefix="madpipe-spool-")
+            self.file.seek(0, os.SEEK_END)
+            for chunk in self.chunks:
+                self.file.write(chunk.tobytes())
+                self.on_disk += len(chunk)
+            self.chunks, self.held = [], 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        """The records, as arrays of up to 64k records each."""
+        if self.file is not None:
+            done, size = 0, self.dtype.itemsize
+            while done < self.on_disk:  # seek each time: another reader may have moved the file
+                take = min(self.on_disk - done, 1 << 16)
+                self.file.seek(done * size)
+                yield np.frombuffer(self.file.read(take * size), self.dtype)
+                done += take
+        yield from self.chunks
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+class RecordList(Sequence):
+    """A read-only sequence of objects made from a Spool's records, one chunk at a time.
+
+    ``ports[slot]`` is the PortId of the records' ``slot`` field; printers that want speed read
+    ``spool`` chunk by chunk and never make the objects.
+    """
+
+    def __init__(self, spool: Spool, make, ports: list):
+        self.spool = spool
+        self.make = make  # (chunk of records, ports) -> list of objects
+        self.ports = ports
+
+    def __len__(self) -> int:
+        return len(self.spool)
+
+    def __iter__(self):
+        for chunk in self.spool:
+            yield from self.make(chunk, self.ports)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("record index out of range")
+        for chunk in self.spool:
+            if index < len(chunk):
+                return self.make(chunk[index:index + 1], self.ports)[0]
+            index -= len(chunk)
+        raise IndexError("record index out of range")
+
+
+def events_of(chunk: np.ndarray, ports: list) -> list[Event]:
+    """EVENT_DTYPE records as Event objects."""
+    out = []
+    ts_ns = chunk["ts_ns"].tolist()
+    olds, news = chunk["old"].tolist(), chunk["new"].tolist()
+    for j, (frame, slot, block, bitmap, unconfirmed) in enumerate(zip(
+            chunk["frame"].tolist(), chunk["slot"].tolist(), chunk["block"].tolist(), chunk["bitmap"].tolist(),
+            chunk["unconfirmed"].tolist())):
+        old, new = olds[j], news[j]
+        changes = [(block * 32 + i, old[i], new[i]) for i in range(32) if bitmap >> i & 1]
+        out.append(Event(frame, ts_ns[j], ports[slot], block, bitmap, changes, bool(unconfirmed)))
+    return out
+
+
+def findings_of(chunk: np.ndarray, ports: list) -> list[Finding]:
+    """FINDING_DTYPE records as Finding objects."""
+    return [Finding(frame, ports[slot], block, kind, FINDING_TEXT[kind]) for frame, slot, block, kind in zip(
+        chunk["frame"].tolist(), chunk["slot"].tolist(), chunk["block"].tolist(), chunk["kind"].tolist())]
