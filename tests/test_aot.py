@@ -315,3 +315,42 @@ def test_old_builds_are_pruned_newest_kept(tmp_path):
     left = sorted(p.name for p in tmp_path.iterdir())
     assert "build-failed.txt" in left
     assert [int(n[16:32], 16) for n in left if n.endswith(".so")] == list(range(3, aot.KEEP_BUILDS + 3))
+
+
+def test_build_kernels_prints_the_build_it_finds(built):
+    done = subprocess.run([sys.executable, "-m", "madpipe.pipeline.cli", "build-kernels"], capture_output=True,
+                          text=True, env=_env())
+    assert done.returncode == 0 and done.stdout.strip() == aot.module_path(), done.stderr
+    assert done.stderr == ""  # nothing to build
+    assert "examples:\n  madpipe build-kernels" in subprocess.run(
+        [sys.executable, "-m", "madpipe.pipeline.cli", "build-kernels", "--help"], capture_output=True, text=True,
+        env=_env(), check=True).stdout
+
+
+def test_build_kernels_builds_when_missing_or_forced_and_tries_again_after_a_failure(tmp_path, monkeypatch, capsys):
+    from madpipe.pipeline.cli.main import main
+
+    builds = []
+
+    def fake_run(cmd, env, **kw):  # the build subprocess: writes the extension where asked
+        builds.append(cmd)
+        key = cmd[cmd.index("--key") + 1]
+        if fail:
+            return subprocess.CompletedProcess(cmd, 1, "", "Traceback ...\nCompileError: gcc not found\n")
+        open(aot.module_path(key, env["MADPIPE_CACHE_DIR"]), "w").close()
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setenv("MADPIPE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    fail = True
+    assert main(["build-kernels"]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith("madpipe build-kernels: the build failed (CompileError: gcc not found); remove "
+                        f"{tmp_path / 'build-failed.txt'} to try again\n")
+    assert "compiling the kernels ahead of time" in err and len(builds) == 1
+    fail = False
+    assert main(["build-kernels"]) == 0  # the failure noted does not stop a build asked for by hand
+    assert capsys.readouterr().out == aot.module_path(aot.source_key(), str(tmp_path)) + "\n"
+    assert len(builds) == 2 and not (tmp_path / "build-failed.txt").exists()
+    assert main(["build-kernels"]) == 0 and len(builds) == 2  # built: nothing to do
+    assert main(["build-kernels", "--force"]) == 0 and len(builds) == 3
