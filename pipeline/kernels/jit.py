@@ -146,7 +146,11 @@ def _bind(fn, args, kwargs, how: str):
 
         module = fn.__module__.removeprefix("madpipe.pipeline.")
         if module in aot.KERNELS:
-            return aot.kernel(module, fn.__name__) if fn.__name__ in aot.KERNELS[module] else fn
+            if fn.__name__ not in aot.KERNELS[module]:
+                return fn  # a helper: compiled into the kernels that call it
+            compiled = aot.kernel(module, fn.__name__)
+            compiled.py_func = fn  # as on numba's dispatchers
+            return compiled
     import numba
 
     kwargs = dict(kwargs)
