@@ -27,6 +27,7 @@ EPILOG = """examples:
   madpipe paravirt -r trace.jsonl -w rewritten.jsonl                # mlx4 QP-context rewriting
   madpipe craft --method set --attr pkey-table --block 0 --pkeys 0xffff,0x8001 -L 4 -w set.pcap
   madpipe fuzz --seed 1 --count 100000 -w findings.pcap
+  madpipe build-kernels                                             # compile the kernels now, once
 
 environment:
   MADPIPE_JIT=aot|1|0  how kernels run: compiled ahead of time (the default for large inputs;

@@ -1,4 +1,5 @@
-"""How numba kernels run: the ``njit`` switch (ahead of time, numba's JIT, or plain Python) and the
-ahead-of-time build. Imports only the standard library and numpy; numba only while compiling.
+"""How numba kernels run: ``jit.njit`` (decided on a kernel's first call, never at import: ahead
+of time, numba's JIT or plain Python), the ahead-of-time build (``aot``) and its argument check
+(``guard``). Imports only the standard library and numpy; numba only while compiling.
 Kernel modules live with their flow (``ingest/kernels.py``, ``mlx4/snoop_kernels.py``...).
 """
