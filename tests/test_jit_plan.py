@@ -176,3 +176,14 @@ def test_a_kernel_before_the_decision_is_its_function_by_name():
     assert not hasattr(kernel, "_pytestfixturefunction") and not hasattr(kernel, "__array_interface__")
     assert kernel.target is None and "unbound" in repr(kernel)
     assert pickle.loads(pickle.dumps(kernel)) is kb.touch_lines  # what the module holds by that name
+
+
+def test_ahead_of_time_only_entry_points_are_compiled_ones():
+    """Helpers, and codecs rules a kernel module wraps with njit, stay Python: no numba for them."""
+    from madpipe.codecs import crc
+    from madpipe.pipeline.decode import crc_kernels as kc
+    from madpipe.pipeline.kernels import jit
+
+    helper = getattr(kc.icrc_masked_byte, "py_func", kc.icrc_masked_byte)
+    assert jit._bind(helper, (), {}, "aot") is helper
+    assert jit._bind(crc.has_icrc, (), {}, "aot") is crc.has_icrc

@@ -145,12 +145,14 @@ def _bind(fn, args, kwargs, how: str):
         from madpipe.pipeline.kernels import aot
 
         module = fn.__module__.removeprefix("madpipe.pipeline.")
-        if module in aot.KERNELS:
-            if fn.__name__ not in aot.KERNELS[module]:
-                return fn  # a helper: compiled into the kernels that call it
+        if fn.__name__ in aot.KERNELS.get(module, ()):
             compiled = aot.kernel(module, fn.__name__)
             compiled.py_func = fn  # as on numba's dispatchers
             return compiled
+        if module in aot.KERNELS or module.startswith("madpipe.codecs."):
+            # A helper (or a codecs rule a kernel module wraps, njit(wire.mad_start)): compiled
+            # into the kernels that call it, plain Python when Python calls it.
+            return fn
     import numba
 
     kwargs = dict(kwargs)
