@@ -36,7 +36,7 @@ two things, so in the build process only, around ``CC.compile`` only,
 1. ``numba.pycc.compiler.Flags``: ``CC.export`` takes no compiler flags and pycc makes its
    wrappers with ``Flags()``; a subclass setting ``release_gil`` stands in, so a reader thread
    walks the next chunk while a kernel runs. Renamed in numba: the build stops with an error
-   (JIT path). Kept but unused: the kernels hold the GIL (still right; the snoop slower).
+   (JIT path). Kept but unused: the kernels hold the GIL (right, but slower; a test fails).
 2. ``numba.core.codegen.AOTCPUCodegen._customize_tm_features``: pycc names the CPU model but
    leaves its features to LLVM's defaults for it, which may hold instructions a VM hides (a
    build that loads, then dies on AVX-512). It returns the host's reported features instead, as
