@@ -25,7 +25,8 @@ that defines kernels with ``njit``) by what it resolved to: numba finds a kernel
 module's globals when it compiles, so they must be dispatchers by then, and Python code that
 reads ``module.kernel`` then calls it directly. A :class:`Kernel` held elsewhere
 (``from x import kernel`` before the first call) forwards each call, one call deep. Kernel
-modules imported after the decision get the bound functions straight from ``njit``.
+modules imported after the decision get the bound functions straight from ``njit``. Numba code
+of your own that calls a madpipe kernel: call :func:`resolve` before it compiles.
 
 In the ahead-of-time backend a kernel module's entry points (those ``aot.KERNELS`` lists) are
 the compiled ones, behind a type check, and its helpers (called only from inside kernels, which
