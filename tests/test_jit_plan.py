@@ -81,3 +81,115 @@ def test_snoop_runs_as_python_up_to_a_megabyte(tmp_path):
     empty = user_env(MADPIPE_CACHE_DIR=str(tmp_path / "cache"))
     assert probe("snoop", "-r", str(mid), env=empty)[:2] == ["False", "python"]
     assert probe("decode", "-r", str(mid), "-T", "json")[1] == "aot"
+
+
+# -- the decision on the first call ------------------------------------------------------------
+
+BIND = r"""
+import sys
+import numpy as np
+from madpipe.pipeline.decode import crc_kernels as kc
+from madpipe.pipeline.decode import kernels as kd
+from madpipe.pipeline.decode.crc_kernels import icrc_rows  # a name taken before the decision
+from madpipe.pipeline.kernels import jit
+
+def kinds(*fns):
+    return [("aot" if type(f).__name__ == "function" and hasattr(f, "aot") else type(f).__name__) for f in fns]
+
+print(kinds(kd.check_crcs, kd.icrc_masked_byte, icrc_rows), "numba" in sys.modules)
+rows, out = np.zeros((2, 64), np.uint8), np.zeros(2, np.uint32)
+icrc_rows(rows, np.full(2, 30, np.int64), kc.CRC32_TABLE, out)  # the first call: every kernel bound
+code = np.zeros(1, np.int8), np.zeros(1, np.int8)
+kd.check_crcs(rows.reshape(-1), np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.uint8),
+              kc.CRC32_TABLE, kc.VCRC_TABLE_NP, *code)  # numba compiles it with kc's helper
+from madpipe.pipeline.bench import kernels as kb  # imported after the decision: bound by njit
+print(kinds(kd.check_crcs, kd.icrc_masked_byte, kc.icrc_masked_byte, kb.touch_lines, icrc_rows),
+      "numba" in sys.modules, jit.backend(), out.tolist() == [out[0]] * 2, code[0].tolist())
+"""
+
+
+def bind_probe(env):
+    done = subprocess.run([sys.executable, "-c", BIND], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.splitlines()
+
+
+def test_importing_decides_nothing_and_the_first_call_binds_every_kernel(tmp_path):
+    fresh = dict(NUMBA_CACHE_DIR=str(tmp_path / "numba"), MADPIPE_CACHE_DIR=str(tmp_path / "madpipe"))
+    before, after = bind_probe(user_env(MADPIPE_JIT="1", **fresh))
+    assert before == "['Kernel', 'Kernel', 'Kernel'] False"
+    # Module globals hold numba's dispatchers (a helper imported from another kernel module
+    # too); the name taken before the decision stays a Kernel that forwards.
+    assert after == "['CPUDispatcher', 'CPUDispatcher', 'CPUDispatcher', 'CPUDispatcher', 'Kernel'] True numba True [-1]"
+    before, after = bind_probe(user_env(MADPIPE_JIT="0", **fresh))
+    assert after == "['function', 'function', 'function', 'function', 'Kernel'] False python True [-1]"
+    assert not (tmp_path / "madpipe").exists()
+
+
+def test_ahead_of_time_entry_points_are_guarded_and_helpers_plain():
+    subprocess.run([sys.executable, "-m", "madpipe.pipeline.kernels.aot"], env=user_env(), check=True,
+                   capture_output=True)
+    before, after = bind_probe(user_env(MADPIPE_JIT="aot"))
+    assert after == "['aot', 'function', 'function', 'aot', 'Kernel'] False aot True [-1]"
+
+
+THREADS = r"""
+import threading
+import numpy as np
+from madpipe.pipeline.decode import crc_kernels as kc
+from madpipe.pipeline.decode import kernels as kd
+from madpipe.pipeline.kernels import jit
+
+rows = np.zeros((2, 64), np.uint8)
+start = threading.Barrier(2)
+done = []
+
+def first_call(kernel, *args):
+    start.wait()
+    kernel(*args)
+    done.append(kernel.__name__)
+
+calls = [(kd.check_crcs, rows.reshape(-1), np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.uint8),
+          kc.CRC32_TABLE, kc.VCRC_TABLE_NP, np.zeros(1, np.int8), np.zeros(1, np.int8)),
+         (kc.icrc_rows, rows, np.full(2, 30, np.int64), kc.CRC32_TABLE, np.zeros(2, np.uint32))]
+threads = [threading.Thread(target=first_call, args=c) for c in calls]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(sorted(done), jit.backend())
+"""
+
+
+def test_two_threads_calling_their_first_kernels_at_once(tmp_path):
+    env = user_env(MADPIPE_JIT="1", NUMBA_CACHE_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", THREADS], capture_output=True, text=True, env=env)
+    assert done.stdout.strip() == "['check_crcs', 'icrc_rows'] numba", done.stderr[-3000:]
+
+
+def test_a_kernel_before_the_decision_is_its_function_by_name():
+    import inspect
+    import pickle
+
+    from madpipe.pipeline.bench import kernels as kb
+    from madpipe.pipeline.kernels import jit
+
+    plain = getattr(kb.touch_lines, "py_func", kb.touch_lines)
+    kernel = jit.Kernel(plain, (), {})
+    assert kernel.py_func is plain and kernel.__name__ == "touch_lines" and kernel.__doc__ == plain.__doc__
+    assert str(inspect.signature(kernel)) == "(mads)"
+    # Tools probe private and special names (pytest, copy, IPython): those never decide anything.
+    assert not hasattr(kernel, "_pytestfixturefunction") and not hasattr(kernel, "__array_interface__")
+    assert kernel.target is None and "unbound" in repr(kernel)
+    assert pickle.loads(pickle.dumps(kernel)) is kb.touch_lines  # what the module holds by that name
+
+
+def test_ahead_of_time_only_entry_points_are_compiled_ones():
+    """Helpers, and codecs rules a kernel module wraps with njit, stay Python: no numba for them."""
+    from madpipe.codecs import crc
+    from madpipe.pipeline.decode import crc_kernels as kc
+    from madpipe.pipeline.kernels import jit
+
+    helper = getattr(kc.icrc_masked_byte, "py_func", kc.icrc_masked_byte)
+    assert jit._bind(helper, (), {}, "aot") is helper
+    assert jit._bind(crc.has_icrc, (), {}, "aot") is crc.has_icrc

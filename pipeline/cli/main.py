@@ -16,7 +16,8 @@ from madpipe.pipeline.columns import many
 from madpipe.pipeline.ingest import progress
 
 # Command modules in the order `madpipe --help` lists them.
-COMMANDS = ["decode", "craft", "snoop", "diff", "report", "paravirt", "capture", "replay", "fuzz", "bench"]
+COMMANDS = ["decode", "craft", "snoop", "diff", "report", "paravirt", "capture", "replay", "fuzz", "bench",
+            "build-kernels"]
 
 EPILOG = """examples:
   madpipe decode -r pcaps/infiniband_endace_erf_2008.pcap          # every frame, one line each
@@ -26,10 +27,12 @@ EPILOG = """examples:
   madpipe paravirt -r trace.jsonl -w rewritten.jsonl                # mlx4 QP-context rewriting
   madpipe craft --method set --attr pkey-table --block 0 --pkeys 0xffff,0x8001 -L 4 -w set.pcap
   madpipe fuzz --seed 1 --count 100000 -w findings.pcap
+  madpipe build-kernels                                             # compile the kernels now, once
 
 environment:
   MADPIPE_JIT=aot|1|0  how kernels run: compiled ahead of time (the default for large inputs;
-                       built once into the cache, ~15 s) | numba's JIT | plain Python
+                       built once into the cache, ~20 s, by 'madpipe build-kernels' or the
+                       first large job) | numba's JIT | plain Python. Nothing compiles at import
   MADPIPE_CACHE_DIR    where the ahead-of-time kernels are kept (default ~/.cache/madpipe;
                        built for this machine's CPU, named by it)
   OPENBLAS_NUM_THREADS 1 unless set: madpipe does no linear algebra, and numpy's BLAS threads
@@ -51,7 +54,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in [only] if only in COMMANDS else COMMANDS:
-        importlib.import_module(f"madpipe.pipeline.cli.{name}").register(sub)
+        importlib.import_module(f"madpipe.pipeline.cli.{name.replace('-', '_')}").register(sub)
     return parser
 
 
@@ -115,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     if args.command in BYTE_PROGRESS and (len(files) == 1 or args.command in ("diff", "report")):
-        progress.activate(args.command)  # several captures at once get a line per capture instead
+        # (several captures at once get a line per capture instead)
+        if progress.activate(args.command) and files:
+            jit.resolve()  # a first large job's build says so on its own line, before the progress
     try:
         try:
             return int(args.func(args) or 0)

@@ -1,5 +1,6 @@
-"""How numba kernels run: the ``njit`` switch (ahead of time, numba's JIT, or plain Python) and the
-ahead-of-time build.
+"""How numba kernels run: ``jit.njit`` (decided on a kernel's first call, never at import: ahead
+of time, numba's JIT or plain Python), the ahead-of-time build (``aot``) and its argument check
+(``guard``).
 May import: nothing in madpipe (the standard library and numpy, and numba only while compiling).
 Kernel modules live with their flow (``ingest/kernels.py``, ``mlx4/snoop_kernels.py``...).
 """

@@ -1,35 +1,51 @@
 """Ahead-of-time kernels: the numba kernels compiled once into a C extension, loaded without numba.
 
-A process that JIT-compiles, even from numba's warm on-disk cache, first imports numba (0.3 s,
-scipy included) and initialises its code generator (0.5 s): on a 2-core machine that is longer
-than snooping a million MADs. So the kernels the CLI calls from Python are also compiled ahead
-of time with ``numba.pycc``, from the same functions the tests compare with the references, into
-one extension module in the user's cache directory. Loading it takes milliseconds and imports
-no numba.
+Even from numba's warm cache, a JIT process imports numba (0.3 s) and sets up its code generator
+(0.5 s): longer, on 2 cores, than snooping a million MADs. Hence this build. Its contract:
 
-:data:`KERNELS` lists every kernel called from Python with the one signature the Python API
-calls it with (a test checks that the JIT compiles no other). pycc's wrappers do not check the
-types of what they are given (a wrong dtype reads the wrong bytes), so each loaded function is
-wrapped in a guard that does, and names the kernel, the argument and the expected type.
+- What: one extension module ``madpipe_kernels_<key>``, every kernel :data:`KERNELS` lists with
+  the one signature listed, compiled by ``numba.pycc`` from the functions the tests compare with
+  the references, for this CPU's model and the features it reports (generic x86-64 without
+  ``/proc/cpuinfo``). Loading it takes a millisecond and imports no numba.
+- Where: :func:`cache_dir` (``$MADPIPE_CACHE_DIR``, else ``$XDG_CACHE_HOME/madpipe`` or
+  ``~/.cache/madpipe``; no home: a private folder in the temporary one); the newest
+  :data:`KEEP_BUILDS` builds stay (other installed versions load theirs).
+- When: never at import. ``madpipe build-kernels`` (or ``python -m madpipe.pipeline.kernels.aot``)
+  builds it, else the first kernel call of a large job (:mod:`.jit` decides), with a line on
+  stderr before and after (about 20 s); small jobs only load an existing build. Always in a
+  subprocess (numba is imported there, never in the process that asked), under a file lock
+  (parallel jobs build once), renamed into place when whole (a process loads all or nothing).
+- Key (:func:`source_key`): every kernel module, ``codecs/``, this file and ``jit.py``, the
+  numpy, Python, numba and llvmlite installed, the CPU and numba's CPU overrides: an edited
+  kernel never runs stale, another kind of CPU never loads it.
+- Guarantees: each kernel computes what numba's JIT computes for its signature (tests: every
+  command prints the same bytes in all three backends; the JIT compiles no signature the table
+  lacks), behind :func:`.guard.guard`, which refuses any other argument type in one line naming
+  kernel and argument; the kernels release the GIL, as with ``nogil=True``.
+- Without a C compiler (or Python's headers, or a writable cache) the build fails: the reason is
+  printed once on stderr and kept in ``build-failed.txt`` there, no process retries until the
+  next version or ``madpipe build-kernels``, and the kernels run under numba's JIT
+  (``MADPIPE_JIT=aot`` makes that an error).
 
-The extension's name holds a checksum of the sources it was built from (every kernel
-module, ``codecs/``, this file) and of the CPU it is built for (:func:`host_cpu`), so an edited
-kernel never runs stale and a shared cache never hands another kind of CPU instructions it
-lacks: the next large job builds again.
-Building takes the time of a cold JIT compile (about 20 s here) and happens once per version,
-in a subprocess that imports numba; ``madpipe`` prints a line while it does. Where it cannot
-(no C compiler, a read-only cache), the kernels JIT-compile as before and the reason is kept
-in ``build-failed.txt`` beside the cache, so later runs do not try again for that version.
+numba's API: pycc, numba's only ahead-of-time compiler, is pending deprecation since 0.57 (its
+warning goes to the build's stderr, kept in ``build-failed.txt`` if the build fails); a numba
+without it fails the build (ImportError), and the JIT path applies. Public ``CC`` cannot ask for
+two things, so in the build process only, around ``CC.compile`` only,
+:func:`_pycc_private_settings` patches two private names of numba 0.68, then restores them:
 
-Environment: ``MADPIPE_CACHE_DIR`` (default ``$XDG_CACHE_HOME/madpipe`` or ``~/.cache/madpipe``);
-``MADPIPE_JIT=aot`` insists on these kernels (an error if they cannot be built),
-``MADPIPE_JIT=1`` uses numba's JIT instead (see :mod:`madpipe.pipeline.kernels.jit`).
-
-Build by hand (for example in an image, before the first large job): ``python -m
-madpipe.pipeline.kernels.aot`` builds it unless it exists (``--force``: again) and prints its path.
+1. ``numba.pycc.compiler.Flags``: ``CC.export`` takes no compiler flags and pycc makes its
+   wrappers with ``Flags()``; a subclass setting ``release_gil`` stands in, so a reader thread
+   walks the next chunk while a kernel runs. Renamed in numba: the build stops with an error
+   (JIT path). Kept but unused: the kernels hold the GIL (right, but slower; a test fails).
+2. ``numba.core.codegen.AOTCPUCodegen._customize_tm_features``: pycc names the CPU model but
+   leaves its features to LLVM's defaults for it, which may hold instructions a VM hides (a
+   build that loads, then dies on AVX-512). It returns the host's reported features instead, as
+   numba's JIT uses (``NUMBA_CPU_FEATURES``, otherwise JIT-only, included). Renamed in numba:
+   the build stops with an error (JIT path); a test checks that both patches take effect.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.machinery
 import importlib.util
 import os
@@ -41,10 +57,8 @@ _KERNELS = os.path.dirname(os.path.abspath(__file__))
 _PIPELINE = os.path.dirname(_KERNELS)
 _CODECS = os.path.join(os.path.dirname(_PIPELINE), "codecs")
 
-#: module -> kernel -> (result, arguments). Types: u1..u8 / i1..i8 unsigned / signed integers of
-#: 1..8 bytes, b1 bool; ``[::1]``, ``[:,::1]``, ``[:,:,::1]`` C-contiguous arrays of 1-3
-#: dimensions, ``!`` before one the kernel writes (it must be writable; a test has numba check
-#: that the others are only read); ``i8x4`` a tuple of four int64; ``void`` nothing.
+#: module -> kernel -> (result, arguments). Argument types as in :mod:`.guard` (``!``: written; a
+#: test has numba check that the others are only read); ``i8x4`` a tuple of four int64.
 KERNELS = {
     "ingest.kernels": {
         "scan_pcap": ("i8x4", "u1[::1] i8 b1 i8 b1 i8 !i8[::1] !i8[::1] !i8[::1] !i8[::1] !i8[::1] "
@@ -98,8 +112,6 @@ KERNELS = {
     },
 }
 
-_DTYPES = {"u1": "uint8", "u2": "uint16", "u4": "uint32", "u8": "uint64",
-           "i1": "int8", "i2": "int16", "i4": "int32", "i8": "int64", "b1": "bool"}
 _NUMBA_RESULT = {"void": "void", "i8": "i8", "i8x2": "UniTuple(i8, 2)", "i8x3": "UniTuple(i8, 3)", "i8x4": "UniTuple(i8, 4)"}
 
 _module = None  # the loaded extension, once
@@ -109,13 +121,6 @@ _failure: str | None = None  # why it could not be loaded or built, once
 def numba_signature(result: str, args: str) -> str:
     """The pycc signature string of a KERNELS entry."""
     return f"{_NUMBA_RESULT[result]}({', '.join(t.lstrip('!') for t in args.split())})"
-
-
-def _arg_spec(token: str) -> tuple[str, int, bool]:
-    """(numpy dtype name, dimensions (0: a scalar), written by the kernel) of one argument type."""
-    written = token.startswith("!")
-    code, _, dims = token.lstrip("!").partition("[")
-    return _DTYPES[code], (dims.count(",") + 1 if dims else 0), written
 
 
 def export_name(module: str, kernel: str) -> str:
@@ -196,62 +201,6 @@ def _failure_file(directory: str) -> str:
     return os.path.join(directory, "build-failed.txt")
 
 
-class KernelTypeError(TypeError):
-    pass
-
-
-def _guard(module: str, kernel: str, fn, args: str):
-    """``fn`` behind a check of what pycc's wrapper takes on trust: each array's dtype, dimensions,
-    layout and alignment, and that the arrays the kernel writes are writable; integers are
-    integers (not floats that would be truncated) and flags are bools."""
-    import operator
-
-    import numpy as np
-
-    specs = [_arg_spec(t) for t in args.split()]
-    arrays = [(i, np.dtype(d), nd, w) for i, (d, nd, w) in enumerate(specs) if nd]
-    integers = [i for i, (d, nd, _) in enumerate(specs) if not nd and d != "bool"]
-    flags = [i for i, (d, nd, _) in enumerate(specs) if not nd and d == "bool"]
-    count = len(specs)
-
-    def refuse(i, want, got):
-        raise KernelTypeError(f"{module}.{kernel}: argument {i + 1} must be {want} "
-                              f"(the ahead-of-time build's type), got {got}")
-
-    def call(*a):
-        if len(a) != count:
-            raise KernelTypeError(f"{module}.{kernel}: {count} arguments expected, got {len(a)}")
-        for i, dtype, nd, written in arrays:
-            x = a[i]
-            fl = getattr(x, "flags", None)
-            if (type(x) is not np.ndarray or x.dtype != dtype or x.ndim != nd or not fl.c_contiguous
-                    or not fl.aligned or (written and not fl.writeable)):
-                want = f"a C-contiguous{' writable' if written else ''} {dtype}[{nd}-d] array"
-                if type(x) is not np.ndarray:
-                    got = type(x).__name__
-                else:
-                    got = f"{x.dtype}[{x.ndim}-d]" + "".join(
-                        f", {what}" for what, bad in (("not C-contiguous", not fl.c_contiguous),
-                                                      ("not aligned", not fl.aligned),
-                                                      ("read-only", written and not fl.writeable)) if bad)
-                refuse(i, want, got)
-        for i in integers:
-            try:
-                operator.index(a[i])
-            except TypeError:
-                refuse(i, "an integer", type(a[i]).__name__)
-        for i in flags:
-            if not isinstance(a[i], (bool, np.bool_)):
-                refuse(i, "a bool", type(a[i]).__name__)
-        return fn(*a)
-
-    call.__name__ = kernel
-    call.__qualname__ = kernel
-    call.__doc__ = f"{module}.{kernel}, compiled ahead of time (arguments: {args})."
-    call.aot = fn
-    return call
-
-
 def _import(path: str, name: str):
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
@@ -279,7 +228,12 @@ def load(build: bool = True, quiet: bool = False):
             if failed:
                 _failure = failed
                 return None
-            _build_in_subprocess(directory, key, quiet)
+            try:
+                _build_in_subprocess(directory, key, quiet)
+            except BuildFailed as exc:
+                if not quiet:
+                    print(f"madpipe: {exc}; numba's JIT compiles the kernels instead", file=sys.stderr, flush=True)
+                raise
         _module = _import(path, module_name(key))
     except Exception as exc:  # a broken cache or build must not stop the command: JIT instead
         _failure = str(exc) if isinstance(exc, RuntimeError) else f"{type(exc).__name__}: {exc}"
@@ -293,8 +247,28 @@ def failure() -> str | None:
 
 def kernel(module: str, name: str):
     """The guarded ahead-of-time ``module.name`` from the loaded extension (after :func:`load`)."""
+    from madpipe.pipeline.kernels.guard import guard
+
     result, args = KERNELS[module][name]
-    return _guard(module, name, getattr(_module, export_name(module, name)), args)
+    return guard(module, name, getattr(_module, export_name(module, name)), args)
+
+
+def build_by_hand(force: bool = False) -> str:
+    """Build the extension unless it exists (``force``: again, replacing it whole); its path.
+
+    What ``madpipe build-kernels`` runs: whatever failed before is tried again. Raises
+    RuntimeError with the reason when it cannot be built."""
+    key, directory = source_key(), cache_dir()
+    try:
+        os.remove(_failure_file(directory))
+    except OSError:
+        pass
+    _build_in_subprocess(directory, key, quiet=False, again=force)
+    return module_path(key, directory)
+
+
+class BuildFailed(RuntimeError):
+    """The build subprocess failed (the reason is in the message and in build-failed.txt)."""
 
 
 def _previous_failure(directory: str, key: str) -> str | None:
@@ -309,8 +283,9 @@ def _previous_failure(directory: str, key: str) -> str | None:
     return rest.partition("\n")[0].strip() or "an earlier build failed"
 
 
-def _build_in_subprocess(directory: str, key: str, quiet: bool) -> None:
-    """Build the extension for ``key`` into ``directory`` (once, also with several processes)."""
+def _build_in_subprocess(directory: str, key: str, quiet: bool, again: bool = False) -> None:
+    """Build the extension for ``key`` into ``directory`` (once, also with several processes;
+    ``again``: even if it exists)."""
     import fcntl
     import subprocess
 
@@ -318,7 +293,7 @@ def _build_in_subprocess(directory: str, key: str, quiet: bool) -> None:
     path = module_path(key, directory)
     with open(os.path.join(directory, ".build.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a parallel job builds it: wait, then load its build
-        if os.path.exists(path):
+        if os.path.exists(path) and not again:
             return
         failed = _previous_failure(directory, key)  # or failed to, meanwhile
         if failed:
@@ -336,9 +311,7 @@ def _build_in_subprocess(directory: str, key: str, quiet: bool) -> None:
                    f"remove {_failure_file(directory)} to try again")
             with open(_failure_file(directory), "w") as f:
                 f.write(f"{key}\n{why}\n{proc.stderr[-4000:]}")
-            if not quiet:
-                print(f"madpipe: {why}; numba's JIT compiles the kernels instead", file=sys.stderr, flush=True)
-            raise RuntimeError(why)
+            raise BuildFailed(why)
         if not quiet:
             print(f"madpipe: kernels compiled in {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
 
@@ -353,47 +326,47 @@ def _last_error(text: str, returncode: int) -> str:
     return lines[-1] if lines else f"exit status {returncode}"
 
 
-def _release_the_gil() -> None:
-    """Make pycc's wrappers release the GIL around each kernel, as numba's ``nogil=True`` does.
-
-    CC.export takes no compiler flags; pycc builds its wrappers with ``compiler.Flags()``, so
-    (in this build process only) that name is given flags with ``release_gil`` set. Without it a
-    reader thread could not walk the next chunk while the main thread snoops this one.
-    """
+@contextlib.contextmanager
+def _pycc_private_settings(host_features: bool):
+    """Inside the build process: pycc's wrappers release the GIL and, with ``host_features``,
+    its code generator targets the features this CPU reports (the module docstring says why and
+    what breaks when numba changes). Restored on exit."""
     import numba.pycc.compiler as pycc_compiler
+    from numba.core.codegen import AOTCPUCodegen
     from numba.core.compiler import Flags
+
+    if getattr(pycc_compiler, "Flags", None) is not Flags:
+        raise RuntimeError("numba.pycc.compiler.Flags is not numba's Flags: the GIL-releasing build "
+                           "needs updating for this numba")
+    if host_features and "_customize_tm_features" not in vars(AOTCPUCodegen):
+        raise RuntimeError("numba's AOTCPUCodegen has no _customize_tm_features: the host-CPU build "
+                           "needs updating for this numba")
 
     class GilReleasingFlags(Flags):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.release_gil = True
 
+    features = AOTCPUCodegen._customize_tm_features
     pycc_compiler.Flags = GilReleasingFlags
-
-
-def _with_the_host_features() -> None:
-    """Give the build the instruction set features this CPU reports, as numba's JIT does.
-
-    pycc's code generator names the host's CPU model but leaves its features to LLVM's defaults
-    for that model, which include instructions a VM may hide (AVX-512 on a guest that masks it):
-    such a build would load and then die on an illegal instruction. (In this build process only.)
-    """
-    from numba.core.codegen import AOTCPUCodegen
-
-    AOTCPUCodegen._customize_tm_features = lambda self: self._get_host_cpu_features()
+    if host_features:
+        AOTCPUCodegen._customize_tm_features = AOTCPUCodegen._get_host_cpu_features
+    try:
+        yield
+    finally:
+        pycc_compiler.Flags = Flags
+        AOTCPUCodegen._customize_tm_features = features
 
 
 def build(directory: str, key: str) -> str:
     """Compile every KERNELS entry into ``directory`` (run in a process with numba enabled)."""
-    import importlib
     import tempfile
-    import warnings
 
-    from numba.core.errors import NumbaPendingDeprecationWarning
     from numba.pycc import CC
 
-    warnings.simplefilter("ignore", NumbaPendingDeprecationWarning)
-    _release_the_gil()
+    from madpipe.pipeline.kernels import jit
+
+    jit.resolve()  # numba dispatchers: pycc compiles each entry with the helpers it calls
     os.makedirs(directory, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=directory, prefix=".build-") as tmp:
         cc = CC(module_name(key))
@@ -401,16 +374,17 @@ def build(directory: str, key: str) -> str:
         cc.verbose = False
         if host_cpu():
             cc.target_cpu = "host"  # see host_cpu: the key names this CPU
-            _with_the_host_features()
         for module, kernels in KERNELS.items():
             mod = importlib.import_module(f"madpipe.pipeline.{module}")
             for name, (result, args) in kernels.items():
                 fn = getattr(mod, name)
-                cc.export(export_name(module, name), numba_signature(result, args))(getattr(fn, "py_func", fn))
-        cc.compile()
+                cc.export(export_name(module, name), numba_signature(result, args))(fn.py_func)
+        with _pycc_private_settings(host_features=bool(host_cpu())):
+            cc.compile()
         built = [f for f in os.listdir(tmp) if f.startswith(module_name(key)) and f.endswith(".so")]
         if not built:
             raise RuntimeError(f"pycc wrote no module into {tmp}")
+        _import(os.path.join(tmp, built[0]), module_name(key))  # a build that does not load is not kept
         final = module_path(key, directory)
         os.replace(os.path.join(tmp, built[0]), final)  # atomic: a reader sees all of it or nothing
     _prune(directory, keep=KEEP_BUILDS)
@@ -434,7 +408,7 @@ def _prune(directory: str, keep: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m madpipe.pipeline.kernels.aot [--force]``: build the extension unless it exists; print its path."""
+    """``python -m madpipe.pipeline.kernels.aot [--force]``: ``madpipe build-kernels``."""
     argv = sys.argv[1:] if argv is None else argv
     if "--key" in argv:  # the build subprocess of _build_in_subprocess (numba on)
         key = argv[argv.index("--key") + 1]
@@ -443,17 +417,11 @@ def main(argv: list[str] | None = None) -> int:
                              f"those of key {key}")
         print(build(cache_dir(), key))
         return 0
-    path = module_path()
-    if "--force" in argv and os.path.exists(path):
-        os.remove(path)
     try:
-        os.remove(_failure_file(cache_dir()))  # asked by hand: try again whatever failed before
-    except OSError:
-        pass
-    if load() is None:
-        print(f"madpipe: {failure()}", file=sys.stderr)
+        print(build_by_hand(force="--force" in argv))
+    except RuntimeError as exc:
+        print(f"madpipe: {exc}", file=sys.stderr)
         return 1
-    print(path)
     return 0
 
 
