@@ -142,6 +142,7 @@ def check(module: str, result: dict) -> None:
     assert result["seconds"] < IMPORT_SECONDS, f"import {module} took {result['seconds']:.2f} s"
 
 
+@pytest.mark.slow  # ~100 processes: `-m "not slow"` keeps the probe's own tests below
 @pytest.mark.parametrize("module", MODULES)
 def test_import_starts_no_compiler_and_is_quick(module, imported):
     check(module, imported[module])
