@@ -103,6 +103,8 @@ def _compile(fn, args, kwargs):
         from madpipe.pipeline.kernels import aot
 
         module = fn.__module__.removeprefix("madpipe.pipeline.")
+        if module.startswith("madpipe.codecs."):
+            return fn  # a codecs rule a kernel module wraps (njit(wire.mad_start)): a helper too
         if module in aot.KERNELS:
             return aot.kernel(module, fn.__name__) if fn.__name__ in aot.KERNELS[module] else fn
     import numba
