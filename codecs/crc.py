@@ -9,18 +9,54 @@ Both were checked against the 43 frames of the real hardware capture in pcaps/.
 from __future__ import annotations
 
 import zlib
+from functools import lru_cache
 
-LNH_RAW = 0
-LNH_IP_NON_IBA = 1
-LNH_IBA_LOCAL = 2
-LNH_IBA_GLOBAL = 3
-
-LRH_SIZE = 8
-GRH_SIZE = 40
-ICRC_SIZE = 4
-VCRC_SIZE = 2
+from madpipe.codecs.wire import (
+    GRH_SIZE,
+    ICRC_SIZE,
+    LNH_IBA_GLOBAL,
+    LNH_IBA_LOCAL,
+    LRH_PKTLEN,
+    LRH_SIZE,
+    VCRC_SIZE,
+)
 
 _VCRC_POLY_REFLECTED = 0xD008
+CRC32_INIT = CRC32_XOROUT = 0xFFFFFFFF  # zlib's
+VCRC_INIT = VCRC_XOROUT = 0xFFFF
+
+# GRH bytes 0-3 hold IPVer:4 TClass:8 FlowLabel:20 and byte 7 the hop limit; BTH byte 4 is resv8a.
+_GRH_HOPLMT = 7
+_BTH_RESV8A = 4
+#: No byte at or past this one is masked: the LRH, a GRH and the BTH up to resv8a.
+ICRC_MASK_SPAN = LRH_SIZE + GRH_SIZE + _BTH_RESV8A + 1
+
+
+def icrc_mask(i, n, lnh):
+    """The bits of byte ``i`` that the ICRC takes as ones, in a packet of ``n`` bytes (LRH .. end
+    of payload) with LRH.LNH ``lnh``: 0 for most bytes.
+
+    IBA 7.8.1: with a GRH, the whole LRH, the GRH's traffic class, flow label and hop limit;
+    without one, the LRH's VL; either way the BTH's reserved byte. A GRH is masked only when
+    the packet holds all of it, and the BTH byte only when the packet goes past it. Plain
+    integer code: crc_kernels wraps it with njit, :func:`icrc_masked` calls it as it is.
+    """
+    if lnh == LNH_IBA_GLOBAL:
+        if i < LRH_SIZE:
+            return 0xFF
+        bth = LRH_SIZE + GRH_SIZE
+        if n >= bth:
+            if i == LRH_SIZE:
+                return 0x0F  # the traffic class's high nibble (IPVer is not variant)
+            if LRH_SIZE < i < LRH_SIZE + 4 or i == LRH_SIZE + _GRH_HOPLMT:
+                return 0xFF  # the rest of the traffic class and the flow label; the hop limit
+    else:
+        bth = LRH_SIZE
+        if i == 0:
+            return 0xF0
+    if i == bth + _BTH_RESV8A and n > bth + _BTH_RESV8A:
+        return 0xFF
+    return 0
 
 
 def _reflected_table(poly: int) -> tuple[int, ...]:
@@ -42,11 +78,11 @@ CRC32_TABLE = _reflected_table(0xEDB88320)
 
 def crc16_vcrc(data: bytes) -> int:
     """The VCRC of ``data`` (check value of b"123456789" is 0x0A3D)."""
-    crc = 0xFFFF
+    crc = VCRC_INIT
     table = VCRC_TABLE
     for b in data:
         crc = (crc >> 8) ^ table[(crc ^ b) & 0xFF]
-    return crc ^ 0xFFFF
+    return crc ^ VCRC_XOROUT
 
 
 def icrc_masked(packet: bytes) -> bytes:
@@ -55,23 +91,18 @@ def icrc_masked(packet: bytes) -> bytes:
     ``packet`` starts at the LRH and ends before the ICRC.
     """
     buf = bytearray(packet)
-    lnh = buf[1] & 0x3
-    if lnh == LNH_IBA_GLOBAL:
-        buf[0:LRH_SIZE] = b"\xff" * LRH_SIZE
-        if len(buf) >= LRH_SIZE + GRH_SIZE:
-            g = LRH_SIZE
-            buf[g] |= 0x0F  # traffic class, high nibble
-            buf[g + 1] = 0xFF  # traffic class low nibble | flow label high nibble
-            buf[g + 2] = 0xFF
-            buf[g + 3] = 0xFF  # flow label
-            buf[g + 7] = 0xFF  # hop limit
-        bth = LRH_SIZE + GRH_SIZE
-    else:
-        buf[0] |= 0xF0  # VL
-        bth = LRH_SIZE
-    if len(buf) > bth + 4:
-        buf[bth + 4] = 0xFF  # BTH resv8a
+    lnh = buf[1] & 3
+    if lnh == LNH_IBA_GLOBAL and len(buf) < LRH_SIZE:
+        buf += bytes(LRH_SIZE - len(buf))  # still a whole LRH of ones (the kernels agree)
+    for i, bits in _icrc_masks(lnh, min(len(buf), ICRC_MASK_SPAN)):
+        buf[i] |= bits
     return bytes(buf)
+
+
+@lru_cache(maxsize=None)
+def _icrc_masks(lnh: int, n: int) -> tuple[tuple[int, int], ...]:
+    """(byte, bits) that :func:`icrc_mask` sets in a packet of ``n`` bytes (at most ICRC_MASK_SPAN)."""
+    return tuple((i, bits) for i in range(n) if (bits := icrc_mask(i, n, lnh)))
 
 
 def icrc(packet: bytes) -> int:
@@ -91,7 +122,7 @@ def crc_layout(frame: bytes) -> tuple[int | None, int] | None:
     """
     if len(frame) < LRH_SIZE:
         return None
-    pktlen = ((frame[4] & 0x07) << 8) | frame[5]
+    pktlen = ((frame[LRH_PKTLEN] & 0x07) << 8) | frame[LRH_PKTLEN + 1]
     end = pktlen * 4
     if end + VCRC_SIZE > len(frame) or end < LRH_SIZE:
         return None

@@ -7,16 +7,17 @@ with the byte offset and the field, and everything before it is still decoded.
 from __future__ import annotations
 
 import ipaddress
-from madpipe.codecs import crc, gmp, mad, ib_headers as ibh
+from madpipe.codecs import crc, gmp, mad, ib_headers as ibh, wire
 from madpipe.codecs.compiled import compiled
+from madpipe.codecs.field_table import LAYER_KEYS
 
 MAD_CLASSES_SMP = (mad.IB_MGMT_CLASS_SUBN_LID_ROUTED, mad.IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE)
 
-LRH_KEYS = ("vl", "lver", "sl", "lnh", "dlid", "pktlen", "slid")
-BTH_KEYS = ("opcode", "se", "m", "padcnt", "tver", "pkey", "dqp", "a", "psn")
-GRH_KEYS = ("ipver", "tclass", "flow_label", "paylen", "nxthdr", "hoplmt", "sgid", "dgid")
-MAD_KEYS = ("base_version", "mgmt_class", "class_version", "method", "status",
-            "class_specific", "tid", "attr_id", "resv", "attr_mod")
+LRH_KEYS = LAYER_KEYS["lrh"]
+BTH_KEYS = LAYER_KEYS["bth"]
+GRH_KEYS = LAYER_KEYS["grh"]
+DETH_KEYS = LAYER_KEYS["deth"]
+MAD_KEYS = LAYER_KEYS["mad"]
 
 
 def _compiled(schema_name: str):
@@ -64,7 +65,7 @@ def decode_frame(data: bytes, frame: int | None = None, ts: float | None = None)
     if n < ibh.LRH_SIZE:
         d.problem(0, "lrh", f"frame of {n} bytes is shorter than the 8-byte LRH")
         return _finish(d)
-    lrh = _compiled("LRH").parse(data[:8])
+    lrh = _compiled("LRH").parse(data[:ibh.LRH_SIZE])
     out["lrh"] = {k: lrh[k] for k in LRH_KEYS}
     icrc_ok, vcrc_ok = crc.check_crcs(data)
     wire_len = lrh.pktlen * 4 + crc.VCRC_SIZE
@@ -73,35 +74,35 @@ def decode_frame(data: bytes, frame: int | None = None, ts: float | None = None)
     # End of the transport payload: before the ICRC and VCRC (of the bytes actually present).
     end = n - crc.VCRC_SIZE - (crc.ICRC_SIZE if crc.has_icrc(lrh.lnh) else 0)
     pos = ibh.LRH_SIZE
-    if lrh.lnh == crc.LNH_IBA_GLOBAL:
+    if lrh.lnh == wire.LNH_IBA_GLOBAL:
         if n < pos + ibh.GRH_SIZE:
-            d.problem(pos, "grh", f"LNH=3 but only {n - pos} bytes follow the LRH, GRH needs 40")
+            d.problem(pos, "grh", f"LNH=3 but only {n - pos} bytes follow the LRH, GRH needs {ibh.GRH_SIZE}")
             return _finish(d, icrc_ok, vcrc_ok)
-        grh = _compiled("GRH").parse(data[pos:pos + 40])
+        grh = _compiled("GRH").parse(data[pos:pos + ibh.GRH_SIZE])
         out["grh"] = {k: grh[k] for k in GRH_KEYS}
         out["grh"]["sgid"] = gid_text(grh.sgid)
         out["grh"]["dgid"] = gid_text(grh.dgid)
         pos += ibh.GRH_SIZE
-    elif lrh.lnh in (crc.LNH_RAW, crc.LNH_IP_NON_IBA):
+    elif lrh.lnh in (wire.LNH_RAW, wire.LNH_IP_NON_IBA):
         out["raw_len"] = max(end - pos, 0)  # raw packets: no transport headers, no MAD
         return _finish(d, icrc_ok, vcrc_ok)
     if n < pos + ibh.BTH_SIZE:
-        d.problem(pos, "bth", f"{n - pos} bytes left, BTH needs 12")
+        d.problem(pos, "bth", f"{n - pos} bytes left, BTH needs {ibh.BTH_SIZE}")
         return _finish(d, icrc_ok, vcrc_ok)
-    bth = _compiled("BTH").parse(data[pos:pos + 12])
+    bth = _compiled("BTH").parse(data[pos:pos + ibh.BTH_SIZE])
     out["bth"] = {k: bth[k] for k in BTH_KEYS}
     pos += ibh.BTH_SIZE
     if bth.opcode not in ibh.UD_OPCODES:
         out["payload_len"] = max(end - pos - bth.padcnt, 0)
         return _finish(d, icrc_ok, vcrc_ok)
     if n < pos + ibh.DETH_SIZE:
-        d.problem(pos, "deth", f"{n - pos} bytes left, DETH needs 8")
+        d.problem(pos, "deth", f"{n - pos} bytes left, DETH needs {ibh.DETH_SIZE}")
         return _finish(d, icrc_ok, vcrc_ok)
-    deth = _compiled("DETH").parse(data[pos:pos + 8])
-    out["deth"] = {"qkey": deth.qkey, "sqp": deth.sqp}
+    deth = _compiled("DETH").parse(data[pos:pos + ibh.DETH_SIZE])
+    out["deth"] = {k: deth[k] for k in DETH_KEYS}
     pos += ibh.DETH_SIZE
     if bth.opcode == ibh.OPCODE_UD_SEND_ONLY_IMM:
-        pos += 4  # immediate data
+        pos += wire.IMMDT_SIZE
     if bth.dqp not in (0, 1) and deth.sqp not in (0, 1):
         out["payload_len"] = max(end - pos - bth.padcnt, 0)  # UD datagram that is not a MAD (IPoIB...)
         return _finish(d, icrc_ok, vcrc_ok)
@@ -139,7 +140,7 @@ def decode_mad(raw: bytes, out: dict, d: FrameDecode | None = None, base: int = 
             h = s.hdr
             used = min(h.hop_cnt, 63)
             if h.hop_cnt > 63 and d is not None:
-                d.problem(base + 7, "smp.hop_cnt", f"hop count {h.hop_cnt} exceeds 63")
+                d.problem(base + wire.SMP_HOP_CNT, "smp.hop_cnt", f"hop count {h.hop_cnt} exceeds 63")
             # Path entry 0 is unused (IBA 14.2.2): hops 1..hop_cnt are the route.
             info.update(
                 hop_ptr=h.hop_ptr,
@@ -151,7 +152,8 @@ def decode_mad(raw: bytes, out: dict, d: FrameDecode | None = None, base: int = 
             )
         out["smp"] = info
         name = smp.attribute_name(hdr["attr_id"])
-        attr = plain(smp.attribute_schema(hdr["attr_id"], compiled=True).parse(raw[64:128]))
+        data = raw[wire.SMP_DATA:wire.SMP_DATA + wire.IB_SMP_DATA_SIZE]
+        attr = plain(smp.attribute_schema(hdr["attr_id"], compiled=True).parse(data))
         if hdr["attr_id"] == smp.IB_SMP_ATTR_PKEY_TABLE:
             attr = {"block": smp.pkey_block(hdr["attr_mod"]), **attr}
         out["attr"] = {"name": name, **attr}

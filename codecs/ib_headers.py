@@ -5,6 +5,26 @@ Every reserved bit is a field, so build(parse(x)) == x for all x. Names follow t
 """
 from construct import BitsInteger, BitStruct, Bytes, Bytewise
 
+# The headers' sizes and numbers are defined in wire (no construct: the kernels import them there).
+from madpipe.codecs.wire import (
+    BTH_SIZE,
+    DETH_SIZE,
+    GRH_SIZE,
+    IB_DEFAULT_PKEY_FULL,
+    IB_PERMISSIVE_LID,
+    IB_QP1_QKEY,
+    LRH_SIZE,
+    OPCODE_UD_SEND_ONLY,
+    OPCODE_UD_SEND_ONLY_IMM,
+    UD_OPCODES,
+)
+
+__all__ = [
+    "LRH", "GRH", "BTH", "DETH", "opcode_name",
+    "LRH_SIZE", "GRH_SIZE", "BTH_SIZE", "DETH_SIZE", "OPCODE_UD_SEND_ONLY", "OPCODE_UD_SEND_ONLY_IMM",
+    "UD_OPCODES", "IB_QP1_QKEY", "IB_DEFAULT_PKEY_FULL", "IB_PERMISSIVE_LID",
+]
+
 LRH = BitStruct(
     "vl" / BitsInteger(4),
     "lver" / BitsInteger(4),
@@ -51,21 +71,6 @@ DETH = BitStruct(
     "sqp" / BitsInteger(24),
 )
 DETH.__doc__ = """IBA 9.3.3 Datagram Extended Transport Header, 8 bytes: Q_Key and source QP."""
-
-LRH_SIZE = 8
-GRH_SIZE = 40
-BTH_SIZE = 12
-DETH_SIZE = 8
-
-# BTH opcodes (IBA 9.2 table 38) that carry a DETH; MADs travel as UD SEND only.
-OPCODE_UD_SEND_ONLY = 0x64
-OPCODE_UD_SEND_ONLY_IMM = 0x65
-UD_OPCODES = (OPCODE_UD_SEND_ONLY, OPCODE_UD_SEND_ONLY_IMM)
-
-# QP1's well-known Q_Key (IBA 13.5.1): every GMP carries it; QP0's SMPs ignore the Q_Key.
-IB_QP1_QKEY = 0x80010000
-IB_DEFAULT_PKEY_FULL = 0xFFFF
-IB_PERMISSIVE_LID = 0xFFFF
 
 _TRANSPORT = {0: "RC", 1: "UC", 2: "RD", 3: "UD", 4: "CNP", 5: "XRC"}
 _OPS = {

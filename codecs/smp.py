@@ -43,7 +43,33 @@ from construct import (
 )
 
 from madpipe.codecs.attributes import name_in, schema_in
-from madpipe.codecs.mad import IB_SMP_DIRECTION, MADHeader
+from madpipe.codecs.mad import MADHeader
+
+# The attribute IDs and sizes are defined in wire (no construct: the kernels import them there).
+from madpipe.codecs.wire import (
+    IB_SMP_ATTR_GUID_INFO,
+    IB_SMP_ATTR_LED_INFO,
+    IB_SMP_ATTR_LINEAR_FORWARD_TABLE,
+    IB_SMP_ATTR_MCAST_FORWARD_TABLE,
+    IB_SMP_ATTR_NODE_DESC,
+    IB_SMP_ATTR_NODE_INFO,
+    IB_SMP_ATTR_NOTICE,
+    IB_SMP_ATTR_PKEY_TABLE,
+    IB_SMP_ATTR_PORT_INFO,
+    IB_SMP_ATTR_RANDOM_FORWARD_TABLE,
+    IB_SMP_ATTR_SL_TO_VL_TABLE,
+    IB_SMP_ATTR_SM_INFO,
+    IB_SMP_ATTR_SWITCH_INFO,
+    IB_SMP_ATTR_VENDOR_DIAG,
+    IB_SMP_ATTR_VENDOR_MASK,
+    IB_SMP_ATTR_VL_ARB_TABLE,
+    IB_SMP_DATA_SIZE,
+    IB_SMP_DIRECTION,
+    IB_SMP_MAX_PATH_HOPS,
+    NODE_TYPE_CA,
+    NODE_TYPE_ROUTER,
+    NODE_TYPE_SWITCH,
+)
 
 __all__ = [
     "IB_SMP_DATA_SIZE",
@@ -102,31 +128,10 @@ __all__ = [
     "node_description_text",
 ]
 
-IB_SMP_DATA_SIZE = 64
-IB_SMP_MAX_PATH_HOPS = 64
-
-# Subnet management attribute IDs (include/rdma/ib_smi.h IB_SMP_ATTR_*).
-IB_SMP_ATTR_NOTICE = 0x0002
-IB_SMP_ATTR_NODE_DESC = 0x0010
-IB_SMP_ATTR_NODE_INFO = 0x0011
-IB_SMP_ATTR_SWITCH_INFO = 0x0012
-IB_SMP_ATTR_GUID_INFO = 0x0014
-IB_SMP_ATTR_PORT_INFO = 0x0015
-IB_SMP_ATTR_PKEY_TABLE = 0x0016
-IB_SMP_ATTR_SL_TO_VL_TABLE = 0x0017
-IB_SMP_ATTR_VL_ARB_TABLE = 0x0018
-IB_SMP_ATTR_LINEAR_FORWARD_TABLE = 0x0019
-IB_SMP_ATTR_RANDOM_FORWARD_TABLE = 0x001A
-IB_SMP_ATTR_MCAST_FORWARD_TABLE = 0x001B
-IB_SMP_ATTR_SM_INFO = 0x0020
-IB_SMP_ATTR_VENDOR_DIAG = 0x0030
-IB_SMP_ATTR_LED_INFO = 0x0031
-IB_SMP_ATTR_VENDOR_MASK = 0xFF00  # 0xFF00-0xFFFF are vendor-specific attributes
-
 IB_NUM_PKEY_ELEMENTS_IN_BLOCK = 32
 
 # Value names (IBA 14.2.5.3 NodeType, 14.2.5.6 PortState/PortPhysicalState, 14.2.5.13 SMState).
-NODE_TYPE_NAMES = {1: "CA", 2: "Switch", 3: "Router"}
+NODE_TYPE_NAMES = {NODE_TYPE_CA: "CA", NODE_TYPE_SWITCH: "Switch", NODE_TYPE_ROUTER: "Router"}
 PORT_STATE_NAMES = {0: "NoChange", 1: "Down", 2: "Init", 3: "Armed", 4: "Active"}
 PHYS_PORT_STATE_NAMES = {
     0: "NoChange",

@@ -129,6 +129,7 @@ class Bench:
 
     # -- groups ---------------------------------------------------------------------------
     def snoop(self) -> None:
+        from madpipe.codecs import mad as madc
         from madpipe.codecs import smp as smpc
         from madpipe.pipeline.bench import kernels as kernels_bench
         from madpipe.pipeline.mlx4 import snoop
@@ -161,7 +162,9 @@ class Bench:
             for i, m in enumerate(raw):
                 s = hdr_s.parse(m)
                 h = s.hdr
-                if h.mgmt_class in (1, 0x81) and h.method == 2 and h.attr_id == 0x16 and not status[i]:
+                if (h.mgmt_class in (madc.IB_MGMT_CLASS_SUBN_LID_ROUTED, madc.IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE)
+                        and h.method == madc.IB_MGMT_METHOD_SET and h.attr_id == smpc.IB_SMP_ATTR_PKEY_TABLE
+                        and not status[i]):
                     keys = smp_s.parse(s.data).pkeys
                     first = (int(port_num[i]) - 1) * 128 + (h.attr_mod & 0xFFFF) * 32
                     if first + 32 <= 256:

@@ -8,42 +8,41 @@ from __future__ import annotations
 
 import numpy as np
 
-from madpipe.codecs import mad as madc
 from madpipe.codecs import qpc
-from madpipe.codecs import smp as smpc
+from madpipe.codecs import wire as w
 
 
 def sm_mads(n: int, seed: int = 1, change_rate: float = 0.10):
     """(mads uint8[n, 256], port_num uint8[n], status uint16[n]), deterministic for a seed."""
     rng = np.random.default_rng(seed)
-    mads = np.zeros((n, 256), np.uint8)
+    mads = np.zeros((n, w.MAD_SIZE), np.uint8)
     mads[:, 0] = 1  # base_version
     mads[:, 2] = 1  # class_version
     kind = rng.random(n)
     # 70% P_KeyTable SMPs, 15% other SMP attributes, 15% GMPs (SA, PerfMgt).
-    cls = np.where(rng.random(n) < 0.5, madc.IB_MGMT_CLASS_SUBN_LID_ROUTED, madc.IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE)
-    cls = np.where(kind >= 0.85, rng.choice([madc.IB_MGMT_CLASS_SUBN_ADM, madc.IB_MGMT_CLASS_PERF_MGMT], n), cls)
-    mads[:, 1] = cls
-    method = rng.choice([madc.IB_MGMT_METHOD_GET, madc.IB_MGMT_METHOD_SET, madc.IB_MGMT_METHOD_GET_RESP], n,
+    cls = np.where(rng.random(n) < 0.5, w.IB_MGMT_CLASS_SUBN_LID_ROUTED, w.IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE)
+    cls = np.where(kind >= 0.85, rng.choice([w.IB_MGMT_CLASS_SUBN_ADM, w.IB_MGMT_CLASS_PERF_MGMT], n), cls)
+    mads[:, w.MAD_MGMT_CLASS] = cls
+    method = rng.choice([w.IB_MGMT_METHOD_GET, w.IB_MGMT_METHOD_SET, w.IB_MGMT_METHOD_GET_RESP], n,
                         p=[0.2, 0.6, 0.2])
-    mads[:, 3] = method
-    attr = np.where(kind < 0.70, smpc.IB_SMP_ATTR_PKEY_TABLE,
-                    rng.choice([smpc.IB_SMP_ATTR_NODE_INFO, smpc.IB_SMP_ATTR_SWITCH_INFO,
-                                smpc.IB_SMP_ATTR_LINEAR_FORWARD_TABLE], n))
-    mads[:, 16] = attr >> 8
-    mads[:, 17] = attr & 0xFF
-    mads[:, 8:16] = rng.integers(0, 256, (n, 8), dtype=np.uint8)  # TID
+    mads[:, w.MAD_METHOD] = method
+    attr = np.where(kind < 0.70, w.IB_SMP_ATTR_PKEY_TABLE,
+                    rng.choice([w.IB_SMP_ATTR_NODE_INFO, w.IB_SMP_ATTR_SWITCH_INFO,
+                                w.IB_SMP_ATTR_LINEAR_FORWARD_TABLE], n))
+    mads[:, w.MAD_ATTR_ID] = attr >> 8
+    mads[:, w.MAD_ATTR_ID + 1] = attr & 0xFF
+    mads[:, w.MAD_TID:w.MAD_TID + 8] = rng.integers(0, 256, (n, 8), dtype=np.uint8)
     block = rng.integers(0, 4, n)
-    mads[:, 23] = block
+    mads[:, w.MAD_ATTR_MOD + 3] = block
     # P_Keys: a stable table (full-member keys), changed in a fraction of the MADs.
     base = np.zeros(128, np.uint16)
-    base[0] = 0xFFFF
+    base[0] = w.IB_DEFAULT_PKEY_FULL
     base[1:16] = 0x8000 | rng.integers(1, 0x7FFF, 15)
     pkeys = np.broadcast_to(base.reshape(4, 32), (n, 4, 32))[np.arange(n), block].copy()
     change = rng.random(n) < change_rate
     idx = rng.integers(0, 32, n)
     pkeys[change, idx[change]] ^= rng.integers(1, 0x7FFF, int(change.sum())).astype(np.uint16)
-    mads[:, 64:128] = pkeys.astype(">u2").view(np.uint8).reshape(n, 64)
+    mads[:, w.SMP_DATA:w.SMP_DATA + w.IB_SMP_DATA_SIZE] = pkeys.astype(">u2").view(np.uint8).reshape(n, 64)
     port_num = rng.integers(1, 3, n).astype(np.uint8)
     status = np.where(rng.random(n) < 0.02, 0x1C, 0).astype(np.uint16)
     return mads, port_num, status
@@ -69,7 +68,7 @@ def qp_commands(n: int, seed: int = 2, base_proxy_sqpn: int = 0x48):
     return mboxes, transition, slave, qpn
 
 
-FRAME_LEN = 8 + 12 + 8 + 256 + 4 + 2  # LRH BTH DETH MAD ICRC VCRC: a local MAD on the wire
+FRAME_LEN = w.LRH_SIZE + w.BTH_SIZE + w.DETH_SIZE + w.MAD_SIZE + w.ICRC_SIZE + w.VCRC_SIZE  # a local MAD
 
 
 def mad_frames(mads: np.ndarray, seed: int = 3, ports: int = 1024) -> np.ndarray:
@@ -82,28 +81,32 @@ def mad_frames(mads: np.ndarray, seed: int = 3, ports: int = 1024) -> np.ndarray
     n = len(mads)
     rng = np.random.default_rng(seed)
     rows = np.zeros((n, FRAME_LEN), np.uint8)
-    is_smp = (mads[:, 1] == madc.IB_MGMT_CLASS_SUBN_LID_ROUTED) | (mads[:, 1] == madc.IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE)
-    dr = mads[:, 1] == madc.IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE
+    cls = mads[:, w.MAD_MGMT_CLASS]
+    is_smp = (cls == w.IB_MGMT_CLASS_SUBN_LID_ROUTED) | (cls == w.IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE)
+    dr = cls == w.IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE
     rows[:, 0] = np.where(is_smp, 0xF0, 0x00)  # VL15 for SMPs, LVer 0
-    rows[:, 1] = 0x02  # SL 0, LNH 2 (local)
+    rows[:, 1] = w.LNH_IBA_LOCAL  # SL 0
     port_lid = rng.integers(2, ports + 2, n)
-    response = (mads[:, 3] & madc.IB_MGMT_METHOD_RESP) != 0
+    response = (mads[:, w.MAD_METHOD] & w.IB_MGMT_METHOD_RESP) != 0
     lid = np.stack([np.where(response, 1, port_lid), np.where(response, port_lid, 1)], axis=1)  # dlid, slid
-    lid[dr] = 0xFFFF  # directed route: permissive LIDs
-    rows[:, 2], rows[:, 3] = lid[:, 0] >> 8, lid[:, 0] & 0xFF
-    pktlen = (FRAME_LEN - 2) // 4
-    rows[:, 4], rows[:, 5] = pktlen >> 8, pktlen & 0xFF
-    rows[:, 6], rows[:, 7] = lid[:, 1] >> 8, lid[:, 1] & 0xFF
-    rows[:, 8] = 0x64  # BTH: UD SEND only
-    rows[:, 10:12] = 0xFF  # P_Key 0xFFFF
+    lid[dr] = w.IB_PERMISSIVE_LID
+    rows[:, w.LRH_DLID], rows[:, w.LRH_DLID + 1] = lid[:, 0] >> 8, lid[:, 0] & 0xFF
+    pktlen = (FRAME_LEN - w.VCRC_SIZE) // 4
+    rows[:, w.LRH_PKTLEN], rows[:, w.LRH_PKTLEN + 1] = pktlen >> 8, pktlen & 0xFF
+    rows[:, w.LRH_SLID], rows[:, w.LRH_SLID + 1] = lid[:, 1] >> 8, lid[:, 1] & 0xFF
+    bth = w.LRH_SIZE
+    deth = bth + w.BTH_SIZE
+    rows[:, bth + w.BTH_OPCODE] = w.OPCODE_UD_SEND_ONLY
+    rows[:, bth + w.BTH_PKEY:bth + w.BTH_PKEY + 2] = 0xFF  # the default P_Key, 0xFFFF
     qp = np.where(is_smp, 0, 1).astype(np.uint8)
-    rows[:, 15] = qp  # DestQP
+    rows[:, bth + w.BTH_DEST_QP + 2] = qp
     psn = rng.integers(0, 1 << 24, n)
-    rows[:, 17], rows[:, 18], rows[:, 19] = psn >> 16, (psn >> 8) & 0xFF, psn & 0xFF
-    qkey = np.where(is_smp, 0, 0x80010000).astype(">u4").view(np.uint8).reshape(n, 4)
-    rows[:, 20:24] = qkey
-    rows[:, 27] = qp  # SrcQP
-    rows[:, 28:284] = mads
+    p = bth + w.BTH_PSN
+    rows[:, p], rows[:, p + 1], rows[:, p + 2] = psn >> 16, (psn >> 8) & 0xFF, psn & 0xFF
+    qkey = np.where(is_smp, 0, w.IB_QP1_QKEY).astype(">u4").view(np.uint8).reshape(n, 4)
+    rows[:, deth + w.DETH_QKEY:deth + w.DETH_QKEY + 4] = qkey
+    rows[:, deth + w.DETH_SRC_QP + 2] = qp
+    rows[:, deth + w.DETH_SIZE:deth + w.DETH_SIZE + w.MAD_SIZE] = mads
     seal_rows(rows, np.full(n, FRAME_LEN, np.int64))
     return rows
 

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from functools import lru_cache
 
 import numpy as np
 
-from madpipe.codecs import mad, smp
+from madpipe.codecs import mad, smp, wire
 from madpipe.codecs.errors import require
+from madpipe.codecs.field_table import HeaderField, header_field, header_fields
 from madpipe.codecs.frame import attr_name
 
 #: Frame columns, in order, with their pandas dtypes (nullable: <NA> where a frame lacks the layer).
@@ -49,6 +51,7 @@ FRAME_COLUMNS = {
 
 DATA_EXTRA = "data"  # pip install 'madpipe[data]'
 SMP_CLASSES = (mad.IB_MGMT_CLASS_SUBN_LID_ROUTED, mad.IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE)
+_BTH_OFFSET = np.array([wire.bth_offset(lnh) for lnh in range(4)], np.int64)  # by LRH.LNH
 
 
 
@@ -58,15 +61,8 @@ def flat_record(record: dict, length: int | None = None) -> dict:
     row["frame"] = record.get("frame")
     row["ts"] = record.get("ts")
     row["length"] = length
-    for layer, keys in (("lrh", ("vl", "lver", "sl", "lnh", "dlid", "pktlen", "slid")),
-                        ("grh", ("sgid", "dgid")), ("bth", ("opcode", "pkey", "dqp", "psn")),
-                        ("deth", ("qkey", "sqp")),
-                        ("mad", ("base_version", "mgmt_class", "class_version", "method", "status",
-                                 "class_specific", "tid", "attr_id", "attr_mod")),
-                        ("smp", ("m_key", "hop_ptr", "hop_cnt", "dr_slid", "dr_dlid"))):
-        values = record.get(layer) or {}
-        for key in keys:
-            row[key] = values.get(key)
+    for f in _header_columns():
+        row[f.name] = (record.get(f.layer) or {}).get(f.name)
     s = record.get("smp") or {}
     if "initial_path" in s:
         row["dr_path"] = ",".join(map(str, s["initial_path"]))
@@ -131,58 +127,61 @@ def _row_hash(rows: np.ndarray) -> np.ndarray:
     return h
 
 
+@lru_cache(maxsize=None)
+def _header_columns() -> tuple[HeaderField, ...]:
+    """The header fields that are columns (FRAME_COLUMNS names them as decode_frame's keys)."""
+    return tuple(f for f in header_fields() if f.name in FRAME_COLUMNS)
+
+
+def _field(d: np.ndarray, base, f: HeaderField) -> np.ndarray:
+    """The integer field ``f`` (up to 64 bits) of each row of ``d`` whose layer starts at ``base``."""
+    end = f.bit + f.width
+    value = _be(d, np.zeros(len(d), np.int64) + base + f.offset, (end + 7) // 8)
+    return (value >> np.uint64(-end % 8)) & np.uint64((1 << f.width) - 1)
+
+
 def _fast_rows(cols: _Columns, fast: np.ndarray, fb) -> None:
-    """Fill the rows ``fast`` of a FrameBatch: complete MAD frames whose PktLen agrees."""
+    """Fill the rows ``fast`` of a FrameBatch: complete MAD frames whose PktLen agrees.
+
+    Every header column is read at the offset the field table gives (codecs.field_table)."""
     from madpipe.pipeline.decode import crc_kernels as kernels_crc
 
     d = fb.data[fast]
     n = len(fast)
     length = fb.length[fast]
-    zero = np.zeros(n, np.int64)
     lnh = d[:, 1] & 3
-    cols.put("vl", fast, d[:, 0] >> 4)
-    cols.put("lver", fast, d[:, 0] & 0xF)
-    cols.put("sl", fast, d[:, 1] >> 4)
-    cols.put("lnh", fast, lnh)
-    cols.put("dlid", fast, _be(d, zero + 2, 2))
-    cols.put("pktlen", fast, _be(d, zero + 4, 2) & np.uint64(0x7FF))
-    cols.put("slid", fast, _be(d, zero + 6, 2))
-    glob = np.flatnonzero(lnh == 3)
-    for j in glob.tolist():
-        cols.put("sgid", fast[j], str(ipaddress.IPv6Address(d[j, 16:32].tobytes())))
-        cols.put("dgid", fast[j], str(ipaddress.IPv6Address(d[j, 32:48].tobytes())))
-    bth = np.where(lnh == 3, 48, 8).astype(np.int64)
-    cols.put("opcode", fast, d[np.arange(n), bth])
-    cols.put("pkey", fast, _be(d, bth + 2, 2))
-    cols.put("dqp", fast, _be(d, bth + 5, 3))
-    cols.put("psn", fast, _be(d, bth + 9, 3))
-    cols.put("qkey", fast, _be(d, bth + 12, 4))
-    cols.put("sqp", fast, _be(d, bth + 17, 3))
+    bth = _BTH_OFFSET[lnh]
     mo = fb.mad_offset[fast].astype(np.int64)
-    cls = d[np.arange(n), mo + 1]
-    method = d[np.arange(n), mo + 3]
-    attr_id = _be(d, mo + 16, 2)
-    attr_mod = _be(d, mo + 20, 4)
-    for name, off, width in (("base_version", 0, 1), ("mgmt_class", 1, 1), ("class_version", 2, 1),
-                             ("method", 3, 1), ("status", 4, 2), ("class_specific", 6, 2), ("tid", 8, 8)):
-        cols.put(name, fast, _be(d, mo + off, width))
-    cols.put("attr_id", fast, attr_id)
-    cols.put("attr_mod", fast, attr_mod)
+    base = {"lrh": 0, "bth": bth, "deth": bth + wire.BTH_SIZE, "mad": mo}
+    smp_fields = {}
+    for f in _header_columns():
+        if f.layer in base:
+            cols.put(f.name, fast, _field(d, base[f.layer], f))
+        elif f.layer == "smp":
+            smp_fields[f.name] = f
+    glob = np.flatnonzero(lnh == wire.LNH_IBA_GLOBAL)
+    for name in ("sgid", "dgid"):
+        at = wire.LRH_SIZE + header_field("grh", name).offset
+        for j in glob.tolist():
+            cols.put(name, fast[j], str(ipaddress.IPv6Address(d[j, at:at + 16].tobytes())))
+    cls = cols.values["mgmt_class"][fast]
+    method = cols.values["method"][fast]
+    attr_id = cols.values["attr_id"][fast].astype(np.uint64)
+    attr_mod = cols.values["attr_mod"][fast].astype(np.uint64)
     is_smp = np.isin(cls, SMP_CLASSES)
     sm = fast[is_smp]
-    cols.put("m_key", sm, _be(d[is_smp], mo[is_smp] + 24, 8))
+    cols.put("m_key", sm, _field(d[is_smp], mo[is_smp], smp_fields.pop("m_key")))
     is_dr = cls == mad.IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE
     dr = np.flatnonzero(is_dr)
     if len(dr):
         dd, dmo = d[dr], mo[dr]
-        hops = dd[np.arange(len(dr)), dmo + 7]
-        cols.put("hop_ptr", fast[dr], dd[np.arange(len(dr)), dmo + 6])
-        cols.put("hop_cnt", fast[dr], hops)
-        cols.put("dr_slid", fast[dr], _be(dd, dmo + 32, 2))
-        cols.put("dr_dlid", fast[dr], _be(dd, dmo + 34, 2))
+        for name, f in smp_fields.items():  # hop_ptr, hop_cnt, dr_slid, dr_dlid
+            cols.put(name, fast[dr], _field(dd, dmo, f))
+        hops = cols.values["hop_cnt"][fast[dr]]
         # Path entries 1..hop_cnt (hop_cnt <= 63 here); one string per distinct route.
         hop = np.arange(63)
-        route = dd[np.arange(len(dr))[:, None], dmo[:, None] + 129 + hop]
+        path = header_field("smp", "initial_path").offset + 1
+        route = dd[np.arange(len(dr))[:, None], dmo[:, None] + path + hop]
         route[hop >= hops[:, None]] = 0
         key = np.column_stack([hops, route])
         _, first, which = np.unique(_row_hash(key), return_index=True, return_inverse=True)

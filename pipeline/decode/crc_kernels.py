@@ -5,35 +5,22 @@ the frame. Used to build and check large captures without a Python loop per fram
 """
 import numpy as np
 
-from madpipe.codecs.crc import CRC32_TABLE as CRC32_TABLE_PY
-from madpipe.codecs.crc import VCRC_TABLE
+from madpipe.codecs import crc
+from madpipe.codecs.crc import CRC32_INIT, CRC32_XOROUT, VCRC_INIT, VCRC_XOROUT
+from madpipe.codecs.wire import ICRC_SIZE, VCRC_SIZE
 from madpipe.pipeline.kernels.jit import njit
 
 
-CRC32_TABLE = np.array(CRC32_TABLE_PY, np.uint32)
-VCRC_TABLE_NP = np.array(VCRC_TABLE, np.uint32)
+CRC32_TABLE = np.array(crc.CRC32_TABLE, np.uint32)
+VCRC_TABLE_NP = np.array(crc.VCRC_TABLE, np.uint32)
+
+icrc_mask = njit(crc.icrc_mask)
 
 
 @njit
 def icrc_masked_byte(buf, off, i, n, lnh):
     """Byte i of crc.icrc_masked(packet) for a packet of n bytes at buf[off] (n >= 8 when lnh == 3)."""
-    b = buf[off + i]
-    if lnh == 3:
-        bth = 48
-        if i < 8:
-            return 0xFF
-        if n >= 48:
-            if i == 8:
-                return b | 0x0F
-            if i == 9 or i == 10 or i == 11 or i == 15:
-                return 0xFF
-    else:
-        bth = 8
-        if i == 0:
-            b = b | 0xF0
-    if i == bth + 4 and n > bth + 4:
-        return 0xFF
-    return b
+    return buf[off + i] | icrc_mask(i, n, lnh)
 
 
 @njit
@@ -42,23 +29,23 @@ def icrc_rows(rows, length, crc32_table, out):
     flat = rows.reshape(-1)
     width = rows.shape[1]
     for n in range(rows.shape[0]):
-        end = length[n] - 6
+        end = length[n] - ICRC_SIZE - VCRC_SIZE
         lnh = rows[n, 1] & 3
-        c = np.uint32(0xFFFFFFFF)
+        c = np.uint32(CRC32_INIT)
         for i in range(end):
             b = icrc_masked_byte(flat, n * width, i, end, lnh)
             c = crc32_table[(c ^ np.uint32(b)) & np.uint32(0xFF)] ^ (c >> np.uint32(8))
-        out[n] = c ^ np.uint32(0xFFFFFFFF)
+        out[n] = c ^ np.uint32(CRC32_XOROUT)
 
 
 @njit
 def vcrc_rows(rows, length, vcrc_table, out):
     """out[n] = VCRC of rows[n, :length[n] - 2] (everything from the LRH through the ICRC)."""
     for n in range(rows.shape[0]):
-        c = np.uint32(0xFFFF)
-        for i in range(length[n] - 2):
+        c = np.uint32(VCRC_INIT)
+        for i in range(length[n] - VCRC_SIZE):
             c = (c >> np.uint32(8)) ^ vcrc_table[(c ^ np.uint32(rows[n, i])) & np.uint32(0xFF)]
-        out[n] = c ^ np.uint32(0xFFFF)
+        out[n] = c ^ np.uint32(VCRC_XOROUT)
 
 
 def seal_rows(rows: np.ndarray, length: np.ndarray) -> None:

@@ -4,7 +4,8 @@
 than the frame is worth (~200 us). Here a frame that decodes cleanly (a whole LRH, GRH, BTH,
 DETH and 256-byte MAD, PktLen right, hop count <= 63) is written straight from its bytes:
 
-- the headers with ``int.from_bytes``/``struct`` and one ``%`` template per layer;
+- the headers with ``int.from_bytes``/``struct`` and one ``%`` template per layer, each field
+  checked against the table of ``madpipe.codecs.field_table`` (tests/test_field_table.py);
 - each attribute with a formatter generated for it on first use: its field layout is read off
   the attribute's own construct schema by parsing a few probe buffers (all zeros, all ones, and
   one per bit of the bit index: bit b of the data set in probe j when bit j of b is 1), which
@@ -29,7 +30,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from madpipe.codecs import gmp, mad
+from madpipe.codecs import gmp, mad, wire
 from madpipe.codecs.frame import decode_frame, plain
 from madpipe.pipeline.decode import crc_kernels as kc
 from madpipe.pipeline.decode import kernels as kd
@@ -193,40 +194,24 @@ def frame_json(data: bytes, frame: int, ts: float, icrc: int, vcrc: int) -> str 
     ``icrc``/``vcrc`` are the kernels_decode codes of its CRC checks.
     """
     n = len(data)
-    if n < 10 or ((data[4] & 7) << 8 | data[5]) * 4 + 2 != n:
-        return None
+    start = wire.mad_start(data, 0, n)
+    if start < 0 or ((data[4] & 7) << 8 | data[5]) * 4 + wire.VCRC_SIZE != n:
+        return None  # no whole MAD, or PktLen disagrees: decode_frame says why
     b1 = data[1]
     lnh = b1 & 3
     head = _LRH_JSON % (frame, ts, data[0] >> 4, data[0] & 15, b1 >> 4, lnh, data[2] << 8 | data[3],
                         (data[4] & 7) << 8 | data[5], data[6] << 8 | data[7])
-    if lnh == 2:
-        pos = 8
-        grh = ""
-    elif lnh == 3:
-        if n < 48:
-            return None
+    if lnh == wire.LNH_IBA_GLOBAL:
         w0 = int.from_bytes(data[8:12], "big")
         grh = _GRH_JSON % (w0 >> 28, (w0 >> 20) & 0xFF, w0 & 0xFFFFF, data[12] << 8 | data[13], data[14], data[15],
                            _gid(data[16:32]), _gid(data[32:48]))
-        pos = 48
     else:
-        return None
-    if n < pos + 20:
-        return None
+        grh = ""
+    pos = wire.bth_offset(lnh)
     opcode = data[pos]
-    if opcode == 0x64:
-        start = pos + 20
-    elif opcode == 0x65:
-        start = pos + 24
-    else:
-        return None
     b = data[pos + 1]
     dqp = int.from_bytes(data[pos + 5:pos + 8], "big")
     sqp = int.from_bytes(data[pos + 17:pos + 20], "big")
-    if dqp > 1 and sqp > 1:
-        return None
-    if n - 6 - start < mad.MAD_SIZE:
-        return None
     raw = data[start:start + mad.MAD_SIZE]
     bth = _BTH_JSON % (opcode, b >> 7, (b >> 6) & 1, (b >> 4) & 3, b & 15, data[pos + 2] << 8 | data[pos + 3], dqp,
                        data[pos + 8] >> 7, int.from_bytes(data[pos + 9:pos + 12], "big"),
@@ -247,7 +232,7 @@ def frame_json(data: bytes, frame: int, ts: float, icrc: int, vcrc: int) -> str 
             parts.append(',"smp":{"m_key":%d}' % m_key)
         name, fmt, schema = FORMATTERS.for_smp(attr_id)
         members = _attr_members(fmt, schema, raw[64:128])
-        block = ',"block":%d' % (attr_mod & 0xFFFF) if attr_id == 0x0016 else ""
+        block = ',"block":%d' % (attr_mod & 0xFFFF) if attr_id == wire.IB_SMP_ATTR_PKEY_TABLE else ""
         parts.append(',"attr":{"name":%s%s%s%s}' % (json.dumps(name), block, "," if members else "", members))
     elif cls == mad.IB_MGMT_CLASS_PERF_MGMT and _is_perf_attr(attr_id):
         name, fmt, schema = FORMATTERS.for_perf(attr_id)

@@ -11,6 +11,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from madpipe.codecs.wire import (
+    IB_MGMT_METHOD_GET_RESP,
+    IB_MGMT_METHOD_SET,
+    IB_SMP_ATTR_NODE_INFO,
+    IB_SMP_ATTR_SWITCH_INFO,
+    MAD_ATTR_ID,
+    MAD_ATTR_MOD,
+    NODE_INFO_NODE_TYPE,
+    NODE_INFO_PARTITION_CAP,
+    NODE_TYPE_SWITCH,
+    PORT_INFO_LID,
+    SWITCH_INFO_PARTITION_ENFORCEMENT_CAP,
+)
 from madpipe.pipeline.kernels.jit import njit
 
 MLX4_MAX_PORTS = 2
@@ -207,10 +220,6 @@ FACT_LID_P0 = 5  # the same, port 0 only (a switch's LID)
 FACT_SEEN_P0 = 6
 FACTS = 7
 
-ATTR_NODE_INFO = 0x11
-ATTR_SWITCH_INFO = 0x12
-NODE_TYPE_SWITCH = 2
-
 
 @njit
 def learn_routes(ids, hdr, data, seen, facts):
@@ -224,20 +233,22 @@ def learn_routes(ids, hdr, data, seen, facts):
     """
     for j in range(ids.shape[0]):
         r = ids[j]
-        attr = hdr[j, 17]
-        if attr == ATTR_NODE_INFO:
-            facts[r, FACT_SWITCH] = 1 if data[j, 2] == NODE_TYPE_SWITCH else 0
-            facts[r, FACT_NODE_CAP] = (np.int64(data[j, 28]) << 8) | np.int64(data[j, 29])
-        elif attr == ATTR_SWITCH_INFO:
-            facts[r, FACT_SWITCH_CAP] = (np.int64(data[j, 14]) << 8) | np.int64(data[j, 15])
+        attr = hdr[j, MAD_ATTR_ID + 1]  # snoop_smps keeps only IDs below 0x100
+        if attr == IB_SMP_ATTR_NODE_INFO:
+            facts[r, FACT_SWITCH] = 1 if data[j, NODE_INFO_NODE_TYPE] == NODE_TYPE_SWITCH else 0
+            facts[r, FACT_NODE_CAP] = ((np.int64(data[j, NODE_INFO_PARTITION_CAP]) << 8)
+                                       | np.int64(data[j, NODE_INFO_PARTITION_CAP + 1]))
+        elif attr == IB_SMP_ATTR_SWITCH_INFO:
+            facts[r, FACT_SWITCH_CAP] = ((np.int64(data[j, SWITCH_INFO_PARTITION_ENFORCEMENT_CAP]) << 8)
+                                         | np.int64(data[j, SWITCH_INFO_PARTITION_ENFORCEMENT_CAP + 1]))
         else:
-            lid = (np.int64(data[j, 16]) << 8) | np.int64(data[j, 17])
+            lid = (np.int64(data[j, PORT_INFO_LID]) << 8) | np.int64(data[j, PORT_INFO_LID + 1])
             if lid == 0:
                 continue
             facts[r, FACT_LID_ANY] = lid
             if facts[r, FACT_SEEN_ANY] < 0:
                 facts[r, FACT_SEEN_ANY] = seen
-            if hdr[j, 23] == 0:
+            if hdr[j, MAD_ATTR_MOD + 3] == 0:  # PortInfo of port 0 (attr_mod's low byte)
                 facts[r, FACT_LID_P0] = lid
                 if facts[r, FACT_SEEN_P0] < 0:
                     facts[r, FACT_SEEN_P0] = seen
@@ -245,8 +256,8 @@ def learn_routes(ids, hdr, data, seen, facts):
     return seen
 
 
-METHOD_SET = 0x02
-METHOD_GET_RESP = 0x81
+METHOD_SET = IB_MGMT_METHOD_SET  # the names fabric's snoop pass uses
+METHOD_GET_RESP = IB_MGMT_METHOD_GET_RESP
 
 
 @njit

@@ -5,6 +5,36 @@ in chunks, calls these, and carries a partial record over to the next chunk.
 """
 import numpy as np
 
+from madpipe.codecs import wire
+from madpipe.codecs.wire import (
+    IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE,
+    IB_MGMT_CLASS_SUBN_LID_ROUTED,
+    IB_MGMT_METHOD_GET_RESP,
+    IB_MGMT_METHOD_RESP,
+    IB_MGMT_METHOD_SET,
+    IB_PERMISSIVE_LID,
+    IB_SMP_ATTR_NODE_INFO,
+    IB_SMP_ATTR_PKEY_TABLE,
+    IB_SMP_ATTR_PORT_INFO,
+    IB_SMP_ATTR_SWITCH_INFO,
+    IB_SMP_DATA_SIZE,
+    IB_SMP_DIRECTION,
+    LRH_DLID,
+    LRH_SLID,
+    MAD_ATTR_ID,
+    MAD_ATTR_MOD,
+    MAD_HEADER_SIZE,
+    MAD_METHOD,
+    MAD_MGMT_CLASS,
+    MAD_SIZE,
+    MAD_STATUS,
+    MAD_TID,
+    SMP_DATA,
+    SMP_DR_DLID,
+    SMP_DR_SLID,
+    SMP_HOP_CNT,
+    SMP_INITIAL_PATH,
+)
 from madpipe.pipeline.kernels.jit import njit
 
 # Per-record outcome codes (ingest.SKIP_REASONS gives the words).
@@ -94,38 +124,8 @@ def scan_pcap(buf, end, big, scale, erf, max_record, rec_off, pkt_off, pkt_len, 
     return n, pos, 0, touched
 
 
-@njit
-def mad_start(buf, off, length):
-    """Where the MAD starts in the packet ``buf[off:off + length]`` (from the LRH), or -1: no MAD.
-
-    decode_frame's rule: LNH 2 or 3, BTH opcode UD SEND only (0x64, or 0x65 with 4 bytes of
-    immediate), DETH, destination or source QP 0 or 1, and 256 bytes before ICRC+VCRC.
-    """
-    if length < 8:
-        return -1
-    lnh = buf[off + 1] & 3
-    if lnh == 2:
-        p = 8
-    elif lnh == 3:
-        p = 48
-    else:
-        return -1
-    if length < p + 20:
-        return -1
-    opcode = buf[off + p]
-    if opcode == 0x64:
-        start = p + 20
-    elif opcode == 0x65:
-        start = p + 24
-    else:
-        return -1
-    dqp = (np.int64(buf[off + p + 5]) << 16) | (np.int64(buf[off + p + 6]) << 8) | np.int64(buf[off + p + 7])
-    sqp = (np.int64(buf[off + p + 17]) << 16) | (np.int64(buf[off + p + 18]) << 8) | np.int64(buf[off + p + 19])
-    if dqp > 1 and sqp > 1:
-        return -1
-    if start + 256 + 6 > length:
-        return -1
-    return start
+# Where the MAD starts in a packet, or -1 (decode_frame's rule, written once in codecs.wire).
+mad_start = njit(wire.mad_start)
 
 
 @njit
@@ -141,7 +141,7 @@ def gather_rows(buf, pkt_off, pkt_len, n, rows, mad_offset):
         for j in range(m, width):
             rows[i, j] = 0
         start = mad_start(buf, off, length)
-        if start + 256 > width:
+        if start + MAD_SIZE > width:
             start = -1
         mad_offset[i] = start
 
@@ -154,7 +154,7 @@ def gather_mads(rows, mad_offset, mads, index):
         s = mad_offset[i]
         if s < 0:
             continue
-        for j in range(256):
+        for j in range(MAD_SIZE):
             mads[k, j] = rows[i, s + j]
         index[k] = i
         k += 1
@@ -176,6 +176,8 @@ ROUTE_LID = 1
 ROUTE_DR = 2
 ROUTE_KEY_PORT = 68
 
+STATUS_HIGH = (0xFFFF ^ IB_SMP_DIRECTION) >> 8  # an SMP status's high byte without the D bit
+
 
 @njit
 def route_key_words(hops):
@@ -187,34 +189,34 @@ def route_key_words(hops):
 def route_key(buf, off, m, key, row):
     """Write the route key of the SMP whose MAD is at ``buf[m]`` (packet at ``buf[off]``) to key[row]
     (the switch-port bytes 68..71 are zeroed; the caller sets them when it wants them)."""
-    response = (buf[m + 3] & 0x80) != 0
-    if buf[m + 1] == 0x81:
-        hops = min(np.int64(buf[m + 7]), 63)
+    response = (buf[m + MAD_METHOD] & IB_MGMT_METHOD_RESP) != 0
+    if buf[m + MAD_MGMT_CLASS] == IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE:
+        hops = min(np.int64(buf[m + SMP_HOP_CNT]), 63)
         for j in range(4 * route_key_words(hops)):
             key[row, j] = 0
         if response:
-            end_hi, end_lo = buf[m + 32], buf[m + 33]
+            end_hi, end_lo = buf[m + SMP_DR_SLID], buf[m + SMP_DR_SLID + 1]
         else:
-            end_hi, end_lo = buf[m + 34], buf[m + 35]
+            end_hi, end_lo = buf[m + SMP_DR_DLID], buf[m + SMP_DR_DLID + 1]
         key[row, 0] = ROUTE_DR
-        if end_hi != 0xFF or end_lo != 0xFF:
+        if end_hi != IB_PERMISSIVE_LID >> 8 or end_lo != IB_PERMISSIVE_LID & 0xFF:
             key[row, 1] = 1
             key[row, 2] = end_hi
             key[row, 3] = end_lo
         key[row, 4] = hops
         for j in range(hops):
-            key[row, 5 + j] = buf[m + 129 + j]
+            key[row, 5 + j] = buf[m + SMP_INITIAL_PATH + 1 + j]  # entry 0 is unused
     else:
         for j in range(8):
             key[row, j] = 0
         key[row, 0] = ROUTE_LID
         key[row, 1] = 1
         if response:
-            key[row, 2] = buf[off + 6]
-            key[row, 3] = buf[off + 7]
+            key[row, 2] = buf[off + LRH_SLID]
+            key[row, 3] = buf[off + LRH_SLID + 1]
         else:
-            key[row, 2] = buf[off + 2]
-            key[row, 3] = buf[off + 3]
+            key[row, 2] = buf[off + LRH_DLID]
+            key[row, 3] = buf[off + LRH_DLID + 1]
     for j in range(ROUTE_KEY_PORT, ROUTE_KEY_WIDTH):
         key[row, j] = 0
 
@@ -245,35 +247,38 @@ def snoop_smps(buf, pkt_off, pkt_len, code, rec, method, status, tid, attr_mod, 
             continue
         mads += 1
         m = off + s
-        cls = buf[m + 1]
-        if cls != 0x01 and cls != 0x81:
+        cls = buf[m + MAD_MGMT_CLASS]
+        if cls != IB_MGMT_CLASS_SUBN_LID_ROUTED and cls != IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE:
             continue
         smps += 1
-        if buf[m + 16] != 0x00:
+        if buf[m + MAD_ATTR_ID] != 0:  # every attribute read here has an ID below 0x100
             continue
-        attr = buf[m + 17]
-        if attr == 0x16:
+        attr = buf[m + MAD_ATTR_ID + 1]
+        if attr == IB_SMP_ATTR_PKEY_TABLE:
             rec[k] = i
-            meth = buf[m + 3]
+            meth = buf[m + MAD_METHOD]
             method[k] = meth
-            status[k] = ((np.uint16(buf[m + 4]) & 0x7F) << 8) | np.uint16(buf[m + 5])
+            status[k] = ((np.uint16(buf[m + MAD_STATUS]) & STATUS_HIGH) << 8) | np.uint16(buf[m + MAD_STATUS + 1])
             t = np.uint64(0)
             for j in range(8):
-                t = (t << np.uint64(8)) | np.uint64(buf[m + 8 + j])
+                t = (t << np.uint64(8)) | np.uint64(buf[m + MAD_TID + j])
             tid[k] = t
-            attr_mod[k] = ((np.uint32(buf[m + 20]) << 24) | (np.uint32(buf[m + 21]) << 16)
-                           | (np.uint32(buf[m + 22]) << 8) | np.uint32(buf[m + 23]))
-            if meth == 0x02 or meth == 0x81:
-                data[k, :] = buf[m + 64:m + 128]  # a slice copy: 20 ns a row less than a byte loop
+            attr_mod[k] = ((np.uint32(buf[m + MAD_ATTR_MOD]) << 24) | (np.uint32(buf[m + MAD_ATTR_MOD + 1]) << 16)
+                           | (np.uint32(buf[m + MAD_ATTR_MOD + 2]) << 8) | np.uint32(buf[m + MAD_ATTR_MOD + 3]))
+            if meth == IB_MGMT_METHOD_SET or meth == IB_MGMT_METHOD_GET_RESP:
+                # a slice copy: 20 ns a row less than a byte loop
+                data[k, :] = buf[m + SMP_DATA:m + SMP_DATA + IB_SMP_DATA_SIZE]
             route_key(buf, off, m, key, k)
-            key[k, ROUTE_KEY_PORT] = buf[m + 20]
-            key[k, ROUTE_KEY_PORT + 1] = buf[m + 21]
+            key[k, ROUTE_KEY_PORT] = buf[m + MAD_ATTR_MOD]
+            key[k, ROUTE_KEY_PORT + 1] = buf[m + MAD_ATTR_MOD + 1]
             k += 1
-        elif attr == 0x11 or attr == 0x12 or (attr == 0x15 and cls == 0x81):
-            if buf[m + 3] != 0x81 or (buf[m + 4] & 0x7F) != 0 or buf[m + 5] != 0:
+        elif attr == IB_SMP_ATTR_NODE_INFO or attr == IB_SMP_ATTR_SWITCH_INFO or \
+                (attr == IB_SMP_ATTR_PORT_INFO and cls == IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE):
+            if buf[m + MAD_METHOD] != IB_MGMT_METHOD_GET_RESP or (buf[m + MAD_STATUS] & STATUS_HIGH) != 0 \
+                    or buf[m + MAD_STATUS + 1] != 0:
                 continue
-            ans_hdr[a, :] = buf[m:m + 24]
-            ans_data[a, :] = buf[m + 64:m + 128]
+            ans_hdr[a, :] = buf[m:m + MAD_HEADER_SIZE]
+            ans_data[a, :] = buf[m + SMP_DATA:m + SMP_DATA + IB_SMP_DATA_SIZE]
             route_key(buf, off, m, ans_key, a)
             a += 1
     return k, a, mads, smps

@@ -6,13 +6,31 @@ Plain arrays in, outputs passed in, state updated in place, MADs taken strictly 
 bit for bit. Call them through :func:`madpipe.pipeline.mlx4.snoop.smp_snoop`, which checks the
 arrays.
 
-The constants below are repeated from the reference on purpose: numba's on-disk cache is keyed
-on this file, so a kernel must not depend on values that live in another module.
+The wire numbers come from :mod:`madpipe.codecs.wire`, as the reference's do. They are the spec's
+and do not change; should one ever be edited, note that the ahead-of-time build's key covers
+``codecs/`` but numba's own JIT cache is keyed on this file alone (MADPIPE_NO_CACHE=1 rebuilds).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from madpipe.codecs.wire import (
+    IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE,
+    IB_MGMT_CLASS_SUBN_LID_ROUTED,
+    IB_MGMT_METHOD_SET,
+    IB_SMP_ATTR_GUID_INFO,
+    IB_SMP_ATTR_PKEY_TABLE,
+    IB_SMP_ATTR_PORT_INFO,
+    MAD_ATTR_ID,
+    MAD_ATTR_MOD,
+    MAD_METHOD,
+    MAD_MGMT_CLASS,
+    PORT_INFO_CLIENTREREG_RESV_SUBNETTO,
+    PORT_INFO_LID,
+    PORT_INFO_NEIGHBORMTU_MASTERSMSL,
+    PORT_INFO_SM_LID,
+    SMP_DATA,
+)
 from madpipe.pipeline.kernels.jit import njit
 
 MLX4_MFUNC_MAX = 80
@@ -20,22 +38,8 @@ MLX4_MAX_PORTS = 2
 MLX4_MAX_PORT_PKEYS = 128
 NUM_ALIAS_GUID_REC_IN_PORT = 16
 
-IB_MGMT_CLASS_SUBN_LID_ROUTED = 0x01
-IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE = 0x81
-IB_MGMT_METHOD_SET = 0x02
-IB_SMP_ATTR_GUID_INFO = 0x0014
-IB_SMP_ATTR_PORT_INFO = 0x0015
-IB_SMP_ATTR_PKEY_TABLE = 0x0016
-
 FINDING_SPILL = 1
 FINDING_REFUSED = 2
-
-# Byte offsets in the MAD: the SMP data starts at 64; PortInfo fields are data-relative + 64.
-SMP_DATA = 64
-PORT_INFO_LID = 64 + 16
-PORT_INFO_SM_LID = 64 + 18
-PORT_INFO_NEIGHBORMTU_MASTERSMSL = 64 + 36
-PORT_INFO_CLIENTREREG_RESV_SUBNETTO = 64 + 51
 
 # Swap the two bytes of every 16-bit lane of a 64-bit word.
 LANE_LOW_BYTES = 0x00FF00FF00FF00FF
@@ -86,14 +90,14 @@ def smp_snoop_kernel(mads, port_num, status, phys_pkey_cache, virt2phys_pkey, po
 
     for n in range(n_mads):
         # Cheap header filters first: class, method, status, attribute.
-        mgmt_class = mads[n, 1]
+        mgmt_class = mads[n, MAD_MGMT_CLASS]
         if mgmt_class != IB_MGMT_CLASS_SUBN_LID_ROUTED and mgmt_class != IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE:
             continue
-        if mads[n, 3] != IB_MGMT_METHOD_SET:
+        if mads[n, MAD_METHOD] != IB_MGMT_METHOD_SET:
             continue
         if status[n] != 0:
             continue
-        attr_id = (np.int64(mads[n, 16]) << 8) | np.int64(mads[n, 17])
+        attr_id = (np.int64(mads[n, MAD_ATTR_ID]) << 8) | np.int64(mads[n, MAD_ATTR_ID + 1])
         if attr_id != IB_SMP_ATTR_PKEY_TABLE and attr_id != IB_SMP_ATTR_PORT_INFO and attr_id != IB_SMP_ATTR_GUID_INFO:
             continue
         port = np.int64(port_num[n])
@@ -104,7 +108,7 @@ def smp_snoop_kernel(mads, port_num, status, phys_pkey_cache, virt2phys_pkey, po
         if attr_id == IB_SMP_ATTR_PKEY_TABLE:
             if port_mgmt_change_events:
                 continue
-            bn = (np.int64(mads[n, 22]) << 8) | np.int64(mads[n, 23])
+            bn = (np.int64(mads[n, MAD_ATTR_MOD + 2]) << 8) | np.int64(mads[n, MAD_ATTR_MOD + 3])
             first = (port - 1) * MLX4_MAX_PORT_PKEYS + bn * 32
             if first + 31 >= MLX4_MAX_PORTS * MLX4_MAX_PORT_PKEYS:
                 finding[n] = FINDING_REFUSED
@@ -118,7 +122,7 @@ def smp_snoop_kernel(mads, port_num, status, phys_pkey_cache, virt2phys_pkey, po
             for k in range(8):
                 # Four P_Keys at a time: the wire word, lanes byte-swapped to host order, against
                 # the cache word; only a word that differs is looked at entry by entry.
-                wire = mads64[n, 8 + k]
+                wire = mads64[n, SMP_DATA // 8 + k]
                 if little_endian:
                     wire = ((wire >> eight) & lane_low) | ((wire & lane_low) << eight)
                 if wire == cache64[row, (col >> 2) + k]:
@@ -148,15 +152,16 @@ def smp_snoop_kernel(mads, port_num, status, phys_pkey_cache, virt2phys_pkey, po
                         n_slave += 1
 
         elif attr_id == IB_SMP_ATTR_PORT_INFO:
-            lid = (np.int64(mads[n, PORT_INFO_LID]) << 8) | np.int64(mads[n, PORT_INFO_LID + 1])
+            lid = (np.int64(mads[n, SMP_DATA + PORT_INFO_LID]) << 8) | np.int64(mads[n, SMP_DATA + PORT_INFO_LID + 1])
             prev_lid = np.int64(port_lid[port - 1])
             port_lid[port - 1] = lid
             if port_mgmt_change_events:
                 continue
             snooped[n] = True
-            sm_lid[port - 1] = (np.int64(mads[n, PORT_INFO_SM_LID]) << 8) | np.int64(mads[n, PORT_INFO_SM_LID + 1])
-            sm_sl[port - 1] = mads[n, PORT_INFO_NEIGHBORMTU_MASTERSMSL] & 0xF
-            if mads[n, PORT_INFO_CLIENTREREG_RESV_SUBNETTO] & 0x80:
+            sm_lid[port - 1] = ((np.int64(mads[n, SMP_DATA + PORT_INFO_SM_LID]) << 8)
+                                | np.int64(mads[n, SMP_DATA + PORT_INFO_SM_LID + 1]))
+            sm_sl[port - 1] = mads[n, SMP_DATA + PORT_INFO_NEIGHBORMTU_MASTERSMSL] & 0xF
+            if mads[n, SMP_DATA + PORT_INFO_CLIENTREREG_RESV_SUBNETTO] & 0x80:
                 client_rereg[n] = True
             if prev_lid != lid:
                 lid_change[n] = True
@@ -165,8 +170,8 @@ def smp_snoop_kernel(mads, port_num, status, phys_pkey_cache, virt2phys_pkey, po
             if port_mgmt_change_events:
                 continue
             if profile_new:
-                attr_mod = ((np.int64(mads[n, 20]) << 24) | (np.int64(mads[n, 21]) << 16)
-                            | (np.int64(mads[n, 22]) << 8) | np.int64(mads[n, 23]))
+                attr_mod = ((np.int64(mads[n, MAD_ATTR_MOD]) << 24) | (np.int64(mads[n, MAD_ATTR_MOD + 1]) << 16)
+                            | (np.int64(mads[n, MAD_ATTR_MOD + 2]) << 8) | np.int64(mads[n, MAD_ATTR_MOD + 3]))
                 if attr_mod >= NUM_ALIAS_GUID_REC_IN_PORT:
                     finding[n] = FINDING_REFUSED
                     continue

@@ -57,33 +57,34 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# include/rdma/ib_mad.h, include/rdma/ib_smi.h; byte offsets in the 256-byte MAD (struct
+# ib_mad_hdr, struct ib_smp: data[64] at 64 in the LID-routed and directed-route layouts alike)
+# and in struct ib_port_info (the SMP data).
+from madpipe.codecs.wire import (
+    IB_DEFAULT_PKEY_FULL,
+    IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE,
+    IB_MGMT_CLASS_SUBN_LID_ROUTED,
+    IB_MGMT_METHOD_SET,
+    IB_SMP_ATTR_GUID_INFO,
+    IB_SMP_ATTR_PKEY_TABLE,
+    IB_SMP_ATTR_PORT_INFO,
+    IB_SMP_DATA_SIZE,
+    MAD_ATTR_ID,
+    MAD_ATTR_MOD,
+    MAD_METHOD,
+    MAD_MGMT_CLASS,
+    PORT_INFO_CLIENTREREG_RESV_SUBNETTO,
+    PORT_INFO_LID,
+    PORT_INFO_NEIGHBORMTU_MASTERSMSL,
+    PORT_INFO_SM_LID,
+    SMP_DATA,
+)
+
 # Sizes (include/linux/mlx4/device.h, drivers/infiniband/hw/mlx4/mlx4_ib.h)
 MLX4_MFUNC_MAX = 80
 MLX4_MAX_PORTS = 2
 MLX4_MAX_PORT_PKEYS = 128
 NUM_ALIAS_GUID_REC_IN_PORT = 16
-
-# include/rdma/ib_mad.h, include/rdma/ib_smi.h
-IB_MGMT_CLASS_SUBN_LID_ROUTED = 0x01
-IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE = 0x81
-IB_MGMT_METHOD_SET = 0x02
-IB_SMP_ATTR_GUID_INFO = 0x0014
-IB_SMP_ATTR_PORT_INFO = 0x0015
-IB_SMP_ATTR_PKEY_TABLE = 0x0016
-
-# Byte offsets in the 256-byte MAD (struct ib_mad_hdr, struct ib_smp): data[64] at 64 in both
-# the LID-routed and the directed-route layout.
-MAD_MGMT_CLASS = 1
-MAD_METHOD = 3
-MAD_ATTR_ID = 16
-MAD_ATTR_MOD = 20
-SMP_DATA = 64
-
-# Offsets inside struct ib_port_info (the SMP data)
-PORT_INFO_LID = 16
-PORT_INFO_SM_LID = 18
-PORT_INFO_NEIGHBORMTU_MASTERSMSL = 36
-PORT_INFO_CLIENTREREG_RESV_SUBNETTO = 51
 
 FINDING_NONE = 0
 FINDING_SPILL = 1
@@ -152,7 +153,7 @@ def init_pkeys(num_vfs: int, num_ports: int, pkey_table_len: int = 128, master: 
                     virt2phys_pkey[slave, port - 1, i] = pkey_table_len - 1
     for port in range(1, num_ports + 1):
         for i in range(pkey_table_len):
-            phys_pkey_cache[port - 1, i] = 0 if i else 0xFFFF
+            phys_pkey_cache[port - 1, i] = 0 if i else IB_DEFAULT_PKEY_FULL
     return phys_pkey_cache, virt2phys_pkey
 
 
@@ -193,7 +194,7 @@ def smp_snoop_one(state: SnoopState, mad, port_num: int, status: int, *, num_vfs
     method = mad[MAD_METHOD]
     attr_id = _be16(mad, MAD_ATTR_ID)
     attr_mod = _be32(mad, MAD_ATTR_MOD)
-    data = mad[SMP_DATA:SMP_DATA + 64]
+    data = mad[SMP_DATA:SMP_DATA + IB_SMP_DATA_SIZE]
 
     if mgmt_class not in (IB_MGMT_CLASS_SUBN_LID_ROUTED, IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE):
         return out

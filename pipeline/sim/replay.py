@@ -15,6 +15,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from madpipe.codecs import mad as madc
+from madpipe.codecs import wire
 from madpipe.codecs.capture import CaptureReader
 from madpipe.codecs.errors import MadpipeError
 from madpipe.codecs.frame import decode_frame
@@ -65,22 +66,16 @@ def _match_key(mad: bytes) -> tuple:
 
 def mad_of_frame(data: bytes) -> tuple[bytes, int, int, int, int] | None:
     """(MAD, DLID, SLID, dest QP, source QP) of a UD packet carrying a MAD on QP0/QP1, else None."""
-    if len(data) < 8:
+    start = wire.mad_start(data, 0, len(data))
+    if start < 0:
         return None
-    lnh = data[1] & 3
-    pos = 8 + (40 if lnh == 3 else 0)
-    if lnh < 2 or len(data) < pos + 20:
-        return None
-    opcode = data[pos]
-    if opcode not in (0x64, 0x65):  # UD SEND only, with immediate
-        return None
-    dqp = int.from_bytes(data[pos + 5:pos + 8], "big")
-    sqp = int.from_bytes(data[pos + 17:pos + 20], "big")
-    pos += 20 + (4 if opcode == 0x65 else 0)
-    if (dqp > 1 and sqp > 1) or len(data) < pos + madc.MAD_SIZE + 6:
-        return None
-    return (bytes(data[pos:pos + madc.MAD_SIZE]), int.from_bytes(data[2:4], "big"),
-            int.from_bytes(data[6:8], "big"), dqp, sqp)
+    bth = wire.bth_offset(data[1] & 3)
+    dqp = int.from_bytes(data[bth + wire.BTH_DEST_QP:bth + wire.BTH_DEST_QP + 3], "big")
+    sqp_at = bth + wire.BTH_SIZE + wire.DETH_SRC_QP
+    return (bytes(data[start:start + wire.MAD_SIZE]),
+            int.from_bytes(data[wire.LRH_DLID:wire.LRH_DLID + 2], "big"),
+            int.from_bytes(data[wire.LRH_SLID:wire.LRH_SLID + 2], "big"),
+            dqp, int.from_bytes(data[sqp_at:sqp_at + 3], "big"))
 
 
 def load_items(path: str, only: str | None = None, display_filter: str | None = None,
@@ -142,8 +137,8 @@ class SimTransport:
         self.name = f"ibsim {host}:{port} as client {self.client.slot} on {self.client.node}"
 
     def send(self, item: Item) -> None:
-        permissive = item.dlid == 0xFFFF
-        self.client.send(SimRequest(item.dlid, 0xFFFF if permissive else 0, item.dqp,
+        permissive = item.dlid == wire.IB_PERMISSIVE_LID
+        self.client.send(SimRequest(item.dlid, wire.IB_PERMISSIVE_LID if permissive else 0, item.dqp,
                                     item.sqp, 0, item.mad))
 
     def poll(self, timeout: float) -> list[Answer]:

@@ -7,64 +7,11 @@ matter for a field (classes, methods, attribute IDs, the permissive LID, QP1's Q
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import construct as cs
-
-from madpipe.codecs import crc, ib_headers as ibh, mad as madc, perf, smp as smpc
+from madpipe.codecs import crc, ib_headers as ibh, mad as madc, perf, smp as smpc, wire
+from madpipe.codecs.field_table import Field, schema_fields
 
 
 # -- fields of a frame --------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Field:
-    """A field of a frame: dotted name, bit offset from the frame's first byte (MSB first), width."""
-
-    name: str
-    bit: int
-    width: int
-
-    @property
-    def reserved(self) -> bool:
-        last = self.name.rsplit(".", 1)[-1]
-        return last.startswith("resv") or last.startswith("reserved")
-
-
-def _size_bits(con, in_bits: bool) -> int:
-    n = con.sizeof()
-    return n if in_bits else 8 * n
-
-
-def schema_fields(schema, prefix: str = "", bit: int = 0) -> list[Field]:
-    """Every leaf field of a fixed-size construct schema, with bit offsets (``bit`` = where it starts).
-
-    Struct, BitStruct (Bitwise), Bytewise, Array and named fields are walked; arrays give one field
-    per element (``pkeys[3]``, ``entries[2].vl``).
-    """
-    out: list[Field] = []
-    _walk(schema, prefix, bit, False, out)
-    return out
-
-
-def _walk(con, name: str, bit: int, in_bits: bool, out: list) -> None:
-    if isinstance(con, cs.Renamed):
-        _walk(con.subcon, f"{name}.{con.name}" if name and con.name else (con.name or name), bit, in_bits, out)
-    elif isinstance(con, cs.Transformed) and con.decodefunc is cs.bytes2bits:
-        _walk(con.subcon, name, bit, True, out)
-    elif isinstance(con, cs.Transformed) and con.decodefunc is cs.bits2bytes:
-        _walk(con.subcon, name, bit, False, out)
-    elif isinstance(con, cs.Struct):
-        pos = bit
-        for sub in con.subcons:
-            _walk(sub, name, pos, in_bits, out)
-            pos += _size_bits(sub, in_bits)
-    elif isinstance(con, cs.Array) and isinstance(con.count, int):
-        step = _size_bits(con.subcon, in_bits)
-        for i in range(con.count):
-            _walk(con.subcon, f"{name}[{i}]", bit + i * step, in_bits, out)
-    else:
-        out.append(Field(name, bit, _size_bits(con, in_bits)))
-
 
 def _bytes_fields(name: str, offset: int, size: int, step: int) -> list[Field]:
     """A byte run as fields of ``step`` bytes: ``name[k]``."""
@@ -73,53 +20,35 @@ def _bytes_fields(name: str, offset: int, size: int, step: int) -> list[Field]:
 
 
 def mad_offset(data: bytes) -> int:
-    """Where the MAD starts in a frame, by ``decode_frame``'s rule; -1 when the frame carries none."""
-    n = len(data)
-    if n < 8:
-        return -1
-    lnh = data[1] & 3
-    if lnh == crc.LNH_IBA_LOCAL:
-        p = 8
-    elif lnh == crc.LNH_IBA_GLOBAL:
-        p = 48
-    else:
-        return -1
-    if n < p + 20 or data[p] not in ibh.UD_OPCODES:
-        return -1
-    start = p + 20 + (4 if data[p] == ibh.OPCODE_UD_SEND_ONLY_IMM else 0)
-    dqp = int.from_bytes(data[p + 5:p + 8], "big")
-    sqp = int.from_bytes(data[p + 17:p + 20], "big")
-    if dqp > 1 and sqp > 1:
-        return -1
-    if start + madc.MAD_SIZE + crc.ICRC_SIZE + crc.VCRC_SIZE > n:
-        return -1
-    return start
+    """Where the MAD starts in a frame (the rule of ``codecs.wire.mad_start``); -1 when it carries none."""
+    return wire.mad_start(data, 0, len(data))
 
 
 def mad_fields(mad: bytes, base: int) -> list[Field]:
     """The fields of a 256-byte MAD at byte ``base`` of a frame, named as ``madpipe decode -T json``."""
     b = 8 * base
-    cls = mad[1]
-    attr_id = int.from_bytes(mad[16:18], "big")
+    cls = mad[wire.MAD_MGMT_CLASS]
+    attr_id = int.from_bytes(mad[wire.MAD_ATTR_ID:wire.MAD_ATTR_ID + 2], "big")
     if cls == madc.IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE:
         out = [Field(("smp." if f.name in ("hop_ptr", "hop_cnt") else "mad.") + f.name, b + f.bit, f.width)
                for f in schema_fields(smpc.SMPDirectedHeader)]
-        out += [Field("smp.m_key", b + 8 * 24, 64), Field("smp.dr_slid", b + 8 * 32, 16),
-                Field("smp.dr_dlid", b + 8 * 34, 16), Field("smp.resv", b + 8 * 36, 8 * 28)]
-        out += schema_fields(smpc.attribute_schema(attr_id), "attr", b + 8 * 64)
-        out += _bytes_fields("smp.initial_path", base + 128, 64, 1)
-        out += _bytes_fields("smp.return_path", base + 192, 64, 1)
+        out += [Field("smp." + f.name, b + f.bit, f.width) for f in schema_fields(smpc.SMPDirected)
+                if f.name in ("m_key", "dr_slid", "dr_dlid", "resv")]
+        out += schema_fields(smpc.attribute_schema(attr_id), "attr", b + 8 * wire.SMP_DATA)
+        out += _bytes_fields("smp.initial_path", base + wire.SMP_INITIAL_PATH, wire.IB_SMP_MAX_PATH_HOPS, 1)
+        out += _bytes_fields("smp.return_path", base + wire.SMP_RETURN_PATH, wire.IB_SMP_MAX_PATH_HOPS, 1)
         return out
     out = [Field("mad." + f.name, b + f.bit, f.width) for f in schema_fields(madc.MADHeader)]
     if cls == madc.IB_MGMT_CLASS_SUBN_LID_ROUTED:
-        out += [Field("smp.m_key", b + 8 * 24, 64), Field("smp.resv", b + 8 * 32, 8 * 32)]
-        out += schema_fields(smpc.attribute_schema(attr_id), "attr", b + 8 * 64)
-        out += _bytes_fields("smp.resv2", base + 128, 128, 8)
+        leaves = {f.name: f for f in schema_fields(smpc.SMP)}
+        out += [Field("smp." + name, b + leaves[name].bit, leaves[name].width) for name in ("m_key", "resv")]
+        out += schema_fields(smpc.attribute_schema(attr_id), "attr", b + 8 * wire.SMP_DATA)
+        out += _bytes_fields("smp.resv2", base + leaves["resv2"].bit // 8, leaves["resv2"].width // 8, 8)
     elif cls == madc.IB_MGMT_CLASS_PERF_MGMT:
-        out += [Field("perf.resv", b + 8 * 24, 8 * 40)]
+        out += [Field("perf.resv", b + 8 * wire.MAD_HEADER_SIZE, 8 * 40)]
         out += schema_fields(perf.attribute_schema(attr_id), "attr", b + 8 * 64)
     else:
-        out += _bytes_fields("class_data", base + 24, 232, 4)
+        out += _bytes_fields("class_data", base + wire.MAD_HEADER_SIZE, wire.MAD_SIZE - wire.MAD_HEADER_SIZE, 4)
     return out
 
 
@@ -132,10 +61,10 @@ def frame_fields(data: bytes) -> list[Field]:
     out += schema_fields(ibh.LRH, "lrh")
     lnh = data[1] & 3
     pos = ibh.LRH_SIZE
-    if lnh == crc.LNH_IBA_GLOBAL and n >= pos + ibh.GRH_SIZE:
+    if lnh == wire.LNH_IBA_GLOBAL and n >= pos + ibh.GRH_SIZE:
         out += schema_fields(ibh.GRH, "grh", 8 * pos)
         pos += ibh.GRH_SIZE
-    if lnh in (crc.LNH_IBA_LOCAL, crc.LNH_IBA_GLOBAL) and n >= pos + ibh.BTH_SIZE:
+    if lnh in (wire.LNH_IBA_LOCAL, wire.LNH_IBA_GLOBAL) and n >= pos + ibh.BTH_SIZE:
         out += schema_fields(ibh.BTH, "bth", 8 * pos)
         opcode = data[pos]
         pos += ibh.BTH_SIZE
@@ -161,10 +90,13 @@ def layout_key(data: bytes, mad_off: int) -> tuple:
     """What :func:`frame_fields` depends on: frames with one key have one field table."""
     n = len(data)
     lnh = data[1] & 3 if n >= 2 else -1
-    pos = 48 if lnh == crc.LNH_IBA_GLOBAL and n >= 48 else 8
+    pos = wire.LRH_SIZE
+    if lnh == wire.LNH_IBA_GLOBAL and n >= wire.LRH_SIZE + wire.GRH_SIZE:
+        pos += wire.GRH_SIZE
     opcode = data[pos] if n > pos else -1
-    mad = data[mad_off:mad_off + 24] if mad_off >= 0 else b""
-    return (n, lnh, opcode, mad_off, mad[1:2], mad[16:18])
+    mad = data[mad_off:mad_off + wire.MAD_HEADER_SIZE] if mad_off >= 0 else b""
+    cls = mad[wire.MAD_MGMT_CLASS:wire.MAD_MGMT_CLASS + 1]
+    return (n, lnh, opcode, mad_off, cls, mad[wire.MAD_ATTR_ID:wire.MAD_ATTR_ID + 2])
 
 
 # -- values that matter, by field name -----------------------------------------------------------

@@ -65,9 +65,9 @@ from madpipe.codecs.errors import MadpipeError
 # The parts, imported here so that ``mutate.X`` keeps working for every name that was defined here.
 from madpipe.pipeline.fuzz.mutate.cases import BATCH, SLOTS, BatchConfig, Cases, batch_config  # noqa: F401
 from madpipe.pipeline.fuzz.mutate.corpus import MAX_SEEDS, MBOX_SIZE, WIDTH, Corpus, make_mailbox  # noqa: F401
+from madpipe.codecs.field_table import Field, schema_fields  # noqa: F401
 from madpipe.pipeline.fuzz.mutate.fields import (  # noqa: F401
-    ATTR_IDS, INTERESTING, Field, field_weight, frame_fields, interesting_for, layout_key, mad_fields, mad_offset,
-    schema_fields,
+    ATTR_IDS, INTERESTING, field_weight, frame_fields, interesting_for, layout_key, mad_fields, mad_offset,
 )
 from madpipe.pipeline.fuzz.mutate.frame_ops import FrameMutations
 from madpipe.pipeline.fuzz.mutate.mad_ops import PKEY_BLOCKS, MadMutations  # noqa: F401

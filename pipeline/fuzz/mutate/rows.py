@@ -1,6 +1,8 @@
 """Bit fields and CRCs of many frames at once: rows uint8[N, W], one frame a row, in numpy."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from madpipe.codecs import crc
@@ -62,6 +64,15 @@ _CRC32 = np.array(crc.CRC32_TABLE, dtype=np.uint32)
 _VCRC = np.array(crc.VCRC_TABLE, dtype=np.uint32)
 
 
+@lru_cache(maxsize=None)
+def _icrc_masks() -> np.ndarray:
+    """uint8[lnh, n, i]: crc.icrc_mask(i, n, lnh) for a packet of n bytes (n up to ICRC_MASK_SPAN,
+    which stands for any longer packet) and each byte i before ICRC_MASK_SPAN."""
+    span = crc.ICRC_MASK_SPAN
+    return np.array([[[crc.icrc_mask(i, n, lnh) for i in range(span)] for n in range(span + 1)]
+                     for lnh in range(4)], dtype=np.uint8)
+
+
 def _crc_rows(rows: np.ndarray, length: np.ndarray, table: np.ndarray, init: int, xorout: int) -> np.ndarray:
     """A reflected table CRC over rows[i, :length[i]] for every row (the two IBA CRCs)."""
     c = np.full(len(rows), init, dtype=np.uint32)
@@ -87,21 +98,14 @@ def seal_rows(rows: np.ndarray, length: np.ndarray, which: np.ndarray) -> None:
     ic = idx[has_icrc]
     if len(ic):
         m = sub[has_icrc].copy()
-        mn = n[has_icrc] - 6
-        glob = (m[:, 1] & 3) == 3
-        m[glob, 0:8] = 0xFF
-        g = glob & (mn >= 48)
-        m[g, 8] |= 0x0F
-        m[g, 9:12] = 0xFF
-        m[g, 15] = 0xFF
-        m[~glob, 0] |= 0xF0
-        bth = np.where(glob, 48, 8)
-        at = bth + 4
-        ok = mn > at
-        m[np.flatnonzero(ok), at[ok]] = 0xFF
-        icrc = _crc_rows(m, mn, _CRC32, 0xFFFFFFFF, 0xFFFFFFFF)
+        mn = n[has_icrc] - crc.ICRC_SIZE - crc.VCRC_SIZE
+        span = min(crc.ICRC_MASK_SPAN, m.shape[1])
+        masks = _icrc_masks()[m[:, 1] & 3, np.minimum(mn, crc.ICRC_MASK_SPAN), :span]
+        masks[np.arange(span) >= mn[:, None]] = 0  # only bytes of the packet
+        m[:, :span] |= masks
+        icrc = _crc_rows(m, mn, _CRC32, crc.CRC32_INIT, crc.CRC32_XOROUT)
         for k in range(4):
             rows[ic, mn + k] = ((icrc >> np.uint32(8 * k)) & np.uint32(0xFF)).astype(np.uint8)
-    vc = _crc_rows(rows[idx], n - 2, _VCRC, 0xFFFF, 0xFFFF)
+    vc = _crc_rows(rows[idx], n - crc.VCRC_SIZE, _VCRC, crc.VCRC_INIT, crc.VCRC_XOROUT)
     rows[idx, n - 2] = (vc & np.uint32(0xFF)).astype(np.uint8)
     rows[idx, n - 1] = ((vc >> np.uint32(8)) & np.uint32(0xFF)).astype(np.uint8)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from madpipe.codecs import mad as madc, smp as smpc
+from madpipe.codecs import mad as madc, smp as smpc, wire
 from madpipe.codecs.errors import MadpipeError
 from madpipe.pipeline.fuzz.findings import SEVERITY_TOOL, Finding
 from madpipe.pipeline.fuzz.mutate.mutator import Cases
@@ -98,7 +98,7 @@ class IbsimTarget:
         self._tid += 1
         tid = self._tid
         mad = build.smp_mad(madc.IB_MGMT_METHOD_GET, smpc.IB_SMP_ATTR_NODE_INFO, b"", tid=tid, directed=True)
-        self.client.send(SimRequest(0xFFFF, 0xFFFF, 0, 0, 0, mad))
+        self.client.send(SimRequest(wire.IB_PERMISSIVE_LID, wire.IB_PERMISSIVE_LID, 0, 0, 0, mad))
         deadline = time.monotonic() + self.timeout
         while True:
             left = deadline - time.monotonic()
@@ -119,11 +119,12 @@ class IbsimTarget:
             m = int(cases.mad_off[k])
             mad = frame[m:m + madc.MAD_SIZE]
             avail = max(0, min(madc.MAD_SIZE, int(cases.length[k]) - m))
-            b = 48 if frame[1] & 3 == 3 else 8
-            dlid = int.from_bytes(frame[2:4], "big")
-            slid = int.from_bytes(frame[6:8], "big")
-            dqp = int.from_bytes(frame[b + 5:b + 8], "big")
-            sqp = int.from_bytes(frame[b + 17:b + 20], "big")
+            b = wire.bth_offset(frame[1] & 3)
+            dlid = int.from_bytes(frame[wire.LRH_DLID:wire.LRH_DLID + 2], "big")
+            slid = int.from_bytes(frame[wire.LRH_SLID:wire.LRH_SLID + 2], "big")
+            dqp = int.from_bytes(frame[b + wire.BTH_DEST_QP:b + wire.BTH_DEST_QP + 3], "big")
+            sqp_at = b + wire.BTH_SIZE + wire.DETH_SRC_QP
+            sqp = int.from_bytes(frame[sqp_at:sqp_at + 3], "big")
             req = SimRequest(dlid, slid, dqp, sqp, 0, mad, length=avail)
             try:
                 self.client.send(req)
