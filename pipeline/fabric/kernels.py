@@ -256,10 +256,6 @@ def learn_routes(ids, hdr, data, seen, facts):
     return seen
 
 
-METHOD_SET = IB_MGMT_METHOD_SET  # the names fabric's snoop pass uses
-METHOD_GET_RESP = IB_MGMT_METHOD_GET_RESP
-
-
 @njit
 def queue_smps(method, status, tid, slot, attr_mod, data, rec, frame, ts_ns, seq,
                p_seq, p_tid, p_slot, p_frame, p_ts_ns, p_attr_mod, p_data, n_pending,
@@ -274,7 +270,7 @@ def queue_smps(method, status, tid, slot, attr_mod, data, rec, frame, ts_ns, seq
     """
     for k in range(method.shape[0]):
         m = method[k]
-        if m == METHOD_SET:
+        if m == IB_MGMT_METHOD_SET:
             p = n_pending
             p_seq[p] = seq
             p_tid[p] = tid[k]
@@ -285,7 +281,7 @@ def queue_smps(method, status, tid, slot, attr_mod, data, rec, frame, ts_ns, seq
             p_data[p, :] = data[k, :]
             n_pending += 1
             seq += 1
-        elif m == METHOD_GET_RESP:
+        elif m == IB_MGMT_METHOD_GET_RESP:
             a = n_answers
             a_seq[a] = seq
             a_tid[a] = tid[k]

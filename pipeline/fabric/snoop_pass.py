@@ -10,6 +10,7 @@ from collections import Counter
 
 import numpy as np
 
+from madpipe.codecs import wire
 from madpipe.pipeline.fabric import kernels as kf
 from madpipe.pipeline.fabric.model import FabricSnoop, HostView, PortId, PortState
 from madpipe.pipeline.fabric.routes import KeyTable, Routes, route_of_key
@@ -148,7 +149,7 @@ class SnoopPass:
             self.blocks = np.concatenate([self.blocks, np.zeros(more, np.uint16)])
             self.first_order = np.concatenate([self.first_order, np.full(more, -1, np.int64)])
         self.caches[slot] = 0
-        self.caches[slot, :, 0] = 0xFFFF  # init_pkeys: entry 0 of each row is the default P_Key
+        self.caches[slot, :, 0] = wire.IB_DEFAULT_PKEY_FULL  # init_pkeys: entry 0 of each row is the default P_Key
         if self.host is not None and pid.lid == self.host and pid.port == 0:
             self.host_slot = slot
         return slot
@@ -176,7 +177,7 @@ class SnoopPass:
         slot = self.slots(key[:k])
         method, status, tid, attr_mod, rows = method[:k], status[:k], tid[:k], attr_mod[:k], rec[:k]
         if self.rule == "getresp":
-            resp = np.flatnonzero(method == kf.METHOD_GET_RESP)
+            resp = np.flatnonzero(method == wire.IB_MGMT_METHOD_GET_RESP)
             if not len(resp):
                 return
             c["getresps"] += len(resp)
@@ -269,11 +270,12 @@ class SnoopPass:
 
     def _host(self, frame, attr_mod, data) -> None:
         mads = np.zeros((len(frame), snoop.MAD_SIZE), np.uint8)
-        mads[:, 1] = 0x01  # a LID-routed SubnSet(P_KeyTable): what the rule already chose it to be
-        mads[:, 3] = kf.METHOD_SET
-        mads[:, 17] = 0x16
-        mads[:, 20:24] = attr_mod.astype(">u4").view(np.uint8).reshape(-1, 4)
-        mads[:, 64:128] = data
+        # a LID-routed SubnSet(P_KeyTable): what the rule already chose it to be
+        mads[:, wire.MAD_MGMT_CLASS] = wire.IB_MGMT_CLASS_SUBN_LID_ROUTED
+        mads[:, wire.MAD_METHOD] = wire.IB_MGMT_METHOD_SET
+        mads[:, wire.MAD_ATTR_ID + 1] = wire.IB_SMP_ATTR_PKEY_TABLE  # be16, high byte 0
+        mads[:, wire.MAD_ATTR_MOD:wire.MAD_ATTR_MOD + 4] = attr_mod.astype(">u4").view(np.uint8).reshape(-1, 4)
+        mads[:, wire.SMP_DATA:wire.SMP_DATA + wire.IB_SMP_DATA_SIZE] = data
         res = snoop.smp_snoop(self.host_cache, self.host_v2p, mads, self.host_port_num, 0,
                               num_vfs=self.host_num_vfs, master=0, profile=self.profile)
         frames = frame.tolist()

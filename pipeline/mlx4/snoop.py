@@ -35,6 +35,7 @@ from numbers import Integral
 
 import numpy as np
 
+from madpipe.codecs import wire
 from madpipe.pipeline.mlx4 import snoop_reference as _ref
 from madpipe.pipeline.mlx4.snoop_kernels import smp_snoop_kernel
 
@@ -134,7 +135,7 @@ def init_pkeys(num_vfs: int = 4, num_ports: int = 2, pkey_table_len: int = 128, 
     v2p = np.zeros((MLX4_MFUNC_MAX, MLX4_MAX_PORTS, MLX4_MAX_PORT_PKEYS), dtype=np.uint8)
     v2p[:num_vfs + 1, :num_ports, 1:pkey_table_len] = pkey_table_len - 1
     v2p[master, :num_ports, :pkey_table_len] = np.arange(pkey_table_len, dtype=np.uint8)
-    cache[:num_ports, 0] = 0xFFFF
+    cache[:num_ports, 0] = wire.IB_DEFAULT_PKEY_FULL
     return cache, v2p
 
 
