@@ -25,7 +25,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-from madpipe.codecs import crc, ib_headers as ibh, mad as madc, smp as smpc
+from madpipe.codecs import crc
+from madpipe.codecs import ib_headers as ibh
+from madpipe.codecs import mad as madc
+from madpipe.codecs import smp as smpc
 
 IB_LRH_LVER = 0
 IB_GRH_IPVER = 6

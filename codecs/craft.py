@@ -12,11 +12,19 @@ from collections.abc import Sequence
 
 from scapy.packet import Packet, Raw
 
-from madpipe.codecs import ib_headers as ibh, mad as madc, smp as smpc
+from madpipe.codecs import ib_headers as ibh
+from madpipe.codecs import mad as madc
+from madpipe.codecs import smp as smpc
 from madpipe.codecs.errors import CraftError
 from madpipe.codecs.layers import BTH, DETH, GRH, LRH
 from madpipe.codecs.mad_layers import (
-    IB_SMP_MAX_HOP_CNT, MAD, SMP, SMP_ATTRIBUTE_LAYERS, PKeyTable, SMPDirected, attribute_layer_for,
+    IB_SMP_MAX_HOP_CNT,
+    MAD,
+    SMP,
+    SMP_ATTRIBUTE_LAYERS,
+    PKeyTable,
+    SMPDirected,
+    attribute_layer_for,
 )
 
 __all__ = [

@@ -27,7 +27,10 @@ import ipaddress
 
 import construct as cs
 
-from madpipe.codecs import crc, ib_headers as ibh, mad as madc, perf, smp as smpc
+from madpipe.codecs import crc, perf
+from madpipe.codecs import ib_headers as ibh
+from madpipe.codecs import mad as madc
+from madpipe.codecs import smp as smpc
 from madpipe.codecs.errors import MadpipeError
 
 __all__ = ["EncodeError", "encode_record", "encode_attribute"]

@@ -10,8 +10,19 @@ from __future__ import annotations
 from construct import BitsInteger, BitStruct, Int16ub, Int64ul, Struct
 
 from madpipe.codecs.erf_records import (  # noqa: F401 (re-exported)
-    ERF_EXT_RUNS_PAST, ERF_FLAG_VLEN, ERF_HEADER_SIZE, ERF_SHORT, ERF_TYPE_EXT_HEADER, ERF_TYPE_INFINIBAND,
-    ERF_TYPE_INFINIBAND_LINK, erf_not_ib, erf_ts_to_ns, erf_unwrap, erf_wrap, ns_to_erf_ts)
+    ERF_EXT_RUNS_PAST,
+    ERF_FLAG_VLEN,
+    ERF_HEADER_SIZE,
+    ERF_SHORT,
+    ERF_TYPE_EXT_HEADER,
+    ERF_TYPE_INFINIBAND,
+    ERF_TYPE_INFINIBAND_LINK,
+    erf_not_ib,
+    erf_ts_to_ns,
+    erf_unwrap,
+    erf_wrap,
+    ns_to_erf_ts,
+)
 
 ERFHeader = Struct(
     "ts" / Int64ul,

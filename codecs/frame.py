@@ -7,7 +7,9 @@ with the byte offset and the field, and everything before it is still decoded.
 from __future__ import annotations
 
 import ipaddress
-from madpipe.codecs import crc, gmp, mad, ib_headers as ibh, wire
+
+from madpipe.codecs import crc, gmp, mad, wire
+from madpipe.codecs import ib_headers as ibh
 from madpipe.codecs.compiled import compiled
 from madpipe.codecs.field_table import LAYER_KEYS
 

@@ -59,7 +59,10 @@ from scapy.fields import (
 )
 from scapy.packet import NoPayload, Packet, bind_bottom_up, bind_layers
 
-from madpipe.codecs import crc, erf as erfc, ib_headers as ibh, mad as madc
+from madpipe.codecs import crc
+from madpipe.codecs import erf as erfc
+from madpipe.codecs import ib_headers as ibh
+from madpipe.codecs import mad as madc
 from madpipe.codecs.capture import LINKTYPE_ERF, LINKTYPE_INFINIBAND
 from madpipe.codecs.mad_layers import MAD
 from madpipe.codecs.scapy_fields import AfterPayload

@@ -35,9 +35,17 @@ from scapy.fields import (
 )
 from scapy.packet import Packet, Raw, bind_layers
 
-from madpipe.codecs import gmp, ib_headers as ibh, mad as madc, perf, smp as smpc
+from madpipe.codecs import gmp, perf
+from madpipe.codecs import ib_headers as ibh
+from madpipe.codecs import mad as madc
+from madpipe.codecs import smp as smpc
 from madpipe.codecs.scapy_fields import (
-    AfterPayload, DRPathField, FixedFieldList, FixedPacketList, HopCountField, path_hops,
+    AfterPayload,
+    DRPathField,
+    FixedFieldList,
+    FixedPacketList,
+    HopCountField,
+    path_hops,
 )
 
 __all__ = [

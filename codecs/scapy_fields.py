@@ -7,8 +7,7 @@ Used by :mod:`madpipe.codecs.layers` and :mod:`madpipe.codecs.mad_layers`.
 """
 from __future__ import annotations
 
-from scapy.fields import ByteField, FieldListField, PacketListField, StrFixedLenField
-from scapy.fields import _FieldContainer
+from scapy.fields import ByteField, FieldListField, PacketListField, StrFixedLenField, _FieldContainer
 
 from madpipe.codecs import smp as smpc
 from madpipe.codecs.errors import CraftError

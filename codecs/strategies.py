@@ -31,7 +31,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the test
     raise ImportError("madpipe.codecs.strategies needs hypothesis: pip install 'madpipe[test]' "
                       "(or pip install hypothesis)") from exc
 
-from madpipe.codecs import build, ib_headers as ibh, mad as madc, perf, qpc, smp as smpc
+from madpipe.codecs import build, perf, qpc
+from madpipe.codecs import ib_headers as ibh
+from madpipe.codecs import mad as madc
+from madpipe.codecs import smp as smpc
 
 __all__ = [
     "attribute", "bth", "deth", "fields_of", "frame", "from_schema", "gmp", "grh", "lrh", "mad", "mad_header",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from madpipe.pipeline.kernels import aot, guard
 
 ROOT = Path(__file__).parent.parent

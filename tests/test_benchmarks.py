@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 
 from madpipe.pipeline.bench import kernels as kernels_bench
-from madpipe.pipeline.mlx4 import paravirt
-from madpipe.pipeline.mlx4 import snoop
 from madpipe.pipeline.bench import workload
 from madpipe.pipeline.cli.main import main
 from madpipe.pipeline.ingest.reader import Ingest
+from madpipe.pipeline.mlx4 import paravirt, snoop
 
 N = 100_000
 

@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from madpipe.pipeline.mlx4 import paravirt
-from madpipe.pipeline.mlx4 import snoop
 from madpipe.pipeline.cli.main import main
+from madpipe.pipeline.mlx4 import paravirt, snoop
 from madpipe.pipeline.mlx4.trace import read_trace, write_trace
 
 DATA = Path(__file__).parent / "data"

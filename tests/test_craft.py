@@ -9,9 +9,9 @@ import pytest
 
 from madpipe.codecs import mad as madc
 from madpipe.codecs.capture import LINKTYPE_ERF, LINKTYPE_INFINIBAND, CaptureReader, CaptureWriter
+from madpipe.codecs.craft import getresp, smp_get
 from madpipe.codecs.encode import EncodeError, encode_record
 from madpipe.codecs.frame import decode_frame
-from madpipe.codecs.craft import getresp, smp_get
 from madpipe.codecs.layers import BTH, DETH, GRH, LRH
 from madpipe.codecs.mad_layers import CMMAD, SAMAD, PerfMAD, PortCounters, SMPDirected
 from madpipe.pipeline.cli.main import main

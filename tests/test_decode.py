@@ -4,7 +4,8 @@ import struct
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from madpipe.codecs import crc
 from madpipe.codecs.capture import CaptureReader, CaptureWriter

@@ -18,15 +18,16 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from madpipe.codecs import build, crc, perf, smp
 from madpipe.codecs.capture import CaptureReader, CaptureWriter
 from madpipe.codecs.frame import decode_frame, plain
-from madpipe.pipeline.decode import json_lines as fast_json
-from madpipe.pipeline.decode import lines as decode_lines
-from madpipe.pipeline.decode import crc_kernels as kernels_crc
 from madpipe.pipeline.bench import workload
-from madpipe.pipeline.decode import kernels as kd
 from madpipe.pipeline.cli.main import main
+from madpipe.pipeline.decode import crc_kernels as kernels_crc
+from madpipe.pipeline.decode import json_lines as fast_json
+from madpipe.pipeline.decode import kernels as kd
+from madpipe.pipeline.decode import lines as decode_lines
 
 PCAPS = Path(__file__).parent.parent / "pcaps"
 REAL = PCAPS / "infiniband_endace_erf_2008.pcap"

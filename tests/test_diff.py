@@ -14,11 +14,12 @@ import pytest
 from madpipe.codecs import build, smp
 from madpipe.codecs.capture import CaptureReader, CaptureWriter
 from madpipe.codecs.frame import decode_frame
-from madpipe.codecs.mad import IB_MGMT_METHOD_GET_RESP as GETRESP, IB_MGMT_METHOD_SET as SET
+from madpipe.codecs.mad import IB_MGMT_METHOD_GET_RESP as GETRESP
+from madpipe.codecs.mad import IB_MGMT_METHOD_SET as SET
+from madpipe.pipeline.cli.main import main
 from madpipe.pipeline.fabric import diff
 from madpipe.pipeline.fabric.model import PortId
 from madpipe.pipeline.fabric.snoop import snoop_capture
-from madpipe.pipeline.cli.main import main
 
 PCAPS = Path(__file__).parent.parent / "pcaps"
 RUN_A = PCAPS / "opensm_partitions.pcap"

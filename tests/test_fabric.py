@@ -10,12 +10,13 @@ import pytest
 
 from madpipe.codecs import build, smp
 from madpipe.codecs.capture import CaptureWriter
-from madpipe.codecs.mad import IB_MGMT_METHOD_GET_RESP as GETRESP, IB_MGMT_METHOD_SET as SET
+from madpipe.codecs.mad import IB_MGMT_METHOD_GET_RESP as GETRESP
+from madpipe.codecs.mad import IB_MGMT_METHOD_SET as SET
+from madpipe.pipeline.cli.main import main
 from madpipe.pipeline.fabric import reference as reference_fabric
 from madpipe.pipeline.fabric.model import PortId
 from madpipe.pipeline.fabric.snoop import snoop_capture
 from madpipe.pipeline.mlx4.snoop import FINDING_REFUSED, FINDING_SPILL
-from madpipe.pipeline.cli.main import main
 
 PATH = [1]
 SM_LID = 1

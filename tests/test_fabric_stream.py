@@ -22,22 +22,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from madpipe.codecs import build
 from madpipe.codecs.capture import CaptureReader, CaptureWriter
 from madpipe.codecs.frame import decode_frame
+from madpipe.pipeline.bench import workload
+from madpipe.pipeline.cli.main import main
+from madpipe.pipeline.fabric import kernels as kf
+from madpipe.pipeline.fabric import reference as reference_fabric
 from madpipe.pipeline.fabric import snoop as fabric_snoop  # cli() swaps its snoop_capture
 from madpipe.pipeline.fabric.model import PortId, PortState
 from madpipe.pipeline.fabric.routes import KeyTable, route_of_key
 from madpipe.pipeline.fabric.snoop import snoop_capture, snoop_ports
 from madpipe.pipeline.fabric.spool import EVENT_DTYPE, events_of
 from madpipe.pipeline.fabric.text import format_pkeys
-from madpipe.pipeline.fabric import reference as reference_fabric
-from madpipe.pipeline.mlx4 import snoop
-from madpipe.pipeline.bench import workload
-from madpipe.pipeline.fabric import kernels as kf
 from madpipe.pipeline.ingest import kernels as ki
-from madpipe.pipeline.cli.main import main
 from madpipe.pipeline.ingest.reader import Ingest
+from madpipe.pipeline.mlx4 import snoop
 
 PCAPS = Path(__file__).parent.parent / "pcaps"
 SM_LID = 1
@@ -89,7 +90,7 @@ def test_snoop_ports_matches_reference_port_by_port(seed, port_num):
         assert not res.slave_events.any()
         # old: the entries the block covered, before the item (replayed on a copy of the start).
         flat = start[p].ravel().copy()
-        for j, i in enumerate(mine):
+        for i in mine:
             bn = int(attr_mod[i]) & 0xFFFF
             first = (port_num - 1) * 128 + bn * 32
             if finding[i] == snoop.FINDING_REFUSED:

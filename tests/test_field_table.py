@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 from helpers import as_int, put_bits, strip
 
-from madpipe.codecs import build, crc, ib_headers as ibh, mad, smp, wire
+from madpipe.codecs import build, crc, mad, smp, wire
+from madpipe.codecs import ib_headers as ibh
 from madpipe.codecs.capture import CaptureReader, CaptureWriter
 from madpipe.codecs.field_table import LAYER_KEYS, header_field, header_fields, schema_fields
 from madpipe.codecs.frame import decode_frame

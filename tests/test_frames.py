@@ -12,8 +12,8 @@ from madpipe.codecs import build, crc, erf  # noqa: E402
 from madpipe.codecs.capture import CaptureReader, CaptureWriter  # noqa: E402
 from madpipe.codecs.errors import MadpipeError, MissingExtra  # noqa: E402
 from madpipe.codecs.frame import decode_frame  # noqa: E402
+from madpipe.pipeline.columns import frames  # noqa: E402
 from madpipe.pipeline.fabric.snoop import snoop_capture
-from madpipe.pipeline.columns import frames# noqa: E402
 
 PCAPS = Path(__file__).parent.parent / "pcaps"
 CAPTURES = sorted(PCAPS.glob("*.pcap"))

@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from madpipe.codecs import build, crc, mad as madc, qpc, smp as smpc
+from madpipe.codecs import build, crc, qpc
+from madpipe.codecs import mad as madc
+from madpipe.codecs import smp as smpc
 from madpipe.codecs.capture import CaptureReader
 from madpipe.codecs.frame import decode_frame
+from madpipe.pipeline.cli.main import main
 from madpipe.pipeline.fuzz import runner as fuzz
 from madpipe.pipeline.fuzz.mutate import mutator as mutate
-from madpipe.pipeline.cli.main import main
 from madpipe.pipeline.fuzz.mutate.mutator import BATCH, OPS, Cases, Corpus, Mutator, batch_config, make_mailbox
 from madpipe.pipeline.sim.processes import leftover_processes
 

@@ -2,10 +2,12 @@
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
-
 from helpers import common, strip
-from madpipe.codecs import crc, ib_headers as ibh, mad
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from madpipe.codecs import crc, mad
+from madpipe.codecs import ib_headers as ibh
 from madpipe.codecs.capture import CaptureReader
 
 REAL = Path(__file__).parent.parent / "pcaps" / "infiniband_endace_erf_2008.pcap"

@@ -5,21 +5,36 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.packet import Padding, Raw
 from scapy.sendrecv import sniff
 from scapy.utils import PcapReader, RawPcapReader, rdpcap, wrpcap
 
-from madpipe.codecs import build, crc, erf, frame, mad as madc, perf, smp as smpc
+from madpipe.codecs import build, crc, erf, frame, perf
+from madpipe.codecs import mad as madc
+from madpipe.codecs import smp as smpc
 from madpipe.codecs.capture import LINKTYPE_ERF, LINKTYPE_INFINIBAND, CaptureReader, CaptureWriter
-from madpipe.codecs.encode import encode_record
-from madpipe.codecs.frame import decode_frame
 from madpipe.codecs.craft import getresp, smp_attribute, smp_get, smp_set, smp_set_pkeys
+from madpipe.codecs.encode import encode_record
 from madpipe.codecs.errors import CraftError
+from madpipe.codecs.frame import decode_frame
 from madpipe.codecs.layers import BTH, DETH, ERF, GRH, LRH, ImmDt
 from madpipe.codecs.mad_layers import (
-    MAD, MAD_CLASS_LAYERS, PERF_ATTRIBUTE_LAYERS, SMP, SMP_ATTRIBUTE_LAYERS, NodeInfo, PerfMAD, PKeyTable,
-    PortCounters, PortInfo, SAMAD, SMInfo, SMPDirected, VLArbitrationTable,
+    MAD,
+    MAD_CLASS_LAYERS,
+    PERF_ATTRIBUTE_LAYERS,
+    SAMAD,
+    SMP,
+    SMP_ATTRIBUTE_LAYERS,
+    NodeInfo,
+    PerfMAD,
+    PKeyTable,
+    PortCounters,
+    PortInfo,
+    SMInfo,
+    SMPDirected,
+    VLArbitrationTable,
 )
 
 PCAPS = sorted((Path(__file__).parent.parent / "pcaps").glob("*.pcap*"))

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from madpipe.pipeline.cli import main as cli
-from madpipe.pipeline.columns import many
 from madpipe.pipeline.cli.main import main
+from madpipe.pipeline.columns import many
 
 pd = pytest.importorskip("pandas")
 pytest.importorskip("pyarrow")

@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from madpipe.codecs import qpc
-from madpipe.pipeline.mlx4 import paravirt_kernels as K
-from madpipe.pipeline.mlx4 import paravirt
 from madpipe.pipeline.mlx4 import device_reference as device_ref
+from madpipe.pipeline.mlx4 import paravirt
+from madpipe.pipeline.mlx4 import paravirt_kernels as K
 from madpipe.pipeline.mlx4 import paravirt_reference as ref
 from madpipe.pipeline.mlx4.trace import RECORD, Trace, TraceError, read_trace, write_trace
 

@@ -4,10 +4,10 @@ The field tables are written from rdma-core libibmad/fields.c (IB_PC_*, IB_PC_EX
 and python-rdma's codegen/iba_16_1.xml and iba_13_4.xml, not from perf.py.
 """
 import pytest
+from helpers import check_field_table, common
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import check_field_table, common
 from madpipe.codecs import perf
 from madpipe.codecs.mad import MADHeader
 from madpipe.codecs.perf import (
@@ -20,9 +20,6 @@ from madpipe.codecs.perf import (
     attribute_name,
     attribute_schema,
 )
-
-
-
 
 PORT_COUNTERS_FIELDS = [
     ("resv0", 0, 8),
@@ -110,7 +107,7 @@ def test_field_offsets(name):
 def test_sizes_and_layout():
     assert PerfMAD.sizeof() == 256
     assert perf.IB_PMA_DATA_OFFSET == 64 and perf.IB_PMA_DATA_SIZE == 192
-    for attr_id, (name, schema) in PERF_ATTRIBUTES.items():
+    for name, schema in PERF_ATTRIBUTES.values():
         assert schema.sizeof() == 192, name
     raw = bytes(24) + b"\x11" * 40 + b"\x22" * 192
     parsed = PerfMAD.parse(raw)

@@ -1,8 +1,8 @@
 """The progress line for long single-capture work: drawn on a terminal, cleared before the end."""
 import io
 
-from madpipe.pipeline.ingest import progress
 from madpipe.pipeline.bench import workload
+from madpipe.pipeline.ingest import progress
 from madpipe.pipeline.ingest.reader import Ingest
 
 

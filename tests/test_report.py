@@ -9,9 +9,9 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from madpipe.pipeline.fabric.snoop import snoop_capture
-from madpipe.pipeline.fabric import report# noqa: E402
 from madpipe.pipeline.cli.main import main  # noqa: E402
+from madpipe.pipeline.fabric import report  # noqa: E402
+from madpipe.pipeline.fabric.snoop import snoop_capture
 
 PCAPS = Path(__file__).parent.parent / "pcaps"
 CHANGED = PCAPS / "opensm_partitions_changed.pcap"

@@ -18,23 +18,31 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import REQUIRE_TOOLS_ENV, require_tool
-from madpipe.codecs import build, mad as madc
+
+from madpipe.codecs import build
+from madpipe.codecs import mad as madc
 from madpipe.codecs.capture import CaptureReader
 from madpipe.codecs.errors import MadpipeError
 from madpipe.codecs.frame import decode_frame
-from madpipe.pipeline.sim import replay as sim_replay
+from madpipe.pipeline.cli.main import main
 from madpipe.pipeline.fabric.snoop import snoop_capture
+from madpipe.pipeline.sim import replay as sim_replay
 from madpipe.pipeline.sim.capture import SimCapture, parse_ibnetdiscover_ports, parse_smpquery_pkeys
 from madpipe.pipeline.sim.packets import datagrams_to_packets
 from madpipe.pipeline.sim.processes import _stop_all, find_tool, find_umad2sim, leftover_processes, stop_process
 from madpipe.pipeline.sim.protocol import (
-    SIM_CTL_CONNECT, SIM_REQUEST_SIZE, SimError, SimRequest, client_info, parse_client_info, parse_sim_address,
-    parse_sim_ctl, sim_ctl,
+    SIM_CTL_CONNECT,
+    SIM_REQUEST_SIZE,
+    SimError,
+    SimRequest,
+    client_info,
+    parse_client_info,
+    parse_sim_address,
+    parse_sim_ctl,
+    sim_ctl,
 )
 from madpipe.pipeline.sim.relay import FROM_SIM, TO_SIM, Connection, Datagram
-from madpipe.pipeline.cli.main import main
 
 PCAPS = Path(__file__).resolve().parent.parent / "pcaps"
 TOPOLOGY = "/usr/share/doc/ibsim-utils/net-examples/net.2sw2path4hca"

@@ -7,10 +7,10 @@ smp.py, so they check the schemas against an independent source.
 from pathlib import Path
 
 import pytest
+from helpers import check_field_table, common, strip
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import check_field_table, common, strip
 from madpipe.codecs import smp
 from madpipe.codecs.mad import MADHeader
 from madpipe.codecs.smp import (
@@ -208,7 +208,7 @@ def test_sizes():
     assert SMP.sizeof() == 256
     assert SMPDirected.sizeof() == 256
     assert SMPDirectedHeader.sizeof() == MADHeader.sizeof() == 24
-    for attr_id, (name, schema) in SMP_ATTRIBUTES.items():
+    for name, schema in SMP_ATTRIBUTES.values():
         assert schema.sizeof() == 64, name
     assert RawAttribute.sizeof() == 64
     assert smp.NoticeWithIssuerGID.sizeof() == 80

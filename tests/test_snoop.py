@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from madpipe.pipeline.kernels import jit
-from madpipe.pipeline.mlx4 import snoop_reference as reference_snoop
 from madpipe.pipeline.mlx4 import snoop
+from madpipe.pipeline.mlx4 import snoop_reference as reference_snoop
 
 LR, DR = 0x01, 0x81
 GET, SET, GET_RESP = 0x01, 0x02, 0x81

@@ -6,8 +6,9 @@ included; here the pieces themselves.)
 """
 import numpy as np
 import pytest
-from madpipe.pipeline.mlx4 import snoop_reference as reference_snoop
+
 from madpipe.pipeline.mlx4 import snoop
+from madpipe.pipeline.mlx4 import snoop_reference as reference_snoop
 
 
 @pytest.mark.parametrize("num_vfs", [0, 1, 4, 79])

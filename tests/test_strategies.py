@@ -11,7 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from madpipe.codecs import ib_headers as ibh, mad as madc, perf, qpc, smp as smpc
+from madpipe.codecs import ib_headers as ibh
+from madpipe.codecs import mad as madc
+from madpipe.codecs import perf, qpc
+from madpipe.codecs import smp as smpc
 from madpipe.codecs import strategies as S
 from madpipe.codecs.frame import decode_frame
 from madpipe.pipeline.fuzz.runner import check_frame, scapy_layers

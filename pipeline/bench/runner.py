@@ -172,8 +172,9 @@ class Bench:
                             table[first + j] = p
         self.measure("snoop", "construct per MAD (compiled)", few, construct_snoop, baseline=base, repeat=1)
         try:
-            from madpipe.codecs import layers  # noqa: F401  (scapy layers, when present)
             from scapy.packet import Raw  # noqa: F401
+
+            from madpipe.codecs import layers  # noqa: F401  (scapy layers, when present)
         except ImportError:
             return
         scapy_few = min(sub, 2000)
@@ -185,8 +186,7 @@ class Bench:
         self.measure("snoop", "scapy per MAD (dissect only)", scapy_few, scapy_dissect, baseline=base, repeat=1)
 
     def paravirt(self) -> None:
-        from madpipe.pipeline.mlx4 import paravirt
-        from madpipe.pipeline.mlx4 import snoop
+        from madpipe.pipeline.mlx4 import paravirt, snoop
 
         mbox, transition, slave, qpn = workload.qp_commands(self.n, self.seed)
         _, v2p = snoop.init_pkeys(num_vfs=8)

@@ -42,9 +42,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from madpipe.pipeline.kernels import jit
     from madpipe.pipeline.bench.output import print_json, print_text
     from madpipe.pipeline.bench.runner import GROUPS, Bench
+    from madpipe.pipeline.kernels import jit
 
     what = [w.strip() for w in args.what.split(",") if w.strip()]
     unknown = [w for w in what if w not in GROUPS]

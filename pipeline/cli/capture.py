@@ -8,9 +8,9 @@ import sys
 from madpipe.codecs.capture import LINKTYPE_ERF, linktype_arg
 from madpipe.codecs.errors import MadpipeError
 from madpipe.pipeline.sim.capture import SimCapture
+from madpipe.pipeline.sim.output import print_capture_report
 from madpipe.pipeline.sim.processes import find_tool
 from madpipe.pipeline.sim.protocol import IBSIM_MAX_CLIENTS
-from madpipe.pipeline.sim.output import print_capture_report
 
 EXAMPLE = """how: ibsim runs in remote mode on loopback behind a UDP relay that records every datagram
 of ibsim's protocol (struct sim_request) with its time. opensm --once runs once per partitions

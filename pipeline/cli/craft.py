@@ -114,8 +114,8 @@ def run(args) -> int:
 
 def _show(frames) -> None:
     from madpipe.codecs.frame import decode_frame
-    from madpipe.pipeline.decode.text import line
     from madpipe.pipeline.decode.output import tree
+    from madpipe.pipeline.decode.text import line
 
     first = frames[0][1] / 1e9 if frames else 0.0
     for i, (packet, ts_ns) in enumerate(frames, 1):

@@ -5,11 +5,11 @@ import argparse
 import sys
 
 from madpipe.codecs.errors import MadpipeError
+from madpipe.pipeline.cli.args import add_capture_inputs, write_dataset_cli
 from madpipe.pipeline.columns import many
 from madpipe.pipeline.decode.display_filter import compile_filter
 from madpipe.pipeline.decode.lines import decode_capture
 from madpipe.pipeline.decode.text import summary
-from madpipe.pipeline.cli.args import add_capture_inputs, write_dataset_cli
 
 EXAMPLE = """exit status: 0 the whole file was read; 1 the file is cut short or corrupt after some frames
 (those frames are still printed); 2 the file cannot be read at all, or bad arguments.

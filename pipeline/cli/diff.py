@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from madpipe.pipeline.fabric import diff
 from madpipe.pipeline.cli.args import add_host_options, captures_named, check_host_options
+from madpipe.pipeline.fabric import diff
 
 EXAMPLE = """What is compared: each capture goes through `madpipe snoop` (the same --from rule), and the
 tables the SM left are paired port by port: by GUID when both captures hold the port's NodeInfo

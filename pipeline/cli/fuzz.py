@@ -6,8 +6,8 @@ import os
 import sys
 
 from madpipe.codecs.errors import MadpipeError
-from madpipe.pipeline.decode.output import jsonl
 from madpipe.pipeline.cli.args import integer
+from madpipe.pipeline.decode.output import jsonl
 
 EXAMPLE = """targets (--target, several allowed; default codecs snoop paravirt; 'all' for every one):
   codecs    decode_frame never raises; errors name offset and field; layers round-trip through

@@ -11,9 +11,9 @@ import os
 import sys
 
 from madpipe.codecs.errors import MadpipeError
-from madpipe.pipeline.kernels import jit
 from madpipe.pipeline.columns import many
 from madpipe.pipeline.ingest import progress
+from madpipe.pipeline.kernels import jit
 
 # Command modules in the order `madpipe --help` lists them.
 COMMANDS = ["decode", "craft", "snoop", "diff", "report", "paravirt", "capture", "replay", "fuzz", "bench",

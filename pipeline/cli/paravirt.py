@@ -7,12 +7,11 @@ import sys
 import numpy as np
 
 from madpipe.codecs.errors import MadpipeError
-from madpipe.pipeline.mlx4 import paravirt
-from madpipe.pipeline.mlx4 import snoop
+from madpipe.pipeline.cli.args import integer
+from madpipe.pipeline.mlx4 import paravirt, snoop
 from madpipe.pipeline.mlx4.paravirt_report import Report, Setup, default_vfs, print_json, print_text, rewrite_trace
 from madpipe.pipeline.mlx4.pkey_map import read_pkey_map
 from madpipe.pipeline.mlx4.trace import read_trace_with_format, write_trace
-from madpipe.pipeline.cli.args import integer
 
 #: P = base_sqpn + 8. mlx4_init_qp_table() puts base_sqpn = ALIGN(reserved_qps_cnt[FW], 8), right
 #: after the QPs firmware reserves; ConnectX firmware commonly reserves 64 (log_rsvd_qps = 6), so

@@ -5,12 +5,12 @@ import argparse
 import sys
 
 from madpipe.codecs.errors import MadpipeError
+from madpipe.pipeline.cli.args import add_capture_inputs, add_host_options, check_host_options, write_dataset_cli
+from madpipe.pipeline.columns import many
 from madpipe.pipeline.fabric import snoop  # snoop.snoop_capture looked up at each call: tests swap it there
 from madpipe.pipeline.fabric.model import FROM_RULES
-from madpipe.pipeline.columns import many
 from madpipe.pipeline.fabric.output import print_json, print_text, snoop_output
 from madpipe.pipeline.mlx4.pkey_map import read_pkey_map
-from madpipe.pipeline.cli.args import add_capture_inputs, add_host_options, check_host_options, write_dataset_cli
 
 EXAMPLE = """rules (--from):
   set      the kernel's rule (smp_snoop): a SubnSet(P_KeyTable) is applied when the GetResp with

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from madpipe.codecs.errors import MadpipeError
-from madpipe.codecs.errors import require
+from madpipe.codecs.errors import MadpipeError, require
 from madpipe.pipeline.columns.frames import DATA_EXTRA, FRAME_COLUMNS, FrameColumns
 
 FORMATS = ("csv", "parquet")

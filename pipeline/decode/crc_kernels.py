@@ -10,7 +10,6 @@ from madpipe.codecs.crc import CRC32_INIT, CRC32_XOROUT, VCRC_INIT, VCRC_XOROUT
 from madpipe.codecs.wire import ICRC_SIZE, VCRC_SIZE
 from madpipe.pipeline.kernels.jit import njit
 
-
 CRC32_TABLE = np.array(crc.CRC32_TABLE, np.uint32)
 VCRC_TABLE_NP = np.array(crc.VCRC_TABLE, np.uint32)
 

@@ -34,9 +34,9 @@ from madpipe.codecs import gmp, mad, wire
 from madpipe.codecs.frame import decode_frame, plain
 from madpipe.pipeline.decode import crc_kernels as kc
 from madpipe.pipeline.decode import kernels as kd
+from madpipe.pipeline.decode.output import count_record
 from madpipe.pipeline.ingest import kernels as ki
 from madpipe.pipeline.ingest.reader import Ingest, skip_reason
-from madpipe.pipeline.decode.output import count_record
 
 JSON_BOOL = {kd.CRC_OK: "true", kd.CRC_BAD: "false", kd.CRC_ABSENT: "null"}
 NAMES = {mad.IB_MGMT_CLASS_SUBN_ADM: gmp.SA_ATTRIBUTE_NAMES, mad.IB_MGMT_CLASS_CM: gmp.CM_ATTRIBUTE_NAMES,

@@ -39,7 +39,7 @@ def check_crcs(buf, pkt_off, pkt_len, code, crc32_table, vcrc_table, icrc_ok, vc
             c = np.uint32(CRC32_INIT)
             if lnh == LNH_IBA_GLOBAL and icrc_at < LRH_SIZE:
                 # icrc_masked takes a whole LRH of ones even from a shorter packet: eight 0xFF bytes
-                for i in range(LRH_SIZE):
+                for _ in range(LRH_SIZE):
                     c = crc32_table[(c ^ np.uint32(0xFF)) & np.uint32(0xFF)] ^ (c >> np.uint32(8))
             else:
                 for i in range(icrc_at):

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 import sys
+from collections import Counter
 
 
 def jsonl(record: dict, out=None) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import Counter
+
 from madpipe.codecs import mad
 from madpipe.codecs.ib_headers import opcode_name
 

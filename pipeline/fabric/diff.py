@@ -39,6 +39,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
+
 import numpy as np
 
 from madpipe.codecs import mad, smp

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from madpipe.pipeline.decode.output import jsonl
 from madpipe.pipeline.fabric import diff
-from madpipe.pipeline.fabric.text import format_pkeys, shown_entries
 from madpipe.pipeline.fabric.diff import KIND_TEXT, membership
-
+from madpipe.pipeline.fabric.text import format_pkeys, shown_entries
 
 # -- text ------------------------------------------------------------------------------------------
 

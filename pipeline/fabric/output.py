@@ -15,10 +15,10 @@ import numpy as np
 from madpipe.codecs.errors import MadpipeError
 from madpipe.pipeline.decode.output import jsonl
 from madpipe.pipeline.fabric import snoop  # snoop.snoop_capture looked up at each call: tests swap it there
+from madpipe.pipeline.fabric import text_kernels as kt
 from madpipe.pipeline.fabric.model import FINDING_TEXT, FabricSnoop, HostView, PortId
 from madpipe.pipeline.fabric.spool import RecordList
 from madpipe.pipeline.fabric.text import format_pkeys, shown_entries
-from madpipe.pipeline.fabric import text_kernels as kt
 
 
 def snoop_output(item: tuple) -> tuple[str, str | None, int]:

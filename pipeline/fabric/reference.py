@@ -17,14 +17,14 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import numpy as np
+
 from madpipe.codecs import mad as madc
 from madpipe.codecs import smp as smpc
 from madpipe.codecs.ib_headers import IB_PERMISSIVE_LID
-from madpipe.pipeline.mlx4 import snoop
 from madpipe.pipeline.fabric.model import (
-    Capacities,
     FINDING_TEXT,
     FROM_RULES,
+    Capacities,
     Event,
     FabricSnoop,
     Finding,
@@ -33,6 +33,7 @@ from madpipe.pipeline.fabric.model import (
     PortState,
 )
 from madpipe.pipeline.ingest.reader import Ingest
+from madpipe.pipeline.mlx4 import snoop
 
 
 @dataclass

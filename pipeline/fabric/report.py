@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from madpipe.codecs import mad
+from madpipe.codecs.errors import require
+from madpipe.codecs.frame import attr_name
 from madpipe.pipeline.fabric import diff
 from madpipe.pipeline.fabric.model import FabricSnoop, PortId, PortState
 from madpipe.pipeline.fabric.snoop import snoop_capture
-from madpipe.codecs.errors import require
-from madpipe.codecs.frame import attr_name
 
 REPORT_EXTRA = "report"  # pip install 'madpipe[report]'
 ABSENT, LIMITED, FULL = 0, 1, 2

@@ -40,20 +40,36 @@ from dataclasses import dataclass, field
 
 from madpipe.codecs.capture import CaptureWriter
 from madpipe.codecs.errors import MadpipeError
+from madpipe.pipeline.fuzz.findings import (  # noqa: F401
+    SEVERITY_BUG,
+    SEVERITY_KERNEL,
+    SEVERITY_TOOL,
+    Finding,
+    Group,
+    Reporter,
+    _jsonable_changes,
+)
+from madpipe.pipeline.fuzz.mutate.mutator import BATCH, Cases, Corpus, Mutator, batch_config
+
 # The targets and findings, imported here so that ``fuzz.X`` keeps working for every name that was defined here.
 from madpipe.pipeline.fuzz.targets.codecs import (  # noqa: F401
-    ERROR_PART, CodecsTarget, check_frame, roundtrip_problems, scapy_layers, scapy_problems,
-)
-from madpipe.pipeline.fuzz.findings import (  # noqa: F401
-    SEVERITY_BUG, SEVERITY_KERNEL, SEVERITY_TOOL, Finding, Group, Reporter, _jsonable_changes,
+    ERROR_PART,
+    CodecsTarget,
+    check_frame,
+    roundtrip_problems,
+    scapy_layers,
+    scapy_problems,
 )
 from madpipe.pipeline.fuzz.targets.ibsim import IBSIM_TOPOLOGY, IbsimTarget  # noqa: F401
 from madpipe.pipeline.fuzz.targets.paravirt import PARAVIRT_KEYS, ParavirtTarget, paravirt_device  # noqa: F401
 from madpipe.pipeline.fuzz.targets.snoop import (  # noqa: F401
-    SNOOP_OUTPUTS, SnoopTarget, snoop_finding_key, snoop_inputs, snoop_state,
+    SNOOP_OUTPUTS,
+    SnoopTarget,
+    snoop_finding_key,
+    snoop_inputs,
+    snoop_state,
 )
 from madpipe.pipeline.fuzz.targets.tshark import PA_ERROR, TSHARK_FIELDS, TsharkTarget  # noqa: F401
-from madpipe.pipeline.fuzz.mutate.mutator import BATCH, Cases, Corpus, Mutator, batch_config
 
 TARGETS = ("codecs", "snoop", "paravirt", "tshark", "ibsim")
 DEFAULT_TARGETS = ("codecs", "snoop", "paravirt")

@@ -16,7 +16,10 @@ from typing import Iterator
 import numpy as np
 
 from madpipe.codecs.capture import (
-    LINKTYPE_ERF, MAX_RECORD, PCAP_HEADER_SIZE, CaptureReader,
+    LINKTYPE_ERF,
+    MAX_RECORD,
+    PCAP_HEADER_SIZE,
+    CaptureReader,
 )
 from madpipe.codecs.erf_records import ERF_EXT_RUNS_PAST, ERF_SHORT, erf_not_ib
 from madpipe.pipeline.ingest import kernels as k

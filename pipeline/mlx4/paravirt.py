@@ -34,8 +34,8 @@ import numpy as np
 
 from madpipe.codecs import qpc
 from madpipe.codecs.errors import MadpipeError
-from madpipe.pipeline.mlx4 import paravirt_kernels as K
 from madpipe.pipeline.mlx4 import device_reference as device_ref
+from madpipe.pipeline.mlx4 import paravirt_kernels as K
 from madpipe.pipeline.mlx4 import paravirt_reference as ref
 
 MFUNC_MAX = device_ref.MLX4_MFUNC_MAX

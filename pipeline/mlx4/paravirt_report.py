@@ -10,8 +10,8 @@ from typing import NamedTuple
 import numpy as np
 
 from madpipe.codecs import qpc
-from madpipe.pipeline.mlx4 import paravirt
 from madpipe.pipeline.mlx4 import device_reference as device_ref
+from madpipe.pipeline.mlx4 import paravirt
 from madpipe.pipeline.mlx4 import paravirt_reference as ref
 from madpipe.pipeline.mlx4.trace import Trace
 

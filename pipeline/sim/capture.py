@@ -31,7 +31,14 @@ from pathlib import Path
 
 from madpipe.pipeline.sim.packets import datagrams_to_packets
 from madpipe.pipeline.sim.processes import (
-    Ibsim, ToolRun, find_tool, find_umad2sim, free_base, read_log, run_tool, tail_lines,
+    Ibsim,
+    ToolRun,
+    find_tool,
+    find_umad2sim,
+    free_base,
+    read_log,
+    run_tool,
+    tail_lines,
 )
 from madpipe.pipeline.sim.protocol import IBSIM_DEFAULT_SERVER_PORT, IBSIM_MAX_CLIENTS, SimError
 from madpipe.pipeline.sim.relay import Relay

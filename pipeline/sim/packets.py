@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from madpipe.codecs import build, mad as madc
+from madpipe.codecs import build
+from madpipe.codecs import mad as madc
 from madpipe.pipeline.sim.protocol import SIM_REQUEST_SIZE, SIM_STATUS_UNDELIVERABLE, SimRequest
 from madpipe.pipeline.sim.relay import FROM_SIM, TO_SIM, Connection, Datagram
-
 
 # -- from recorded datagrams to IB packets -------------------------------------------------------
 

@@ -19,7 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from madpipe.pipeline.sim.protocol import (
-    IBSIM_MAX_CLIENTS, SIM_CTL, SIM_CTL_DISCONNECT, SimError, parse_sim_ctl, sim_ctl,
+    IBSIM_MAX_CLIENTS,
+    SIM_CTL,
+    SIM_CTL_DISCONNECT,
+    SimError,
+    parse_sim_ctl,
+    sim_ctl,
 )
 
 UMAD2SIM_ENV = "MADPIPE_UMAD2SIM"

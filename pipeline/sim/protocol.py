@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from madpipe.codecs import mad as madc
 from madpipe.codecs.errors import MadpipeError
 
-
 # -- include/ibsim.h ------------------------------------------------------------------------------
 
 SIM_MAGIC = 0xDEADBEEF

@@ -18,10 +18,18 @@ from dataclasses import dataclass, field
 
 from madpipe.pipeline.sim.processes import busy_port
 from madpipe.pipeline.sim.protocol import (
-    IBSIM_MAX_CLIENTS, PORT_INFO_LID_OFFSET, SIM_CTL_CONNECT, SIM_CTL_DISCONNECT, SIM_CTL_ERROR,
-    SIM_CTL_GET_PORTINFO, SimError, client_info, parse_client_info, parse_sim_ctl, sim_ctl,
+    IBSIM_MAX_CLIENTS,
+    PORT_INFO_LID_OFFSET,
+    SIM_CTL_CONNECT,
+    SIM_CTL_DISCONNECT,
+    SIM_CTL_ERROR,
+    SIM_CTL_GET_PORTINFO,
+    SimError,
+    client_info,
+    parse_client_info,
+    parse_sim_ctl,
+    sim_ctl,
 )
-
 
 # -- the relay -----------------------------------------------------------------------------------
 

@@ -14,14 +14,14 @@ import sys
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+
 from madpipe.codecs import mad as madc
 from madpipe.codecs import wire
 from madpipe.codecs.capture import CaptureReader
 from madpipe.codecs.errors import MadpipeError
 from madpipe.codecs.frame import decode_frame
-from madpipe.pipeline.sim.protocol import SIM_STATUS_UNDELIVERABLE, SimClient, SimRequest, parse_sim_address
 from madpipe.pipeline.decode.display_filter import compile_filter
-
+from madpipe.pipeline.sim.protocol import SIM_STATUS_UNDELIVERABLE, SimClient, SimRequest, parse_sim_address
 
 NO_ANSWER_METHODS = (madc.IB_MGMT_METHOD_TRAP_REPRESS, madc.IB_MGMT_METHOD_SEND)
 

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from madpipe.codecs import mad as madc, qpc
+from madpipe.codecs import mad as madc
+from madpipe.codecs import qpc
 from madpipe.pipeline.fuzz.mutate.corpus import MBOX_SIZE, WIDTH, Corpus, make_mailbox
 from madpipe.pipeline.fuzz.mutate.fields import frame_fields, mad_offset
 from madpipe.pipeline.fuzz.mutate.rng import CaseRng, stream_id

@@ -5,7 +5,9 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 
-from madpipe.codecs import build, mad as madc, perf, qpc, smp as smpc
+from madpipe.codecs import build, perf, qpc
+from madpipe.codecs import mad as madc
+from madpipe.codecs import smp as smpc
 from madpipe.codecs.errors import MadpipeError
 
 #: Row width of a case's frame: the longest frame a case can have after extension.

@@ -7,9 +7,11 @@ matter for a field (classes, methods, attribute IDs, the permissive LID, QP1's Q
 """
 from __future__ import annotations
 
-from madpipe.codecs import crc, ib_headers as ibh, mad as madc, perf, smp as smpc, wire
+from madpipe.codecs import crc, perf, wire
+from madpipe.codecs import ib_headers as ibh
+from madpipe.codecs import mad as madc
+from madpipe.codecs import smp as smpc
 from madpipe.codecs.field_table import Field, schema_fields
-
 
 # -- fields of a frame --------------------------------------------------------------------------
 

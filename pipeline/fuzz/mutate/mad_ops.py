@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from madpipe.codecs import mad as madc, smp as smpc, wire
+from madpipe.codecs import mad as madc
+from madpipe.codecs import smp as smpc
+from madpipe.codecs import wire
 from madpipe.pipeline.fuzz.mutate.fields import ATTR_IDS
 from madpipe.pipeline.fuzz.mutate.rng import U64
 

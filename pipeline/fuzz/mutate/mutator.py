@@ -62,17 +62,29 @@ import numpy as np
 
 from madpipe.codecs import qpc
 from madpipe.codecs.errors import MadpipeError
+from madpipe.codecs.field_table import Field, schema_fields  # noqa: F401
+
 # The parts, imported here so that ``mutate.X`` keeps working for every name that was defined here.
 from madpipe.pipeline.fuzz.mutate.cases import BATCH, SLOTS, BatchConfig, Cases, batch_config  # noqa: F401
 from madpipe.pipeline.fuzz.mutate.corpus import MAX_SEEDS, MBOX_SIZE, WIDTH, Corpus, make_mailbox  # noqa: F401
-from madpipe.codecs.field_table import Field, schema_fields  # noqa: F401
 from madpipe.pipeline.fuzz.mutate.fields import (  # noqa: F401
-    ATTR_IDS, INTERESTING, field_weight, frame_fields, interesting_for, layout_key, mad_fields, mad_offset,
+    ATTR_IDS,
+    INTERESTING,
+    field_weight,
+    frame_fields,
+    interesting_for,
+    layout_key,
+    mad_fields,
+    mad_offset,
 )
 from madpipe.pipeline.fuzz.mutate.frame_ops import FrameMutations
 from madpipe.pipeline.fuzz.mutate.mad_ops import PKEY_BLOCKS, MadMutations  # noqa: F401
 from madpipe.pipeline.fuzz.mutate.mailboxes import (  # noqa: F401
-    MB_OPS, MB_WEIGHTS, SLAVES_ODD, TRANSITION_CODES, MailboxMutations,
+    MB_OPS,
+    MB_WEIGHTS,
+    SLAVES_ODD,
+    TRANSITION_CODES,
+    MailboxMutations,
 )
 from madpipe.pipeline.fuzz.mutate.rng import MASK64, U64, CaseRng  # noqa: F401
 from madpipe.pipeline.fuzz.mutate.rows import get_bits, low_bits_mask, put_bits, seal_rows  # noqa: F401

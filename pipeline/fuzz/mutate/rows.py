@@ -8,7 +8,6 @@ import numpy as np
 from madpipe.codecs import crc
 from madpipe.pipeline.fuzz.mutate.rng import MASK64, U64
 
-
 # -- bit access over many rows at once -----------------------------------------------------------
 
 def low_bits_mask(width: np.ndarray) -> np.ndarray:

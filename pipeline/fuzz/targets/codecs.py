@@ -17,11 +17,14 @@ from collections import Counter
 
 import numpy as np
 
-from madpipe.codecs import ib_headers as ibh, mad as madc, perf, smp as smpc
+from madpipe.codecs import ib_headers as ibh
+from madpipe.codecs import mad as madc
+from madpipe.codecs import perf
+from madpipe.codecs import smp as smpc
 from madpipe.codecs.compiled import compiled
 from madpipe.codecs.frame import decode_frame, gid_text, plain
 from madpipe.pipeline.fuzz.findings import SEVERITY_BUG, Finding, exc_text, where_raised
-from madpipe.pipeline.fuzz.mutate.mutator import Cases, CaseRng
+from madpipe.pipeline.fuzz.mutate.mutator import CaseRng, Cases
 
 ERROR_PART = re.compile(r"^offset \d+, field [a-z_][a-z0-9_.\[\]]*: \S")
 

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from madpipe.codecs import mad as madc, smp as smpc, wire
+from madpipe.codecs import mad as madc
+from madpipe.codecs import smp as smpc
+from madpipe.codecs import wire
 from madpipe.codecs.errors import MadpipeError
 from madpipe.pipeline.fuzz.findings import SEVERITY_TOOL, Finding
 from madpipe.pipeline.fuzz.mutate.mutator import Cases

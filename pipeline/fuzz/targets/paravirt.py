@@ -10,10 +10,12 @@ from collections import Counter
 
 import numpy as np
 
-from madpipe.codecs import qpc, smp as smpc
+from madpipe.codecs import qpc
+from madpipe.codecs import smp as smpc
 from madpipe.pipeline.fuzz.findings import SEVERITY_BUG, SEVERITY_KERNEL, Finding, exc_text, where_raised
-from madpipe.pipeline.fuzz.targets.snoop import snoop_inputs
 from madpipe.pipeline.fuzz.mutate.mutator import Cases
+from madpipe.pipeline.fuzz.targets.snoop import snoop_inputs
+
 
 def paravirt_device(cfg):
     """The batch's device: virt2phys_pkey (any byte values), active ports, SMI, from the batch hash."""

@@ -12,7 +12,8 @@ from collections import Counter
 
 import numpy as np
 
-from madpipe.codecs import mad as madc, smp as smpc
+from madpipe.codecs import mad as madc
+from madpipe.codecs import smp as smpc
 from madpipe.pipeline.fuzz.findings import SEVERITY_BUG, SEVERITY_KERNEL, Finding, exc_text, where_raised
 from madpipe.pipeline.fuzz.mutate.mutator import Cases
 
