@@ -194,7 +194,7 @@ class Side:
 
     path: str
     snoop: FabricSnoop
-    guids: dict[PortId, int]  # ports whose NodeInfo answer is in the capture
+    guids: dict[PortId, int | None]  # each port's naming GUID, None where no NodeInfo answer names it
 
     @property
     def ports(self) -> dict[PortId, PortState]:
@@ -215,7 +215,9 @@ class PortDiff:
 
     @property
     def pid(self) -> PortId:
-        return (self.a or self.b).pid
+        state = self.a or self.b
+        assert state is not None  # a port diff always has at least one side
+        return state.pid
 
     @property
     def b_named_differently(self) -> bool:

@@ -226,10 +226,11 @@ def replay(items: list[Item], transport, *, pps: float | None = None, top: bool 
         wait = min(wait, max(next_progress - now, 0))
         for answer in transport.poll(wait):
             result.answers.append(answer)
-            o = _match(answer, waiting, recent)
-            if o is None:
+            matched = _match(answer, waiting, recent)
+            if matched is None:
                 c["unmatched answers"] += 1
                 continue
+            o = matched
             if o.result == "pending":
                 outstanding -= 1
             o.answer = answer
@@ -256,7 +257,7 @@ def replay(items: list[Item], transport, *, pps: float | None = None, top: bool 
     result.seconds = time.monotonic() - start
     for o in outcomes:
         c[o.result] += 1
-        if o.result == "answered" and mad_status(o.answer.mad):
+        if o.result == "answered" and o.answer is not None and mad_status(o.answer.mad):
             c["answered with MAD status"] += 1
     return result
 
