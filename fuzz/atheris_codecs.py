@@ -5,8 +5,8 @@
     python fuzz/atheris_codecs.py -runs=100000 -seed=1
 
 Each input is one frame from the LRH, as a capture holds it. The check is the ``codecs`` target
-of ``madpipe fuzz`` (``madpipe.pipeline.fuzz.runner.check_frame``): ``decode_frame`` returns a record and
-never raises, the record is JSON, an error names offset and field, every layer round-trips through
+of ``madpipe fuzz`` (``madpipe.pipeline.fuzz.targets.codecs.check_frame``): ``decode_frame`` returns a
+record and never raises, the record is JSON, an error names offset and field, every layer round-trips through
 the plain and the compiled schemas and agrees with what ``decode_frame`` reported, and (when the
 scapy layers are installed) a frame that decodes cleanly rebuilds to the same bytes in scapy. Any
 problem raises ``AssertionError`` with the finding, and libFuzzer saves the input as ``crash-*``.
@@ -26,7 +26,7 @@ import sys
 
 def seed_corpus(capture: str | None, directory: str) -> int:
     """Write the frames of ``capture`` (or madpipe fuzz's built-in seeds) into ``directory``."""
-    from madpipe.pipeline.fuzz.mutate.mutator import Corpus
+    from madpipe.pipeline.fuzz.mutate.corpus import Corpus
 
     corpus = Corpus.from_path(capture) if capture else Corpus.builtin()
     os.makedirs(directory, exist_ok=True)
@@ -49,7 +49,7 @@ def main(argv: list[str]) -> None:
                 importlib.import_module(f"madpipe.codecs.{name}")
             except ImportError:  # the scapy layers are optional
                 pass
-        from madpipe.pipeline.fuzz.runner import check_frame, scapy_layers
+        from madpipe.pipeline.fuzz.targets.codecs import check_frame, scapy_layers
 
     if "--seed-corpus" in argv:
         i = argv.index("--seed-corpus")

@@ -22,8 +22,17 @@ from madpipe.codecs.capture import CaptureReader
 from madpipe.codecs.frame import decode_frame
 from madpipe.pipeline.cli.main import main
 from madpipe.pipeline.fuzz import runner as fuzz
-from madpipe.pipeline.fuzz.mutate import mutator as mutate
-from madpipe.pipeline.fuzz.mutate.mutator import BATCH, OPS, Cases, Corpus, Mutator, batch_config, make_mailbox
+from madpipe.pipeline.fuzz.findings import SEVERITY_BUG, SEVERITY_KERNEL, SEVERITY_TOOL
+from madpipe.pipeline.fuzz.mutate.cases import BATCH, Cases, batch_config
+from madpipe.pipeline.fuzz.mutate.corpus import WIDTH, Corpus, make_mailbox
+from madpipe.pipeline.fuzz.mutate.fields import frame_fields
+from madpipe.pipeline.fuzz.mutate.mutator import OPS, Mutator
+from madpipe.pipeline.fuzz.mutate.rows import get_bits, put_bits
+from madpipe.pipeline.fuzz.targets.codecs import CodecsTarget, check_frame, roundtrip_problems, scapy_layers
+from madpipe.pipeline.fuzz.targets.ibsim import IbsimTarget
+from madpipe.pipeline.fuzz.targets.paravirt import ParavirtTarget
+from madpipe.pipeline.fuzz.targets.snoop import SnoopTarget
+from madpipe.pipeline.fuzz.targets.tshark import TsharkTarget
 from madpipe.pipeline.sim.processes import leftover_processes
 
 ROOT = Path(__file__).parent.parent
@@ -61,13 +70,13 @@ def test_another_seed_gives_other_cases(batch):
 
 
 def test_frames_are_zero_past_their_length(batch):
-    cols = np.arange(mutate.WIDTH)
+    cols = np.arange(WIDTH)
     assert not batch.frames[cols[None, :] >= batch.length[:, None]].any()
 
 
 def test_field_tables_tile_every_builtin_seed():
     for frame in Corpus.builtin().frames:
-        fields = mutate.frame_fields(frame)
+        fields = frame_fields(frame)
         pos = 0
         for f in fields:
             assert f.bit == pos, f.name
@@ -77,7 +86,7 @@ def test_field_tables_tile_every_builtin_seed():
 
 def test_field_tables_name_fields_as_decode_does():
     mad = build.pkey_table_mad(SET, 5, [0xFFFF], tid=9, directed=True, path=[1, 3])
-    names = {f.name for f in mutate.frame_fields(build.build_smp_frame(mad))}
+    names = {f.name for f in frame_fields(build.build_smp_frame(mad))}
     assert {"lrh.pktlen", "bth.dqp", "deth.qkey", "mad.attr_mod", "smp.hop_cnt", "smp.hop_ptr", "smp.dr_slid",
             "attr.pkeys[31]", "smp.initial_path[1]", "icrc", "vcrc", "lrh.resv5", "mad.resv"} <= names
 
@@ -90,8 +99,8 @@ def test_get_bits_and_put_bits_agree_with_python_ints():
     bit = rng.integers(0, 40 * 8 - 64, size=300)
     value = rng.integers(0, 1 << 62, size=300, dtype=np.uint64) * np.uint64(3)
     before = rows.copy()
-    got = mutate.get_bits(rows, r, bit, width)
-    mutate.put_bits(rows, r, bit, width, value)
+    got = get_bits(rows, r, bit, width)
+    put_bits(rows, r, bit, width, value)
     for k in range(300):
         n = int.from_bytes(before[k].tobytes(), "big")
         shift = 320 - int(bit[k]) - int(width[k])
@@ -194,8 +203,8 @@ def _cfg(**kw):
 
 def _check(target, cases, cfg, tmp_path):
     found = target.check(cases, cfg, fuzz.BatchContext(cases, str(tmp_path)))
-    assert not [f for f in found if f.severity == fuzz.SEVERITY_BUG], found
-    return {f.case: f for f in found if f.severity == fuzz.SEVERITY_KERNEL}
+    assert not [f for f in found if f.severity == SEVERITY_BUG], found
+    return {f.case: f for f in found if f.severity == SEVERITY_KERNEL}
 
 
 def _pkey_set(block, port_in_mod=0, method=SET):
@@ -208,7 +217,7 @@ def test_snoop_reports_blocks_past_the_row_and_past_the_table(tmp_path):
         [_pkey_set(0), _pkey_set(3), _pkey_set(4), _pkey_set(7), _pkey_set(8), _pkey_set(0xFFFF), _pkey_set(4),
          _pkey_set(2)],
         port_num=[1, 1, 1, 1, 1, 1, 2, 3])
-    got = _check(fuzz.SnoopTarget(fabric=False), cases, _cfg(), tmp_path)
+    got = _check(SnoopTarget(fabric=False), cases, _cfg(), tmp_path)
     assert set(got) == {2, 3, 4, 5, 6, 7}
     for k in (2, 3):  # block 4..7 on port 1: the C spills into port 2's row; madpipe reproduces it
         assert got[k].kind == "spill" and "port 2's row" in got[k].key and got[k].data["code"] == 1
@@ -222,7 +231,7 @@ def test_snoop_reports_guidinfo_past_its_records(tmp_path):
     guids = bytes(64)
     frames = [build.build_smp_frame(build.smp_mad(SET, smpc.IB_SMP_ATTR_GUID_INFO, guids, tid=7, attr_mod=m),
                                     slid=1, dlid=4) for m in (15, 16)]
-    got = _check(fuzz.SnoopTarget(fabric=False), Cases.from_frames(frames), _cfg(), tmp_path)
+    got = _check(SnoopTarget(fabric=False), Cases.from_frames(frames), _cfg(), tmp_path)
     assert set(got) == {1} and got[1].kind == "refused" and "GUIDInfo" in got[1].key
 
 
@@ -233,9 +242,9 @@ def test_paravirt_reports_pkey_indices_past_127(tmp_path):
     slaves = [1, 1, 1, 1, 1, 79]
     frames = [_pkey_set(0)] * len(boxes)
     cases = Cases.from_frames(frames, mailboxes=boxes, slave=slaves, transition=qpc.MLX4_CMD_INIT2RTR_QP)
-    target = fuzz.ParavirtTarget()
+    target = ParavirtTarget()
     found = target.check(cases, _cfg(), fuzz.BatchContext(cases, str(tmp_path)))
-    assert not [f for f in found if f.severity == fuzz.SEVERITY_BUG]
+    assert not [f for f in found if f.severity == SEVERITY_BUG]
     rewrite = {f.case: f for f in found if f.key.startswith("update_pkey_index")}
     assert set(rewrite) == {2, 3, 4, 5}
     for k in (2, 3, 4):
@@ -249,7 +258,7 @@ def test_paravirt_getresp_blocks_past_the_table(tmp_path):
     cases = Cases.from_frames(frames, slave=1, transition=qpc.MLX4_CMD_2RST_QP)
     v2p = np.tile(np.arange(128, dtype=np.uint8), (80, 2, 1))       # every function: the identity map
     device = (v2p, np.full(80, 3, np.uint8), np.zeros((80, 2), np.uint8), np.arange(128, dtype=np.uint16))
-    found = fuzz.ParavirtTarget(device).check(cases, _cfg(), fuzz.BatchContext(cases, str(tmp_path)))
+    found = ParavirtTarget(device).check(cases, _cfg(), fuzz.BatchContext(cases, str(tmp_path)))
     got = {f.case: f for f in found if f.key.startswith("virtual_pkey_getresp")}
     assert 0 not in got and 1 not in got
     for k in (2, 3):  # the C reads on into the next rows of virt2phys_pkey
@@ -265,7 +274,7 @@ def test_paravirt_getresp_blocks_past_the_table(tmp_path):
     build.build_smp_frame(build.smp_mad(GET, 0x11, b"", tid=1, directed=True))[:100],
 ])
 def test_check_frame_refuses_bad_frames_with_a_clear_error(data):
-    rec, problems = fuzz.check_frame(data)
+    rec, problems = check_frame(data)
     assert rec is not None and problems == []
     assert "error" in rec and rec["error"].startswith("offset ")
 
@@ -273,7 +282,7 @@ def test_check_frame_refuses_bad_frames_with_a_clear_error(data):
 def test_check_frame_passes_hop_counts_past_63():
     mad = bytearray(build.smp_mad(GET, 0x11, b"", tid=1, directed=True, path=[1, 2]))
     mad[7] = 255
-    rec, problems = fuzz.check_frame(build.build_smp_frame(bytes(mad)))
+    rec, problems = check_frame(build.build_smp_frame(bytes(mad)))
     assert problems == [] and "smp.hop_cnt" in rec["error"]
 
 
@@ -283,7 +292,7 @@ def test_check_frame_round_trips_the_real_capture():
     with CaptureReader(REAL) as cap:
         for pkt in cap:
             if pkt.data is not None:
-                assert fuzz.check_frame(pkt.data, scapy=fuzz.scapy_layers() is not None)[1] == []
+                assert check_frame(pkt.data, scapy=scapy_layers() is not None)[1] == []
 
 
 def test_roundtrip_finds_a_record_that_lies():
@@ -291,13 +300,13 @@ def test_roundtrip_finds_a_record_that_lies():
     rec = decode_frame(frame)
     rec["mad"]["attr_mod"] = 2
     rec["attr"]["pkeys"][0] = 0x7FFF
-    kinds = {(k, key) for k, key, _ in fuzz.roundtrip_problems(frame, rec)}
+    kinds = {(k, key) for k, key, _ in roundtrip_problems(frame, rec)}
     assert ("record-differs", "mad.attr_mod") in kinds and ("record-differs", "attr.pkeys") in kinds
 
 
 def test_codecs_target_checks_ingest_against_decode(tmp_path):
     cases = Mutator(Corpus.builtin(), 9).batch(0, 300)
-    target = fuzz.CodecsTarget(9, roundtrip_every=4)
+    target = CodecsTarget(9, roundtrip_every=4)
     found = target.check(cases, batch_config(9, 0), fuzz.BatchContext(cases, str(tmp_path)))
     assert found == []
     assert target.stats["ingested"] == 300 and target.stats["decoded"] == 300
@@ -313,8 +322,8 @@ def _signatures(summary):
 def test_a_run_finds_no_bug_and_reports_kernel_findings():
     s = fuzz.run(fuzz.Options(seed=21, count=500, jobs=1))
     assert s.cases == 500 and not s.interrupted
-    assert s.findings(fuzz.SEVERITY_BUG) == []
-    kinds = {(g.target, g.kind) for g in s.findings(fuzz.SEVERITY_KERNEL)}
+    assert s.findings(SEVERITY_BUG) == []
+    kinds = {(g.target, g.kind) for g in s.findings(SEVERITY_KERNEL)}
     assert ("snoop", "refused") in kinds and ("paravirt", "spill") in kinds
     assert s.stats["codecs"]["decoded"] == 500 and s.stats["snoop"]["MADs"] == 500
 
@@ -384,10 +393,10 @@ def test_cli_errors_are_one_line(argv, message, capsys):
 def test_tshark_target_reports_malformed_frames(tmp_path):
     good = build.build_smp_frame(build.pkey_table_mad(SET, 0, [0xFFFF], tid=1), slid=1, dlid=2)
     cases = Cases.from_frames([good, good[:40], good[:8]])
-    target = fuzz.TsharkTarget(str(tmp_path))
+    target = TsharkTarget(str(tmp_path))
     found = target.check(cases, _cfg(), fuzz.BatchContext(cases, str(tmp_path)))
     assert {f.case for f in found} == {1, 2}
-    assert all(f.kind == "malformed" and f.severity == fuzz.SEVERITY_TOOL for f in found)
+    assert all(f.kind == "malformed" and f.severity == SEVERITY_TOOL for f in found)
     assert "madpipe reports an error too" in found[0].key
 
 
@@ -406,7 +415,7 @@ def test_ibsim_target_finds_the_vlarb_port_crash(tmp_path):
     vlarb = build.build_smp_frame(build.smp_mad(SET, smpc.IB_SMP_ATTR_VL_ARB_TABLE, bytes(64), tid=2,
                                                 attr_mod=0x00014005, directed=True, path=[1]))
     cases = Cases.from_frames([ok, vlarb, ok])
-    target = fuzz.IbsimTarget(str(tmp_path))
+    target = IbsimTarget(str(tmp_path))
     try:
         found = target.check(cases, _cfg(), fuzz.BatchContext(cases, str(tmp_path)))
         assert [(f.case, f.kind) for f in found] == [(1, "dead")]

@@ -17,7 +17,7 @@ from madpipe.codecs import perf, qpc
 from madpipe.codecs import smp as smpc
 from madpipe.codecs import strategies as S
 from madpipe.codecs.frame import decode_frame
-from madpipe.pipeline.fuzz.runner import check_frame, scapy_layers
+from madpipe.pipeline.fuzz.targets.codecs import check_frame, scapy_layers
 
 FEW = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -88,6 +88,7 @@ def _targets(args):
 
 def run(args) -> int:
     from madpipe.pipeline.fuzz import runner as fuzz
+    from madpipe.pipeline.fuzz.findings import Reporter
     from madpipe.pipeline.fuzz.output import Progress, findings_jsonl_path, print_text, summary_json
 
     if args.replay:
@@ -110,8 +111,8 @@ def run(args) -> int:
     jsonl_path = findings_jsonl_path(args.write) if args.write else None
 
     def factory(mutator):
-        return fuzz.Reporter(mutator, args.write, jsonl_path,
-                             on_finding=(lambda rec: jsonl(rec, out)) if as_json else None)
+        return Reporter(mutator, args.write, jsonl_path,
+                        on_finding=(lambda rec: jsonl(rec, out)) if as_json else None)
 
     show = Progress(count, args.seconds) if sys.stderr.isatty() else None
     summary = fuzz.run(opts, factory, show)

@@ -3,9 +3,10 @@
 ::
 
     from madpipe.pipeline.fuzz import runner as fuzz
+    from madpipe.pipeline.fuzz.targets.codecs import check_frame
     summary = fuzz.run(fuzz.Options(seed=1, count=100_000, targets=["codecs", "snoop", "paravirt"]))
-    summary.groups            # {signature: Group(count, examples)}: what was found, deduplicated
-    fuzz.check_frame(b"...")  # the codecs target on one frame (also the atheris entry point's check)
+    summary.groups       # {signature: Group(count, examples)}: what was found, deduplicated
+    check_frame(b"...")  # the codecs target on one frame (also the atheris entry point's check)
 
 Cases come from :mod:`madpipe.pipeline.fuzz.mutate.mutator`: case ``i`` of seed ``s`` is the same frame,
 mailbox and inputs in any run with the same corpus, so ``--replay s:i`` replays it exactly.
@@ -24,8 +25,8 @@ its own module, whose doc says what it checks:
 
 Findings are grouped by signature (target, kind, key); each group counts every occurrence and
 keeps the first ``keep`` examples in case order (:mod:`~madpipe.pipeline.fuzz.findings`). This
-module holds the runner (:func:`run`, :func:`replay`); every name of the target and findings
-modules can be imported from here too.
+module holds the runner (:func:`run`, :func:`replay`); import a target's or the findings' names
+from their own modules.
 """
 from __future__ import annotations
 
@@ -40,36 +41,15 @@ from dataclasses import dataclass, field
 
 from madpipe.codecs.capture import CaptureWriter
 from madpipe.codecs.errors import MadpipeError
-from madpipe.pipeline.fuzz.findings import (  # noqa: F401
-    SEVERITY_BUG,
-    SEVERITY_KERNEL,
-    SEVERITY_TOOL,
-    Finding,
-    Group,
-    Reporter,
-    _jsonable_changes,
-)
-from madpipe.pipeline.fuzz.mutate.mutator import BATCH, Cases, Corpus, Mutator, batch_config
-
-# The targets and findings, imported here so that ``fuzz.X`` keeps working for every name that was defined here.
-from madpipe.pipeline.fuzz.targets.codecs import (  # noqa: F401
-    ERROR_PART,
-    CodecsTarget,
-    check_frame,
-    roundtrip_problems,
-    scapy_layers,
-    scapy_problems,
-)
-from madpipe.pipeline.fuzz.targets.ibsim import IBSIM_TOPOLOGY, IbsimTarget  # noqa: F401
-from madpipe.pipeline.fuzz.targets.paravirt import PARAVIRT_KEYS, ParavirtTarget, paravirt_device  # noqa: F401
-from madpipe.pipeline.fuzz.targets.snoop import (  # noqa: F401
-    SNOOP_OUTPUTS,
-    SnoopTarget,
-    snoop_finding_key,
-    snoop_inputs,
-    snoop_state,
-)
-from madpipe.pipeline.fuzz.targets.tshark import PA_ERROR, TSHARK_FIELDS, TsharkTarget  # noqa: F401
+from madpipe.pipeline.fuzz.findings import Group, Reporter
+from madpipe.pipeline.fuzz.mutate.cases import BATCH, Cases, batch_config
+from madpipe.pipeline.fuzz.mutate.corpus import Corpus
+from madpipe.pipeline.fuzz.mutate.mutator import Mutator
+from madpipe.pipeline.fuzz.targets.codecs import CodecsTarget
+from madpipe.pipeline.fuzz.targets.ibsim import IbsimTarget
+from madpipe.pipeline.fuzz.targets.paravirt import ParavirtTarget
+from madpipe.pipeline.fuzz.targets.snoop import SnoopTarget
+from madpipe.pipeline.fuzz.targets.tshark import TsharkTarget
 
 TARGETS = ("codecs", "snoop", "paravirt", "tshark", "ibsim")
 DEFAULT_TARGETS = ("codecs", "snoop", "paravirt")
@@ -364,7 +344,4 @@ def replay(seed: int, index: int, targets, corpus_path: str | None = None, opts:
     return one, findings
 
 
-__all__ = [
-    "DEFAULT_TARGETS", "TARGETS", "CodecsTarget", "Finding", "Group", "IbsimTarget", "Options", "ParavirtTarget",
-    "Reporter", "SnoopTarget", "Summary", "TsharkTarget", "check_frame", "replay", "roundtrip_problems", "run",
-]
+__all__ = ["DEFAULT_TARGETS", "TARGETS", "Options", "Summary", "replay", "run"]

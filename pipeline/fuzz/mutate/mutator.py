@@ -2,7 +2,8 @@
 
 ::
 
-    from madpipe.pipeline.fuzz.mutate.mutator import Corpus, Mutator
+    from madpipe.pipeline.fuzz.mutate.corpus import Corpus
+    from madpipe.pipeline.fuzz.mutate.mutator import Mutator
     mut = Mutator(Corpus.builtin(), seed=1)
     cases = mut.batch(0, 4096)          # cases 0..4095: frames uint8[B, WIDTH], length int64[B], ...
     one = mut.case(17)                  # case 17 alone, with notes on what was mutated
@@ -12,12 +13,14 @@
 decision)`` (splitmix64, computed for the whole batch at once with numpy), never a draw from a
 stream shared with other cases: case ``i`` is the same whether it is generated in a batch of 4096,
 alone, or in another process. Settings that belong to a batch of the stateful targets (the snoop
-state, the paravirt device) are a hash of ``(seed, i // BATCH)`` (:func:`batch_config`).
+state, the paravirt device) are a hash of ``(seed, i // BATCH)``
+(:func:`~madpipe.pipeline.fuzz.mutate.cases.batch_config`).
 
 **Structure-aware.** A seed frame (from a capture or the built-in corpus) is split into its fields
-by walking the construct schemas of each layer (:func:`frame_fields`): LRH, GRH, BTH, DETH, the
-MAD header, the SMP (LID-routed or directed-route) with the attribute's own fields in its data
-area, PerfMgt attributes, the ICRC and the VCRC. Each case applies one to four mutations, each
+by walking the construct schemas of each layer
+(:func:`~madpipe.pipeline.fuzz.mutate.fields.frame_fields`): LRH, GRH, BTH, DETH, the MAD header,
+the SMP (LID-routed or directed-route) with the attribute's own fields in its data area, PerfMgt
+attributes, the ICRC and the VCRC. Each case applies one to four mutations, each
 chosen from :data:`OPS`:
 
 =============  ==============================================================================
@@ -49,12 +52,12 @@ limit, FPP, bit flips), a transition, the issuing function (``slave``, including
 0..79) and the QP number (around the proxy and tunnel ranges), and for the snoop target the
 port (1-based, sometimes 0 or 3) and firmware's status for the MAD.
 
-This module holds :class:`Mutator`; its parts live in their own modules, and every name of
-theirs can be imported from here too: ``mutate_rng`` (the counter-based randomness),
-``mutate_fields`` (fields of a frame, values that matter), ``mutate_corpus`` (seeds),
-``mutate_rows`` (bit fields and CRCs of many rows at once), ``mutate_cases`` (:class:`Cases`,
-:func:`batch_config`), and the mutations by family: ``mutate_frame_ops``, ``mutate_mad_ops``,
-``mutate_mailboxes``.
+This module holds :class:`Mutator` and :data:`OPS`; its parts live in their own modules of
+``madpipe.pipeline.fuzz.mutate``, and their names are imported from there: ``rng`` (the
+counter-based randomness), ``fields`` (fields of a frame, values that matter), ``corpus`` (seeds:
+``Corpus``, ``WIDTH``), ``rows`` (bit fields and CRCs of many rows at once), ``cases`` (``Cases``,
+``batch_config``, ``BATCH``), and the mutations by family: ``frame_ops``, ``mad_ops``,
+``mailboxes``.
 """
 from __future__ import annotations
 
@@ -62,32 +65,15 @@ import numpy as np
 
 from madpipe.codecs import qpc
 from madpipe.codecs.errors import MadpipeError
-from madpipe.codecs.field_table import Field, schema_fields  # noqa: F401
-
-# The parts, imported here so that ``mutate.X`` keeps working for every name that was defined here.
-from madpipe.pipeline.fuzz.mutate.cases import BATCH, SLOTS, BatchConfig, Cases, batch_config  # noqa: F401
-from madpipe.pipeline.fuzz.mutate.corpus import MAX_SEEDS, MBOX_SIZE, WIDTH, Corpus, make_mailbox  # noqa: F401
-from madpipe.pipeline.fuzz.mutate.fields import (  # noqa: F401
-    ATTR_IDS,
-    INTERESTING,
-    field_weight,
-    frame_fields,
-    interesting_for,
-    layout_key,
-    mad_fields,
-    mad_offset,
-)
+from madpipe.codecs.field_table import Field
+from madpipe.pipeline.fuzz.mutate.cases import SLOTS, Cases
+from madpipe.pipeline.fuzz.mutate.corpus import MBOX_SIZE, WIDTH, Corpus
+from madpipe.pipeline.fuzz.mutate.fields import field_weight, frame_fields, interesting_for, layout_key, mad_offset
 from madpipe.pipeline.fuzz.mutate.frame_ops import FrameMutations
-from madpipe.pipeline.fuzz.mutate.mad_ops import PKEY_BLOCKS, MadMutations  # noqa: F401
-from madpipe.pipeline.fuzz.mutate.mailboxes import (  # noqa: F401
-    MB_OPS,
-    MB_WEIGHTS,
-    SLAVES_ODD,
-    TRANSITION_CODES,
-    MailboxMutations,
-)
-from madpipe.pipeline.fuzz.mutate.rng import MASK64, U64, CaseRng  # noqa: F401
-from madpipe.pipeline.fuzz.mutate.rows import get_bits, low_bits_mask, put_bits, seal_rows  # noqa: F401
+from madpipe.pipeline.fuzz.mutate.mad_ops import MadMutations
+from madpipe.pipeline.fuzz.mutate.mailboxes import MailboxMutations
+from madpipe.pipeline.fuzz.mutate.rng import U64, CaseRng
+from madpipe.pipeline.fuzz.mutate.rows import put_bits, seal_rows
 
 OPS = ("field", "reserved", "bitflip", "bytes", "truncate", "extend", "pktlen", "hops", "pkey_block",
        "response", "class", "attr", "crc", "splice")
@@ -225,8 +211,4 @@ class _State:
             self.notes[i].append(text(i, j) if with_pos else text(i))
 
 
-__all__ = [
-    "BATCH", "Cases", "CaseRng", "Corpus", "Field", "MB_OPS", "Mutator", "OPS", "SLOTS", "WIDTH", "make_mailbox",
-    "batch_config", "frame_fields", "get_bits", "mad_fields", "mad_offset", "put_bits", "schema_fields",
-    "seal_rows",
-]
+__all__ = ["OPS", "Mutator"]

@@ -24,7 +24,8 @@ from madpipe.codecs import smp as smpc
 from madpipe.codecs.compiled import compiled
 from madpipe.codecs.frame import decode_frame, gid_text, plain
 from madpipe.pipeline.fuzz.findings import SEVERITY_BUG, Finding, exc_text, where_raised
-from madpipe.pipeline.fuzz.mutate.mutator import CaseRng, Cases
+from madpipe.pipeline.fuzz.mutate.cases import Cases
+from madpipe.pipeline.fuzz.mutate.rng import CaseRng
 
 ERROR_PART = re.compile(r"^offset \d+, field [a-z_][a-z0-9_.\[\]]*: \S")
 

@@ -19,7 +19,7 @@ from madpipe.codecs import smp as smpc
 from madpipe.codecs import wire
 from madpipe.codecs.errors import MadpipeError
 from madpipe.pipeline.fuzz.findings import SEVERITY_TOOL, Finding
-from madpipe.pipeline.fuzz.mutate.mutator import Cases
+from madpipe.pipeline.fuzz.mutate.cases import Cases
 from madpipe.pipeline.sim.capture import DEFAULT_PARTITIONS
 from madpipe.pipeline.sim.processes import Ibsim, find_tool, find_umad2sim, free_base, run_tool
 from madpipe.pipeline.sim.protocol import SimClient, SimRequest

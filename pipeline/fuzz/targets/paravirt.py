@@ -13,7 +13,7 @@ import numpy as np
 from madpipe.codecs import qpc
 from madpipe.codecs import smp as smpc
 from madpipe.pipeline.fuzz.findings import SEVERITY_BUG, SEVERITY_KERNEL, Finding, exc_text, where_raised
-from madpipe.pipeline.fuzz.mutate.mutator import Cases
+from madpipe.pipeline.fuzz.mutate.cases import Cases
 from madpipe.pipeline.fuzz.targets.snoop import snoop_inputs
 
 

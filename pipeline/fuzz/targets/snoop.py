@@ -15,7 +15,7 @@ import numpy as np
 from madpipe.codecs import mad as madc
 from madpipe.codecs import smp as smpc
 from madpipe.pipeline.fuzz.findings import SEVERITY_BUG, SEVERITY_KERNEL, Finding, exc_text, where_raised
-from madpipe.pipeline.fuzz.mutate.mutator import Cases
+from madpipe.pipeline.fuzz.mutate.cases import Cases
 
 SNOOP_OUTPUTS = ("pkey_change_bitmap", "master_event", "slave_events", "finding", "lid_change", "client_rereg",
                  "gid_change", "snooped")

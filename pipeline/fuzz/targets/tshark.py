@@ -14,7 +14,7 @@ from collections import Counter
 from madpipe.codecs.errors import MadpipeError
 from madpipe.codecs.frame import decode_frame
 from madpipe.pipeline.fuzz.findings import SEVERITY_TOOL, Finding
-from madpipe.pipeline.fuzz.mutate.mutator import Cases
+from madpipe.pipeline.fuzz.mutate.cases import Cases
 
 TSHARK_FIELDS = ("frame.number", "_ws.malformed", "_ws.expert.message", "_ws.expert.severity", "_ws.col.Info",
                  "frame.protocols")
