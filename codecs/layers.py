@@ -60,10 +60,10 @@ from scapy.fields import (
 from scapy.packet import NoPayload, Packet, bind_bottom_up, bind_layers
 
 from madpipe.codecs import crc
-from madpipe.codecs import erf as erfc
 from madpipe.codecs import ib_headers as ibh
 from madpipe.codecs import mad as madc
 from madpipe.codecs.capture import LINKTYPE_ERF, LINKTYPE_INFINIBAND
+from madpipe.codecs.erf_records import ERF_TYPE_INFINIBAND, ERF_TYPE_INFINIBAND_LINK
 from madpipe.codecs.mad_layers import MAD
 from madpipe.codecs.scapy_fields import AfterPayload
 
@@ -144,8 +144,8 @@ class ERF(Packet):
     fields_desc = [
         LELongField("ts", 0),
         BitField("ext", 0, 1),
-        BitEnumField("type", erfc.ERF_TYPE_INFINIBAND, 7, {erfc.ERF_TYPE_INFINIBAND: "InfiniBand",
-                                                            erfc.ERF_TYPE_INFINIBAND_LINK: "InfiniBand link"}),
+        BitEnumField("type", ERF_TYPE_INFINIBAND, 7, {ERF_TYPE_INFINIBAND: "InfiniBand",
+                                                      ERF_TYPE_INFINIBAND_LINK: "InfiniBand link"}),
         BitField("resv", 0, 2),
         BitField("rx_error", 0, 1),
         BitField("truncated", 0, 1),
@@ -315,7 +315,7 @@ def _ud_payload_class(bth, deth):
 
 # ============================================================================ bindings
 
-bind_layers(ERF, LRH, type=erfc.ERF_TYPE_INFINIBAND)
+bind_layers(ERF, LRH, type=ERF_TYPE_INFINIBAND)
 bind_layers(LRH, GRH, lnh=crc.LNH_IBA_GLOBAL)
 bind_layers(LRH, BTH, lnh=crc.LNH_IBA_LOCAL)
 bind_layers(GRH, BTH, nxthdr=IB_GRH_NXTHDR_IBA)

@@ -8,7 +8,7 @@ import pytest
 
 from madpipe.codecs.capture import CaptureReader, CaptureWriter, linktype_arg
 from madpipe.codecs.crc import check_crcs
-from madpipe.codecs.erf import erf_ts_to_ns, erf_unwrap, erf_wrap, ns_to_erf_ts
+from madpipe.codecs.erf_records import erf_ts_to_ns, erf_unwrap, erf_wrap, ns_to_erf_ts
 from madpipe.codecs.errors import CaptureError
 from madpipe.pipeline.ingest.reader import Ingest
 

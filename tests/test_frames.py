@@ -8,8 +8,9 @@ import pytest
 
 pd = pytest.importorskip("pandas")
 
-from madpipe.codecs import build, crc, erf  # noqa: E402
+from madpipe.codecs import build, crc  # noqa: E402
 from madpipe.codecs.capture import CaptureReader, CaptureWriter  # noqa: E402
+from madpipe.codecs.erf_records import erf_wrap  # noqa: E402
 from madpipe.codecs.errors import MadpipeError, MissingExtra  # noqa: E402
 from madpipe.codecs.frame import decode_frame  # noqa: E402
 from madpipe.pipeline.columns import frames  # noqa: E402
@@ -106,7 +107,7 @@ def test_skipped_records_and_cut_file(tmp_path):
     with CaptureWriter(mixed) as w:  # ERF: an Ethernet record between two IB ones
         w.write(odd_frames()[0], 1)
         w._f.write(struct.pack("<IIII", 0, 0, 16 + 20, 16 + 20)
-                   + erf.erf_wrap(bytes(20), 2)[:8] + bytes([2]) + erf.erf_wrap(bytes(20), 2)[9:])
+                   + erf_wrap(bytes(20), 2)[:8] + bytes([2]) + erf_wrap(bytes(20), 2)[9:])
         w.write(odd_frames()[1], 3)
     df = frames.frames_dataframe(mixed)
     assert df.frame.tolist() == [1, 3] and sum(df.attrs["skipped"].values()) == 1
