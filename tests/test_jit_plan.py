@@ -114,6 +114,7 @@ def bind_probe(env):
     return done.stdout.splitlines()
 
 
+@pytest.mark.slow  # each backend in a fresh process, numba compiling
 def test_importing_decides_nothing_and_the_first_call_binds_every_kernel(tmp_path):
     fresh = dict(NUMBA_CACHE_DIR=str(tmp_path / "numba"), MADPIPE_CACHE_DIR=str(tmp_path / "madpipe"))
     before, after = bind_probe(user_env(MADPIPE_JIT="1", **fresh))
@@ -161,6 +162,7 @@ print(sorted(done), jit.backend())
 """
 
 
+@pytest.mark.slow  # each backend in a fresh process, numba compiling
 def test_two_threads_calling_their_first_kernels_at_once(tmp_path):
     env = user_env(MADPIPE_JIT="1", NUMBA_CACHE_DIR=str(tmp_path))
     done = subprocess.run([sys.executable, "-c", THREADS], capture_output=True, text=True, env=env)
