@@ -195,3 +195,13 @@ def test_ahead_of_time_only_entry_points_are_compiled_ones():
     helper = getattr(kc.icrc_masked_byte, "py_func", kc.icrc_masked_byte)
     assert jit._bind(helper, (), {}, "aot") is helper
     assert jit._bind(crc.has_icrc, (), {}, "aot") is crc.has_icrc
+
+
+@pytest.mark.parametrize("env, want", [({}, "True"), ({"MADPIPE_JIT": "0"}, "False"),
+                                       ({"NUMBA_DISABLE_JIT": "1"}, "False")])
+def test_enabled_says_whether_kernels_will_be_compiled(env, want):
+    # madpipe bench warns on stderr when it is False: NUMBA_DISABLE_JIT=1 runs kernels as Python too.
+    clean = {k: v for k, v in os.environ.items() if k not in ("MADPIPE_JIT", "NUMBA_DISABLE_JIT")}
+    done = subprocess.run([sys.executable, "-c", "from madpipe.pipeline.kernels import jit; print(jit.enabled())"],
+                          env={**clean, **env}, capture_output=True, text=True)
+    assert done.stdout.strip() == want, done.stderr

@@ -84,8 +84,9 @@ def plan_for_inputs(paths, small: int = SMALL_INPUT_BYTES) -> bool:
 
 
 def enabled() -> bool:
-    """True when kernels are compiled (ahead of time or by numba), False when they run as Python."""
-    return _enabled
+    """True when kernels are to be compiled (ahead of time or by numba), False when they run as
+    Python: ``MADPIPE_JIT=0``, ``NUMBA_DISABLE_JIT=1``, or inputs planned as small."""
+    return _enabled and os.environ.get("NUMBA_DISABLE_JIT", "") != "1"
 
 
 def backend() -> str:
@@ -127,13 +128,15 @@ def resolve() -> str:
     with _lock:
         if not _bound:
             how = backend()
-            bound = {id(k): _bind(k.py_func, k.numba_args, k.numba_options, how) for k in _waiting}
-            # Globals first, then the kernels' own targets: a thread that sees a target bound
-            # finds every helper bound too when numba compiles what it calls.
-            _rebind_globals(bound, {k.__module__ for k in _waiting})
-            for k in _waiting:
-                k.target = bound[id(k)]
-            _waiting.clear()
+            while _waiting:  # again if binding made kernels (a kernel module imported meanwhile)
+                batch = list(_waiting)
+                _waiting.clear()
+                bound = {id(k): _bind(k.py_func, k.numba_args, k.numba_options, how) for k in batch}
+                # Globals first, then the kernels' own targets: a thread that sees a target bound
+                # finds every helper bound too when numba compiles what it calls.
+                _rebind_globals(bound, {k.__module__ for k in batch})
+                for k in batch:
+                    k.target = bound[id(k)]
             _bound = True
     return backend()
 
