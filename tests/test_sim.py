@@ -400,10 +400,11 @@ def test_capture_command(opensm_runs, tmp_path, capsys):
 
 
 def test_busy_port_is_one_clear_line(tmp_path, capsys):
+    """A capture's private network has every port free, save those of another capture sharing it
+    (one started from the same thread while this one runs): there a busy port is refused."""
     need_sim_tools()
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    with s:
-        s.bind(("127.0.0.1", 0))
+    with SimCapture(TOPOLOGY), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))  # the test thread is inside the first capture's namespace here
         port = s.getsockname()[1]
         base = port - 5  # the port in use is in the middle of BASE..BASE+10
         rc = main(["capture", "--sim", TOPOLOGY, "--port", str(base), "-w", str(tmp_path / "x.pcap")])

@@ -17,6 +17,10 @@ of ibsim's protocol (struct sim_request) with its time. opensm --once runs once 
 file (--partitions, then each --then), with libumad2sim.so preloaded, in a temporary directory
 (OSM_TMP_DIR, OSM_CACHE_DIR: the second run keeps the LIDs of the first). --queries then runs
 ibnetdiscover -p and smpquery pkeys on every port. Everything started is stopped by its pid.
+All of it runs in a private network namespace with only loopback (ibsim listens on every
+interface otherwise): nothing outside the run can reach the fabric. Where no namespace can be
+made (not root, and unprivileged user namespaces are off), capture refuses unless
+--allow-network-exposure is given.
 The datagrams become native IB packets (LRH, BTH UD SEND only, DETH, MAD, ICRC, VCRC): SMPs on
 VL15 QP0, directed-route SMPs with the permissive LID 0xFFFF, other MADs on VL0 QP1.
 
@@ -59,6 +63,9 @@ def register(sub) -> None:
                    "free range from 7070); ibsim itself takes the next free range")
     p.add_argument("--timeout", metavar="SECONDS", type=float, default=60.0,
                    help="stop a tool that runs longer than this (default 60)")
+    p.add_argument("--allow-network-exposure", action="store_true",
+                   help="where no private network namespace can be made, run anyway with ibsim's "
+                   "UDP ports open on every interface (default: refuse)")
     p.add_argument("--logs", metavar="DIR",
                    help="keep ibsim's and the tools' logs in DIR (default: a temporary directory, removed)")
     p.set_defaults(func=run)
@@ -85,11 +92,15 @@ def run(args) -> int:
         os.makedirs(args.logs, exist_ok=True)
         workdir = os.path.abspath(args.logs)
     capture = SimCapture(args.sim, port=args.port, sm_node=args.sm_node,
-                         tool_timeout=args.timeout, workdir=workdir)
+                         tool_timeout=args.timeout, workdir=workdir,
+                         allow_network_exposure=args.allow_network_exposure)
     err = sys.stderr
     with capture:
+        where = (f"in a private {capture.network.how} (loopback only)" if capture.contained
+                 else "on the machine's network")
         print(f"madpipe capture: ibsim on {args.sim}, tools connect to "
-              f"{capture.host}:{capture.port} (relay), ibsim at {capture.ibsim.base}", file=err)
+              f"{capture.host}:{capture.port} (relay), ibsim at {capture.ibsim.base}, {where}",
+              file=err)
         for partitions in [args.partitions, *args.then]:
             run = capture.run_opensm(partitions)
             for line in run.errors:  # e.g. a partitions file opensm could not parse

@@ -19,7 +19,9 @@ EXAMPLE = """targets (--target, several allowed; default codecs snoop paravirt; 
             reads past virt2phys_pkey are findings; virtual_pkey_getresp on P_KeyTable MADs
   tshark    the cases as an ERF capture through tshark: crash, hang, malformed, dissector bug
   ibsim     each MAD to an ibsim started for the run (opensm assigns LIDs), then a probe:
-            a simulator that dies or goes silent is a finding
+            a simulator that dies or goes silent is a finding; it runs in a private network
+            namespace with only loopback (refused where none can be made, unless
+            --allow-network-exposure)
 
 Case N of seed S is the same in every run with the same corpus: --replay S:N shows it again,
 with what was mutated and what each target says. Findings are grouped by kind; the first --keep
@@ -63,6 +65,9 @@ def register(sub) -> None:
     p.add_argument("--keep", type=integer, default=3, metavar="N", help="examples kept per kind of finding (default 3)")
     p.add_argument("--roundtrip-every", type=integer, default=8, metavar="N",
                    help="codecs: round-trip every layer of one case in N (default 8; 1 = all)")
+    p.add_argument("--allow-network-exposure", action="store_true",
+                   help="--target ibsim: where no private network namespace can be made, run ibsim "
+                   "with its UDP ports open on every interface (default: refuse)")
     p.add_argument("--replay", metavar="SEED:CASE", help="replay one case and say what each target makes of it")
     p.add_argument("-x", dest="hex", action="store_true", help="with --replay: hex dump of the frame")
     p.set_defaults(func=run)
@@ -105,7 +110,8 @@ def run(args) -> int:
     count = None if args.seconds is not None else (args.count if args.count is not None else 10_000)
     targets = _targets(args)
     opts = fuzz.Options(seed=seed, count=count, seconds=args.seconds, targets=tuple(targets), corpus=args.corpus,
-                        jobs=args.jobs, roundtrip_every=args.roundtrip_every, keep=args.keep, start=args.start)
+                        jobs=args.jobs, roundtrip_every=args.roundtrip_every, keep=args.keep, start=args.start,
+                        allow_network_exposure=args.allow_network_exposure)
     out = sys.stdout
     as_json = args.format == "json"
     jsonl_path = findings_jsonl_path(args.write) if args.write else None
@@ -143,7 +149,8 @@ def run_replay(args) -> int:
     except ValueError:
         raise MadpipeError(f"--replay {text!r}: expected SEED:CASE, e.g. 1:12345") from None
     targets = _targets(args)
-    one, findings = fuzz.replay(seed, index, targets, args.corpus)
+    opts = fuzz.Options(seed=seed, allow_network_exposure=args.allow_network_exposure)
+    one, findings = fuzz.replay(seed, index, targets, args.corpus, opts)
     out = sys.stdout
     print_replay(seed, index, one, findings, targets, out, format=args.format, hex=args.hex)
     if args.write:

@@ -96,6 +96,7 @@ class Options:
     start: int = 0
     tshark_timeout: float = 60.0
     ibsim_timeout: float = 1.0
+    allow_network_exposure: bool = False  # ibsim on the machine's network where no netns can be made
 
 
 @dataclass
@@ -125,7 +126,7 @@ def _make_targets(opts: Options, workdir: str, names) -> list:
         elif name == "tshark":
             out.append(TsharkTarget(workdir, opts.tshark_timeout))
         elif name == "ibsim":
-            out.append(IbsimTarget(workdir, opts.ibsim_timeout))
+            out.append(IbsimTarget(workdir, opts.ibsim_timeout, opts.allow_network_exposure))
         else:
             raise MadpipeError(f"unknown target {name!r}; targets: {', '.join(TARGETS)}")
     return out

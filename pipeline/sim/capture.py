@@ -16,6 +16,8 @@ built from live in their own modules (import each name from there):
 - :mod:`~madpipe.pipeline.sim.processes`: the processes (:class:`Ibsim`, :func:`run_tool`; every
   process is stopped by its pid, and :func:`leftover_processes` names any still running);
 - :mod:`~madpipe.pipeline.sim.relay`: the :class:`Relay` that records a capture;
+- :mod:`~madpipe.pipeline.sim.netns`: the private, loopback-only network namespace they all run
+  in (:class:`PrivateNetwork`);
 - :mod:`~madpipe.pipeline.sim.packets`: recorded datagrams to IB packets
   (:func:`datagrams_to_packets`).
 """
@@ -29,6 +31,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from madpipe.pipeline.sim.netns import PrivateNetwork, contain
 from madpipe.pipeline.sim.packets import datagrams_to_packets
 from madpipe.pipeline.sim.processes import (
     Ibsim,
@@ -74,7 +77,7 @@ def parse_ibnetdiscover_ports(text: str) -> list[FabricPort]:
 
 
 class SimCapture:
-    """ibsim on loopback behind a recording relay, and the tools run against it.
+    """ibsim on loopback behind a recording relay, and the tools run against it, in a private network.
 
     >>> with SimCapture("net.2sw2path4hca", sm_node="Hca1") as sim:  # doctest: +SKIP
     ...     sim.run_opensm("partitions.conf")
@@ -84,12 +87,22 @@ class SimCapture:
     ``port`` is the base port clients see (the relay's); None picks a free one from 7070. ibsim
     itself listens on the next free range. Everything started is stopped by pid on ``stop()``
     (and on leaving the ``with``), also when a tool failed.
+
+    From ``start()`` to ``stop()`` the calling thread is in a network namespace of its own with
+    only loopback (:class:`~madpipe.pipeline.sim.netns.PrivateNetwork`): ibsim, the relay and every
+    tool run there, and so does whatever the caller runs meanwhile (a replay into this fabric).
+    Where no namespace can be made, ``start()`` refuses with :class:`NetnsUnavailable`, unless
+    ``allow_network_exposure``: then ibsim runs on the machine's network, ``exposure`` says why
+    and stderr says so once.
     """
 
     def __init__(self, topology: str | os.PathLike, *, port: int | None = None,
                  sm_node: str | None = None, host: str = "127.0.0.1", tool_timeout: float = 60.0,
-                 workdir: str | None = None):
+                 workdir: str | None = None, allow_network_exposure: bool = False):
         self.topology = os.fspath(topology)
+        self.allow_network_exposure = allow_network_exposure
+        self.network = PrivateNetwork()
+        self.exposure: str | None = None  # why ibsim runs on the machine's network, when it does
         self.port, self.sm_node, self.host, self.tool_timeout = port, sm_node, host, tool_timeout
         self._own_workdir = workdir is None
         self.workdir = workdir
@@ -108,6 +121,7 @@ class SimCapture:
         if self._own_workdir:
             self.workdir = tempfile.mkdtemp(prefix="madpipe-sim-")
         try:
+            self.exposure = contain(self.network, self.allow_network_exposure, "madpipe capture")
             if self.port is None:
                 self.port = free_base(IBSIM_DEFAULT_SERVER_PORT, self.host)
             sim_base = free_base(self.port + IBSIM_MAX_CLIENTS + 1, "0.0.0.0",
@@ -120,6 +134,11 @@ class SimCapture:
             self.stop()
             raise
         return self
+
+    @property
+    def contained(self) -> bool:
+        """True while ibsim and the tools run in a private, loopback-only network namespace."""
+        return self.network.inside
 
     def stop(self) -> None:
         """Stop ibsim and the relay (idempotent); remove the work directory if it is ours."""
@@ -134,6 +153,7 @@ class SimCapture:
                 if self.relay is not None:
                     self.relay.stop()
             finally:
+                self.network.leave()
                 if self._own_workdir and self.workdir:
                     shutil.rmtree(self.workdir, ignore_errors=True)
 

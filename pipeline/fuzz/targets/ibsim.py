@@ -2,7 +2,8 @@
 
 opensm runs once first, so LID-routed SMPs reach their SMA; after each MAD a directed-route
 SubnGet(NodeInfo) probe must be answered: a simulator that exits or stops answering is a finding
-(and is restarted).
+(and is restarted). ibsim, opensm and the client run in a private, loopback-only network
+namespace (:mod:`madpipe.pipeline.sim.netns`): the malformed MADs stay inside.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from madpipe.codecs.errors import MadpipeError
 from madpipe.pipeline.fuzz.findings import SEVERITY_TOOL, Finding
 from madpipe.pipeline.fuzz.mutate.cases import Cases
 from madpipe.pipeline.sim.capture import DEFAULT_PARTITIONS
+from madpipe.pipeline.sim.netns import PrivateNetwork, contain
 from madpipe.pipeline.sim.processes import Ibsim, find_tool, find_umad2sim, free_base, run_tool
 from madpipe.pipeline.sim.protocol import SimClient, SimRequest
 
@@ -42,7 +44,7 @@ class IbsimTarget:
 
     name = "ibsim"
 
-    def __init__(self, workdir: str, timeout: float = 1.0):
+    def __init__(self, workdir: str, timeout: float = 1.0, allow_network_exposure: bool = False):
         find_tool("ibsim")
         self.workdir = os.path.join(workdir, "ibsim")
         os.makedirs(self.workdir, exist_ok=True)
@@ -54,17 +56,24 @@ class IbsimTarget:
         self.client = None
         self.restarts = 0
         self._tid = 0x7A5E0000
+        self.allow_network_exposure = allow_network_exposure
+        self.network = PrivateNetwork()
         self._start()
 
     def _start(self) -> None:
-        self.base = free_base(7400 + 11 * (os.getpid() % 50), "0.0.0.0")
-        self.ibsim = Ibsim(self.topology, self.base, self.workdir)
-        self.ibsim.start()
+        contain(self.network, self.allow_network_exposure, "madpipe fuzz")
         try:
-            self._opensm()
-            self.client = SimClient("127.0.0.1", self.base, node="Hca2", timeout=self.timeout + 1)
+            self.base = free_base(7400 + 11 * (os.getpid() % 50), "0.0.0.0")
+            self.ibsim = Ibsim(self.topology, self.base, self.workdir)
+            self.ibsim.start()
+            try:
+                self._opensm()
+                self.client = SimClient("127.0.0.1", self.base, node="Hca2", timeout=self.timeout + 1)
+            except BaseException:
+                self.ibsim.stop()
+                raise
         except BaseException:
-            self.ibsim.stop()
+            self.network.leave()
             raise
 
     def _opensm(self) -> None:
@@ -92,6 +101,7 @@ class IbsimTarget:
         if self.ibsim is not None:
             self.ibsim.stop()
             self.ibsim = None
+        self.network.leave()
 
     def _probe(self) -> bool:
         """A directed-route SubnGet(NodeInfo) to the client's own node: True when it is answered."""
