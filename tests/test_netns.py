@@ -125,7 +125,7 @@ def test_no_socket_of_a_running_capture_is_reachable_from_outside(tmp_path):
                                      str(PCAPS / "partitions-a.conf"), "--queries",
                                      "-w", str(tmp_path / "q.pcap")),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seen, problems, looks = Counter(), [], 0
+    seen, problems, looks, most_ibsim_sockets = Counter(), [], 0, 0
     try:
         while proc.poll() is None:
             try:
@@ -133,6 +133,7 @@ def test_no_socket_of_a_running_capture_is_reachable_from_outside(tmp_path):
             except (FileNotFoundError, ProcessLookupError):  # a tool ended while we looked
                 continue
             seen.update(s)
+            most_ibsim_sockets = max(most_ibsim_sockets, s["ibsim sockets"])
             problems += p
             looks += 1
             time.sleep(0.005)
@@ -145,7 +146,7 @@ def test_no_socket_of_a_running_capture_is_reachable_from_outside(tmp_path):
     assert not problems, problems[:5]
     assert "in a private network namespace (loopback only)" in err
     # the looks did see the run: ibsim's 11 sockets, the relay's in madpipe, opensm or a diag
-    assert seen["ibsim"] and seen["ibsim sockets"] >= 11 * seen["ibsim"], seen
+    assert most_ibsim_sockets == 11, seen  # its control socket and one per client slot
     assert seen["python sockets"] or seen[Path(sys.executable).name + " sockets"], seen
     assert seen["opensm"] + seen["smpquery"] + seen["ibnetdiscover"], seen
     assert looks >= 10
