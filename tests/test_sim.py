@@ -9,6 +9,7 @@ ours left running, whatever happened in it (the autouse fixture stops leftovers,
 from __future__ import annotations
 
 import json
+import re
 import os
 import socket
 import struct
@@ -466,3 +467,63 @@ def test_a_tool_that_hangs_is_stopped_by_pid():
             capture.run("opensm", "-f", log, "-P", str(PARTITIONS_A))  # no --once: it would stay
         assert leftover_processes() == [capture.ibsim.proc.pid]
     assert leftover_processes() == []
+
+
+def test_replay_without_node_starts_where_the_capture_did(capsys):
+    """--sim without --node: the node the capture's directed routes start at (its SM's), not
+    ibsim's default (Switch1, from where 5 of the 8 Sets' routes lead nowhere)."""
+    need_sim_tools()
+    capture = str(PCAPS / "opensm_partitions.pcap")
+    assert sim_replay.origin_node(capture) == "Hca1"
+    assert sim_replay.origin_node(str(PCAPS / "infiniband_endace_erf_2008.pcap")) is None
+    with SimCapture(TOPOLOGY) as fresh:
+        rc = main(["replay", "-r", capture, "--sim", str(fresh.port), "-Y", SET_PKEYS, "--top"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "on Hca1 (where the capture's directed routes start; --node to choose)" in err
+    assert re.search(r"^  answered +8$", out, re.M), out
+
+
+def test_undeliverable_mads_are_said_and_exit_1(capsys):
+    need_sim_tools()
+    capture = str(PCAPS / "opensm_partitions.pcap")
+    with SimCapture(TOPOLOGY) as fresh:
+        rc = main(["replay", "-r", capture, "--sim", str(fresh.port), "--node", "Switch1",
+                   "-Y", SET_PKEYS, "--top", "-T", "json"])
+    out, err = capsys.readouterr()
+    summary = json.loads(out.splitlines()[-1])
+    assert rc == 1
+    first = next(json.loads(ln)["frame"] for ln in out.splitlines()
+                 if json.loads(ln).get("result") == "undeliverable")
+    assert err.splitlines()[-1] == (f"madpipe replay: {summary['undeliverable']} came back undeliverable "
+                                    f"(first: frame {first}) of 8 MADs")
+    assert summary["undeliverable"] == 5 and summary["answered"] == 3
+
+
+def test_replay_from_a_node_the_fabric_lacks_names_it(capsys):
+    need_sim_tools()
+    with SimCapture(TOPOLOGY) as fresh:
+        rc = main(["replay", "-r", str(PCAPS / "opensm_partitions.pcap"), "--sim", str(fresh.port),
+                   "--node", "Hca9"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("madpipe replay: ibsim at 127.0.0.1:") and "refused to attach (unknown node" in err
+
+
+def test_capture_takes_the_bare_name_of_an_ibsim_example(tmp_path, capsys):
+    need_sim_tools()
+    out = tmp_path / "a.pcap"
+    assert main(["capture", "--sim", os.path.basename(TOPOLOGY), "--sm-node", "Hca1", "-w", str(out)]) == 0
+    assert f"madpipe capture: ibsim on {TOPOLOGY}, " in capsys.readouterr().err
+    with CaptureReader(out) as cap:
+        assert sum(1 for _ in cap) > 200
+
+
+def test_an_unknown_topology_name_lists_the_examples(tmp_path, capsys):
+    need_sim_tools()
+    rc = main(["capture", "--sim", "net.nope", "-w", str(tmp_path / "x.pcap")])
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and not (tmp_path / "x.pcap").exists()
+    assert err.startswith(f"madpipe capture: net.nope: no such topology file, nor an example of ibsim's in "
+                          f"{os.path.dirname(TOPOLOGY)} (")
+    assert "net.2sw2path4hca," in err

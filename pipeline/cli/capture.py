@@ -45,8 +45,8 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--sim", metavar="TOPOLOGY", required=True,
-                   help="ibsim topology file (ibsim-utils ships examples in "
-                   "/usr/share/doc/ibsim-utils/net-examples)")
+                   help="ibsim topology file, or the name of one of ibsim-utils' examples "
+                   "(net.2sw2path4hca: /usr/share/doc/ibsim-utils/net-examples)")
     p.add_argument("--partitions", metavar="FILE",
                    help="opensm partitions file for the first run (default: Default=0x7fff, ALL full)")
     p.add_argument("--then", metavar="FILE", nargs="+", action="extend", default=[],
@@ -98,7 +98,7 @@ def run(args) -> int:
     with capture:
         where = (f"in a private {capture.network.how} (loopback only)" if capture.contained
                  else "on the machine's network")
-        print(f"madpipe capture: ibsim on {args.sim}, tools connect to "
+        print(f"madpipe capture: ibsim on {capture.topology}, tools connect to "
               f"{capture.host}:{capture.port} (relay), ibsim at {capture.ibsim.base}, {where}",
               file=err)
         for partitions in [args.partitions, *args.then]:

@@ -10,8 +10,9 @@ import sys
 from collections import Counter
 
 from madpipe.codecs.errors import MadpipeError
-from madpipe.pipeline.sim.output import print_json, print_summary, replay_progress, write_answers
-from madpipe.pipeline.sim.replay import SimTransport, load_items, replay
+from madpipe.pipeline.sim.output import failure_line, print_json, print_summary, replay_progress, write_answers
+from madpipe.pipeline.sim.protocol import SimError
+from madpipe.pipeline.sim.replay import SimTransport, load_items, origin_node, replay
 
 EXAMPLE = """pacing (one of): --as-captured (default: the capture's gaps between MADs), --pps N
 (N MADs a second), --top (as fast as answers come back). At most --window MADs wait for an answer
@@ -20,14 +21,18 @@ at a time; one not answered within --timeout ms counts as timed out.
 which MADs: every frame that carries a MAD on QP0/QP1, or --only requests (no responses), and/or
 -Y FILTER (madpipe decode's display filter). --map-lid OLD=NEW sends to NEW what went to OLD.
 A directed-route request is re-originated: its hop pointer starts at 0 again. In --sim mode MADs
-go from the node given by --node (a directed route's path starts there), default ibsim's.
+go from the node given by --node (a directed route's path starts there); by default from the node
+the capture's own directed routes start at (the NodeDescription its SM read of its own node, which
+is the node's name in ibsim), else ibsim's default node.
 
 summary: sent; answered (and how many answers carry a non-zero MAD status); timed out; errors
 (returned undeliverable by the fabric, or not sendable); no answer expected (responses,
 TrapRepress, Send); came back (a response the fabric delivered to the replaying port itself).
 -T json prints one record per MAD and the summary as JSON Lines. Progress goes to stderr once
-a second. Exit status: 0 when the replay ran, whatever the fabric answered; 2 on bad arguments,
-an unreadable capture or no fabric to talk to.
+a second. Exit status: 0 when every MAD got through (answers with a non-zero MAD status
+included: the fabric answered); 1 when any came back undeliverable, timed out or could not be
+sent (one line on stderr says how many, and the first frame); 2 on bad arguments, an unreadable
+capture or no fabric to talk to (each step that waits for ibsim or umad2sim has a timeout).
 
 examples:
   madpipe replay -r pcaps/opensm_partitions.pcap --sim 127.0.0.1:7070 --node Hca1 --only requests
@@ -91,15 +96,26 @@ def run(args) -> int:
         raise MadpipeError("--window must be at least 1 and --timeout positive")
     load_counts: Counter[str] = Counter()
     items = load_items(args.read, args.only, args.filter, dict(args.map_lid), args.count, load_counts)
+    origin = ""
     if args.sim:
-        transport = SimTransport(args.sim, args.node)
+        node = args.node or origin_node(args.read)
+        if args.node is None:
+            origin = (f" (where the capture's directed routes start; --node to choose)" if node else
+                      " (ibsim's default: the capture names no node; --node to choose)")
+        try:
+            transport = SimTransport(args.sim, node)
+        except SimError as exc:
+            if args.node is None and node is not None:
+                raise SimError(f"{exc}; the capture's directed routes start at {node!r}: give "
+                               "--node NAME, a node of this fabric") from None
+            raise
     else:
         from madpipe.pipeline.sim.umad import UmadTransport
 
         transport = UmadTransport(args.umad, args.port_num, timeout_ms=args.timeout)
     err = sys.stderr
-    print(f"madpipe replay: {len(items)} MADs of {load_counts['frames']} frames into {transport.name}",
-          file=err)
+    print(f"madpipe replay: {len(items)} MADs of {load_counts['frames']} frames into {transport.name}"
+          f"{origin}", file=err)
     try:
         result = replay(items, transport, pps=args.pps, top=args.top, timeout=args.timeout / 1000,
                         window=args.window, progress=replay_progress(err))
@@ -111,4 +127,8 @@ def run(args) -> int:
     (print_json if args.format == "json" else print_summary)(result, load_counts, out)
     for line in result.errors[:3]:
         print(f"madpipe replay: could not send {line}", file=err)
+    failed = failure_line(result)
+    if failed:
+        print(f"madpipe replay: {failed}", file=err)
+        return 1
     return 0

@@ -37,6 +37,7 @@ from madpipe.pipeline.sim.processes import (
     Ibsim,
     ToolRun,
     find_tool,
+    find_topology,
     find_umad2sim,
     free_base,
     read_log,
@@ -84,6 +85,7 @@ class SimCapture:
     ...     print(sim.smpquery("pkeys", "4", "1"))
     ... sim.write("out.pcap")
 
+    ``topology`` is a file, or the bare name of one of ibsim's examples (``find_topology``).
     ``port`` is the base port clients see (the relay's); None picks a free one from 7070. ibsim
     itself listens on the next free range. Everything started is stopped by pid on ``stop()``
     (and on leaving the ``with``), also when a tool failed.
@@ -116,8 +118,7 @@ class SimCapture:
     def start(self) -> SimCapture:
         find_tool("ibsim")
         self.umad2sim = find_umad2sim()
-        if not os.path.isfile(self.topology):
-            raise SimError(f"{self.topology}: no such topology file")
+        self.topology = find_topology(self.topology)
         if self._own_workdir:
             self.workdir = tempfile.mkdtemp(prefix="madpipe-sim-")
         try:

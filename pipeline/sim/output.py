@@ -117,6 +117,24 @@ def print_summary(result: ReplayResult, load: Counter, out) -> None:
     out.write(f"{'seconds':<{width}} {result.seconds:8.3f}  ({rate:.0f} MADs/s)\n")
 
 
+FAILED = ("undeliverable", "timed out", "send error")
+
+
+def failure_line(result: ReplayResult) -> str | None:
+    """One line on the MADs that did not get through (returned undeliverable, timed out, not
+    sent) with the first frame of each kind, or None when every one did."""
+    parts = []
+    for kind in FAILED:
+        frames = [o.item.frame for o in result.outcomes if o.result == kind]
+        if frames:
+            what = {"undeliverable": "came back undeliverable", "timed out": "timed out",
+                    "send error": "could not be sent"}[kind]
+            parts.append(f"{len(frames)} {what} (first: frame {frames[0]})")
+    if not parts:
+        return None
+    return f"{', '.join(parts)} of {len(result.outcomes)} MADs"
+
+
 def print_json(result: ReplayResult, load: Counter, out) -> None:
     """``-T json``: a record per replayed MAD, then the summary."""
     for o in result.outcomes:

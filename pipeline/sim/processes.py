@@ -36,6 +36,12 @@ UMAD2SIM_PATHS = (
     "/usr/local/lib/umad2sim/libumad2sim.so",
 )
 INSTALL_HINT = "install the Debian packages ibsim-utils, opensm and infiniband-diags"
+#: Where ibsim's example topologies are (Debian's ibsim-utils, then source installs).
+IBSIM_EXAMPLE_DIRS = (
+    "/usr/share/doc/ibsim-utils/net-examples",
+    "/usr/share/doc/ibsim/net-examples",
+    "/usr/local/share/doc/ibsim/net-examples",
+)
 
 
 # -- processes --------------------------------------------------------------------------------------
@@ -95,6 +101,23 @@ def find_umad2sim() -> str:
         if os.path.exists(path):
             return path
     raise SimError(f"libumad2sim.so is not installed ({INSTALL_HINT}; or set {UMAD2SIM_ENV})")
+
+
+def find_topology(name: str | os.PathLike) -> str:
+    """The topology file ``name`` names: a path, or a bare name of ibsim's examples (``net.2sw2path4hca``)."""
+    path = os.fspath(name)
+    if os.path.isfile(path):
+        return path
+    if os.sep not in path:
+        for folder in IBSIM_EXAMPLE_DIRS:
+            if os.path.isfile(os.path.join(folder, path)):
+                return os.path.join(folder, path)
+        examples = next((d for d in IBSIM_EXAMPLE_DIRS if os.path.isdir(d)), None)
+        if examples is not None:
+            names = sorted(n for n in os.listdir(examples) if n.startswith("net"))
+            raise SimError(f"{path}: no such topology file, nor an example of ibsim's in {examples} "
+                           f"({', '.join(names)})")
+    raise SimError(f"{path}: no such topology file")
 
 
 @dataclass

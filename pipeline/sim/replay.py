@@ -16,6 +16,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from madpipe.codecs import mad as madc
+from madpipe.codecs import smp as smpc
 from madpipe.codecs import wire
 from madpipe.codecs.capture import CaptureReader
 from madpipe.codecs.errors import MadpipeError
@@ -111,6 +112,26 @@ def load_items(path: str, only: str | None = None, display_filter: str | None = 
             print(f"madpipe replay: {path}: {cap.error}; replaying the {len(items)} MADs before it",
                   file=sys.stderr)
     return items
+
+
+def origin_node(path: str) -> str | None:
+    """The node a capture's directed routes start from, as ibsim names it, or None.
+
+    That is the node whose SM (or tool) made the capture's requests: an SM reads its own node's
+    NodeDescription with a directed route of no hops first, and ibsim's NodeDescriptions are its
+    node names. Reads the capture up to the first such answer.
+    """
+    with CaptureReader(path) as cap:
+        for pkt in cap:
+            found = mad_of_frame(pkt.data) if pkt.data is not None else None
+            if found is None:
+                continue
+            mad = found[0]
+            if (mad[1] == madc.IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE and mad[3] == madc.IB_MGMT_METHOD_GET_RESP
+                    and mad[wire.SMP_HOP_CNT] == 0 and mad[16:18] == smpc.IB_SMP_ATTR_NODE_DESC.to_bytes(2, "big")):
+                name = smpc.node_description_text(mad[wire.SMP_DATA:wire.SMP_DATA + wire.IB_SMP_DATA_SIZE])
+                return name or None
+    return None
 
 
 @dataclass(slots=True)
