@@ -15,6 +15,8 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from madpipe.pipeline.sim.packets import datagrams_to_packets
 from madpipe.pipeline.sim.processes import _stop_all, find_tool, find_umad2sim, leftover_processes, stop_process
 from madpipe.pipeline.sim.protocol import (
     SIM_CTL_CONNECT,
+    SIM_CTL_DISCONNECT,
     SIM_REQUEST_SIZE,
     SimError,
     SimRequest,
@@ -527,3 +530,62 @@ def test_an_unknown_topology_name_lists_the_examples(tmp_path, capsys):
     assert err.startswith(f"madpipe capture: net.nope: no such topology file, nor an example of ibsim's in "
                           f"{os.path.dirname(TOPOLOGY)} (")
     assert "net.2sw2path4hca," in err
+
+
+def _replay_under_umad2sim(env: dict, timeout: float = 60) -> tuple[subprocess.CompletedProcess, float]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IBSIM_", "SIM_"))} | env
+    env["LD_PRELOAD"] = find_umad2sim()
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "madpipe.pipeline.cli.main", "replay", "-r",
+                           str(PCAPS / "opensm_partitions.pcap"), "--umad", "ibsim0", "--only", "requests"],
+                          env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    return proc, time.monotonic() - start
+
+
+def test_umad_without_ibsim_settings_is_one_line_not_a_hang():
+    """umad2sim retries its connect for ever: madpipe checks first and names what it would wait for."""
+    need_sim_tools()
+    proc, seconds = _replay_under_umad2sim({})
+    assert proc.returncode == 2 and seconds < 20  # generous: it answers in well under a second
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("madpipe replay: libumad2sim.so is preloaded but IBSIM_SERVER_NAME is not set")
+    assert line.endswith("set IBSIM_SERVER_NAME=127.0.0.1 IBSIM_SERVER_PORT=7070 SIM_HOST=NODE")
+
+
+def test_umad_with_no_ibsim_at_the_address_names_it():
+    need_sim_tools()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))  # a port nobody answers on
+        port = s.getsockname()[1]
+    proc, seconds = _replay_under_umad2sim({"IBSIM_SERVER_NAME": "127.0.0.1", "IBSIM_SERVER_PORT": str(port)})
+    assert proc.returncode == 2 and seconds < 20
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"madpipe replay: libumad2sim.so is preloaded and waits for ibsim at 127.0.0.1:{port} "
+                           "(IBSIM_SERVER_NAME, IBSIM_SERVER_PORT), which ")
+
+
+@pytest.mark.slow
+def test_umad_open_that_never_returns_times_out():
+    """Something answers umad2sim's first question as ibsim would, then nothing: the open times out."""
+    need_sim_tools()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+        def pong():  # answers a DISCONNECT (the check's ping) and nothing else
+            while True:
+                try:
+                    data, addr = s.recvfrom(4096)
+                except OSError:
+                    return
+                msg = parse_sim_ctl(data)
+                if msg is not None and msg[1] == SIM_CTL_DISCONNECT:
+                    s.sendto(data, addr)
+
+        threading.Thread(target=pong, daemon=True).start()
+        proc, seconds = _replay_under_umad2sim({"IBSIM_SERVER_NAME": "127.0.0.1", "IBSIM_SERVER_PORT": str(port),
+                                                "SIM_HOST": "Hca1"})
+    assert proc.returncode == 2 and seconds < 40, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"madpipe replay: umad_open_port of 'ibsim0' (umad2sim waits for ibsim at 127.0.0.1:{port}) "
+        "did not return within 10 s")

@@ -37,7 +37,8 @@ capture or no fabric to talk to (each step that waits for ibsim or umad2sim has 
 examples:
   madpipe replay -r pcaps/opensm_partitions.pcap --sim 127.0.0.1:7070 --node Hca1 --only requests
   madpipe replay -r cap.pcap --sim 7070 -Y 'mad.attr_id==0x16 && mad.method==0x02' --top -w answers.pcap
-  LD_PRELOAD=.../libumad2sim.so madpipe replay -r cap.pcap --umad ibsim0 --pps 1000"""
+  LD_PRELOAD=/usr/lib/x86_64-linux-gnu/umad2sim/libumad2sim.so IBSIM_SERVER_NAME=127.0.0.1 \\
+      IBSIM_SERVER_PORT=7070 SIM_HOST=Hca1 madpipe replay -r cap.pcap --umad ibsim0 --only requests"""
 
 
 def register(sub) -> None:

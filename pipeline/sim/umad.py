@@ -11,6 +11,10 @@ Names follow libibumad's ``umad.h``: ``struct ib_user_mad`` (agent_id, status, t
 retries, length, then ``ib_mad_addr_t`` and the MAD), ``umad_open_port``, ``umad_register``,
 ``umad_send``, ``umad_recv``. Under umad2sim the device's file descriptor is a fake one (1024 and
 up) that only its wrapped ``poll`` knows, so waiting goes through ``umad_recv``'s own timeout.
+
+umad2sim waits for ibsim for ever (it retries its connect in a loop): before opening a port under
+it, :func:`check_umad2sim` makes sure an ibsim answers where umad2sim will look, and the open
+itself has a timeout, so a missing simulator is one line naming what was awaited, never a hang.
 """
 from __future__ import annotations
 
@@ -18,15 +22,28 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import socket
+import threading
 import time
 
 from madpipe.codecs import mad as madc
 from madpipe.codecs.errors import MadpipeError
+from madpipe.pipeline.sim.protocol import (
+    IBSIM_DEFAULT_SERVER_PORT,
+    SIM_CTL,
+    SIM_CTL_DISCONNECT,
+    parse_sim_ctl,
+    sim_ctl,
+)
 
 IB_QP1_QKEY = 0x80010000
 UMAD_LIB_NAMES = ("ibumad", )
 UMAD_LIB_FALLBACK = "libibumad.so.3"
 MAD_SIZE = madc.MAD_SIZE
+OPEN_TIMEOUT = 10.0  # seconds for umad_init and umad_open_port, which umad2sim can block for ever
+UMAD2SIM_LOCAL_CTL = b"\0sim:ctl\0"  # the abstract socket of a local-mode ibsim (no IBSIM_SERVER_NAME)
+SETUP_HINT = ("start ibsim in remote mode (ibsim -r -l 7070 TOPOLOGY) and set IBSIM_SERVER_NAME=127.0.0.1 "
+              "IBSIM_SERVER_PORT=7070 SIM_HOST=NODE")
 
 
 class UmadError(MadpipeError):
@@ -92,14 +109,70 @@ def load_libibumad() -> ctypes.CDLL:
     return lib
 
 
+def check_umad2sim(environ=os.environ, timeout: float = 2.0) -> None:
+    """When libumad2sim.so is preloaded, UmadError unless an ibsim answers where it will look.
+
+    With IBSIM_SERVER_NAME set that is ibsim's control socket at IBSIM_SERVER_NAME:IBSIM_SERVER_PORT
+    (default 7070), pinged as madpipe's own Ibsim is; without it, a local-mode ibsim's abstract
+    socket ``@sim:ctl``.
+    """
+    if "umad2sim" not in environ.get("LD_PRELOAD", ""):
+        return
+    host = environ.get("IBSIM_SERVER_NAME")
+    if not host:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            try:
+                s.connect(UMAD2SIM_LOCAL_CTL)
+                return
+            except OSError:
+                pass
+        raise UmadError("libumad2sim.so is preloaded but IBSIM_SERVER_NAME is not set, and no local "
+                        f"ibsim listens (socket @sim:ctl), which umad2sim would wait for: {SETUP_HINT}")
+    port = int(environ.get("IBSIM_SERVER_PORT") or IBSIM_DEFAULT_SERVER_PORT)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(timeout)
+            s.connect((host, port))
+            s.send(sim_ctl(0, SIM_CTL_DISCONNECT))  # slot 0's DISCONNECT: answered, changes nothing
+            if parse_sim_ctl(s.recv(SIM_CTL.size + 16)) is not None:
+                return
+            why = "answered something that is not ibsim's"
+    except TimeoutError:
+        why = f"did not answer within {timeout:g} s"
+    except OSError as exc:
+        why = f"cannot be reached: {exc.strerror or exc}"
+    raise UmadError(f"libumad2sim.so is preloaded and waits for ibsim at {host}:{port} "
+                    f"(IBSIM_SERVER_NAME, IBSIM_SERVER_PORT), which {why}: {SETUP_HINT}")
+
+
+def _with_timeout(call, timeout: float, what: str):
+    """``call()``'s result, or UmadError naming ``what`` when it has not returned in ``timeout`` s
+    (the call stays blocked in a daemon thread: C code cannot be interrupted)."""
+    box: list = []
+    t = threading.Thread(target=lambda: box.append(call()), name="madpipe-umad-open", daemon=True)
+    t.start()
+    t.join(timeout)
+    if not box:
+        raise UmadError(f"{what} did not return within {timeout:g} s")
+    return box[0]
+
+
 class Umad:
     """One open umad port with an agent per management class, as a send/receive pair."""
 
-    def __init__(self, ca: str, port: int = 0, classes: dict[int, int] | None = None):
+    def __init__(self, ca: str, port: int = 0, classes: dict[int, int] | None = None,
+                 open_timeout: float = OPEN_TIMEOUT):
         self.lib = load_libibumad()
-        if self.lib.umad_init() < 0:
+        check_umad2sim()
+        env = os.environ
+        waits = (f"umad2sim waits for ibsim at {env.get('IBSIM_SERVER_NAME', '@sim:ctl')}:"
+                 f"{env.get('IBSIM_SERVER_PORT', IBSIM_DEFAULT_SERVER_PORT)}"
+                 if "umad2sim" in env.get("LD_PRELOAD", "") else "waiting for the umad device")
+        self.fd = -1
+        if _with_timeout(self.lib.umad_init, open_timeout, f"umad_init ({waits})") < 0:
             raise UmadError("umad_init failed (is the ib_umad module loaded?)")
-        self.fd = self.lib.umad_open_port(ca.encode(), port)
+        self.fd = _with_timeout(lambda: self.lib.umad_open_port(ca.encode(), port), open_timeout,
+                                f"umad_open_port of {ca!r} ({waits})")
         if self.fd < 0:
             raise UmadError(f"cannot open umad port {port} of {ca!r}: {os.strerror(-self.fd)} "
                             "(a CA name such as mlx5_0; under libumad2sim.so it is ibsim0)")
