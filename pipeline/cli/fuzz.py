@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 
 from madpipe.codecs.errors import MadpipeError
@@ -92,6 +93,23 @@ def _targets(args):
 
 
 def run(args) -> int:
+    """--target ibsim (or all): into the private network first, while the process has one thread.
+
+    Without root that takes a user namespace, which a process with threads cannot enter, and
+    importing numpy starts one. The ibsim target shares this namespace.
+    """
+    from madpipe.pipeline.sim.netns import PrivateNetwork, contain
+
+    network = PrivateNetwork()
+    if set(args.target or ()) & {"ibsim", "all"} and shutil.which("ibsim"):
+        contain(network, args.allow_network_exposure, "madpipe fuzz")
+    try:
+        return _run(args)
+    finally:
+        network.leave()
+
+
+def _run(args) -> int:
     from madpipe.pipeline.fuzz import runner as fuzz
     from madpipe.pipeline.fuzz.findings import Reporter
     from madpipe.pipeline.fuzz.output import Progress, findings_jsonl_path, print_text, summary_json
