@@ -9,8 +9,8 @@ ours left running, whatever happened in it (the autouse fixture stops leftovers,
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import socket
 import struct
 import subprocess

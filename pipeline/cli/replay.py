@@ -101,7 +101,7 @@ def run(args) -> int:
     if args.sim:
         node = args.node or origin_node(args.read)
         if args.node is None:
-            origin = (f" (where the capture's directed routes start; --node to choose)" if node else
+            origin = (" (where the capture's directed routes start; --node to choose)" if node else
                       " (ibsim's default: the capture names no node; --node to choose)")
         try:
             transport = SimTransport(args.sim, node)
