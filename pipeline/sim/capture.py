@@ -93,7 +93,8 @@ class SimCapture:
     From ``start()`` to ``stop()`` the calling thread is in a network namespace of its own with
     only loopback (:class:`~madpipe.pipeline.sim.netns.PrivateNetwork`): ibsim, the relay and every
     tool run there, and so does whatever the caller runs meanwhile (a replay into this fabric).
-    Where no namespace can be made, ``start()`` refuses with :class:`NetnsUnavailable`, unless
+    Call ``stop()`` from the thread that started it. Where no namespace can be made, ``start()``
+    refuses with :class:`~madpipe.pipeline.sim.netns.NetnsUnavailable`, unless
     ``allow_network_exposure``: then ibsim runs on the machine's network, ``exposure`` says why
     and stderr says so once.
     """

@@ -216,8 +216,9 @@ def free_base(start: int, host: str, avoid: range | None = None, tries: int = 20
 class Ibsim:
     """An ibsim process in remote mode on ``base``..``base``+10, started and stopped by pid.
 
-    ibsim binds its sockets to every address (INADDR_ANY: it has no option to bind one); madpipe
-    only ever talks to it on ``host``, loopback by default.
+    ibsim binds its sockets to every address (INADDR_ANY: it has no option to bind one), so it is
+    started from inside a private network (:class:`~madpipe.pipeline.sim.netns.PrivateNetwork`,
+    as SimCapture and the fuzz target do); madpipe only ever talks to it on ``host``, loopback.
     """
 
     def __init__(self, topology: str | os.PathLike, base: int, workdir: str, host: str = "127.0.0.1"):
