@@ -232,7 +232,6 @@ def _without_namespaces(*args: str) -> subprocess.CompletedProcess:
 def test_refused_where_no_namespace_can_be_made(tmp_path):
     need_sim_tools()
     out = tmp_path / "x.pcap"
-    tmp_path.chmod(0o777)
     proc = _without_namespaces("capture", "--sim", TOPOLOGY, "-w", str(out))
     assert proc.returncode == 2, proc.stderr
     (line,) = proc.stderr.strip().splitlines()
@@ -245,7 +244,6 @@ def test_refused_where_no_namespace_can_be_made(tmp_path):
 def test_allowed_exposure_says_so_once(tmp_path):
     need_sim_tools()
     out = tmp_path / "x.pcap"
-    tmp_path.chmod(0o777)
     proc = _without_namespaces("capture", "--sim", TOPOLOGY, "--sm-node", "Hca1", "-w", str(out),
                                "--allow-network-exposure")
     assert proc.returncode == 0, proc.stderr
