@@ -118,12 +118,24 @@ def _madpipe(*args: str) -> list[str]:
     return [sys.executable, "-m", "madpipe.pipeline.cli.main", *args]
 
 
-def test_no_socket_of_a_running_capture_is_reachable_from_outside(tmp_path):
+# How madpipe is run: as it is (root makes a network namespace, anyone else a user namespace too),
+# and, as root, also as a user without privileges (a user namespace mapping the caller to uid 1000,
+# without capabilities after exec: madpipe then needs a user namespace of its own).
+AS_USER = ["unshare", "--user", "--map-user=1000", "--map-group=1000"]
+MODES = {"as it is": ([], "network namespace" if os.geteuid() == 0 else "user and network namespace"),
+         "as a user": (AS_USER, "user and network namespace")}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_no_socket_of_a_running_capture_is_reachable_from_outside(tmp_path, mode):
     need_sim_tools()
+    prefix, how = MODES[mode]
+    if prefix and (os.geteuid() != 0 or shutil.which("unshare") is None):
+        pytest.skip("as root only (otherwise the first case is this one), with unshare (util-linux)")
     outside_ns = namespace_id(os.getpid())
-    proc = subprocess.Popen(_madpipe("capture", "--sim", TOPOLOGY, "--sm-node", "Hca1", "--partitions",
-                                     str(PCAPS / "partitions-a.conf"), "--queries",
-                                     "-w", str(tmp_path / "q.pcap")),
+    proc = subprocess.Popen([*prefix, *_madpipe("capture", "--sim", TOPOLOGY, "--sm-node", "Hca1", "--partitions",
+                                                str(PCAPS / "partitions-a.conf"), "--queries",
+                                                "-w", str(tmp_path / "q.pcap"))],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen, problems, looks, most_ibsim_sockets = Counter(), [], 0, 0
     try:
@@ -144,7 +156,7 @@ def test_no_socket_of_a_running_capture_is_reachable_from_outside(tmp_path):
             proc.wait()
     assert proc.returncode == 0, err
     assert not problems, problems[:5]
-    assert "in a private network namespace (loopback only)" in err
+    assert f"in a private {how} (loopback only)" in err
     # the looks did see the run: ibsim's 11 sockets, the relay's in madpipe, opensm or a diag
     assert most_ibsim_sockets == 11, seen  # its control socket and one per client slot
     assert seen["python sockets"] or seen[Path(sys.executable).name + " sockets"], seen
