@@ -183,17 +183,12 @@ def _column(chunk: np.ndarray, name: str) -> np.ndarray:
     return chunk[name].copy()
 
 
-def _change_bytes(chunk: np.ndarray, style: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ASCII bytes, end of each event's piece) of the events' changes, by text_kernels.change_texts."""
-    n = len(chunk)
-    bitmap = _column(chunk, "bitmap")
-    block = _column(chunk, "block")
-    total = int(np.unpackbits(bitmap.view(np.uint8)).sum())
-    buf = np.empty(26 * total + 1, np.uint8)
-    ends = np.empty(n, np.int64)
-    used = kt.change_texts(bitmap, block, _column(chunk, "old"), _column(chunk, "new"),
-                           style, buf, ends)
-    return buf[:used], ends
+def _change_count(chunk: np.ndarray) -> int:
+    """How many changes the chunk's events hold (bits set in their bitmaps)."""
+    return int(_POPCOUNT[_column(chunk, "bitmap").view(np.uint8)].sum(dtype=np.int64))
+
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)
 
 
 _EVENT_TEXT = "%7d %s  %s %5d 0x%08x  %s%s\n"
@@ -229,22 +224,21 @@ def _writes_ascii_as_is(out) -> bool:
     return as_is and os.linesep == "\n"  # stdout translates "\n" to os.linesep
 
 
-def _write_events(events: RecordList, out, ports: list[str], times_of, style: int, kernel,
-                  extra: int) -> None:
+def _write_events(events: RecordList, out, ports: list[str], times_of, kernel, extra: int) -> None:
     """Every spooled event through a text_kernels line writer (event_lines, event_json_lines):
     ``ports[slot]`` the port's text (the last, "", for slot -1), ``times_of(chunk)`` the ASCII
-    bytes of each time and where each ends, the changes in ``style``; ``extra`` bytes a line
-    besides those pieces. Port texts are ASCII by construction (labels of integers; json.dumps
+    bytes of each time and where each ends; ``extra`` bytes a line besides those pieces and the
+    changes. Port texts are ASCII by construction (labels of integers; json.dumps
     escapes the rest)."""
     port_bytes, port_ends = _pieces(ports)
     longest = max(map(len, ports))
     for chunk in events.spool:
         times, time_ends = times_of(chunk)
-        changes, change_ends = _change_bytes(chunk, style)
-        buf = np.empty(len(times) + len(changes) + len(chunk) * (longest + extra), np.uint8)
+        room = len(times) + kt.CHANGE_BYTES * _change_count(chunk) + len(chunk) * (longest + extra)
+        buf = np.empty(room, np.uint8)
         used = kernel(_column(chunk, "frame"), times, time_ends, _column(chunk, "slot"), port_bytes, port_ends,
-                      _column(chunk, "block"), _column(chunk, "bitmap"), changes, change_ends,
-                      _column(chunk, "unconfirmed"), buf)
+                      _column(chunk, "block"), _column(chunk, "bitmap"), _column(chunk, "old"),
+                      _column(chunk, "new"), _column(chunk, "unconfirmed"), buf)
         _write_ascii(out, buf[:used])
 
 
@@ -259,12 +253,27 @@ def _relative_times(chunk: np.ndarray, t0_ns: int) -> tuple[np.ndarray, np.ndarr
 def _events_text(events: RecordList, t0_ns: int, out) -> None:
     """The event lines (_EVENT_TEXT); times are text_kernels.relative_time_text's."""
     _write_events(events, out, [f"{pid.label():<28}" for pid in events.ports] + [""],
-                  lambda chunk: _relative_times(chunk, t0_ns), kt.CHANGE_TEXT, kt.event_lines,
-                  48 + len(kt.UNCONFIRMED))
+                  lambda chunk: _relative_times(chunk, t0_ns), kt.event_lines, 48 + len(kt.UNCONFIRMED))
 
 
 def _events_json(events: RecordList, out) -> None:
     """The events as JSON Lines (_EVENT_JSON); the times are Python's float reprs, as json writes."""
-    _write_events(events, out, [_port_json(pid) for pid in events.ports] + [""],
-                  lambda chunk: _pieces(list(map(repr, (chunk["ts_ns"] / 1e9).tolist()))),
-                  kt.CHANGE_JSON, kt.event_json_lines, 128)
+    _write_events(events, out, [_port_json(pid) for pid in events.ports] + [""], _float_reprs,
+                  kt.event_json_lines, 128)
+
+
+def _float_reprs(chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """repr() of each event's ts in seconds, as ASCII bytes end to end and where each ends.
+
+    One ``str(list)`` makes them all in C ("[1.5, 2.25]": the reprs joined by ", "); the
+    separators are then cut out with numpy (a repr has no comma or space)."""
+    seconds = (chunk["ts_ns"] / 1e9).tolist()
+    if not seconds:
+        return np.zeros(0, np.uint8), np.zeros(0, np.int64)
+    joined = np.frombuffer(str(seconds).encode("ascii"), np.uint8)[1:-1]
+    commas = np.flatnonzero(joined == ord(","))
+    keep = np.ones(len(joined), np.bool_)
+    keep[commas] = False
+    keep[commas + 1] = False
+    lengths = np.diff(np.concatenate(([-2], commas, [len(joined)]))) - 2
+    return joined[keep], np.cumsum(lengths)
