@@ -13,6 +13,7 @@ import sys
 import numpy as np
 
 from madpipe.codecs.errors import MadpipeError
+from madpipe.pipeline.decode import float_kernels
 from madpipe.pipeline.decode.output import jsonl
 from madpipe.pipeline.fabric import snoop  # snoop.snoop_capture looked up at each call: tests swap it there
 from madpipe.pipeline.fabric import text_kernels as kt
@@ -263,17 +264,22 @@ def _events_json(events: RecordList, out) -> None:
 
 
 def _float_reprs(chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """repr() of each event's ts in seconds, as ASCII bytes end to end and where each ends.
-
-    One ``str(list)`` makes them all in C ("[1.5, 2.25]": the reprs joined by ", "); the
-    separators are then cut out with numpy (a repr has no comma or space)."""
-    seconds = (chunk["ts_ns"] / 1e9).tolist()
-    if not seconds:
-        return np.zeros(0, np.uint8), np.zeros(0, np.int64)
-    joined = np.frombuffer(str(seconds).encode("ascii"), np.uint8)[1:-1]
-    commas = np.flatnonzero(joined == ord(","))
-    keep = np.ones(len(joined), np.bool_)
-    keep[commas] = False
-    keep[commas + 1] = False
-    lengths = np.diff(np.concatenate(([-2], commas, [len(joined)]))) - 2
-    return joined[keep], np.cumsum(lengths)
+    """repr() of each event's ts in seconds, as ASCII bytes end to end and where each ends: by
+    decode.float_kernels, and Python's repr for the values it leaves (exact ties, powers of two)."""
+    seconds = chunk["ts_ns"] / 1e9
+    n = len(seconds)
+    out = np.empty(n * float_kernels.REPR_BYTES, np.uint8)
+    ends = np.empty(n, np.int64)
+    done = np.empty(n, np.uint8)
+    used = float_kernels.float_reprs(seconds, out, ends, done)
+    if done.all():
+        return out[:used], ends
+    left = np.flatnonzero(done == 0)
+    texts = [repr(x) for x in seconds[left].tolist()]
+    extra, extra_ends = _pieces(texts)
+    at = np.concatenate(([0], ends[:-1]))[left]  # where each belongs in what the kernel wrote
+    lengths = np.diff(np.concatenate(([0], extra_ends)))
+    data = np.insert(out[:used], np.repeat(at, lengths), extra)
+    lengths_all = np.diff(np.concatenate(([0], ends)))
+    lengths_all[left] = lengths
+    return data, np.cumsum(lengths_all)

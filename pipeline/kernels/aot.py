@@ -99,6 +99,9 @@ KERNELS = {
         "rewrite_inplace_kernel": ("i8", "!u1[:,::1] u1[::1] i4[::1] u4[::1] u1[:,:,::1] i8 i8 i8 "
                                          "u1[::1] u1[:,::1] i8 !i4[::1] !i1[::1]"),
     },
+    "decode.float_kernels": {
+        "float_reprs": ("i8", "f8[::1] !u1[::1] !i8[::1] !u1[::1]"),
+    },
     "decode.kernels": {
         "check_crcs": ("void", "u1[::1] i8[::1] i8[::1] u1[::1] u4[::1] u4[::1] !i1[::1] !i1[::1]"),
     },
