@@ -233,10 +233,12 @@ def _write_events(events: RecordList, out, ports: list[str], times_of, kernel, e
     escapes the rest)."""
     port_bytes, port_ends = _pieces(ports)
     longest = max(map(len, ports))
+    buf = np.empty(0, np.uint8)  # one buffer for all chunks: its pages are mapped once, not per chunk
     for chunk in events.spool:
         times, time_ends = times_of(chunk)
         room = len(times) + kt.CHANGE_BYTES * _change_count(chunk) + len(chunk) * (longest + extra)
-        buf = np.empty(room, np.uint8)
+        if len(buf) < room:
+            buf = np.empty(room, np.uint8)
         used = kernel(_column(chunk, "frame"), times, time_ends, _column(chunk, "slot"), port_bytes, port_ends,
                       _column(chunk, "block"), _column(chunk, "bitmap"), _column(chunk, "old"),
                       _column(chunk, "new"), _column(chunk, "unconfirmed"), buf)

@@ -32,7 +32,8 @@ class SlaveEvents:
         self.shape = (int(num_mads), int(num_functions))
 
     def __repr__(self) -> str:
-        return f"SlaveEvents({len(self.rows)} MADs with events, shape={self.shape})"
+        count = len(self.rows)
+        return f"SlaveEvents({count} MAD{'' if count == 1 else 's'} with events, shape={self.shape})"
 
     def __eq__(self, other) -> bool:
         if not isinstance(other, SlaveEvents):
