@@ -4,6 +4,7 @@ In the normal suite benchmarks are disabled (pyproject addopts), so each runs on
 test: the results are checked, the timings are never pass/fail.
 """
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -129,3 +130,26 @@ def test_bench_json_has_target_records(capsys):
 def test_bench_rejects_unknown_group(capsys):
     assert main(["bench", "--what", "snoop,nope"]) == 2
     assert "unknown group nope" in capsys.readouterr().err
+
+
+def test_bench_api_group(capsys):
+    assert main(["bench", "--n", "1000", "--repeat", "1", "--what", "api", "-T", "json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    figures = {r["name"]: r for r in records if "group" in r}
+    for profile in ("new", "3.7"):
+        for load in ("SM traffic", "every Set changes"):
+            fig = figures[f"snoop.smp_snoop, {profile}, {load}"]
+            assert fig["baseline"] == f"memory touch (2 lines/MAD), {load}" and fig["items"] == 1000
+    assert figures["paravirt.rewrite (new output)"]["baseline"] == "np.copy (a new array)"
+    assert figures["paravirt.rewrite(out=buffer)"]["baseline"] == "np.copyto (mapped buffer)"
+    for fmt in ("text", "json"):  # the figure is the bytes the printer wrote, its baseline the same bytes
+        fig = figures[f"snoop -T {fmt} output into a pipe"]
+        assert fig["unit"] == "bytes" and fig["items"] == figures[f"prepared {fmt} bytes into a pipe"]["items"]
+    assert figures["snoop -T json output into a pipe"]["items"] > 1000 * 500  # 32 changes an event
+    targets = {r["target"]: r for r in records if "target" in r}
+    rate = targets["event JSON Lines written, bytes/s"]
+    assert rate["rate_per_s"] == pytest.approx(figures["snoop -T json output into a pipe"]["rate_per_s"])
+    assert rate["met"] == (rate["rate_per_s"] >= 500e6)
+    assert "smp_snoop call (3.7), vs touching its memory" in targets
+    if shutil.which("tshark"):
+        assert "snoop -T json of changing Sets, vs tshark plain" in targets

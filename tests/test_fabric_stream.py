@@ -644,13 +644,14 @@ def test_pkey_lines_kernel_and_format_pkeys():
 
 
 def changes_as_texts(chunk, style):
-    """Each event's changes as a str, cut from fabric_output._change_bytes."""
+    """Each event's changes as the printers' Python formats write them (text, or JSON's members)."""
     from madpipe.pipeline.fabric import output as fabric_output
+    from madpipe.pipeline.fabric import text_kernels as kt
 
-    buf, ends = fabric_output._change_bytes(chunk, style)
-    text = buf.tobytes().decode("ascii")
-    ends = ends.tolist()
-    return [text[a:b] for a, b in zip([0] + ends[:-1], ends)]
+    if style == kt.CHANGE_TEXT:
+        return [fabric_output._changes_text(ev.changes) for ev in events_of(chunk, [None] * 64)]
+    return [json.dumps([list(c) for c in ev.changes], separators=(",", ":"))[1:-1]
+            for ev in events_of(chunk, [None] * 64)]
 
 
 def events_as_python_formats(events, ports, t0_ns=None):
@@ -674,25 +675,6 @@ def events_as_python_formats(events, ports, t0_ns=None):
             chunk["bitmap"].tolist(), changes_as_texts(chunk, kt.CHANGE_TEXT if text else kt.CHANGE_JSON),
             flags[chunk["unconfirmed"]].tolist()))
     return "".join(lines)
-
-
-def test_change_texts_kernel():
-    from madpipe.pipeline.fabric import output as fabric_output
-    from madpipe.pipeline.fabric import text_kernels as kt
-
-    rng = np.random.default_rng(4)
-    n = 500
-    chunk = np.zeros(n, EVENT_DTYPE)
-    chunk["bitmap"] = rng.integers(0, 1 << 32, n, dtype=np.uint64).astype(np.uint32) & rng.choice(
-        [0xFFFFFFFF, 1, 0x80000000, 0x00010001, 0], n).astype(np.uint32)
-    chunk["block"] = rng.choice([0, 1, 3, 4, 7, 300, 0xFFFF], n)
-    chunk["old"] = rng.integers(0, 1 << 16, (n, 32))
-    chunk["new"] = rng.choice([0, 9, 10, 99, 100, 0xFFFF, 12345], (n, 32))
-    text = changes_as_texts(chunk, kt.CHANGE_TEXT)
-    js = changes_as_texts(chunk, kt.CHANGE_JSON)
-    for j, ev in enumerate(events_of(chunk, [None])):
-        assert text[j] == fabric_output._changes_text(ev.changes)
-        assert js[j] == json.dumps([list(c) for c in ev.changes], separators=(",", ":"))[1:-1]
 
 
 def test_relative_times_are_exact_and_the_kernel_writes_them():

@@ -409,6 +409,25 @@ def test_argument_errors_name_the_argument():
         paravirt.rewrite(boxes, "INIT2RTR", 1, 0, v2p, base_proxy_sqpn=P, active_ports=np.zeros(79, np.uint8))
 
 
+def test_out_argument_errors():
+    boxes = np.zeros((4, 256), np.uint8)
+    v2p = init_v2p()
+    kw = dict(base_proxy_sqpn=P)
+    for out, why in ((np.zeros((3, 256), np.uint8), r"out: expected shape \(4, 256\)"),
+                     (np.zeros((4, 256), np.int8), "out: expected dtype uint8"),
+                     (np.zeros((4, 512), np.uint8)[:, ::2], "out: expected shape|C-contiguous"),
+                     ([[0] * 256] * 4, "out: expected a numpy array")):
+        with pytest.raises(ValueError, match=why):
+            paravirt.rewrite(boxes, "INIT2RTR", 1, 0x100, v2p, out=out, **kw)
+    ro = np.zeros_like(boxes)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="out: must be writeable"):
+        paravirt.rewrite(boxes, "INIT2RTR", 1, 0x100, v2p, out=ro, **kw)
+    both = np.zeros((5, 256), np.uint8)
+    with pytest.raises(ValueError, match="overlaps mailboxes"):
+        paravirt.rewrite(both[:4], "INIT2RTR", 1, 0x100, v2p, out=both[1:], **kw)
+
+
 def test_per_row_arguments_and_inplace():
     rng = np.random.default_rng(11)
     boxes = rng.integers(0, 256, (6, 256), dtype=np.uint8)
@@ -483,6 +502,12 @@ def assert_same(boxes, codes, slaves, qpns, v2p, **kw):
     inplace = boxes.copy()
     _, rc2, f2 = paravirt.rewrite_inplace(inplace, codes, slaves, qpns, v2p, return_findings=True, **kw)
     assert (inplace == out).all() and (rc2 == rc).all() and (f2 == f).all()
+    given = np.full_like(boxes, 0xA5)  # a reused buffer: every byte must be written
+    got, rc3, f3 = paravirt.rewrite(boxes, codes, slaves, qpns, v2p, return_findings=True, out=given, **kw)
+    assert got is given and (given == out).all() and (rc3 == rc).all() and (f3 == f).all()
+    same = boxes.copy()
+    got, rc4 = paravirt.rewrite(same, codes, slaves, qpns, v2p, out=same, **kw)
+    assert got is same and (same == out).all() and (rc4 == rc).all()
     return rc, f
 
 

@@ -64,6 +64,9 @@ def fresh(num_vfs=4, num_ports=2, master=0):
 def assert_same_results(a, b):
     for name in RESULT_FIELDS:
         x, y = getattr(a, name), getattr(b, name)
+        if name == "slave_events":
+            assert x == y, name  # the compact form, rows and bits equal
+            x, y = x.dense(), y.dense()
         assert x.dtype == y.dtype, name
         assert np.array_equal(x, y), name
 
@@ -82,6 +85,27 @@ def run_both(cache, v2p, mads, port_num, status, **kw):
     assert np.array_equal(ck, cr), "phys_pkey_cache differs"
     assert_same_results(rk, rr)
     return ck, rk
+
+
+def assert_dense_as_before(res, cache, v2p, mads, port_num, status, **kw):
+    """The compact slave events against the bool[N, 80] of release 0.1, built here the way it was:
+    one row per MAD, True at each function the reference's smp_snoop_one lists for it."""
+    n = len(mads)
+    port_num = np.broadcast_to(port_num, n)
+    status = np.broadcast_to(status, n)
+    state = reference_snoop.SnoopState(cache.copy(), v2p, *(
+        kw.pop(k).copy() if kw.get(k) is not None else np.zeros(2, t)
+        for k, t in (("port_lid", np.uint16), ("sm_lid", np.uint16), ("sm_sl", np.uint8))))
+    before = np.zeros((n, 80), dtype=np.bool_)
+    for i in range(n):
+        out = reference_snoop.smp_snoop_one(state, mads[i], int(port_num[i]), int(status[i]), **kw)
+        before[i, out.slave_events] = True
+    events = res.slave_events
+    assert np.array_equal(events.dense(), before)
+    assert [tuple(a.tolist()) for a in events.pairs()] == [tuple(a.tolist()) for a in np.nonzero(before)]
+    for f in (0, 1, 5, 79):
+        assert np.array_equal(events.of_function(f), np.flatnonzero(before[:, f]))
+    assert events.any() == before.any()
 
 
 # -- jit switch ---------------------------------------------------------------------------------
@@ -205,13 +229,13 @@ def test_vf_events_follow_virt2phys_rows(impl):
     v2p[3, 0, 9] = 40  # VF 3 maps physical 40 on port 1 (block 1)
     res = impl(cache, v2p, batch(pkey_set(0, [0xFFFF, 0, 0, 0x8003])), 1, 0, num_vfs=4, profile="new")
     assert res.pkey_change_bitmap[0] == 0x8
-    assert [f for f in range(80) if res.slave_events[0, f]] == [1]
+    assert [f for f in range(80) if res.slave_events.dense()[0, f]] == [1]
     # entry 0 of a block is mapped by every VF's index 0 -> physical 0 only for block 0
     res = impl(cache, v2p, batch(pkey_set(1, [0x8001] + [0] * 7 + [0x8040])), 1, 0, num_vfs=4, profile="new")
     assert res.pkey_change_bitmap[0] == 0x101
-    assert [f for f in range(80) if res.slave_events[0, f]] == [3]
+    assert [f for f in range(80) if res.slave_events.dense()[0, f]] == [3]
     res = impl(cache, v2p, batch(pkey_set(0, [0x7FFF])), 1, 0, num_vfs=4, profile="new")
-    assert [f for f in range(80) if res.slave_events[0, f]] == [1, 2, 3, 4]
+    assert [f for f in range(80) if res.slave_events.dense()[0, f]] == [1, 2, 3, 4]
     res = impl(cache, v2p, batch(pkey_set(0, [0xFFFF])), 1, 0, num_vfs=4, profile="3.7")
     assert res.master_event[0] and not res.slave_events.any()
 
@@ -224,7 +248,7 @@ def test_propagation_scans_only_pkey_table_len_and_skips_master():
     _, res = run_both(cache, v2p, mads, 1, 0, num_vfs=3, pkey_table_len=100)
     assert res.pkey_change_bitmap[0] == 0x20 and not res.slave_events.any()
     _, res = run_both(cache, v2p, mads, 1, 0, num_vfs=3, pkey_table_len=101)
-    assert [f for f in range(80) if res.slave_events[0, f]] == [2]
+    assert [f for f in range(80) if res.slave_events.dense()[0, f]] == [2]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -239,7 +263,7 @@ def test_spilled_indices_propagate_on_the_mads_port_row(impl):
     res = impl(cache, v2p, batch(pkey_set(4, [0xFFFF, 0, 0x8002])), 1, 0, num_vfs=3, profile="new")
     assert res.finding[0] == snoop.FINDING_SPILL and res.pkey_change_bitmap[0] == 0x4
     assert cache[1, 2] == 0x8002
-    assert [f for f in range(80) if res.slave_events[0, f]] == [1]
+    assert [f for f in range(80) if res.slave_events.dense()[0, f]] == [1]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -251,14 +275,14 @@ def test_operators_manual_scenario(impl):
     res = impl(cache, v2p, batch(pkey_set(0, [0xFFFF, 0xB000, 0xB030])), 1, 0, num_vfs=2)
     assert list(cache[0, :4]) == [0xFFFF, 0xB000, 0xB030, 0]
     assert res.pkey_change_bitmap[0] == 0x6 and res.master_event[0]
-    assert list(res.slave_events[0, :3]) == [False, True, True]
+    assert list(res.slave_events.dense()[0, :3]) == [False, True, True]
     # the SM moves vm2's partition: only vm2 hears about it
     res = impl(cache, v2p, batch(pkey_set(0, [0xFFFF, 0xB000, 0xB031])), 1, 0, num_vfs=2)
     assert res.pkey_change_bitmap[0] == 0x4 and res.master_event[0]
-    assert [f for f in range(80) if res.slave_events[0, f]] == [2]
+    assert [f for f in range(80) if res.slave_events.dense()[0, f]] == [2]
     # the default partition moves: entry 0 is every VF's index 1 (vm1, vm2)
     res = impl(cache, v2p, batch(pkey_set(0, [0x7FFF, 0xB000, 0xB031])), 1, 0, num_vfs=2)
-    assert [f for f in range(80) if res.slave_events[0, f]] == [1, 2]
+    assert [f for f in range(80) if res.slave_events.dense()[0, f]] == [1, 2]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -466,7 +490,8 @@ def test_kernel_matches_reference_hypothesis(config, mads):
     arr = batch(*(m for m, _, _ in mads))
     port = np.array([p for _, p, _ in mads], dtype=np.uint8)
     status = np.array([s for _, _, s in mads], dtype=np.uint16)
-    run_both(cache, v2p, arr, port, status, **kw)
+    _, res = run_both(cache, v2p, arr, port, status, **kw)
+    assert_dense_as_before(res, cache, v2p, arr, port, status, **kw)
 
 
 def random_batch(n: int, seed: int):
@@ -517,6 +542,10 @@ def test_kernel_matches_reference_random_100k(profile):
     v2p[4, 0, 10] = 130  # a value only a spilled block 4 on port 1 can hit
     v2p[5, 0, :] = np.arange(128) + 128
     cache_after, res = run_both(cache, v2p, mads, port, status, num_vfs=6, profile=profile)
+    assert_dense_as_before(res, cache, v2p, mads, port, status, num_vfs=6, profile=profile)
+    with pytest.warns(DeprecationWarning, match="dense=True"):
+        old = snoop.smp_snoop(cache.copy(), v2p, mads, port, status, num_vfs=6, profile=profile, dense=True)
+    assert old.slave_events.dtype == np.bool_ and np.array_equal(old.slave_events, res.slave_events.dense())
     # the batch exercises what it is meant to
     changed = np.count_nonzero(res.pkey_change_bitmap) / n
     assert 0.05 < changed < 0.30
@@ -524,7 +553,7 @@ def test_kernel_matches_reference_random_100k(profile):
     assert np.count_nonzero(res.finding == snoop.FINDING_REFUSED) > 100
     assert res.lid_change.any() and res.client_rereg.any()
     if profile == "new":
-        assert res.slave_events[:, 1:6].any(axis=0).all() and res.gid_change.any()
+        assert res.slave_events.dense()[:, 1:6].any(axis=0).all() and res.gid_change.any()
     else:
         assert not res.slave_events.any() and not res.gid_change.any()
     assert not np.array_equal(cache_after, cache)

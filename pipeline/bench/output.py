@@ -22,20 +22,24 @@ def print_text(bench: Bench, out) -> None:
     machine = f"{platform.machine()}, {_cpus()} CPUs, Python {platform.python_version()}"
     out.write(f"madpipe bench: n={bench.n}, repeat={bench.repeat}, subset={bench.subset}, seed={bench.seed}; "
               f"{machine}; kernels: {jit.backend()}\n")
-    out.write(f"{'group':<9} {'what':<38} {'items':>9} {'rate/s':>8} {'median s':>10} {'min-max s':>17}  "
+    out.write(f"{'group':<9} {'what':<44} {'items':>9} {'rate/s':>8} {'median s':>10} {'min-max s':>17}  "
               "vs baseline\n")
     for fig in bench.figures:
         ratio = bench.ratio(fig)
         rel = "baseline" if ratio is None else f"{ratio:.3g}x"
-        out.write(f"{fig.group:<9} {fig.name:<38} {fig.items:>9} {format_rate(fig.rate):>8} {fig.median:>10.4f} "
+        out.write(f"{fig.group:<9} {fig.name:<44} {fig.items:>9} {format_rate(fig.rate):>8} {fig.median:>10.4f} "
                   f"{min(fig.times):>8.4f}-{max(fig.times):<8.4f}  {rel}\n")
     targets = bench.targets()
     if targets:
         scale = "" if bench.n == 1_000_000 else f"; they are set for the default --n 1000000, this run has {bench.n}"
         out.write(f"\ntargets (medians of this run{scale})\n")
         for t in targets:
-            got = f"{t['ratio']:.3g}x, at least {t['at_least']:.3g}x" if "ratio" in t else \
-                f"{t['seconds']:.3f} s, at most {t['at_most']:g} s"
+            if "ratio" in t:
+                got = f"{t['ratio']:.3g}x, at least {t['at_least']:.3g}x"
+            elif "rate_per_s" in t:
+                got = f"{format_rate(t['rate_per_s'])}/s, at least {format_rate(t['at_least_per_s'])}/s"
+            else:
+                got = f"{t['seconds']:.3f} s, at most {t['at_most']:g} s"
             out.write(f"  {t['target']:<52} {got:<26} {'met' if t['met'] else 'NOT MET'}\n")
 
 

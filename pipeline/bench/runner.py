@@ -12,6 +12,8 @@ Groups and their baselines:
   without its fast path, and tshark's decode (when installed; a process per run, so its start-up,
   ~0.25 s, is in its figure: on the --subset file, and for plain decode on the whole file too,
   next to `madpipe snoop` run as a process on the whole file, start-up included).
+- api: the public Python calls (smp_snoop, paravirt.rewrite with and without out=, the event
+  writers of `madpipe snoop`) against the same baselines: :mod:`madpipe.pipeline.bench.api`.
 - startup: wall time of a small `madpipe snoop` run with the kernels as plain Python (the
   baseline), ahead of time, with numba's JIT from a warm cache and compiling cold (the difference
   is the JIT compile time), and the ahead-of-time build a first large job pays once.
@@ -37,7 +39,7 @@ import numpy as np
 
 from madpipe.pipeline.bench import workload
 
-GROUPS = ("snoop", "paravirt", "capture", "startup")
+GROUPS = ("snoop", "paravirt", "capture", "startup", "api")
 
 #: The throughput targets (issue 7), checked on the figures of one run: (what, group, figure,
 #: compared with, its rate at least this many times the other's). Rates are per item, so a
@@ -53,6 +55,19 @@ TARGETS = (
     ("snoop as a process, vs tshark plain (both start)", "capture", "madpipe snoop, a process (+start-up)",
      "tshark plain, whole file (a process)", 10),
     ("decode -T json, vs tshark -T json", "capture", "madpipe decode -T json", "tshark -T json", 3),
+    # The Python API at the CLI's speed (issue 14).
+    ("smp_snoop call (new), vs touching its memory", "api", "snoop.smp_snoop, new, SM traffic",
+     "memory touch (2 lines/MAD), SM traffic", 0.5),
+    ("smp_snoop call (3.7), vs touching its memory", "api", "snoop.smp_snoop, 3.7, SM traffic",
+     "memory touch (2 lines/MAD), SM traffic", 0.5),
+    ("rewrite out of place, vs np.copy", "api", "paravirt.rewrite (new output)", "np.copy (a new array)", 0.5),
+    ("snoop -T json of changing Sets, vs tshark plain", "api", "madpipe snoop -T json, a process",
+     "tshark plain, every Set changes (a process)", 5),
+)
+#: Rates of their own: (what, group, figure, at least this many items a second).
+RATE_TARGETS = (
+    ("event text lines written, bytes/s", "api", "snoop -T text output into a pipe", 500e6),
+    ("event JSON Lines written, bytes/s", "api", "snoop -T json output into a pipe", 500e6),
 )
 #: A small capture through a command, with the kernels built: wall time at most this (seconds).
 SMALL_JOB = ("small capture, kernels ahead of time", "startup", "small job, kernels ahead of time", 1.0)
@@ -121,6 +136,11 @@ class Bench:
             if fig and base:
                 ratio = fig.rate / base.rate
                 out.append({"target": what, "ratio": ratio, "at_least": least, "met": ratio >= least})
+        for what, group, name, least in RATE_TARGETS:
+            fig = self.figure(group, name)
+            if fig:
+                out.append({"target": what, "rate_per_s": fig.rate, "at_least_per_s": least,
+                            "met": fig.rate >= least})
         what, group, name, most = SMALL_JOB
         fig = self.figure(group, name)
         if fig:
@@ -271,6 +291,11 @@ class Bench:
                                  unit="frames", baseline=base, repeat=min(self.repeat, 3))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def api(self) -> None:
+        from madpipe.pipeline.bench.api import api_group
+
+        api_group(self)
 
     def startup(self) -> None:
         tmp = tempfile.mkdtemp(prefix="madpipe-bench-")

@@ -48,6 +48,32 @@ def sm_mads(n: int, seed: int = 1, change_rate: float = 0.10):
     return mads, port_num, status
 
 
+def changing_sets(n: int, seed: int = 1):
+    """(mads, port_num, status) of ``n`` SubnSet(P_KeyTable) MADs, LID-routed to one port, that each
+    change every P_Key of their block: the SM alternates two tables (all 32 entries differ) over
+    blocks 0..3 of ports 1..2. Every MAD raises a P_Key-change event with 32 changes: the
+    workload where the events, not the MADs, are the work."""
+    rng = np.random.default_rng(seed)
+    mads = np.zeros((n, w.MAD_SIZE), np.uint8)
+    mads[:, 0] = 1  # base_version
+    mads[:, 2] = 1  # class_version
+    mads[:, w.MAD_MGMT_CLASS] = w.IB_MGMT_CLASS_SUBN_LID_ROUTED
+    mads[:, w.MAD_METHOD] = w.IB_MGMT_METHOD_SET
+    mads[:, w.MAD_ATTR_ID] = w.IB_SMP_ATTR_PKEY_TABLE >> 8
+    mads[:, w.MAD_ATTR_ID + 1] = w.IB_SMP_ATTR_PKEY_TABLE & 0xFF
+    mads[:, w.MAD_TID:w.MAD_TID + 8] = rng.integers(0, 256, (n, 8), dtype=np.uint8)
+    # MAD i sets (port, block) number i % 8; its table is the other of the two that slot had.
+    slot = np.arange(n) % 8
+    mads[:, w.MAD_ATTR_MOD + 3] = slot % 4
+    port_num = (1 + slot // 4).astype(np.uint8)
+    tables = (0x8000 | rng.integers(1, 0x7FFF, (2, 8, 32))).astype(np.uint16)
+    tables[1] = tables[0] ^ 0x0101  # every entry differs between the two, both full members
+    pick = (np.arange(n) // 8) % 2
+    pkeys = tables[pick, slot]
+    mads[:, w.SMP_DATA:w.SMP_DATA + w.IB_SMP_DATA_SIZE] = pkeys.astype(">u2").view(np.uint8).reshape(n, 64)
+    return mads, port_num, np.zeros(n, np.uint16)
+
+
 TRANSITION_NAMES = list(qpc.TRANSITIONS)
 
 

@@ -9,16 +9,22 @@ from madpipe.codecs.errors import MadpipeError
 EXAMPLE = """Each figure is the median of --repeat runs (min-max shown) and its ratio to the baseline of
 its group, measured in the same run: a memory-touch kernel over the same MADs (snoop), a memory
 copy of the mailboxes (paravirt), reading the capture file (capture), a small run with plain-Python kernels
-(startup). Slow ways (reference, construct, scapy, decode, tshark) run on --subset items.
+(startup); the api group times the public Python calls (smp_snoop, paravirt.rewrite with and
+without out=, snoop's event writers into a pipe) against the same kinds of baselines, on SM
+traffic and on SubnSets that each change their block. Slow ways (reference, construct, scapy, decode, tshark) run on --subset items.
 Last, the throughput targets checked on the run's figures (met / NOT MET): the snoop kernel at
 half the memory-touch rate and 50x the reference, paravirt in place at half a memory copy, the
 snoop end to end within 3x of ingest and 10x tshark's plain decode (in this process, and as a
-process with its start-up), decode -T json 3x tshark -T json, a small job under a second.
+process with its start-up), decode -T json 3x tshark -T json, a small job under a second; the
+smp_snoop call at half the memory-touch rate (both profiles), rewrite out of place at half of
+np.copy, snoop's event lines (text and JSON) written at 500 MB/s or more, snoop -T json on
+changing Sets 5x tshark's plain decode.
 With -T json they follow the figures as records with a "target" key.
 
 examples:
   madpipe bench                                  # 1M MADs, every group
   madpipe bench --n 100000 --what snoop,paravirt
+  madpipe bench --n 2000000 --what api              # the Python API, as the README quotes it
   madpipe bench -T json > bench.jsonl"""
 
 
@@ -32,8 +38,8 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--n", type=int, default=1_000_000, help="MADs, mailboxes and frames per run (default 1M)")
-    p.add_argument("--what", default="snoop,paravirt,capture,startup",
-                   help="comma-separated groups: snoop, paravirt, capture, startup (default all)")
+    p.add_argument("--what", default="snoop,paravirt,capture,startup,api",
+                   help="comma-separated groups: snoop, paravirt, capture, startup, api (default all)")
     p.add_argument("--repeat", type=int, default=5, help="runs per figure; the median is reported (default 5)")
     p.add_argument("--subset", type=int, default=20_000, help="items for the slow ways (default 20000)")
     p.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")

@@ -13,6 +13,7 @@ import sys
 import numpy as np
 
 from madpipe.codecs.errors import MadpipeError
+from madpipe.pipeline.decode import float_kernels
 from madpipe.pipeline.decode.output import jsonl
 from madpipe.pipeline.fabric import snoop  # snoop.snoop_capture looked up at each call: tests swap it there
 from madpipe.pipeline.fabric import text_kernels as kt
@@ -183,17 +184,12 @@ def _column(chunk: np.ndarray, name: str) -> np.ndarray:
     return chunk[name].copy()
 
 
-def _change_bytes(chunk: np.ndarray, style: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ASCII bytes, end of each event's piece) of the events' changes, by text_kernels.change_texts."""
-    n = len(chunk)
-    bitmap = _column(chunk, "bitmap")
-    block = _column(chunk, "block")
-    total = int(np.unpackbits(bitmap.view(np.uint8)).sum())
-    buf = np.empty(26 * total + 1, np.uint8)
-    ends = np.empty(n, np.int64)
-    used = kt.change_texts(bitmap, block, _column(chunk, "old"), _column(chunk, "new"),
-                           style, buf, ends)
-    return buf[:used], ends
+def _change_count(chunk: np.ndarray) -> int:
+    """How many changes the chunk's events hold (bits set in their bitmaps)."""
+    return int(_POPCOUNT[_column(chunk, "bitmap").view(np.uint8)].sum(dtype=np.int64))
+
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)
 
 
 _EVENT_TEXT = "%7d %s  %s %5d 0x%08x  %s%s\n"
@@ -229,22 +225,23 @@ def _writes_ascii_as_is(out) -> bool:
     return as_is and os.linesep == "\n"  # stdout translates "\n" to os.linesep
 
 
-def _write_events(events: RecordList, out, ports: list[str], times_of, style: int, kernel,
-                  extra: int) -> None:
+def _write_events(events: RecordList, out, ports: list[str], times_of, kernel, extra: int) -> None:
     """Every spooled event through a text_kernels line writer (event_lines, event_json_lines):
     ``ports[slot]`` the port's text (the last, "", for slot -1), ``times_of(chunk)`` the ASCII
-    bytes of each time and where each ends, the changes in ``style``; ``extra`` bytes a line
-    besides those pieces. Port texts are ASCII by construction (labels of integers; json.dumps
+    bytes of each time and where each ends; ``extra`` bytes a line besides those pieces and the
+    changes. Port texts are ASCII by construction (labels of integers; json.dumps
     escapes the rest)."""
     port_bytes, port_ends = _pieces(ports)
     longest = max(map(len, ports))
+    buf = np.empty(0, np.uint8)  # one buffer for all chunks: its pages are mapped once, not per chunk
     for chunk in events.spool:
         times, time_ends = times_of(chunk)
-        changes, change_ends = _change_bytes(chunk, style)
-        buf = np.empty(len(times) + len(changes) + len(chunk) * (longest + extra), np.uint8)
+        room = len(times) + kt.CHANGE_BYTES * _change_count(chunk) + len(chunk) * (longest + extra)
+        if len(buf) < room:
+            buf = np.empty(room, np.uint8)
         used = kernel(_column(chunk, "frame"), times, time_ends, _column(chunk, "slot"), port_bytes, port_ends,
-                      _column(chunk, "block"), _column(chunk, "bitmap"), changes, change_ends,
-                      _column(chunk, "unconfirmed"), buf)
+                      _column(chunk, "block"), _column(chunk, "bitmap"), _column(chunk, "old"),
+                      _column(chunk, "new"), _column(chunk, "unconfirmed"), buf)
         _write_ascii(out, buf[:used])
 
 
@@ -259,12 +256,32 @@ def _relative_times(chunk: np.ndarray, t0_ns: int) -> tuple[np.ndarray, np.ndarr
 def _events_text(events: RecordList, t0_ns: int, out) -> None:
     """The event lines (_EVENT_TEXT); times are text_kernels.relative_time_text's."""
     _write_events(events, out, [f"{pid.label():<28}" for pid in events.ports] + [""],
-                  lambda chunk: _relative_times(chunk, t0_ns), kt.CHANGE_TEXT, kt.event_lines,
-                  48 + len(kt.UNCONFIRMED))
+                  lambda chunk: _relative_times(chunk, t0_ns), kt.event_lines, 48 + len(kt.UNCONFIRMED))
 
 
 def _events_json(events: RecordList, out) -> None:
     """The events as JSON Lines (_EVENT_JSON); the times are Python's float reprs, as json writes."""
-    _write_events(events, out, [_port_json(pid) for pid in events.ports] + [""],
-                  lambda chunk: _pieces(list(map(repr, (chunk["ts_ns"] / 1e9).tolist()))),
-                  kt.CHANGE_JSON, kt.event_json_lines, 128)
+    _write_events(events, out, [_port_json(pid) for pid in events.ports] + [""], _float_reprs,
+                  kt.event_json_lines, 128)
+
+
+def _float_reprs(chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """repr() of each event's ts in seconds, as ASCII bytes end to end and where each ends: by
+    decode.float_kernels, and Python's repr for the values it leaves (exact ties, powers of two)."""
+    seconds = chunk["ts_ns"] / 1e9
+    n = len(seconds)
+    out = np.empty(n * float_kernels.REPR_BYTES, np.uint8)
+    ends = np.empty(n, np.int64)
+    done = np.empty(n, np.uint8)
+    used = float_kernels.float_reprs(seconds, out, ends, done)
+    if done.all():
+        return out[:used], ends
+    left = np.flatnonzero(done == 0)
+    texts = [repr(x) for x in seconds[left].tolist()]
+    extra, extra_ends = _pieces(texts)
+    at = np.concatenate(([0], ends[:-1]))[left]  # where each belongs in what the kernel wrote
+    lengths = np.diff(np.concatenate(([0], extra_ends)))
+    data = np.insert(out[:used], np.repeat(at, lengths), extra)
+    lengths_all = np.diff(np.concatenate(([0], ends)))
+    lengths_all[left] = lengths
+    return data, np.cumsum(lengths_all)

@@ -262,9 +262,10 @@ def _snoop_port(pid: PortId, items, result: FabricSnoop, profile: str):
 def _host_view(pid, items, profile, num_vfs, port_num, v2p) -> HostView:
     cache, v2p, _, res = _run_kernel(items, profile, num_vfs, port_num, v2p)
     master, vfs = [], {vf: [] for vf in range(1, num_vfs + 1)}
+    slave_events = res.slave_events.dense() if res is not None else None
     for n, (s, _) in enumerate(items):
         if res.master_event[n]:
             master.append(s.frame)
-        for vf in np.flatnonzero(res.slave_events[n]):
+        for vf in np.flatnonzero(slave_events[n]):
             vfs.setdefault(int(vf), []).append(s.frame)
     return HostView(pid, port_num, num_vfs, v2p, cache[port_num - 1].copy(), master, vfs)

@@ -281,7 +281,7 @@ class SnoopPass:
         frames = frame.tolist()
         for i in np.flatnonzero(res.master_event).tolist():
             self.host_master.append(frames[i])
-        for i, vf in zip(*np.nonzero(res.slave_events)):
+        for i, vf in zip(*res.slave_events.pairs()):
             self.host_vfs.setdefault(int(vf), []).append(frames[int(i)])
 
     # -- the result ---------------------------------------------------------------------------

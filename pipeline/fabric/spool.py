@@ -47,7 +47,7 @@ class Spool:
                 self.file = tempfile.TemporaryFile(prefix="madpipe-spool-")
             self.file.seek(0, os.SEEK_END)
             for chunk in self.chunks:
-                self.file.write(chunk.tobytes())
+                self.file.write(np.ascontiguousarray(chunk).view(np.uint8))  # its buffer, no copy
                 self.on_disk += len(chunk)
             self.chunks, self.held = [], 0
 

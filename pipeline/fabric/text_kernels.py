@@ -3,12 +3,16 @@
 Each is the byte-for-byte twin of a Python format (the tests compare them on random input):
 
 - ``pkey_lines``: fabric.text.format_pkeys's ``smpquery pkeys`` lines, ``"%4d: " + 8 x "0x%04x"``;
-- ``change_texts``: an event's changes as the text output writes them,
-  ``"[%d] 0x%04x->0x%04x"`` joined by spaces, or as its JSON, ``"[%d,%d,%d]"`` joined by commas;
 - ``relative_times``: an event's time, exact from integer nanoseconds: ``relative_time_text``;
 - ``event_lines``: whole event lines, ``"%7d %s  %s %5d 0x%08x  %s%s\n"``, from texts made
-  elsewhere for the parts that are not integers (the time, the port label, the changes);
-- ``event_json_lines``: the same events as JSON Lines records (fabric.output._EVENT_JSON).
+  elsewhere for the parts that are not integers (the time, the port label); the changes are
+  written in place, ``"[%d] 0x%04x->0x%04x"`` joined by spaces;
+- ``event_json_lines``: the same events as JSON Lines records (fabric.output._EVENT_JSON), the
+  changes as ``"[%d,%d,%d]"`` joined by commas.
+
+Events with many changes are most of the bytes (a Set that rewrites a block is 32 changes, ~530
+bytes of JSON), so the changes are written straight into the line, not into a buffer first and
+copied, and decimals two digits at a time.
 
 Outputs are passed in; the Python side (fabric.output) sizes them, decodes once and slices.
 """
@@ -17,36 +21,66 @@ import numpy as np
 from madpipe.pipeline.kernels.jit import njit
 
 PKEY_LINE_BYTES = 62  # "   0: " + 8 x "0xhhhh" with 7 spaces + "\n"
-HEX = b"0123456789abcdef"
 CHANGE_TEXT = 0
 CHANGE_JSON = 1
 
 
+def _ascii(text: str) -> np.ndarray:
+    """A constant text as bytes kernels copy (an array: numba freezes it as a constant)."""
+    return np.frombuffer(text.encode("ascii"), np.uint8)
+
+
+HEX_DIGITS = _ascii("0123456789abcdef")
+DIGIT_PAIRS = _ascii("".join(f"{i:02d}" for i in range(100)))
+
+
 @njit
 def _hex4(out, pos, value):
-    for k in range(4):
-        d = (value >> (12 - 4 * k)) & 15
-        out[pos + k] = 48 + d if d < 10 else 87 + d
+    out[pos] = HEX_DIGITS[(value >> 12) & 15]
+    out[pos + 1] = HEX_DIGITS[(value >> 8) & 15]
+    out[pos + 2] = HEX_DIGITS[(value >> 4) & 15]
+    out[pos + 3] = HEX_DIGITS[value & 15]
 
 
 @njit
 def _digits(value):
-    """How many decimal digits a non-negative int has."""
-    digits = 1
-    while value >= 10:
-        value //= 10
+    """How many decimal digits a non-negative int has (compares first: most are P_Keys, indices)."""
+    if value < 10:
+        return 1
+    if value < 100:
+        return 2
+    if value < 1000:
+        return 3
+    if value < 10000:
+        return 4
+    if value < 100000:
+        return 5
+    digits = 6
+    limit = 1000000
+    while value >= limit and digits < 19:
         digits += 1
+        limit *= 10
     return digits
 
 
 @njit
 def _decimal(out, pos, value):
     """Write a non-negative int in decimal at out[pos]; returns the position after it."""
-    digits = _digits(value)
-    for k in range(digits - 1, -1, -1):
-        out[pos + k] = 48 + value % 10
-        value //= 10
-    return pos + digits
+    end = pos + _digits(value)
+    p = end
+    while value >= 100:
+        q = value // 100
+        r = 2 * (value - 100 * q)
+        out[p - 1] = DIGIT_PAIRS[r + 1]
+        out[p - 2] = DIGIT_PAIRS[r]
+        p -= 2
+        value = q
+    if value >= 10:
+        out[p - 1] = DIGIT_PAIRS[2 * value + 1]
+        out[p - 2] = DIGIT_PAIRS[2 * value]
+    else:
+        out[p - 1] = 48 + value
+    return end
 
 
 @njit
@@ -71,43 +105,45 @@ def pkey_lines(tables, entries, out):
     return line
 
 
+#: At most this many bytes a change: "[4095,65535,65535]" or "[4095] 0xffff->0xffff" and a separator.
+CHANGE_BYTES = 26
+
+
 @njit
-def change_texts(bitmap, block, old, new, style, out, ends):
-    """Event n's changes (bits of bitmap[n] in order: index block[n] * 32 + i, old[n, i], new[n, i])
-    into out from ends[n - 1] (0 for n = 0) to ends[n] (int64[N], written). Returns the bytes used.
-    style CHANGE_TEXT or CHANGE_JSON. out must hold 26 bytes a change."""
-    pos = 0
-    for n in range(bitmap.shape[0]):
-        first = True
-        for i in range(32):
-            if not (np.int64(bitmap[n]) >> i) & 1:
-                continue
-            if not first:
-                out[pos] = 32 if style == CHANGE_TEXT else 44
-                pos += 1
-            first = False
-            out[pos] = 91  # "["
-            pos = _decimal(out, pos + 1, np.int64(block[n]) * 32 + i)
-            if style == CHANGE_TEXT:
-                out[pos] = 93  # "]"
-                out[pos + 1] = 32
-                out[pos + 2] = 48
-                out[pos + 3] = 120
-                _hex4(out, pos + 4, np.int64(old[n, i]))
-                out[pos + 8] = 45  # "-"
-                out[pos + 9] = 62  # ">"
-                out[pos + 10] = 48
-                out[pos + 11] = 120
-                _hex4(out, pos + 12, np.int64(new[n, i]))
-                pos += 16
-            else:
-                out[pos] = 44
-                pos = _decimal(out, pos + 1, np.int64(old[n, i]))
-                out[pos] = 44
-                pos = _decimal(out, pos + 1, np.int64(new[n, i]))
-                out[pos] = 93
-                pos += 1
-        ends[n] = pos
+def _changes(out, pos, bitmap, block, old, new, n, style):
+    """Event n's changes (bits of bitmap[n] in order: index block[n] * 32 + i, old[n, i],
+    new[n, i]) at out[pos], in ``style`` (CHANGE_TEXT or CHANGE_JSON); returns the position after."""
+    b = np.int64(bitmap[n])
+    index = np.int64(block[n]) * 32
+    first = True
+    for i in range(32):
+        if not (b >> i) & 1:
+            continue
+        if not first:
+            out[pos] = 32 if style == CHANGE_TEXT else 44
+            pos += 1
+        first = False
+        out[pos] = 91  # "["
+        pos = _decimal(out, pos + 1, index + i)
+        if style == CHANGE_TEXT:
+            out[pos] = 93  # "]"
+            out[pos + 1] = 32
+            out[pos + 2] = 48
+            out[pos + 3] = 120
+            _hex4(out, pos + 4, np.int64(old[n, i]))
+            out[pos + 8] = 45  # "-"
+            out[pos + 9] = 62  # ">"
+            out[pos + 10] = 48
+            out[pos + 11] = 120
+            _hex4(out, pos + 12, np.int64(new[n, i]))
+            pos += 16
+        else:
+            out[pos] = 44
+            pos = _decimal(out, pos + 1, np.int64(old[n, i]))
+            out[pos] = 44
+            pos = _decimal(out, pos + 1, np.int64(new[n, i]))
+            out[pos] = 93
+            pos += 1
     return pos
 
 
@@ -157,11 +193,6 @@ def relative_times(ts_ns, t0_ns, out, ends):
     return pos
 
 
-def _ascii(text: str) -> np.ndarray:
-    """A constant text as bytes kernels copy (an array: numba freezes it as a constant)."""
-    return np.frombuffer(text.encode("ascii"), np.uint8)
-
-
 UNCONFIRMED = _ascii(" (unconfirmed)")
 
 
@@ -191,11 +222,10 @@ def _piece(out, pos, text, ends, n):
 
 
 @njit
-def event_lines(frame, times, time_ends, slot, labels, label_ends, block, bitmap, changes, change_ends,
-                unconfirmed, out):
+def event_lines(frame, times, time_ends, slot, labels, label_ends, block, bitmap, old, new, unconfirmed, out):
     """Event n's line into out, one after another; returns the bytes used. Pieces are ASCII
-    texts cut by ends (time n, label slot[n] (negative counts from the end), changes n); out
-    must hold them all plus 48 + len(UNCONFIRMED) bytes a line."""
+    texts cut by ends (time n, label slot[n] (negative counts from the end)); out must hold them
+    all plus CHANGE_BYTES a change and 48 + len(UNCONFIRMED) bytes a line."""
     pos = 0
     n_labels = label_ends.shape[0]
     for n in range(frame.shape[0]):
@@ -216,7 +246,7 @@ def event_lines(frame, times, time_ends, slot, labels, label_ends, block, bitmap
         _hex4(out, pos + 7, b & 0xFFFF)
         out[pos + 11] = 32
         out[pos + 12] = 32
-        pos = _piece(out, pos + 13, changes, change_ends, n)
+        pos = _changes(out, pos + 13, bitmap, block, old, new, n, CHANGE_TEXT)
         if unconfirmed[n]:
             pos = _constant(out, pos, UNCONFIRMED)
         out[pos] = 10
@@ -237,11 +267,11 @@ JSON_FALSE = _ascii("false}\n")
 
 
 @njit
-def event_json_lines(frame, times, time_ends, slot, ports, port_ends, block, bitmap, changes, change_ends,
-                     unconfirmed, out):
+def event_json_lines(frame, times, time_ends, slot, ports, port_ends, block, bitmap, old, new, unconfirmed,
+                     out):
     """Event n's JSON Lines record into out, one after another; returns the bytes used. Pieces as
     in event_lines (times: Python's float reprs; ports: each port's JSON members); out must hold
-    them all plus 128 bytes a record."""
+    them all plus CHANGE_BYTES a change and 128 bytes a record."""
     pos = 0
     n_ports = port_ends.shape[0]
     for n in range(frame.shape[0]):
@@ -257,7 +287,7 @@ def event_json_lines(frame, times, time_ends, slot, ports, port_ends, block, bit
         pos = _constant(out, pos, JSON_BITMAP)
         pos = _decimal(out, pos, np.int64(bitmap[n]))
         pos = _constant(out, pos, JSON_CHANGES)
-        pos = _piece(out, pos, changes, change_ends, n)
+        pos = _changes(out, pos, bitmap, block, old, new, n, CHANGE_JSON)
         pos = _constant(out, pos, JSON_UNCONFIRMED)
         pos = _constant(out, pos, JSON_TRUE if unconfirmed[n] else JSON_FALSE)
     return pos

@@ -5,7 +5,7 @@ bytes, a read-only one is written. :func:`guard` wraps a compiled function in a 
 its ``aot.KERNELS`` signature says, and an error that names the kernel, the argument and the
 type it must have.
 
-Argument types: u1..u8 / i1..i8 unsigned / signed integers of 1..8 bytes, b1 bool; ``[::1]``,
+Argument types: u1..u8 / i1..i8 unsigned / signed integers of 1..8 bytes, b1 bool, f8 float64; ``[::1]``,
 ``[:,::1]``, ``[:,:,::1]`` C-contiguous arrays of 1-3 dimensions, ``!`` before one the kernel
 writes (it must be writable).
 """
@@ -16,7 +16,7 @@ import operator
 import numpy as np
 
 DTYPES = {"u1": "uint8", "u2": "uint16", "u4": "uint32", "u8": "uint64",
-          "i1": "int8", "i2": "int16", "i4": "int32", "i8": "int64", "b1": "bool"}
+          "i1": "int8", "i2": "int16", "i4": "int32", "i8": "int64", "b1": "bool", "f8": "float64"}
 
 
 class KernelTypeError(TypeError):

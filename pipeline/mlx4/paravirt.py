@@ -95,9 +95,14 @@ def _integers(name: str, value, n: int, lo: int, hi: int, dtype) -> np.ndarray:
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.bool_):
         raise ValueError(f"{name}: expected integers, got {arr.dtype if arr.dtype != object else type(value).__name__}")
     if arr.ndim == 0:
-        arr = np.full(n, arr, dtype=arr.dtype)
-    elif arr.shape != (n,):
+        if not lo <= int(arr) <= hi:
+            raise ValueError(f"{name}: values must be in {lo}..{hi}, got {int(arr)}")
+        return np.full(n, arr, dtype=dtype)
+    if arr.shape != (n,):
         raise ValueError(f"{name}: expected a scalar or shape ({n},), got {arr.shape}")
+    info = np.iinfo(arr.dtype)
+    if info.min >= lo and info.max <= hi:  # every value of the dtype is in range: nothing to scan
+        return np.ascontiguousarray(arr, dtype=dtype)
     if n and (int(arr.min()) < lo or int(arr.max()) > hi):
         bad = arr[(arr < lo) | (arr > hi)][0]
         raise ValueError(f"{name}: values must be in {lo}..{hi}, got {int(bad)}")
@@ -178,10 +183,21 @@ def _prepare(mailboxes, transition, slave, qpn, v2p, base_proxy_sqpn, master, pr
     return mailboxes, codes, slaves, qpns, v2p, opts
 
 
+def _out(out, mailboxes: np.ndarray) -> np.ndarray:
+    """rewrite's ``out``: the input's shape, writeable, and either the input or apart from it."""
+    out = _array("out", out, np.uint8, mailboxes.shape)
+    if not out.flags.writeable:
+        raise ValueError("out: must be writeable")
+    same = out.ctypes.data == mailboxes.ctypes.data
+    if not same and np.may_share_memory(out, mailboxes):  # O(1): compares the arrays' bounds
+        raise ValueError("out: overlaps mailboxes without being it (pass mailboxes itself to rewrite in place)")
+    return out
+
+
 # -- rewrite ----------------------------------------------------------------------------------------
 
 def rewrite(mailboxes, transition, slave, qpn, v2p, *, base_proxy_sqpn, master=0, profile="3.7",
-            active_ports=None, smi_enabled=None, fw_reserved_qps=0, return_findings=False):
+            active_ports=None, smi_enabled=None, fw_reserved_qps=0, return_findings=False, out=None):
     """Rewrite QP-context mailboxes as the mlx4 master does before handing them to firmware.
 
     mailboxes: ``uint8[N, 256]`` (not modified). transition: a name from :data:`TRANSITIONS`
@@ -193,6 +209,10 @@ def rewrite(mailboxes, transition, slave, qpn, v2p, *, base_proxy_sqpn, master=0
     function owns; default both), smi_enabled ``uint8/bool[80, 2]`` (default none),
     fw_reserved_qps (``caps.reserved_qps_cnt[FW]``, default 0).
 
+    out: a ``uint8[N, 256]`` buffer to write into (reused from call to call, its pages are
+    already mapped: the fastest way); it may be ``mailboxes`` itself (in place), but not overlap
+    it otherwise. Without it, one new array, written once.
+
     Returns ``(out, rc)``, or ``(out, rc, finding)`` with ``return_findings=True``.
     """
     mailboxes, codes, slaves, qpns, v2p, opts = _prepare(
@@ -200,7 +220,7 @@ def rewrite(mailboxes, transition, slave, qpn, v2p, *, base_proxy_sqpn, master=0
         smi_enabled, fw_reserved_qps)
     p, master, profile, active_ports, smi_enabled, fw_reserved = opts
     n = mailboxes.shape[0]
-    out = np.empty_like(mailboxes)
+    out = np.empty_like(mailboxes) if out is None else _out(out, mailboxes)
     rc = np.empty(n, dtype=np.int32)
     finding = np.empty(n, dtype=np.int8)
     K.rewrite_kernel(mailboxes, out, codes, slaves, qpns, v2p, p, master, PROFILES[profile],

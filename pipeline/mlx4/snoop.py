@@ -24,12 +24,18 @@ the master keeps). Pass your own arrays to carry them from one batch to the next
 updated in place); leave them out to start from zeros (no LID assigned yet). The result holds
 the arrays used.
 
+``result.slave_events`` is compact (:class:`~madpipe.pipeline.mlx4.slave_events.SlaveEvents`):
+the MADs that raised VF events and the functions as bits; ``.dense()`` is the ``bool[N, 80]``
+that releases up to 0.1 returned, which ``dense=True`` still returns (deprecated, for one
+release).
+
 ``smp_snoop_reference`` takes the same arguments and runs the pure-Python model instead of the
 numba kernel; the two give identical results.
 """
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass, field
 from numbers import Integral
 
@@ -37,6 +43,7 @@ import numpy as np
 
 from madpipe.codecs import wire
 from madpipe.pipeline.mlx4 import snoop_reference as _ref
+from madpipe.pipeline.mlx4.slave_events import SlaveEvents
 from madpipe.pipeline.mlx4.snoop_kernels import smp_snoop_kernel
 
 FINDING_NONE = _ref.FINDING_NONE        # nothing out of range
@@ -56,12 +63,13 @@ class SnoopResult:
 
     pkey_change_bitmap  uint32[N]    bit i: P_Key i of the block changed (P_KeyTable Sets)
     master_event        bool[N]      IB_EVENT_PKEY_CHANGE on the master (bitmap non-zero)
-    slave_events        bool[N, 80]  [n, f]: function f got a P_Key-change EQE (profile new);
-                                     made on first use from slave_rows and slave_bits
+    slave_events        SlaveEvents  which function got a P_Key-change EQE for which MAD
+                                     (profile new), compact: ``.dense()`` is the bool[N, 80]
+                                     matrix, ``.pairs()`` its (mad, function) pairs; with
+                                     ``smp_snoop(..., dense=True)`` the bool[N, 80] itself
     slave_rows          int64[E]     the MADs that raised any slave event, in order, and for each
     slave_bits          uint64[E, 2] the functions as bits (f: bit f % 64 of word f // 64). The
-                                     kernel writes only these, not 80 bytes for every MAD: no
-                                     8 MB to zero and fault in for a 100k-MAD batch
+                                     kernel writes only these, not 80 bytes for every MAD
     finding             int8[N]      FINDING_NONE, FINDING_SPILL or FINDING_REFUSED
     lid_change          bool[N]      IB_EVENT_LID_CHANGE on the master: a Set(PortInfo) whose LID
                                      differs from the port's LID before it (profile new also
@@ -88,24 +96,26 @@ class SnoopResult:
     port_lid: np.ndarray
     sm_lid: np.ndarray
     sm_sl: np.ndarray
-    _slave_events: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+    dense: bool = field(default=False, compare=False)
+    _dense_events: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.finding)
 
     @property
-    def slave_events(self) -> np.ndarray:
-        """bool[N, 80] from slave_rows and slave_bits (made once, then the same array)."""
-        if self._slave_events is None:
-            events = np.zeros((len(self.finding), MLX4_MFUNC_MAX), dtype=np.bool_)
-            if len(self.slave_rows):
-                bits = np.unpackbits(self.slave_bits.astype("<u8").view(np.uint8), axis=1, bitorder="little")
-                events[self.slave_rows] = bits[:, :MLX4_MFUNC_MAX].view(np.bool_)
-            self._slave_events = events
-        return self._slave_events
+    def slave_events(self) -> SlaveEvents | np.ndarray:
+        """The slave events as :class:`SlaveEvents` (a view of slave_rows and slave_bits), or,
+        for a result of ``smp_snoop(..., dense=True)``, as the ``bool[N, 80]`` of releases up to
+        0.1 (made once, then the same array)."""
+        events = SlaveEvents(self.slave_rows, self.slave_bits, len(self.finding), MLX4_MFUNC_MAX)
+        if not self.dense:
+            return events
+        if self._dense_events is None:
+            self._dense_events = events.dense()
+        return self._dense_events
 
     @classmethod
-    def empty(cls, n: int, port_lid, sm_lid, sm_sl) -> "SnoopResult":
+    def empty(cls, n: int, port_lid, sm_lid, sm_sl, dense: bool = False) -> "SnoopResult":
         return cls(
             pkey_change_bitmap=np.zeros(n, dtype=np.uint32),
             master_event=np.zeros(n, dtype=np.bool_),
@@ -119,6 +129,7 @@ class SnoopResult:
             port_lid=port_lid,
             sm_lid=sm_lid,
             sm_sl=sm_sl,
+            dense=dense,
         )
 
 
@@ -141,12 +152,12 @@ def init_pkeys(num_vfs: int = 4, num_ports: int = 2, pkey_table_len: int = 128, 
 
 def smp_snoop(cache, v2p, mads, port_num, status, num_vfs: int = 4, master: int = 0, profile: str = "new", *,
               num_ports: int = 2, pkey_table_len: int = 128, port_mgmt_change_events: bool = False,
-              port_lid=None, sm_lid=None, sm_sl=None) -> SnoopResult:
+              port_lid=None, sm_lid=None, sm_sl=None, dense: bool = False) -> SnoopResult:
     """Snoop a batch with the numba kernel; see the module docstring."""
     args = _prepare(cache, v2p, mads, port_num, status, num_vfs, master, profile, num_ports, pkey_table_len,
                     port_lid, sm_lid, sm_sl)
     mads, port_num, status, port_lid, sm_lid, sm_sl = args
-    res = SnoopResult.empty(mads.shape[0], port_lid, sm_lid, sm_sl)
+    res = SnoopResult.empty(mads.shape[0], port_lid, sm_lid, sm_sl, _dense_requested(dense))
     n_slave = smp_snoop_kernel(mads, port_num, status, cache, v2p, port_lid, sm_lid, sm_sl,
                                num_vfs, master, num_ports, pkey_table_len, profile == "new",
                                bool(port_mgmt_change_events), sys.byteorder == "little",
@@ -160,12 +171,12 @@ def smp_snoop(cache, v2p, mads, port_num, status, num_vfs: int = 4, master: int 
 def smp_snoop_reference(cache, v2p, mads, port_num, status, num_vfs: int = 4, master: int = 0,
                         profile: str = "new", *, num_ports: int = 2, pkey_table_len: int = 128,
                         port_mgmt_change_events: bool = False, port_lid=None, sm_lid=None,
-                        sm_sl=None) -> SnoopResult:
+                        sm_sl=None, dense: bool = False) -> SnoopResult:
     """The same as :func:`smp_snoop`, computed by the pure-Python reference one MAD at a time."""
     args = _prepare(cache, v2p, mads, port_num, status, num_vfs, master, profile, num_ports, pkey_table_len,
                     port_lid, sm_lid, sm_sl)
     mads, port_num, status, port_lid, sm_lid, sm_sl = args
-    res = SnoopResult.empty(mads.shape[0], port_lid, sm_lid, sm_sl)
+    res = SnoopResult.empty(mads.shape[0], port_lid, sm_lid, sm_sl, _dense_requested(dense))
     state = _ref.SnoopState(cache, v2p, port_lid, sm_lid, sm_sl)
     n_slave = 0
     for n in range(mads.shape[0]):
@@ -191,6 +202,14 @@ def smp_snoop_reference(cache, v2p, mads, port_num, status, num_vfs: int = 4, ma
 
 
 # -- argument checks ---------------------------------------------------------------------------
+
+def _dense_requested(dense) -> bool:
+    if dense:
+        warnings.warn("smp_snoop(..., dense=True) is deprecated and goes in the next release: "
+                      "use result.slave_events.dense() for the bool[N, 80] matrix",
+                      DeprecationWarning, stacklevel=3)
+    return bool(dense)
+
 
 def _check_int(name: str, value, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, Integral):
@@ -254,6 +273,7 @@ def _prepare(cache, v2p, mads, port_num, status, num_vfs, master, profile, num_p
 
 
 __all__ = [
-    "FINDING_NONE", "FINDING_REFUSED", "FINDING_SPILL", "PROFILES", "SnoopResult", "init_pkeys", "smp_snoop",
+    "FINDING_NONE", "FINDING_REFUSED", "FINDING_SPILL", "PROFILES", "SlaveEvents", "SnoopResult", "init_pkeys",
+    "smp_snoop",
     "smp_snoop_reference",
 ]

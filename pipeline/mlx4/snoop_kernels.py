@@ -43,25 +43,55 @@ FINDING_REFUSED = 2
 
 # Swap the two bytes of every 16-bit lane of a 64-bit word.
 LANE_LOW_BYTES = 0x00FF00FF00FF00FF
+# Times a word with bits only at 0, 16, 32, 48: those bits land at 48, 49, 50, 51 (and nothing
+# else reaches 48..51 or carries).
+GATHER_LANE_BITS = (1 << 48) | (1 << 33) | (1 << 18) | (1 << 3)
 
 
 @njit
 def pkey_block_masks(virt2phys_pkey, num_vfs, master, pkey_table_len):
-    """``mask[slave, port - 1, blk]`` bit ``i``: value ``32 * blk + i`` appears in the VF's row.
+    """``mask[port - 1, blk, slave]`` bit ``i``: value ``32 * blk + i`` appears in the VF's row.
 
     Rows are scanned over ``0:pkey_table_len``; the master and functions past ``num_vfs`` get no
-    bits. ``(pkey_change_bitmap & mask[slave, port_num - 1, bn]) != 0`` is then exactly the test
+    bits. ``(pkey_change_bitmap & mask[port_num - 1, bn, slave]) != 0`` is then exactly the test
     of ``__propagate_pkey_ev`` for every block a MAD can reach without leaving the table (0..7).
+    Slaves last, so a changed block reads its functions' masks from one run of memory.
     """
-    mask = np.zeros((MLX4_MFUNC_MAX, MLX4_MAX_PORTS, 8), dtype=np.uint32)
+    mask = np.zeros((MLX4_MAX_PORTS, 8, MLX4_MFUNC_MAX), dtype=np.uint32)
     for slave in range(num_vfs + 1):
         if slave == master:
             continue
         for port_index in range(MLX4_MAX_PORTS):
             for ix in range(pkey_table_len):
                 phys = np.int64(virt2phys_pkey[slave, port_index, ix])
-                mask[slave, port_index, phys >> 5] |= np.uint32(1 << (phys & 31))
+                mask[port_index, phys >> 5, slave] |= np.uint32(1 << (phys & 31))
     return mask
+
+
+@njit(inline="always")
+def _swap_lanes(word, little_endian):
+    """A word of four big-endian P_Keys as the host holds four uint16 (and back)."""
+    if not little_endian:
+        return word
+    eight = np.uint64(8)
+    lane_low = np.uint64(LANE_LOW_BYTES)
+    return ((word >> eight) & lane_low) | ((word & lane_low) << eight)
+
+
+@njit(inline="always")
+def _lanes_differing(x, little_endian):
+    """Bit j (0..3) set when P_Key j of the four in ``x`` (a XOR of two wire-order words) is not 0.
+
+    Each 16-bit lane's two bytes are ORed into its low byte; adding 0xFF carries into bit 8 of
+    the lane exactly when that byte is not 0 (no lane can carry into the next); one multiply
+    then gathers bits 0, 16, 32, 48 into bits 48..51."""
+    lane_low = np.uint64(LANE_LOW_BYTES)
+    t = (x | (x >> np.uint64(8))) & lane_low
+    m = ((t + lane_low) >> np.uint64(8)) & np.uint64(0x0001000100010001)
+    g = np.int64(((m * np.uint64(GATHER_LANE_BITS)) >> np.uint64(48)) & np.uint64(0xF))
+    if not little_endian:  # P_Key 0 is the word's top lane
+        g = ((g & 1) << 3) | ((g & 2) << 1) | ((g & 4) >> 1) | ((g & 8) >> 3)
+    return g
 
 
 @njit
@@ -82,10 +112,15 @@ def smp_snoop_kernel(mads, port_num, status, phys_pkey_cache, virt2phys_pkey, po
     """
     n_mads = mads.shape[0]
     mads64 = mads.view(np.uint64)
-    cache64 = phys_pkey_cache.view(np.uint64)
     masks = pkey_block_masks(virt2phys_pkey, num_vfs, master, pkey_table_len)
-    lane_low = np.uint64(LANE_LOW_BYTES)
-    eight = np.uint64(8)
+    # The cache in wire order (big-endian P_Keys), four to a word, for the whole batch: a Set's
+    # block is compared with it and copied into it word for word, no byte swapping per MAD.
+    # Written back to phys_pkey_cache at the end.
+    cache64 = phys_pkey_cache.reshape(-1).view(np.uint64)
+    wire_cache = np.empty(cache64.shape[0], dtype=np.uint64)
+    for q in range(cache64.shape[0]):
+        wire_cache[q] = _swap_lanes(cache64[q], little_endian)
+    word0 = SMP_DATA // 8
     n_slave = 0
 
     for n in range(n_mads):
@@ -116,40 +151,33 @@ def smp_snoop_kernel(mads, port_num, status, phys_pkey_cache, virt2phys_pkey, po
             if bn * 32 + 31 >= MLX4_MAX_PORT_PKEYS:
                 finding[n] = FINDING_SPILL
             snooped[n] = True
-            row = first >> 7
-            col = first & 127
-            bitmap = 0
+            base = first >> 2
+            differs = np.uint64(0)
             for k in range(8):
-                # Four P_Keys at a time: the wire word, lanes byte-swapped to host order, against
-                # the cache word; only a word that differs is looked at entry by entry.
-                wire = mads64[n, SMP_DATA // 8 + k]
-                if little_endian:
-                    wire = ((wire >> eight) & lane_low) | ((wire & lane_low) << eight)
-                if wire == cache64[row, (col >> 2) + k]:
-                    continue
-                for j in range(4):
-                    i = 4 * k + j
-                    pkey = (np.int64(mads[n, SMP_DATA + 2 * i]) << 8) | np.int64(mads[n, SMP_DATA + 2 * i + 1])
-                    if pkey != np.int64(phys_pkey_cache[row, col + i]):
-                        bitmap |= 1 << i
-                        phys_pkey_cache[row, col + i] = pkey
+                differs |= mads64[n, word0 + k] ^ wire_cache[base + k]
+            if differs == 0:  # the usual Set: it restates the table
+                continue
+            bitmap = np.int64(0)
+            for k in range(8):
+                wire = mads64[n, word0 + k]
+                bitmap |= _lanes_differing(wire ^ wire_cache[base + k], little_endian) << (4 * k)
+                wire_cache[base + k] = wire
             pkey_change_bitmap[n] = bitmap
-            if bitmap != 0:
-                master_event[n] = True
-                if profile_new:
-                    lo = np.uint64(0)
-                    hi = np.uint64(0)
-                    for slave in range(num_vfs + 1):
-                        if (np.int64(masks[slave, port - 1, bn]) & bitmap) != 0:
-                            if slave < 64:
-                                lo |= np.uint64(1) << np.uint64(slave)
-                            else:
-                                hi |= np.uint64(1) << np.uint64(slave - 64)
-                    if lo != 0 or hi != 0:
-                        slave_rows[n_slave] = n
-                        slave_bits[n_slave, 0] = lo
-                        slave_bits[n_slave, 1] = hi
-                        n_slave += 1
+            master_event[n] = True
+            if profile_new:
+                lo = np.uint64(0)
+                hi = np.uint64(0)
+                for slave in range(num_vfs + 1):
+                    hit = np.uint64((np.int64(masks[port - 1, bn, slave]) & bitmap) != 0)
+                    if slave < 64:
+                        lo |= hit << np.uint64(slave)
+                    else:
+                        hi |= hit << np.uint64(slave - 64)
+                if lo != 0 or hi != 0:
+                    slave_rows[n_slave] = n
+                    slave_bits[n_slave, 0] = lo
+                    slave_bits[n_slave, 1] = hi
+                    n_slave += 1
 
         elif attr_id == IB_SMP_ATTR_PORT_INFO:
             lid = (np.int64(mads[n, SMP_DATA + PORT_INFO_LID]) << 8) | np.int64(mads[n, SMP_DATA + PORT_INFO_LID + 1])
@@ -177,4 +205,7 @@ def smp_snoop_kernel(mads, port_num, status, phys_pkey_cache, virt2phys_pkey, po
                     continue
                 gid_change[n] = True
             snooped[n] = True
+
+    for q in range(cache64.shape[0]):
+        cache64[q] = _swap_lanes(wire_cache[q], little_endian)
     return n_slave

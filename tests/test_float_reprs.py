@@ -1,0 +1,70 @@
+"""decode.float_kernels.float_reprs writes repr(float) byte for byte, or leaves the value to
+Python; fabric.output._float_reprs (the JSON outputs' ts) is repr for every value either way."""
+import numpy as np
+import pytest
+
+from madpipe.pipeline.decode import float_kernels as fk
+from madpipe.pipeline.kernels import jit
+
+N = 100_000 if jit.enabled() else 2_000  # plain Python: the same code, slowly
+
+
+def written(values):
+    values = np.ascontiguousarray(values, np.float64)
+    n = len(values)
+    out = np.empty(n * fk.REPR_BYTES, np.uint8)
+    ends = np.empty(n, np.int64)
+    done = np.empty(n, np.uint8)
+    used = fk.float_reprs(values, out, ends, done)
+    text = out[:used].tobytes().decode("ascii")
+    starts = [0] + ends[:-1].tolist()
+    return [text[a:b] if ok else None for a, b, ok in zip(starts, ends.tolist(), done.tolist())]
+
+
+def workloads(rng):
+    return {
+        "epoch ns": (1_700_000_000_000_000_000 + rng.integers(0, 10 ** 17, N)) / 1e9,
+        "a capture's run": (1_700_000_000_000_000_000 + np.cumsum(rng.integers(1, 3000, N))) / 1e9,
+        "seconds from zero": rng.integers(0, 10 ** 12, N) / 1e9,
+        "any magnitude": np.exp(rng.uniform(np.log(1e-4), np.log(9e15), N)),
+        "short decimals": rng.integers(1, 10 ** 6, N) / 10.0 ** rng.integers(0, 7, N),
+        "negative": -rng.uniform(0, 1e10, N),
+        "any bits": rng.integers(0, 2 ** 63, N).view(np.float64),
+    }
+
+
+@pytest.mark.parametrize("name", list(workloads(np.random.default_rng(0))))
+def test_kernel_writes_repr_or_leaves_it(name):
+    values = workloads(np.random.default_rng(7))[name]
+    got = written(values)
+    want = [repr(x) for x in values.tolist()]
+    assert [g for g, w in zip(got, want) if g is not None and g != w] == []
+    left = sum(g is None for g in got)
+    if name in ("epoch ns", "a capture's run", "seconds from zero", "negative"):
+        assert left <= N // 1000, left  # what timestamps look like: nearly all written
+
+
+def test_edges():
+    edges = [1e-4, 0.00010000000000000002, 9007199254740991.0, 9007199254740992.0, 0.1, 0.5, 1.0, 2.0, 3.0,
+             1.5, 1700000000.015625, 1700000000.0000014, 123456789.0, 0.0, -0.0, float("nan"), float("inf"),
+             1e16, 5e-324, 2.2250738585072014e-308, 0.3, 2 / 3, 1 / 3, 1e15 + 0.3]
+    got = written(edges)
+    for x, g in zip(edges, got):
+        assert g is None or g == repr(x), x
+    assert got[edges.index(1700000000.0000014)] == "1700000000.0000014"
+    assert got[edges.index(0.1)] == "0.1" and got[edges.index(123456789.0)] == "123456789.0"
+
+
+def test_json_times_are_repr_also_where_the_kernel_leaves_them():
+    from madpipe.pipeline.fabric import output
+    from madpipe.pipeline.fabric.spool import EVENT_DTYPE
+
+    chunk = np.zeros(7, EVENT_DTYPE)
+    # 2**30 s and 0 are left to Python (a power of two, zero); the others the kernel writes
+    chunk["ts_ns"] = [1_700_000_000_000_001_400, 2 ** 30 * 10 ** 9, 0, 5, 1_700_000_000_015_625_000,
+                      1_073_741_824_000_000_000, 1_700_000_000_000_000_000]
+    data, ends = output._float_reprs(chunk)
+    text = data.tobytes().decode("ascii")
+    pieces = [text[a:b] for a, b in zip([0] + ends[:-1].tolist(), ends.tolist())]
+    assert pieces == [repr(x) for x in (chunk["ts_ns"] / 1e9).tolist()]
+    assert written(chunk["ts_ns"] / 1e9)[1] is None  # the Python path was taken
