@@ -21,7 +21,6 @@ examples:
 def register(sub) -> None:
     p = sub.add_parser(
         "build-kernels",
-        help="compile the numba kernels ahead of time into the cache (unless built) and print the path",
         description="Build the ahead-of-time kernels (numba.pycc, for this machine's CPU) unless "
         "they are built for the current sources, and print the extension's path.",
         epilog=EXAMPLE,

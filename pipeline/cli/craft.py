@@ -32,7 +32,6 @@ examples:
 def register(sub) -> None:
     p = sub.add_parser(
         "craft",
-        help="write crafted SMPs (or frames from decode's JSON) to a capture tshark opens",
         description="Build SMPs from infiniband-diags-style flags, or frames from the JSON Lines "
         "of `madpipe decode -T json` (--from-json), and write them to a capture: ERF "
         "(link type 197, what ibdump writes and tshark opens) or raw InfiniBand (247). "

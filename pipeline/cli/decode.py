@@ -26,7 +26,6 @@ examples:
 def register(sub) -> None:
     p = sub.add_parser(
         "decode",
-        help="decode every frame of a capture (pcap/pcapng, link type 197 ERF or 247)",
         description="Decode a capture frame by frame: LRH, GRH, BTH, DETH, MAD header, SMP and "
         "its attribute, ICRC and VCRC checked. Text is one line per frame; -T json prints JSON Lines "
         "with fixed keys (frame, ts, lrh, grh, bth, deth, mad, smp, attr, icrc_ok, vcrc_ok, error).",

@@ -37,7 +37,6 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         "fuzz",
-        help="fuzz MAD parsers and the mlx4 kernel model with structure-aware mutations",
         description="Mutate frames (from --corpus, or built-in SMPs and GMPs) field by field: boundary "
         "values, bit flips, truncation and extension, wrong PktLen, directed-route hop counts and "
         "paths out of range, P_KeyTable blocks past the table, P_Key indices past 127 in QP-context "

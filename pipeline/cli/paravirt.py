@@ -57,7 +57,6 @@ examples:
 def register(sub) -> None:
     p = sub.add_parser(
         "paravirt",
-        help="rewrite a trace of QP-modify commands as the mlx4 SR-IOV master does",
         description="Run every command of a trace (transition, issuing function, input modifier, "
         "256-byte QP-context mailbox) through the mlx4 master's paravirtualization "
         "(resource_tracker.c: verify_qp_parameters, update_pkey_index, update_gid, "

@@ -17,7 +17,6 @@ examples:
 def register(sub) -> None:
     p = sub.add_parser(
         "report",
-        help="a self-contained HTML report with figures: membership matrix, change events, MADs over time",
         description="Write one HTML page (figures inline as PNG) about a capture: which port holds "
         "which partition, when tables changed, and what MADs crossed the wire when.",
         epilog=EXAMPLE,

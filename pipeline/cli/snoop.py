@@ -34,7 +34,6 @@ examples:
 def register(sub) -> None:
     p = sub.add_parser(
         "snoop",
-        help="P_Key tables of every port from a capture, as the mlx4 master's smp_snoop sees them",
         description="Run the mlx4 smp_snoop model over a capture: each target port (by LID, by "
         "directed-route path, plus the switch port from attr_mod) keeps its own phys_pkey_cache. "
         "Prints each port's final P_Key table (smpquery pkeys layout), the change events in time "

@@ -222,8 +222,7 @@ def load(build: bool = True, quiet: bool = False):
         path = module_path(key, directory)
         if not os.path.exists(path):
             if not build:
-                _failure = f"not built yet ({path})"
-                return None
+                return None  # not built yet: not a failure to remember (a large job may build)
             failed = _previous_failure(directory, key)
             if failed:
                 _failure = failed
