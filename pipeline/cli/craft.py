@@ -25,7 +25,7 @@ examples:
   madpipe craft --attr pkey-table --block 0-3 -L 4 -P 1-2 -w sweep.pcap   # 8 SubnGets
   madpipe craft --method set --attr port-info -L 4 -P 1 -f port_state=1 -w down.pcap
   madpipe craft --attr node-info -D 0,1 --hop-cnt 200 --raw -w bad.pcap   # on purpose
-  madpipe decode -r in.pcap -T json -Y mad > m.json; (edit m.json);
+  madpipe decode -r in.pcap -T json -Y mad > m.json               # edit m.json, then
   madpipe craft --from-json m.json -w out.pcap                     # same bytes where unedited"""
 
 
