@@ -217,7 +217,6 @@ def test_every_help_has_examples():
         assert helps[where].commands, f"{where} has no examples"
 
 
-@pytest.mark.xfail(reason="pip install 'madpipe[report]' needs an index (issue 18, item 11)", strict=True)
 def test_pip_extras_named_exist_and_install_from_the_checkout():
     extras = tomllib.loads((docs.ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     installs = [c for b in BLOCKS for c in b.commands if c.startswith("pip install")]
@@ -228,6 +227,13 @@ def test_pip_extras_named_exist_and_install_from_the_checkout():
             assert re.fullmatch(r"\.(\[[\w,]+\])?", spec), f"`{command}`: install {spec!r} from the checkout"
             for extra in re.findall(r"\[([\w,]+)\]", spec):
                 assert set(extra.split(",")) <= set(extras), f"`{command}`: no extra {extra}"
+
+
+def test_help_texts_show_no_format_escapes():
+    from madpipe.pipeline.cli.main import COMMANDS, build_parser, command_parser
+
+    for text in [build_parser().format_help()] + [command_parser(name).format_help() for name in COMMANDS]:
+        assert "%%" not in text, text[:200]
 
 
 def test_extractor_reads_continuations_comments_and_quotes():

@@ -44,7 +44,7 @@ EPILOG = """examples:
 
 environment:
   MADPIPE_JIT=aot|1|0  how kernels run: compiled ahead of time (the default for large inputs;
-                       built once into the cache, ~20 s, by 'madpipe build-kernels' or the
+                       built once into the cache, 20-25 s, by 'madpipe build-kernels' or the
                        first large job) | numba's JIT | plain Python. Nothing compiles at import
   MADPIPE_CACHE_DIR    where the ahead-of-time kernels are kept (default ~/.cache/madpipe;
                        built for this machine's CPU, named by it)

@@ -7,7 +7,7 @@ once per process, how every kernel runs (:func:`backend`) and binds them all at 
 
 - ``"aot"``: compiled ahead of time into a C extension (:mod:`madpipe.pipeline.kernels.aot`) that
   loads in milliseconds without importing numba. The default for large jobs; built once per
-  version of the kernels (about 20 s) by ``madpipe build-kernels`` or by the first large job
+  version of the kernels (20-25 s) by ``madpipe build-kernels`` or by the first large job
   (which says so on stderr), then loaded.
 - ``"numba"``: ``numba.njit`` with ``cache=True`` (compiled kernels written to numba's
   ``__pycache__``), each kernel compiled on its first call. Used when the ahead-of-time build is
