@@ -101,7 +101,6 @@ KNOWN_BROKEN = {
         "without --node 5 of 8 MADs come back undeliverable, exit 0 (item 6)",
     "LD_PRELOAD=.../libumad2sim.so madpipe replay -r cap.pcap --umad ibsim0 --pps 1000":
         "umad_init waits for an ibsim it was not told about (item 2)",
-    "madpipe snoop -r node1/ -r node2/": "two captures named sniffer.pcap are refused (issue 18, item 5)",
 }
 #: A command running longer than this fails (a hang is a failure, not a stuck suite).
 TIMEOUT = 120

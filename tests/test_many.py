@@ -163,11 +163,37 @@ def test_dataset_rows_are_each_captures_dataframe(tmp_path, capsys):
     assert code == 2 and "not empty" in err
 
 
-def test_dataset_refuses_two_captures_of_one_name(tmp_path, capsys):
+def test_captures_of_one_file_name_are_labelled_by_their_folders(tmp_path, capsys):
+    # ibdump's default name on two nodes: labelled relative to the folder common to both.
+    for node, src in (("node1", A), ("node2", B)):
+        (tmp_path / node).mkdir()
+        shutil.copy(src, tmp_path / node / "sniffer.pcap")
+    code, _, err = run(capsys, "snoop", "-r", tmp_path / "node1", "-r", tmp_path / "node2", "-T", "parquet",
+                       "-w", tmp_path / "d")
+    assert code == 0, err
+    got = read_dataset(tmp_path / "d")
+    assert sorted(set(got.capture)) == ["node1/sniffer.pcap", "node2/sniffer.pcap"]
+    part = got[got.capture == "node2/sniffer.pcap"].drop(columns="capture").reset_index(drop=True)
+    same_rows(part, port_tables_dataframe(B))
+    assert many.capture_labels([str(A), str(B)]) == [A.name, B.name]  # one folder: the file names
+
+
+@pytest.mark.parametrize("dask", [None, "local", "tcp://127.0.0.1:9"])
+def test_a_dataset_with_an_unreadable_capture_writes_nothing(tmp_path, capsys, dask):
+    # Inputs are checked first: before any partition is written and before a scheduler is asked.
+    out = tmp_path / "d"
+    argv = ["snoop", "-r", A, "-r", tmp_path / "none.pcap", "-T", "parquet", "-w", out]
+    code, _, err = run(capsys, *argv, *(["--dask", dask] if dask else []))
+    assert code == 2 and not out.exists()
+    assert err.splitlines() == [f"madpipe snoop: {tmp_path / 'none.pcap'}: cannot open: No such file or directory: "
+                                "nothing written"]
+
+
+def test_a_file_named_twice_is_read_once(tmp_path, capsys):
     (tmp_path / "x").mkdir()
     shutil.copy(A, tmp_path / "x" / A.name)
-    code, _, err = run(capsys, "decode", "-r", A, "-r", tmp_path / "x", "-T", "parquet", "-w", tmp_path / "d")
-    assert code == 2 and f"two captures named {A.name}" in err
+    code, out, _ = run(capsys, "decode", "-r", tmp_path / "x", "-r", tmp_path / "x" / A.name, "-c", "1")
+    assert code == 0 and out.count(" 0.000000 ") == 1
 
 
 @pytest.mark.slow
