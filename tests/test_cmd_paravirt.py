@@ -390,7 +390,8 @@ def test_argparse_rejects_bad_values(capsys):
 def test_readme_example_is_the_real_output(capsys):
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     section = readme.split("## QP-context rewriting: `madpipe paravirt`", 1)[1].split("\n## ", 1)[0]
-    shown = section.split("with the operators' manual map:\n\n```\n", 1)[1].split("```", 1)[0].splitlines()
+    sample = section.split("with the operators' manual map:\n\n", 1)[1]
+    shown = sample.split("```\n", 1)[1].split("```", 1)[0].splitlines()
     code, out, _ = run(capsys, "-r", EXAMPLE, "--pkey-map", VFS_MAP)
     assert code == 0
     lines = out.splitlines()
