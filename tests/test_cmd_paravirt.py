@@ -270,7 +270,7 @@ def test_out_equals_rewrite_of_the_input(tmp_path, capsys, profile, binary):
 def test_encoding_flags(tmp_path, capsys):
     for flag, magic in (("--binary", b"madpipe-qptrace\0"), ("--json", b'{"transition": ')):
         for src in (EXAMPLE, write(tmp_path / "e.bin", EXAMPLE_COMMANDS, binary=True)):
-            code, out, _ = run(capsys, "-r", src, "-w", tmp_path / "o", flag, "-q")
+            code, out, _ = run(capsys, "-r", src, "-w", tmp_path / "o", flag, "-q", "--force")  # o again
             assert code == 0 and (tmp_path / "o").read_bytes().startswith(magic)
             assert (read_trace(tmp_path / "o").mailbox == rewritten(EXAMPLE, *_defaults())[0]).all()
             assert out.splitlines()[-1].endswith(f"records to {tmp_path / 'o'} ({flag[2:]})")
@@ -287,7 +287,8 @@ def test_kernel_and_reference_give_the_same_output(tmp_path, capsys, profile):
     outputs, written = [], []
     for model in ([], ["--reference"]):
         for fmt in ("text", "json"):
-            code, out, _ = run(capsys, "-r", trace, "-w", tmp_path / "o.bin", "--profile", profile, "-T", fmt, *model)
+            code, out, _ = run(capsys, "-r", trace, "-w", tmp_path / "o.bin", "--profile", profile, "-T", fmt, *model,
+                               "--force")  # o.bin again
             assert code == 0
             outputs.append(out.replace("reference", "kernel"))
             written.append((tmp_path / "o.bin").read_bytes())

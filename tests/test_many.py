@@ -67,13 +67,45 @@ def test_decode_export_flags(tmp_path, capsys):
     for argv, words in [(["-T", "csv"], "give -w OUT"),
                         (["-T", "parquet", "-w", "x", "-Y", "mad"], "-Y print frames"),
                         (["-T", "csv", "-w", "x", "-V", "-x"], "-V/-x print frames"),
-                        (["-w", "x"], "-w writes -T csv or -T parquet"),
-                        (["-r", B, "-T", "csv", "-w", "x"], "use -T parquet")]:
+                        (["-w", "x"], "end the name in .parquet or .csv, or in / for a dataset folder"),
+                        (["-T", "json", "-w", "x.csv"], "-T json prints to stdout"),
+                        (["-T", "csv", "-w", "x.parquet"], "-T csv, but -w x.parquet names a parquet file"),
+                        (["-r", B, "-w", "x.parquet"], "several captures write a dataset folder: -w DIR/"),
+                        (["-r", B, "-T", "csv", "-w", "x"], "names a Parquet dataset folder")]:
         code, out, err = run(capsys, "decode", "-r", A, *argv)
         assert code == 2 and out == "" and len(err.splitlines()) == 1 and words in err, argv
     code, _, err = run(capsys, "decode", "-r", cut_short(tmp_path), "-T", "csv", "-w", tmp_path / "c.csv")
     assert code == 1 and "frames written to" in err and err.count("madpipe decode:") == 1
     assert (tmp_path / "c.csv").read_text().count("\n") > 1
+
+
+def test_w_takes_the_format_from_the_name_says_what_it_wrote_and_overwrites_only_with_force(tmp_path, capsys):
+    # One rule for decode and snoop, one capture or several, with or without --dask.
+    for command, what in (("decode", "frames written to"), ("snoop", "P_Key table rows written to")):
+        for name, read in (("t.parquet", pd.read_parquet), ("t.csv", pd.read_csv)):
+            out = tmp_path / f"{command}-{name}"
+            code, _, err = run(capsys, command, "-r", A, "-w", out)
+            assert code == 0 and what in err and f"({name.split('.')[1]})" in err, err
+            assert len(read(out)) > 0
+            code, _, err = run(capsys, command, "-r", A, "-w", out)
+            assert code == 2 and err == f"madpipe {command}: {out}: exists: --force to overwrite it\n"
+            assert run(capsys, command, "-r", A, "-w", out, "--force")[0] == 0
+        folder = f"{tmp_path / command}-d/"
+        code, _, err = run(capsys, command, "-r", A, "-w", folder)  # a folder: a dataset, one capture too
+        assert code == 0 and "Parquet dataset" in err
+        assert run(capsys, command, "-r", A, "-r", B, "-w", folder)[0] == 2  # not empty
+        code, _, err = run(capsys, command, "-r", A, "-r", B, "-w", folder, "--force")
+        assert code == 0 and "2 captures" in err
+        assert sorted(p.name for p in Path(folder).iterdir()) == [f"capture={A.name}", f"capture={B.name}"]
+    (tmp_path / "mixed").mkdir()
+    (tmp_path / "mixed" / "notes.txt").write_text("mine")
+    code, _, err = run(capsys, "snoop", "-r", A, "-r", B, "-w", tmp_path / "mixed", "--force")
+    assert code == 2 and "holds notes.txt" in err and (tmp_path / "mixed" / "notes.txt").exists()
+    for argv in (["craft", "--attr", "node-info", "-L", "4"], ["report", str(A)]):
+        out = tmp_path / ("c.pcap" if argv[0] == "craft" else "r.html")
+        out.write_text("keep")
+        code, _, err = run(capsys, *argv, "-w", out)
+        assert code == 2 and "exists: --force to overwrite it" in err and out.read_text() == "keep"
 
 
 # -- 2. several captures -----------------------------------------------------------------------------
@@ -218,7 +250,7 @@ def test_dask_flags(tmp_path, capsys):
     code, _, err = run(capsys, "snoop", "-r", A, "--dask", "local")
     assert code == 2 and "give -w DIR" in err
     code, _, err = run(capsys, "decode", "-r", A, "--dask", "local", "-T", "json", "-w", tmp_path / "d")
-    assert code == 2 and "use -T parquet" in err
+    assert code == 2 and "-T json prints to stdout" in err
 
 
 # -- 4. progress -------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import os
 import sys
 
 from madpipe.codecs.errors import MadpipeError
-from madpipe.pipeline.cli.args import integer
+from madpipe.pipeline.cli.args import add_force, check_new_output, integer
 from madpipe.pipeline.decode.output import jsonl
 
 EXAMPLE = """targets (--target, several allowed; default codecs snoop paravirt; 'all' for every one):
@@ -55,6 +55,7 @@ def register(sub) -> None:
     p.add_argument("--corpus", metavar="DIR|CAPTURE", help="seed frames from a capture or a directory of captures")
     p.add_argument("-w", dest="write", metavar="FILE", help="write findings as a capture (ERF, link type 197) "
                    "and as JSON Lines in FILE with the extension .jsonl")
+    add_force(p)
     p.add_argument("-T", dest="format", choices=("text", "json"), default="text",
                    help="stdout: text (a table at the end) or json (JSON Lines: findings, then a summary)")
     p.add_argument("-j", "--jobs", type=integer, default=os.cpu_count() or 1, metavar="N",
@@ -108,6 +109,8 @@ def run(args) -> int:
     out = sys.stdout
     as_json = args.format == "json"
     jsonl_path = findings_jsonl_path(args.write) if args.write else None
+    for path in (args.write, jsonl_path):
+        check_new_output(path, args.force)
 
     def factory(mutator):
         return Reporter(mutator, args.write, jsonl_path,

@@ -5,7 +5,14 @@ import argparse
 import sys
 
 from madpipe.codecs.errors import MadpipeError
-from madpipe.pipeline.cli.args import add_capture_inputs, add_host_options, check_host_options, write_dataset_cli
+from madpipe.pipeline.cli.args import (
+    add_capture_inputs,
+    add_force,
+    add_host_options,
+    check_host_options,
+    table_output,
+    write_dataset_cli,
+)
 from madpipe.pipeline.columns import many
 from madpipe.pipeline.fabric import snoop  # snoop.snoop_capture looked up at each call: tests swap it there
 from madpipe.pipeline.fabric.model import FROM_RULES
@@ -28,7 +35,8 @@ examples:
   madpipe snoop -r capture.pcap --from getresp -T json | jq 'select(.type=="event")'
   madpipe snoop -r capture.pcap --host 0x4 --vfs 2 --pkey-map vfs.map
   madpipe snoop -r monday/ -r today.pcap -j 2             # a heading and a result per capture
-  madpipe snoop -r captures/ -T parquet -w ports/ --dask local"""
+  madpipe snoop -r capture.pcap -w ports.csv                     # the tables as rows; or .parquet
+  madpipe snoop -r captures/ -w ports/ --dask local"""
 
 
 def register(sub) -> None:
@@ -44,10 +52,13 @@ def register(sub) -> None:
     add_capture_inputs(p)
     p.add_argument("--from", dest="rule", choices=FROM_RULES, default="set",
                    help="which MADs set a table (default set: the kernel's rule)")
-    p.add_argument("-T", dest="format", choices=("text", "json", "parquet"), default="text",
-                   help="output format (default text; json = JSON Lines with a 'type' key; parquet = "
-                   "the P_Key table rows to -w FILE, or with several captures a dataset directory)")
-    p.add_argument("-w", dest="write", metavar="OUT", help="file (or dataset directory) for -T parquet")
+    p.add_argument("-T", dest="format", choices=("text", "json", "csv", "parquet"),
+                   help="output format (default text; json = JSON Lines with a 'type' key; csv and parquet "
+                   "are what -w writes, which its name says already)")
+    p.add_argument("-w", dest="write", metavar="OUT",
+                   help="write the P_Key table rows (port_tables_dataframe): OUT.parquet, OUT.csv, or DIR/ "
+                   "for a Parquet dataset partitioned by capture (several captures, --dask)")
+    add_force(p)
     p.add_argument("-j", dest="jobs", metavar="N", type=int,
                    help="processes for several captures (default: the CPUs; 1 = this process)")
     p.add_argument("--dask", metavar="SCHEDULER",
@@ -63,10 +74,10 @@ def register(sub) -> None:
 def run(args) -> int:
     check_host_options(args)
     files = many.capture_files(args.read)
-    if args.format == "parquet" or args.dask:
-        return _run_parquet(args, files)
-    if args.write:
-        raise MadpipeError("-w writes -T parquet; text and json go to stdout")
+    kind = table_output(args, files)
+    if kind:
+        return _run_tables(args, files, kind)
+    args.format = args.format or "text"
     v2p = None
     if args.pkey_map:
         v2p = read_pkey_map(args.pkey_map, num_vfs=args.vfs)
@@ -102,27 +113,26 @@ def run(args) -> int:
     return status
 
 
-def _run_parquet(args, files: list[str]) -> int:
-    """-T parquet -w OUT: port_tables_dataframe rows, to one file or (several captures, --dask) a dataset."""
+def _run_tables(args, files: list[str], kind: str) -> int:
+    """-w OUT.parquet|OUT.csv: port_tables_dataframe rows; -w DIR/ (several captures, --dask): a dataset."""
     if args.host is not None:
-        raise MadpipeError("--host describes the mlx4 host view, which -T parquet does not write: drop it")
-    if args.format not in ("text", "parquet"):
-        raise MadpipeError(f"--dask writes a Parquet dataset: use -T parquet, not -T {args.format}")
-    if not args.write:
-        raise MadpipeError("-T parquet writes a file: give -w OUT" if not args.dask
-                           else "--dask writes a Parquet dataset: give -w DIR")
-    if len(files) == 1 and not args.dask:
+        raise MadpipeError("--host describes the mlx4 host view, which -w does not write: drop it")
+    if kind != "dataset":
         from madpipe.pipeline.columns.frames import port_tables_dataframe
 
         df = port_tables_dataframe(files[0], args.rule)
         try:
-            df.to_parquet(args.write, index=False)
+            if kind == "csv":
+                df.to_csv(args.write, index=False)
+            else:
+                df.to_parquet(args.write, index=False)
         except OSError as exc:
             raise MadpipeError(f"{args.write}: cannot write: {exc}") from None
-        print(f"{files[0]}: {df.port_label.nunique()} ports, {len(df)} P_Key table rows written to {args.write}",
-              file=sys.stderr)
+        print(f"{files[0]}: {df.port_label.nunique()} ports, {len(df)} P_Key table rows written to {args.write} "
+              f"({kind})", file=sys.stderr)
         if df.attrs["file_error"]:
             print(f"madpipe snoop: {files[0]}: {df.attrs['file_error']}", file=sys.stderr)
             return 1
         return 0
-    return write_dataset_cli("snoop", files, args.write, "ports", rule=args.rule, jobs=args.jobs, dask=args.dask)
+    return write_dataset_cli("snoop", files, args.write, "ports", rule=args.rule, jobs=args.jobs, dask=args.dask,
+                             force=args.force)

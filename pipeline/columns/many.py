@@ -236,7 +236,7 @@ def write_partition(item: tuple) -> dict:
 
 
 def write_dataset(files: list[str], out: str, kind: str = "frames", *, rule: str = "set", jobs: int | None = None,
-                  dask=None, progress: Progress | None = None) -> list[dict]:
+                  dask=None, progress: Progress | None = None, force: bool = False) -> list[dict]:
     """Write every capture's partition of one Parquet dataset under ``out`` (a directory).
 
     ``kind`` "frames": frames_dataframe's columns; "ports": port_tables_dataframe's. The step runs
@@ -244,7 +244,9 @@ def write_dataset(files: list[str], out: str, kind: str = "frames", *, rule: str
     a ``Client``, a scheduler address, or "local" (a LocalCluster of ``jobs`` worker processes).
     Read it back with ``pandas.read_parquet(out)``: ``capture`` is a categorical column, each
     capture's :func:`capture_labels` label. Every capture is opened before anything is written:
-    one that cannot be read stops the whole dataset with one error naming it.
+    one that cannot be read stops the whole dataset with one error naming it. A folder that is
+    not empty is refused, unless ``force`` and it holds a dataset only (``capture=*`` folders),
+    which is then replaced.
     Returns each capture's ``write_partition`` result, in the order of ``files``.
     """
     from madpipe.codecs.errors import require
@@ -259,7 +261,7 @@ def write_dataset(files: list[str], out: str, kind: str = "frames", *, rule: str
     if os.path.isfile(out):
         raise MadpipeError(f"{out}: is a file; -w takes a directory for a dataset")
     if os.path.isdir(out) and os.listdir(out):
-        raise MadpipeError(f"{out}: directory is not empty")
+        _replace_dataset(out, force)
     os.makedirs(out, exist_ok=True)
     # Absolute paths: a Dask worker's working directory is not ours (and -r paths must name the
     # same files on every worker: a shared file system).
@@ -272,6 +274,20 @@ def write_dataset(files: list[str], out: str, kind: str = "frames", *, rule: str
     for r, f in zip(results, files):
         r["capture"] = os.fspath(f)
     return results
+
+
+def _replace_dataset(out: str, force: bool) -> None:
+    """Empty the dataset folder ``out`` for --force; refuse without it, or if it holds anything else."""
+    import shutil
+
+    if not force:
+        raise MadpipeError(f"{out}: directory is not empty: --force to replace the dataset in it")
+    names = sorted(os.listdir(out))
+    other = [n for n in names if not (n.startswith("capture=") and os.path.isdir(os.path.join(out, n)))]
+    if other:
+        raise MadpipeError(f"{out}: holds {other[0]}, which is not a dataset partition: not replaced")
+    for name in names:
+        shutil.rmtree(os.path.join(out, name))
 
 
 def _on_dask(items: list, scheduler, jobs: int | None, progress: Progress | None) -> list[dict]:
