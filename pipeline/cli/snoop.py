@@ -32,6 +32,7 @@ VF, and each VF's virtual P_Key table. A --pkey-map file has one line per mappin
 
 examples:
   madpipe snoop -r pcaps/opensm_partitions.pcap
+  madpipe snoop -r pcaps/opensm_partitions.pcap --all      # every entry, 8 a line, not only P_Keys
   madpipe snoop -r capture.pcap --from getresp -T json | jq 'select(.type=="event")'
   madpipe snoop -r capture.pcap --host 0x4 --vfs 2 --pkey-map vfs.map
   madpipe snoop -r monday/ -r today.pcap -j 2             # a heading and a result per capture
@@ -59,6 +60,9 @@ def register(sub) -> None:
                    help="write the P_Key table rows (port_tables_dataframe): OUT.parquet, OUT.csv, or DIR/ "
                    "for a Parquet dataset partitioned by capture (several captures, --dask)")
     add_force(p)
+    p.add_argument("--all", dest="all_entries", action="store_true",
+                   help="print every entry of each table (smpquery pkeys' full layout), not only the lines "
+                   "holding a P_Key")
     p.add_argument("-j", dest="jobs", metavar="N", type=int,
                    help="processes for several captures (default: the CPUs; 1 = this process)")
     p.add_argument("--dask", metavar="SCHEDULER",
@@ -86,7 +90,10 @@ def run(args) -> int:
     if len(files) == 1:
         result = snoop.snoop_capture(files[0], **options)
         out = sys.stdout
-        (print_json if args.format == "json" else print_text)(result, out)
+        if args.format == "json":
+            print_json(result, out)
+        else:
+            print_text(result, out, args.all_entries)
         out.flush()
         if result.file_error:
             print(f"madpipe snoop: {files[0]}: {result.file_error}", file=sys.stderr)
@@ -94,7 +101,7 @@ def run(args) -> int:
         return 0
     # Several captures: snoop_output over the cores, each printed in the order of the files.
     progress = many.Progress.for_cli("snoop", len(files))
-    items = [(path, options, args.format) for path in files]
+    items = [(path, options, args.format, args.all_entries) for path in files]
     status = 0
     try:
         for path, (text, error, code) in zip(files, many.run_each(snoop_output, items, files, args.jobs, progress)):
