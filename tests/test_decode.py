@@ -201,3 +201,13 @@ def test_every_key_of_every_bundled_record_is_a_known_filter_key():
                     seen |= {_generic(p) for p in paths(decode_frame(pkt.data, pkt.frame, 0.0)) if p}
     assert "attr.pkeys.#" in seen and "smp.initial_path.#" in seen
     assert seen - known_keys() == set()
+
+
+def test_field_tree_names_class_method_opcode_and_reads_a_node_description(capsys):
+    queries = str(REAL.parent / "opensm_partitions_queries.pcap")
+    assert main(["decode", "-r", queries, "-V", "-Y", "mad.attr_id==0x10 && mad.method==0x81", "-c", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "        mgmt_class: 129 (0x81) [SubnMgmtDR]\n" in out
+    assert "        method: 129 (0x81) [GetResp]\n" in out
+    assert "        opcode: 100 (0x64) [UD SEND Only]\n" in out
+    assert "        node_string: 'Hca1'\n" in out  # 48636131 00... in -T json, as on the wire
