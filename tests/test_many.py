@@ -55,7 +55,7 @@ def test_decode_csv_and_parquet_rows_are_frames_dataframe(tmp_path, capsys, path
 
     code, out, err = run(capsys, "decode", "-r", path, "-T", "csv", "-w", tmp_path / "f.csv", "-c", "7")
     assert code == 0 and out == "" and err.count("\n") == 1 and "7 frames written to" in err
-    back = pd.read_csv(tmp_path / "f.csv", dtype_backend="numpy_nullable")
+    back = pd.read_csv(tmp_path / "f.csv", dtype_backend="numpy_nullable", parse_dates=["ts"])
     want = df.head(7).copy()
     want["dr_path"] = want.dr_path.replace("", None)  # CSV: the local route "" is an empty field, as <NA>
     assert list(back.columns) == list(FRAME_COLUMNS) and len(back) == 7
