@@ -10,8 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from madpipe.pipeline.cli.main import COMMANDS
 
 PCAPS = Path(__file__).parent.parent / "pcaps"
@@ -98,14 +96,25 @@ def test_python_runs_a_small_first_capture_as_python_and_a_later_large_one_compi
     big = tmp_path / "big.pcap"
     data = (PCAPS / "opensm_partitions.pcap").read_bytes()
     big.write_bytes(data + data[24:] * 4)  # past 256 KiB
+    # The session's build (made now if no test has needed it yet), to copy in at the right moment.
+    subprocess.run([sys.executable, "-m", "madpipe.pipeline.kernels.aot"], env=user_env(), check=True,
+                   capture_output=True)
     built = aot.module_path()
-    built = built if os.path.exists(built) else ""  # built by this session unless NUMBA_DISABLE_JIT=1
     done = subprocess.run([sys.executable, "-c", PYTHON_PROBE, str(SMALL), str(big), built], capture_output=True,
                           text=True, env=user_env(MADPIPE_CACHE_DIR=str(cache)))
     lines = done.stdout.splitlines()
     assert done.returncode == 0, done.stderr[-3000:]
     assert lines[0] == "437 python False []"  # nothing built, numba never imported
-    if not built:
-        pytest.skip("no ahead-of-time build in this session (NUMBA_DISABLE_JIT=1) to switch to")
     # The large capture switched every kernel to the compiled ones (the guard wraps them), no numba.
     assert lines[1] == "aot function False True"
+
+
+def test_a_small_fuzz_run_and_a_replay_compile_nothing(tmp_path):
+    cache = tmp_path / "cache"
+    probe = ("import sys\nfrom madpipe.pipeline.cli.main import main\nfrom madpipe.pipeline.kernels import jit\n"
+             "code = main(sys.argv[1:])\nprint(code, jit.backend(), 'numba' in sys.modules, file=sys.stderr)")
+    for argv in (["fuzz", "--seed", "1", "--count", "200"], ["fuzz", "--replay", "1:7"]):
+        done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True,
+                              env=user_env(MADPIPE_CACHE_DIR=str(cache)))
+        assert done.stderr.splitlines()[-1] == "0 python False", (argv, done.stderr[-2000:])
+        assert not cache.exists() or list(cache.iterdir()) == []

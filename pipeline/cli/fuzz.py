@@ -86,12 +86,18 @@ def _targets(args):
     return list(dict.fromkeys(args.target))
 
 
+#: Fuzz runs of at most this many cases are small jobs (plain Python unless the build exists).
+SMALL_RUN = 4096
+
+
 def run(args) -> int:
     from madpipe.pipeline.fuzz import runner as fuzz
     from madpipe.pipeline.fuzz.findings import Reporter
     from madpipe.pipeline.fuzz.output import Progress, findings_jsonl_path, print_text, summary_json
+    from madpipe.pipeline.kernels import jit
 
     if args.replay:
+        jit.plan(large=False)  # one case (its batch): never a build for it
         return run_replay(args)
     for name in ("count", "jobs", "keep", "roundtrip_every"):
         value = getattr(args, name)
@@ -103,6 +109,9 @@ def run(args) -> int:
         raise MadpipeError(f"--seconds must be positive, got {args.seconds}")
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
     count = None if args.seconds is not None else (args.count if args.count is not None else 10_000)
+    # A run of one batch is done in seconds as plain Python (4096 cases: 7.1 s, against 5.7 s
+    # compiled and 20-25 s to build first): compile only for more.
+    jit.plan(large=count is None or count > SMALL_RUN)
     targets = _targets(args)
     opts = fuzz.Options(seed=seed, count=count, seconds=args.seconds, targets=tuple(targets), corpus=args.corpus,
                         jobs=args.jobs, roundtrip_every=args.roundtrip_every, keep=args.keep, start=args.start)

@@ -79,13 +79,20 @@ def plan_for_inputs(paths, small: int = SMALL_INPUT_BYTES) -> bool:
     Inputs under ``small`` bytes in all run as plain Python. Returns the decision. Has no effect
     once the backend is decided (the first kernel call, or :func:`backend`).
     """
+    try:
+        total = sum(os.path.getsize(p) for p in paths)
+    except OSError:
+        total = 0  # unreadable: the command will say so; do not compile for it
+    return plan(large=total >= small)
+
+
+def plan(large: bool) -> bool:
+    """Decide, before any kernel runs, whether this is a large job (kernels compiled, built ahead
+    of time first if need be) or a small one (plain Python unless the build exists). Returns the
+    decision; no effect once decided."""
     global _enabled, _decided
     if not _decided:
-        try:
-            total = sum(os.path.getsize(p) for p in paths)
-        except OSError:
-            total = 0  # unreadable: the command will say so; do not compile for it
-        _enabled = total >= small
+        _enabled = large
         _decided = True
     return _enabled
 
@@ -292,5 +299,5 @@ def njit(*args, **kwargs):
     return lambda fn: _decorate(fn, args, kwargs)
 
 
-__all__ = ["CACHE", "SMALL_INPUT_BYTES", "Kernel", "backend", "enabled", "njit", "note_inputs",
+__all__ = ["CACHE", "SMALL_INPUT_BYTES", "Kernel", "backend", "enabled", "njit", "note_inputs", "plan",
            "plan_for_inputs", "resolve"]
