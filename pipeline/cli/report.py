@@ -13,7 +13,7 @@ matplotlib: pip install 'madpipe[report]'.
 
 examples:
   madpipe report pcaps/opensm_partitions_changed.pcap -w report.html
-  madpipe report capture.pcap -w report.html --png-dir figures/   # the PNGs as files too"""
+  madpipe report capture.pcap -w capture.html --png-dir figures/   # the PNGs as files too"""
 
 
 def register(sub) -> None:
