@@ -45,4 +45,4 @@ def require(module: str, extra: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise MissingExtra(f"{module} is not installed: pip install 'madpipe[{extra}]'") from None
+        raise MissingExtra(f"{module} is not installed: pip install 'madpipe[{extra}]' (in a checkout: '.[{extra}]')") from None

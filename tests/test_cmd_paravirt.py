@@ -270,7 +270,7 @@ def test_out_equals_rewrite_of_the_input(tmp_path, capsys, profile, binary):
 def test_encoding_flags(tmp_path, capsys):
     for flag, magic in (("--binary", b"madpipe-qptrace\0"), ("--json", b'{"transition": ')):
         for src in (EXAMPLE, write(tmp_path / "e.bin", EXAMPLE_COMMANDS, binary=True)):
-            code, out, _ = run(capsys, "-r", src, "-w", tmp_path / "o", flag, "-q")
+            code, out, _ = run(capsys, "-r", src, "-w", tmp_path / "o", flag, "-q", "--force")  # o again
             assert code == 0 and (tmp_path / "o").read_bytes().startswith(magic)
             assert (read_trace(tmp_path / "o").mailbox == rewritten(EXAMPLE, *_defaults())[0]).all()
             assert out.splitlines()[-1].endswith(f"records to {tmp_path / 'o'} ({flag[2:]})")
@@ -287,7 +287,8 @@ def test_kernel_and_reference_give_the_same_output(tmp_path, capsys, profile):
     outputs, written = [], []
     for model in ([], ["--reference"]):
         for fmt in ("text", "json"):
-            code, out, _ = run(capsys, "-r", trace, "-w", tmp_path / "o.bin", "--profile", profile, "-T", fmt, *model)
+            code, out, _ = run(capsys, "-r", trace, "-w", tmp_path / "o.bin", "--profile", profile, "-T", fmt, *model,
+                               "--force")  # o.bin again
             assert code == 0
             outputs.append(out.replace("reference", "kernel"))
             written.append((tmp_path / "o.bin").read_bytes())
@@ -390,7 +391,8 @@ def test_argparse_rejects_bad_values(capsys):
 def test_readme_example_is_the_real_output(capsys):
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     section = readme.split("## QP-context rewriting: `madpipe paravirt`", 1)[1].split("\n## ", 1)[0]
-    shown = section.split("with the operators' manual map:\n\n```\n", 1)[1].split("```", 1)[0].splitlines()
+    sample = section.split("with the operators' manual map:\n\n", 1)[1]
+    shown = sample.split("```\n", 1)[1].split("```", 1)[0].splitlines()
     code, out, _ = run(capsys, "-r", EXAMPLE, "--pkey-map", VFS_MAP)
     assert code == 0
     lines = out.splitlines()

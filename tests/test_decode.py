@@ -167,3 +167,47 @@ def test_decode_frame_never_raises_on_mutated_real_frames(real_frames, data):
     cut = data.draw(st.integers(0, len(frame)))
     record = decode_frame(bytes(frame[:cut]), 1)
     assert "icrc_ok" in record
+
+
+@pytest.mark.parametrize("flt, nearest", [("foo.bar==1", "records have: frame, ts, lrh"),
+                                          ("mad.atr_id==0x16", "nearest: mad.attr_id"),
+                                          ("attr.pkey.0==0xffff", "nearest: attr.pkeys.#"),
+                                          ("grh && !icrc_okk", "nearest: icrc_ok")])
+def test_a_key_no_record_holds_is_refused_with_the_nearest(capsys, flt, nearest):
+    # A typo would otherwise match nothing and exit 0, as if the capture had no such frames.
+    assert main(["decode", "-r", str(REAL), "-Y", flt]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1
+    assert "no field" in err and nearest in err
+
+
+def test_every_key_of_every_bundled_record_is_a_known_filter_key():
+    from madpipe.pipeline.decode.display_filter import _generic, known_keys
+
+    def paths(value, prefix=""):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                yield from paths(v, f"{prefix}{k}.")
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                yield from paths(v, f"{prefix}{i}.")
+        yield prefix.rstrip(".")
+
+    seen = set()
+    for capture in sorted(REAL.parent.glob("*.pcap")):
+        with CaptureReader(str(capture)) as cap:
+            for pkt in cap:
+                if pkt.data is not None:
+                    seen |= {_generic(p) for p in paths(decode_frame(pkt.data, pkt.frame, 0.0)) if p}
+    assert "attr.pkeys.#" in seen and "smp.initial_path.#" in seen
+    assert seen - known_keys() == set()
+
+
+def test_field_tree_names_class_method_opcode_and_reads_a_node_description(capsys):
+    queries = str(REAL.parent / "opensm_partitions_queries.pcap")
+    assert main(["decode", "-r", queries, "-V", "-Y", "mad.attr_id==0x10 && mad.method==0x81", "-c", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "        mgmt_class: 129 (0x81) [SubnMgmtDR]\n" in out
+    assert "        method: 129 (0x81) [GetResp]\n" in out
+    assert "        opcode: 100 (0x64) [UD SEND Only]\n" in out
+    assert "        node_string: 'Hca1'\n" in out  # 48636131 00... in -T json, as on the wire

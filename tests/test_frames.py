@@ -33,10 +33,11 @@ def test_columns_are_decode_json_values():
     path = PCAPS / "opensm_partitions.pcap"
     df = frames.frames_dataframe(path).set_index("frame")
     with CaptureReader(path) as cap:
-        records = {p.frame: decode_frame(p.data, p.frame, p.ts_ns / 1e9) for p in cap}
+        records = {p.frame: (decode_frame(p.data, p.frame, p.ts_ns / 1e9), p.ts_ns) for p in cap}
     for frame in (1, 2, 133, 134, 248):
-        r, row = records[frame], df.loc[frame]
-        assert row.ts == r["ts"] and row.slid == r["lrh"]["slid"] and row.vl == 15
+        (r, ts_ns), row = records[frame], df.loc[frame]
+        assert row.ts == pd.Timestamp(ts_ns, unit="ns", tz="UTC") and row.ts.value == ts_ns  # every ns
+        assert row.slid == r["lrh"]["slid"] and row.vl == 15
         for key in ("mgmt_class", "method", "status", "tid", "attr_id", "attr_mod"):
             assert row[key] == r["mad"][key], (frame, key)
         assert row.attr_name == r["attr"]["name"]
@@ -170,7 +171,8 @@ def test_export_parquet_and_csv_read_back(tmp_path, path):
     assert export_frames(path, tmp_path / "f.csv", "csv").rows == len(df)
     text = (tmp_path / "f.csv").read_text()
     assert text.splitlines()[0] == ",".join(frames.FRAME_COLUMNS)
-    back = pd.read_csv(tmp_path / "f.csv", dtype_backend="numpy_nullable")
+    back = pd.read_csv(tmp_path / "f.csv", dtype_backend="numpy_nullable", parse_dates=["ts"])
+    assert str(back.ts.dtype) == "datetime64[ns, UTC]"  # ISO 8601, nine digits: exact
     for name in df.columns:
         want = _plain(df[name])
         if name == "dr_path":  # the local route (0 hops) is "", an empty field like <NA>

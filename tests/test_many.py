@@ -55,7 +55,7 @@ def test_decode_csv_and_parquet_rows_are_frames_dataframe(tmp_path, capsys, path
 
     code, out, err = run(capsys, "decode", "-r", path, "-T", "csv", "-w", tmp_path / "f.csv", "-c", "7")
     assert code == 0 and out == "" and err.count("\n") == 1 and "7 frames written to" in err
-    back = pd.read_csv(tmp_path / "f.csv", dtype_backend="numpy_nullable")
+    back = pd.read_csv(tmp_path / "f.csv", dtype_backend="numpy_nullable", parse_dates=["ts"])
     want = df.head(7).copy()
     want["dr_path"] = want.dr_path.replace("", None)  # CSV: the local route "" is an empty field, as <NA>
     assert list(back.columns) == list(FRAME_COLUMNS) and len(back) == 7
@@ -67,13 +67,45 @@ def test_decode_export_flags(tmp_path, capsys):
     for argv, words in [(["-T", "csv"], "give -w OUT"),
                         (["-T", "parquet", "-w", "x", "-Y", "mad"], "-Y print frames"),
                         (["-T", "csv", "-w", "x", "-V", "-x"], "-V/-x print frames"),
-                        (["-w", "x"], "-w writes -T csv or -T parquet"),
-                        (["-r", B, "-T", "csv", "-w", "x"], "use -T parquet")]:
+                        (["-w", "x"], "end the name in .parquet or .csv, or in / for a dataset folder"),
+                        (["-T", "json", "-w", "x.csv"], "-T json prints to stdout"),
+                        (["-T", "csv", "-w", "x.parquet"], "-T csv, but -w x.parquet names a parquet file"),
+                        (["-r", B, "-w", "x.parquet"], "several captures write a dataset folder: -w DIR/"),
+                        (["-r", B, "-T", "csv", "-w", "x"], "names a Parquet dataset folder")]:
         code, out, err = run(capsys, "decode", "-r", A, *argv)
         assert code == 2 and out == "" and len(err.splitlines()) == 1 and words in err, argv
     code, _, err = run(capsys, "decode", "-r", cut_short(tmp_path), "-T", "csv", "-w", tmp_path / "c.csv")
     assert code == 1 and "frames written to" in err and err.count("madpipe decode:") == 1
     assert (tmp_path / "c.csv").read_text().count("\n") > 1
+
+
+def test_w_takes_the_format_from_the_name_says_what_it_wrote_and_overwrites_only_with_force(tmp_path, capsys):
+    # One rule for decode and snoop, one capture or several, with or without --dask.
+    for command, what in (("decode", "frames written to"), ("snoop", "P_Key table rows written to")):
+        for name, read in (("t.parquet", pd.read_parquet), ("t.csv", pd.read_csv)):
+            out = tmp_path / f"{command}-{name}"
+            code, _, err = run(capsys, command, "-r", A, "-w", out)
+            assert code == 0 and what in err and f"({name.split('.')[1]})" in err, err
+            assert len(read(out)) > 0
+            code, _, err = run(capsys, command, "-r", A, "-w", out)
+            assert code == 2 and err == f"madpipe {command}: {out}: exists: --force to overwrite it\n"
+            assert run(capsys, command, "-r", A, "-w", out, "--force")[0] == 0
+        folder = f"{tmp_path / command}-d/"
+        code, _, err = run(capsys, command, "-r", A, "-w", folder)  # a folder: a dataset, one capture too
+        assert code == 0 and "Parquet dataset" in err
+        assert run(capsys, command, "-r", A, "-r", B, "-w", folder)[0] == 2  # not empty
+        code, _, err = run(capsys, command, "-r", A, "-r", B, "-w", folder, "--force")
+        assert code == 0 and "2 captures" in err
+        assert sorted(p.name for p in Path(folder).iterdir()) == [f"capture={A.name}", f"capture={B.name}"]
+    (tmp_path / "mixed").mkdir()
+    (tmp_path / "mixed" / "notes.txt").write_text("mine")
+    code, _, err = run(capsys, "snoop", "-r", A, "-r", B, "-w", tmp_path / "mixed", "--force")
+    assert code == 2 and "holds notes.txt" in err and (tmp_path / "mixed" / "notes.txt").exists()
+    for argv in (["craft", "--attr", "node-info", "-L", "4"], ["report", str(A)]):
+        out = tmp_path / ("c.pcap" if argv[0] == "craft" else "r.html")
+        out.write_text("keep")
+        code, _, err = run(capsys, *argv, "-w", out)
+        assert code == 2 and "exists: --force to overwrite it" in err and out.read_text() == "keep"
 
 
 # -- 2. several captures -----------------------------------------------------------------------------
@@ -163,11 +195,37 @@ def test_dataset_rows_are_each_captures_dataframe(tmp_path, capsys):
     assert code == 2 and "not empty" in err
 
 
-def test_dataset_refuses_two_captures_of_one_name(tmp_path, capsys):
+def test_captures_of_one_file_name_are_labelled_by_their_folders(tmp_path, capsys):
+    # ibdump's default name on two nodes: labelled relative to the folder common to both.
+    for node, src in (("node1", A), ("node2", B)):
+        (tmp_path / node).mkdir()
+        shutil.copy(src, tmp_path / node / "sniffer.pcap")
+    code, _, err = run(capsys, "snoop", "-r", tmp_path / "node1", "-r", tmp_path / "node2", "-T", "parquet",
+                       "-w", tmp_path / "d")
+    assert code == 0, err
+    got = read_dataset(tmp_path / "d")
+    assert sorted(set(got.capture)) == ["node1/sniffer.pcap", "node2/sniffer.pcap"]
+    part = got[got.capture == "node2/sniffer.pcap"].drop(columns="capture").reset_index(drop=True)
+    same_rows(part, port_tables_dataframe(B))
+    assert many.capture_labels([str(A), str(B)]) == [A.name, B.name]  # one folder: the file names
+
+
+@pytest.mark.parametrize("dask", [None, "local", "tcp://127.0.0.1:9"])
+def test_a_dataset_with_an_unreadable_capture_writes_nothing(tmp_path, capsys, dask):
+    # Inputs are checked first: before any partition is written and before a scheduler is asked.
+    out = tmp_path / "d"
+    argv = ["snoop", "-r", A, "-r", tmp_path / "none.pcap", "-T", "parquet", "-w", out]
+    code, _, err = run(capsys, *argv, *(["--dask", dask] if dask else []))
+    assert code == 2 and not out.exists()
+    assert err.splitlines() == [f"madpipe snoop: {tmp_path / 'none.pcap'}: cannot open: No such file or directory: "
+                                "nothing written"]
+
+
+def test_a_file_named_twice_is_read_once(tmp_path, capsys):
     (tmp_path / "x").mkdir()
     shutil.copy(A, tmp_path / "x" / A.name)
-    code, _, err = run(capsys, "decode", "-r", A, "-r", tmp_path / "x", "-T", "parquet", "-w", tmp_path / "d")
-    assert code == 2 and f"two captures named {A.name}" in err
+    code, out, _ = run(capsys, "decode", "-r", tmp_path / "x", "-r", tmp_path / "x" / A.name, "-c", "1")
+    assert code == 0 and out.count(" 0.000000 ") == 1
 
 
 @pytest.mark.slow
@@ -192,7 +250,7 @@ def test_dask_flags(tmp_path, capsys):
     code, _, err = run(capsys, "snoop", "-r", A, "--dask", "local")
     assert code == 2 and "give -w DIR" in err
     code, _, err = run(capsys, "decode", "-r", A, "--dask", "local", "-T", "json", "-w", tmp_path / "d")
-    assert code == 2 and "use -T parquet" in err
+    assert code == 2 and "-T json prints to stdout" in err
 
 
 # -- 4. progress -------------------------------------------------------------------------------------

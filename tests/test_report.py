@@ -143,7 +143,8 @@ def test_missing_matplotlib_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert main(["report", str(CHANGED), "-w", str(tmp_path / "r.html")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["madpipe report: matplotlib is not installed: pip install 'madpipe[report]'"]
+    assert err == ["madpipe report: matplotlib is not installed: pip install 'madpipe[report]' "
+                   "(in a checkout: '.[report]')"]
     assert not (tmp_path / "r.html").exists()
 
 

@@ -1,8 +1,9 @@
 """What several commands share: argument types, option groups, the capture files of a command line,
-the report of a Parquet dataset written."""
+-w's one rule (the format from the name, --force to overwrite), the report of a dataset written."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from madpipe.codecs.errors import MadpipeError
@@ -40,6 +41,58 @@ def check_host_options(args) -> None:
         raise MadpipeError(f"--vfs must be 1..79 with --host, got {args.vfs}")
     if args.port_num not in (1, 2):
         raise MadpipeError(f"-P must be 1 or 2, got {args.port_num}")
+
+
+def add_force(p) -> None:
+    """--force, on a parser or an argument group."""
+    p.add_argument("--force", action="store_true", help="overwrite what -w names if it exists")
+
+
+def check_new_output(path: str | None, force: bool) -> None:
+    """-w's rule for a file: one that exists is overwritten only with --force."""
+    if path and path != "-" and os.path.exists(path) and not force:
+        raise MadpipeError(f"{path}: exists: --force to overwrite it")
+
+
+#: Table files by the end of their name; a name ending in "/" (or an existing folder) is a
+#: Parquet dataset partitioned by capture.
+TABLE_SUFFIXES = {".parquet": "parquet", ".csv": "csv"}
+
+
+def table_output(args, files: list[str]) -> str | None:
+    """What ``-w`` writes for ``decode`` and ``snoop``: "parquet", "csv", "dataset" (a Parquet
+    folder), or None when the command prints. The format comes from the name (``-T`` may say it
+    too, and must agree); several captures and ``--dask`` write a dataset; an existing file is
+    overwritten only with ``--force``."""
+    fmt, out = args.format, args.write
+    tables = ("csv", "parquet")
+    if out is None:
+        if args.dask:
+            raise MadpipeError("--dask writes a Parquet dataset: give -w DIR/")
+        if fmt in tables:
+            raise MadpipeError(f"-T {fmt} writes a file: give -w OUT.{fmt}")
+        return None
+    if fmt in ("text", "json"):
+        raise MadpipeError(f"-T {fmt} prints to stdout (redirect it: > FILE); -w writes tables: OUT.parquet, "
+                           "OUT.csv or a dataset folder DIR/")
+    several = len(files) > 1 or bool(args.dask)
+    suffix = TABLE_SUFFIXES.get(os.path.splitext(out.rstrip("/"))[1].lower())
+    if out.endswith("/") or os.path.isdir(out) or (several and suffix is None):
+        kind = "dataset"
+    elif suffix or fmt:
+        kind = suffix or fmt
+    else:
+        raise MadpipeError(f"-w {out}: end the name in .parquet or .csv, or in / for a dataset folder "
+                           "(or give -T csv|parquet)")
+    if fmt and fmt != {"dataset": "parquet"}.get(kind, kind):
+        raise MadpipeError(f"-T {fmt}, but -w {out} names a "
+                           f"{'Parquet dataset folder' if kind == 'dataset' else kind + ' file'}")
+    if kind != "dataset" and several:
+        why = "--dask" if args.dask else "several captures"
+        raise MadpipeError(f"{why} write a dataset folder: -w DIR/, not the {kind} file {out}")
+    if kind != "dataset":
+        check_new_output(out, args.force)
+    return kind
 
 
 def write_dataset_cli(command: str, files: list[str], out: str, kind: str, **kw) -> int:

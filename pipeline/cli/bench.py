@@ -31,8 +31,7 @@ examples:
 def register(sub) -> None:
     p = sub.add_parser(
         "bench",
-        help="throughput of snoop, paravirt, capture decode and start-up, as ratios to baselines",
-        description="Build a seeded synthetic workload (SM traffic with ~10%% real P_Key changes, "
+        description="Build a seeded synthetic workload (SM traffic with ~10% real P_Key changes, "
         "QP-modify commands) and measure each stage of madpipe against a baseline in the same run.",
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -8,7 +8,7 @@ from madpipe.pipeline.kernels import aot
 
 EXAMPLE = """The extension is built for these kernel sources and this CPU into the cache folder
 ($MADPIPE_CACHE_DIR, default ~/.cache/madpipe), in a subprocess that needs numba and a C compiler
-(about 20 s), and loaded once to check it. Its path is printed. Without this step the first large
+(20-25 s here), and loaded once to check it. Its path is printed. Without this step the first large
 job builds it; without a C compiler the kernels run under numba's JIT (the reason is kept in
 build-failed.txt there; this command tries again).
 
@@ -21,7 +21,6 @@ examples:
 def register(sub) -> None:
     p = sub.add_parser(
         "build-kernels",
-        help="compile the numba kernels ahead of time into the cache (unless built) and print the path",
         description="Build the ahead-of-time kernels (numba.pycc, for this machine's CPU) unless "
         "they are built for the current sources, and print the extension's path.",
         epilog=EXAMPLE,

@@ -37,7 +37,6 @@ examples:
 def register(sub) -> None:
     p = sub.add_parser(
         "capture",
-        help="capture opensm programming a simulated fabric (ibsim) as native IB packets",
         description="Start ibsim on a topology, run opensm --once against it with each partitions "
         "file in turn (optionally ibnetdiscover and smpquery too), record every MAD, and write "
         "them as a capture (pcap, link type 197 ERF by default) that madpipe and tshark read.",

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from madpipe.codecs.capture import LINKTYPES, linktype_arg
+from madpipe.pipeline.cli.args import add_force, check_new_output
 from madpipe.pipeline.craft.values import METHODS, CraftArgError
 
 EXAMPLE = """values: LIDs, ports, blocks, TIDs and field values take decimal or 0x hex; --block and
@@ -25,14 +26,13 @@ examples:
   madpipe craft --attr pkey-table --block 0-3 -L 4 -P 1-2 -w sweep.pcap   # 8 SubnGets
   madpipe craft --method set --attr port-info -L 4 -P 1 -f port_state=1 -w down.pcap
   madpipe craft --attr node-info -D 0,1 --hop-cnt 200 --raw -w bad.pcap   # on purpose
-  madpipe decode -r in.pcap -T json -Y mad > m.json; (edit m.json);
+  madpipe decode -r in.pcap -T json -Y mad > m.json               # edit m.json, then
   madpipe craft --from-json m.json -w out.pcap                     # same bytes where unedited"""
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "craft",
-        help="write crafted SMPs (or frames from decode's JSON) to a capture tshark opens",
         description="Build SMPs from infiniband-diags-style flags, or frames from the JSON Lines "
         "of `madpipe decode -T json` (--from-json), and write them to a capture: ERF "
         "(link type 197, what ibdump writes and tshark opens) or raw InfiniBand (247). "
@@ -80,6 +80,7 @@ def register(sub) -> None:
     out.add_argument("--linktype", default="erf", metavar="TYPE",
                      help="erf (197, default: ibdump's, tshark opens it) or infiniband (247)")
     out.add_argument("--append", action="store_true", help="add to FILE instead of replacing it")
+    add_force(out)
     out.add_argument("--raw", action="store_true",
                      help="send impossible values on purpose (cut to their field's width)")
     out.add_argument("-V", dest="verbose", action="store_true",
@@ -103,6 +104,8 @@ def run(args) -> int:
                             port=args.port, attr_mod=args.attr_mod, pkeys=args.pkeys, fields=args.fields,
                             slid=args.slid, tid=args.tid, m_key=args.m_key, hop_cnt=args.hop_cnt,
                             hop_ptr=args.hop_ptr, time=args.time, raw=args.raw)
+    if not args.append:
+        check_new_output(args.write, args.force)
     write_frames(args.write, frames, linktype, args.append)
     if args.verbose:
         _show(frames)

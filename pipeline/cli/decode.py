@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from madpipe.codecs.errors import MadpipeError
-from madpipe.pipeline.cli.args import add_capture_inputs, write_dataset_cli
+from madpipe.pipeline.cli.args import add_capture_inputs, add_force, table_output, write_dataset_cli
 from madpipe.pipeline.columns import many
 from madpipe.pipeline.decode.display_filter import compile_filter
 from madpipe.pipeline.decode.lines import decode_capture
@@ -18,15 +18,14 @@ examples:
   madpipe decode -r pcaps/infiniband_endace_erf_2008.pcap
   madpipe decode -r capture.pcap -Y 'mad.attr_id==0x16 && mad.method==0x02' -V
   madpipe decode -r capture.pcap -T json -c 10 | jq .attr.pkeys
-  madpipe decode -r capture.pcap -T parquet -w frames.parquet
+  madpipe decode -r capture.pcap -w frames.parquet               # or .csv; --force to overwrite
   madpipe decode -r monday/ -r today.pcap -T json | jq -c 'select(.capture=="today.pcap")'
-  madpipe decode -r captures/ -T parquet -w frames/ --dask tcp://scheduler:8786"""
+  madpipe decode -r captures/ -w frames/ --dask tcp://scheduler:8786"""
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "decode",
-        help="decode every frame of a capture (pcap/pcapng, link type 197 ERF or 247)",
         description="Decode a capture frame by frame: LRH, GRH, BTH, DETH, MAD header, SMP and "
         "its attribute, ICRC and VCRC checked. Text is one line per frame; -T json prints JSON Lines "
         "with fixed keys (frame, ts, lrh, grh, bth, deth, mad, smp, attr, icrc_ok, vcrc_ok, error).",
@@ -37,12 +36,15 @@ def register(sub) -> None:
     p.add_argument("-c", dest="count", metavar="COUNT", type=int, help="stop after COUNT frames (of each capture)")
     p.add_argument("-V", dest="verbose", action="store_true", help="print the full field tree")
     p.add_argument("-x", dest="hex", action="store_true", help="print each frame's bytes in hex")
-    p.add_argument("-T", dest="format", choices=("text", "json", "csv", "parquet"), default="text",
-                   help="output format (default text; json = JSON Lines; csv and parquet write -w FILE, "
-                   "parquet with several captures a dataset directory partitioned by capture)")
+    p.add_argument("-T", dest="format", choices=("text", "json", "csv", "parquet"),
+                   help="output format (default text; json = JSON Lines; csv and parquet are what -w "
+                   "writes, which its name says already: OUT.csv, OUT.parquet, or DIR/ for a dataset)")
     p.add_argument("-Y", dest="filter", metavar="FILTER",
                    help="display filter on the JSON keys, e.g. 'mad.attr_id==0x16'")
-    p.add_argument("-w", dest="write", metavar="OUT", help="file (or dataset directory) for -T csv|parquet")
+    p.add_argument("-w", dest="write", metavar="OUT",
+                   help="write every frame's columns: OUT.parquet, OUT.csv, or DIR/ for a Parquet dataset "
+                   "partitioned by capture (several captures, --dask)")
+    add_force(p)
     p.add_argument("-j", dest="jobs", metavar="N", type=int,
                    help="processes for a dataset of several captures (default: the CPUs; 1 = this process)")
     p.add_argument("--dask", metavar="SCHEDULER",
@@ -53,10 +55,10 @@ def register(sub) -> None:
 
 def run(args) -> int:
     files = many.capture_files(args.read)
-    if args.format in ("csv", "parquet") or args.dask:
-        return _run_export(args, files)
-    if args.write:
-        raise MadpipeError("-w writes -T csv or -T parquet; text and json go to stdout")
+    kind = table_output(args, files)
+    if kind:
+        return _run_export(args, files, kind)
+    args.format = args.format or "text"
     pred = compile_filter(args.filter) if args.filter else None
     if len(files) == 1:
         return run_one(args, files[0], pred, sys.stdout, None)
@@ -81,30 +83,25 @@ def run(args) -> int:
     return status
 
 
-def _run_export(args, files: list[str]) -> int:
-    """-T csv|parquet -w OUT: export.export_frames; several captures (or --dask): a dataset."""
+def _run_export(args, files: list[str], kind: str) -> int:
+    """-w OUT.csv|OUT.parquet: export.export_frames; -w DIR/ (several captures, --dask): a dataset."""
     from madpipe.pipeline.columns.export import export_frames
 
     refused = [flag for flag, on in (("-Y", args.filter), ("-V", args.verbose), ("-x", args.hex)) if on]
     if refused:
-        raise MadpipeError(f"{'/'.join(refused)} print frames: -T {args.format} writes every frame's columns "
+        raise MadpipeError(f"{'/'.join(refused)} print frames: -w writes every frame's columns "
                            "(filter the DataFrame instead)")
-    if not args.write:
-        raise MadpipeError(f"-T {args.format} writes a file: give -w OUT" if not args.dask
-                           else "--dask writes a Parquet dataset: give -w DIR")
-    if len(files) == 1 and not args.dask:
-        result = export_frames(files[0], args.write, args.format, count=args.count)
-        print(f"{files[0]}: {result.rows} frames written to {args.write} ({args.format})"
+    if kind != "dataset":
+        result = export_frames(files[0], args.write, kind, count=args.count)
+        print(f"{files[0]}: {result.rows} frames written to {args.write} ({kind})"
               + _skipped_text(result.skipped), file=sys.stderr)
         if result.file_error:
             print(f"madpipe decode: {files[0]}: {result.file_error}", file=sys.stderr)
             return 1
         return 0
-    if args.format == "csv" or (args.dask and args.format not in ("text", "parquet")):
-        raise MadpipeError(f"several captures (or --dask) write a Parquet dataset: use -T parquet, not -T {args.format}")
     if args.count is not None:
         raise MadpipeError("-c does not apply to a dataset: every frame of each capture is written")
-    return write_dataset_cli("decode", files, args.write, "frames", jobs=args.jobs, dask=args.dask)
+    return write_dataset_cli("decode", files, args.write, "frames", jobs=args.jobs, dask=args.dask, force=args.force)
 
 
 def _skipped_text(skipped) -> str:

@@ -30,7 +30,6 @@ examples:
 def register(sub) -> None:
     p = sub.add_parser(
         "diff",
-        help="compare the P_Key tables two captures leave on every port (and the VFs' view)",
         description="Compare the P_Key state of every port in capture A with capture B: ports only "
         "in A or only in B, and per port and block the entries added, removed, whose membership "
         "changed (full <-> limited) or whose P_Key changed.",

@@ -15,9 +15,22 @@ from madpipe.pipeline.columns import many
 from madpipe.pipeline.ingest import progress
 from madpipe.pipeline.kernels import jit
 
-# Command modules in the order `madpipe --help` lists them.
-COMMANDS = ["decode", "craft", "snoop", "diff", "report", "paravirt", "capture", "replay", "fuzz", "bench",
-            "build-kernels"]
+# Every command, in the order `madpipe --help` lists them, with its line there. Kept here, not in
+# the command modules, so that `madpipe --help` imports none of them (they import the library:
+# numpy, construct, scapy), and a command line naming one imports that one alone.
+COMMANDS = {
+    "decode": "decode every frame of a capture (pcap/pcapng, link type 197 ERF or 247)",
+    "craft": "write crafted SMPs (or frames from decode's JSON) to a capture tshark opens",
+    "snoop": "P_Key tables of every port from a capture, as the mlx4 master's smp_snoop sees them",
+    "diff": "compare the P_Key tables two captures leave on every port (and the VFs' view)",
+    "report": "a self-contained HTML report with figures: membership matrix, change events, MADs over time",
+    "paravirt": "rewrite a trace of QP-modify commands as the mlx4 SR-IOV master does",
+    "capture": "capture opensm programming a simulated fabric (ibsim) as native IB packets",
+    "replay": "send a capture's MADs into a fabric (ibsim or a umad device), record the answers",
+    "fuzz": "fuzz MAD parsers and the mlx4 kernel model with structure-aware mutations",
+    "bench": "throughput of snoop, paravirt, capture decode and start-up, as ratios to baselines",
+    "build-kernels": "compile the numba kernels ahead of time into the cache (unless built) and print the path",
+}
 
 EPILOG = """examples:
   madpipe decode -r pcaps/infiniband_endace_erf_2008.pcap          # every frame, one line each
@@ -31,7 +44,7 @@ EPILOG = """examples:
 
 environment:
   MADPIPE_JIT=aot|1|0  how kernels run: compiled ahead of time (the default for large inputs;
-                       built once into the cache, ~20 s, by 'madpipe build-kernels' or the
+                       built once into the cache, 20-25 s, by 'madpipe build-kernels' or the
                        first large job) | numba's JIT | plain Python. Nothing compiles at import
   MADPIPE_CACHE_DIR    where the ahead-of-time kernels are kept (default ~/.cache/madpipe;
                        built for this machine's CPU, named by it)
@@ -42,8 +55,19 @@ Run 'madpipe COMMAND --help' for a command's flags and an example."""
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The parser of every command, or of ``only`` that command (a command line naming one
-    imports that command's module alone: the others pull in scapy, construct, matplotlib)."""
+    """The parser of every command, or of ``only`` that command with its flags (its module alone
+    is imported). Without ``only`` the commands are listed but their modules not imported: that
+    parser answers ``--help``, ``--version`` and an unknown command without loading the library;
+    :func:`command_parser` gives a command's own."""
+    return _build(only)[0]
+
+
+def command_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of command ``name`` (what ``madpipe NAME --help`` prints)."""
+    return _build(name)[1].made[name]
+
+
+def _build(only: str | None) -> tuple[argparse.ArgumentParser, _Named]:
     parser = argparse.ArgumentParser(
         prog="madpipe",
         description="InfiniBand management traffic toolkit: decode captures, snoop P_Key tables, "
@@ -53,9 +77,26 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in [only] if only in COMMANDS else COMMANDS:
-        importlib.import_module(f"madpipe.pipeline.cli.{name.replace('-', '_')}").register(sub)
-    return parser
+    named = _Named(sub)
+    for name, line in COMMANDS.items():
+        if name == only:
+            importlib.import_module(f"madpipe.pipeline.cli.{name.replace('-', '_')}").register(named)
+        else:
+            sub.add_parser(name, help=line, add_help=False)  # listed; its flags need its module
+    return parser, named
+
+
+class _Named:
+    """The subparsers action as a command module sees it: the command's line in ``madpipe
+    --help`` comes from :data:`COMMANDS`, and the parsers made are kept by name."""
+
+    def __init__(self, sub):
+        self.sub = sub
+        self.made: dict[str, argparse.ArgumentParser] = {}
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        self.made[name] = self.sub.add_parser(name, help=COMMANDS[name], **kwargs)
+        return self.made[name]
 
 
 class _VersionAction(argparse.Action):

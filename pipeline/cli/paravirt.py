@@ -7,7 +7,7 @@ import sys
 import numpy as np
 
 from madpipe.codecs.errors import MadpipeError
-from madpipe.pipeline.cli.args import integer
+from madpipe.pipeline.cli.args import add_force, check_new_output, integer
 from madpipe.pipeline.mlx4 import paravirt, snoop
 from madpipe.pipeline.mlx4.paravirt_report import Report, Setup, default_vfs, print_json, print_text, rewrite_trace
 from madpipe.pipeline.mlx4.pkey_map import read_pkey_map
@@ -57,7 +57,6 @@ examples:
 def register(sub) -> None:
     p = sub.add_parser(
         "paravirt",
-        help="rewrite a trace of QP-modify commands as the mlx4 SR-IOV master does",
         description="Run every command of a trace (transition, issuing function, input modifier, "
         "256-byte QP-context mailbox) through the mlx4 master's paravirtualization "
         "(resource_tracker.c: verify_qp_parameters, update_pkey_index, update_gid, "
@@ -72,6 +71,7 @@ def register(sub) -> None:
     p.add_argument("-w", dest="write", metavar="OUT",
                    help="write the rewritten trace here, in the input's encoding unless --binary or --json "
                    "(- for standard output; the report then goes to standard error)")
+    add_force(p)
     enc = p.add_mutually_exclusive_group()
     enc.add_argument("--binary", dest="encoding", action="store_const", const="binary",
                      help="write OUT as a binary trace")
@@ -112,6 +112,7 @@ def _check_options(args) -> None:
             raise MadpipeError(f"--master {args.master} is not one of the functions 0..{args.vfs} (--vfs)")
     if args.encoding and not args.write:
         raise MadpipeError(f"--{args.encoding} chooses the encoding of -w OUT: give -w OUT too")
+    check_new_output(args.write, args.force)
 
 
 def _virt2phys(args, num_vfs: int) -> np.ndarray:

@@ -44,7 +44,6 @@ examples:
 def register(sub) -> None:
     p = sub.add_parser(
         "replay",
-        help="send a capture's MADs into a fabric (ibsim or a umad device), record the answers",
         description="Replay the MADs of a capture into a fabric: ibsim (--sim HOST:PORT, its own "
         "protocol) or a umad device through libibumad (--umad DEVICE). Prints a summary of sent, "
         "answered, timed out and errors; -w writes the answers as a capture.",

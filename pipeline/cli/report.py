@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from madpipe.pipeline.cli.args import add_force, check_new_output
+
 EXAMPLE = """The page holds three figures (PNG, inline) and the numbers behind each: the ports x
 partitions membership matrix (full, limited, absent) of the tables the SM left, the P_Key change
 events per port in time, and the MADs per class, method and attribute over time. It needs
@@ -11,13 +13,12 @@ matplotlib: pip install 'madpipe[report]'.
 
 examples:
   madpipe report pcaps/opensm_partitions_changed.pcap -w report.html
-  madpipe report capture.pcap -w report.html --png-dir figures/   # the PNGs as files too"""
+  madpipe report capture.pcap -w capture.html --png-dir figures/   # the PNGs as files too"""
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "report",
-        help="a self-contained HTML report with figures: membership matrix, change events, MADs over time",
         description="Write one HTML page (figures inline as PNG) about a capture: which port holds "
         "which partition, when tables changed, and what MADs crossed the wire when.",
         epilog=EXAMPLE,
@@ -28,6 +29,7 @@ def register(sub) -> None:
     p.add_argument("--from", dest="rule", choices=("set", "getresp"), default="set",
                    help="which MADs set a table, as for snoop (default set: the kernel's rule)")
     p.add_argument("--png-dir", metavar="DIR", help="also write the figures as DIR/matrix.png, events.png, mads.png")
+    add_force(p)
     p.set_defaults(func=run)
 
 
@@ -41,6 +43,7 @@ def input_files(argv: list[str]) -> list[str]:
 def run(args) -> int:
     from madpipe.pipeline.fabric import report
 
+    check_new_output(args.write, args.force)
     data = report.write_report(args.capture, args.write, args.rule, args.png_dir)
     m = data.matrix
     print(f"{args.write}: {len(m.ports)} ports, {len(m.partitions)} partitions, {len(data.events)} change events, "

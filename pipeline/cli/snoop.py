@@ -5,7 +5,14 @@ import argparse
 import sys
 
 from madpipe.codecs.errors import MadpipeError
-from madpipe.pipeline.cli.args import add_capture_inputs, add_host_options, check_host_options, write_dataset_cli
+from madpipe.pipeline.cli.args import (
+    add_capture_inputs,
+    add_force,
+    add_host_options,
+    check_host_options,
+    table_output,
+    write_dataset_cli,
+)
 from madpipe.pipeline.columns import many
 from madpipe.pipeline.fabric import snoop  # snoop.snoop_capture looked up at each call: tests swap it there
 from madpipe.pipeline.fabric.model import FROM_RULES
@@ -25,16 +32,17 @@ VF, and each VF's virtual P_Key table. A --pkey-map file has one line per mappin
 
 examples:
   madpipe snoop -r pcaps/opensm_partitions.pcap
+  madpipe snoop -r pcaps/opensm_partitions.pcap --all      # every entry, 8 a line, not only P_Keys
   madpipe snoop -r capture.pcap --from getresp -T json | jq 'select(.type=="event")'
   madpipe snoop -r capture.pcap --host 0x4 --vfs 2 --pkey-map vfs.map
   madpipe snoop -r monday/ -r today.pcap -j 2             # a heading and a result per capture
-  madpipe snoop -r captures/ -T parquet -w ports/ --dask local"""
+  madpipe snoop -r capture.pcap -w ports.csv                     # the tables as rows; or .parquet
+  madpipe snoop -r captures/ -w ports/ --dask local"""
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "snoop",
-        help="P_Key tables of every port from a capture, as the mlx4 master's smp_snoop sees them",
         description="Run the mlx4 smp_snoop model over a capture: each target port (by LID, by "
         "directed-route path, plus the switch port from attr_mod) keeps its own phys_pkey_cache. "
         "Prints each port's final P_Key table (smpquery pkeys layout), the change events in time "
@@ -45,10 +53,16 @@ def register(sub) -> None:
     add_capture_inputs(p)
     p.add_argument("--from", dest="rule", choices=FROM_RULES, default="set",
                    help="which MADs set a table (default set: the kernel's rule)")
-    p.add_argument("-T", dest="format", choices=("text", "json", "parquet"), default="text",
-                   help="output format (default text; json = JSON Lines with a 'type' key; parquet = "
-                   "the P_Key table rows to -w FILE, or with several captures a dataset directory)")
-    p.add_argument("-w", dest="write", metavar="OUT", help="file (or dataset directory) for -T parquet")
+    p.add_argument("-T", dest="format", choices=("text", "json", "csv", "parquet"),
+                   help="output format (default text; json = JSON Lines with a 'type' key; csv and parquet "
+                   "are what -w writes, which its name says already)")
+    p.add_argument("-w", dest="write", metavar="OUT",
+                   help="write the P_Key table rows (port_tables_dataframe): OUT.parquet, OUT.csv, or DIR/ "
+                   "for a Parquet dataset partitioned by capture (several captures, --dask)")
+    add_force(p)
+    p.add_argument("--all", dest="all_entries", action="store_true",
+                   help="print every entry of each table (smpquery pkeys' full layout), not only the lines "
+                   "holding a P_Key")
     p.add_argument("-j", dest="jobs", metavar="N", type=int,
                    help="processes for several captures (default: the CPUs; 1 = this process)")
     p.add_argument("--dask", metavar="SCHEDULER",
@@ -64,10 +78,10 @@ def register(sub) -> None:
 def run(args) -> int:
     check_host_options(args)
     files = many.capture_files(args.read)
-    if args.format == "parquet" or args.dask:
-        return _run_parquet(args, files)
-    if args.write:
-        raise MadpipeError("-w writes -T parquet; text and json go to stdout")
+    kind = table_output(args, files)
+    if kind:
+        return _run_tables(args, files, kind)
+    args.format = args.format or "text"
     v2p = None
     if args.pkey_map:
         v2p = read_pkey_map(args.pkey_map, num_vfs=args.vfs)
@@ -76,7 +90,10 @@ def run(args) -> int:
     if len(files) == 1:
         result = snoop.snoop_capture(files[0], **options)
         out = sys.stdout
-        (print_json if args.format == "json" else print_text)(result, out)
+        if args.format == "json":
+            print_json(result, out)
+        else:
+            print_text(result, out, args.all_entries)
         out.flush()
         if result.file_error:
             print(f"madpipe snoop: {files[0]}: {result.file_error}", file=sys.stderr)
@@ -84,7 +101,7 @@ def run(args) -> int:
         return 0
     # Several captures: snoop_output over the cores, each printed in the order of the files.
     progress = many.Progress.for_cli("snoop", len(files))
-    items = [(path, options, args.format) for path in files]
+    items = [(path, options, args.format, args.all_entries) for path in files]
     status = 0
     try:
         for path, (text, error, code) in zip(files, many.run_each(snoop_output, items, files, args.jobs, progress)):
@@ -103,27 +120,26 @@ def run(args) -> int:
     return status
 
 
-def _run_parquet(args, files: list[str]) -> int:
-    """-T parquet -w OUT: port_tables_dataframe rows, to one file or (several captures, --dask) a dataset."""
+def _run_tables(args, files: list[str], kind: str) -> int:
+    """-w OUT.parquet|OUT.csv: port_tables_dataframe rows; -w DIR/ (several captures, --dask): a dataset."""
     if args.host is not None:
-        raise MadpipeError("--host describes the mlx4 host view, which -T parquet does not write: drop it")
-    if args.format not in ("text", "parquet"):
-        raise MadpipeError(f"--dask writes a Parquet dataset: use -T parquet, not -T {args.format}")
-    if not args.write:
-        raise MadpipeError("-T parquet writes a file: give -w OUT" if not args.dask
-                           else "--dask writes a Parquet dataset: give -w DIR")
-    if len(files) == 1 and not args.dask:
+        raise MadpipeError("--host describes the mlx4 host view, which -w does not write: drop it")
+    if kind != "dataset":
         from madpipe.pipeline.columns.frames import port_tables_dataframe
 
         df = port_tables_dataframe(files[0], args.rule)
         try:
-            df.to_parquet(args.write, index=False)
+            if kind == "csv":
+                df.to_csv(args.write, index=False)
+            else:
+                df.to_parquet(args.write, index=False)
         except OSError as exc:
             raise MadpipeError(f"{args.write}: cannot write: {exc}") from None
-        print(f"{files[0]}: {df.port_label.nunique()} ports, {len(df)} P_Key table rows written to {args.write}",
-              file=sys.stderr)
+        print(f"{files[0]}: {df.port_label.nunique()} ports, {len(df)} P_Key table rows written to {args.write} "
+              f"({kind})", file=sys.stderr)
         if df.attrs["file_error"]:
             print(f"madpipe snoop: {files[0]}: {df.attrs['file_error']}", file=sys.stderr)
             return 1
         return 0
-    return write_dataset_cli("snoop", files, args.write, "ports", rule=args.rule, jobs=args.jobs, dask=args.dask)
+    return write_dataset_cli("snoop", files, args.write, "ports", rule=args.rule, jobs=args.jobs, dask=args.dask,
+                             force=args.force)

@@ -8,8 +8,9 @@ written batch by batch, so a capture larger than memory exports in bounded memor
 437
 
 CSV: a header line, then one line per frame; an absent value (<NA>) is an empty field, booleans
-are ``True``/``False`` (what ``pandas.read_csv`` reads back as booleans), ``ts`` keeps every
-digit of the float. Parquet: one row group per batch, integer columns with their unsigned widths,
+are ``True``/``False`` (what ``pandas.read_csv`` reads back as booleans), ``ts`` is ISO 8601 in
+UTC with all nine digits of the nanoseconds (``2008-...T...123456789Z``: ``pandas.read_csv(...,
+parse_dates=["ts"])`` reads it back exactly). Parquet: ``ts`` a ``timestamp[ns, UTC]``. Parquet: one row group per batch, integer columns with their unsigned widths,
 ``class_name``/``method_name``/``attr_name`` dictionary-encoded (categoricals in pandas).
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from madpipe.codecs.errors import MadpipeError, require
-from madpipe.pipeline.columns.frames import DATA_EXTRA, FRAME_COLUMNS, FrameColumns
+from madpipe.pipeline.columns.frames import DATA_EXTRA, FRAME_COLUMNS, TIMESTAMP, FrameColumns
 
 FORMATS = ("csv", "parquet")
 
@@ -61,6 +62,12 @@ def export_frames(path: str | os.PathLike, out: str | os.PathLike, format: str =
     return ExportResult(rows, Counter(reader.ingest.skipped), reader.ingest.error)
 
 
+def iso_timestamps(ns: np.ndarray) -> list[str]:
+    """Epoch nanoseconds as ISO 8601 in UTC with nine fraction digits (exact)."""
+    seconds = np.datetime_as_string(ns.astype("datetime64[ns]").astype("datetime64[s]"), unit="s")
+    return [f"{s}.{int(n) % 1_000_000_000:09d}Z" for s, n in zip(seconds.tolist(), ns.tolist())]
+
+
 class _CsvWriter:
     def __init__(self, out):
         try:
@@ -74,7 +81,9 @@ class _CsvWriter:
         columns = []
         for name, dtype in FRAME_COLUMNS.items():
             col = values[name].tolist()
-            if dtype == "float64":
+            if dtype == TIMESTAMP:
+                col = iso_timestamps(values[name])
+            elif dtype == "float64":
                 col = [repr(v) for v in col]
             for i in np.flatnonzero(mask[name]).tolist():
                 col[i] = ""
@@ -91,7 +100,7 @@ class _ParquetWriter:
         import pyarrow.parquet as pq
 
         self.pa = pa
-        types = {"int64": pa.int64(), "float64": pa.float64(), "UInt8": pa.uint8(), "UInt16": pa.uint16(),
+        types = {"int64": pa.int64(), TIMESTAMP: pa.timestamp("ns", tz="UTC"), "float64": pa.float64(), "UInt8": pa.uint8(), "UInt16": pa.uint16(),
                  "UInt32": pa.uint32(), "UInt64": pa.uint64(), "Int64": pa.int64(), "boolean": pa.bool_(),
                  "string": pa.string(), "category": pa.dictionary(pa.int32(), pa.string())}
         self.types = {name: types[dtype] for name, dtype in FRAME_COLUMNS.items()}

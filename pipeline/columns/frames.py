@@ -26,10 +26,13 @@ from madpipe.codecs.errors import require
 from madpipe.codecs.field_table import HeaderField, header_field, header_fields
 from madpipe.codecs.frame import attr_name
 
+#: A timestamp column's dtype: nanoseconds since the epoch, UTC (the capture's integers, no float).
+TIMESTAMP = "datetime64[ns, UTC]"
+
 #: Frame columns, in order, with their pandas dtypes (nullable: <NA> where a frame lacks the layer).
 FRAME_COLUMNS = {
     "frame": "int64",          # 1-based, as tshark and madpipe decode number frames
-    "ts": "float64",           # seconds (the capture's timestamp)
+    "ts": TIMESTAMP,           # the capture's timestamp, to the nanosecond it holds (UTC)
     "length": "int64",         # bytes of the IB packet, LRH through VCRC
     "vl": "UInt8", "lver": "UInt8", "sl": "UInt8", "lnh": "UInt8",
     "dlid": "UInt16", "pktlen": "UInt16", "slid": "UInt16",
@@ -59,7 +62,7 @@ def flat_record(record: dict, length: int | None = None) -> dict:
     """One ``decode_frame`` record as a flat row (FRAME_COLUMNS; None where absent)."""
     row = dict.fromkeys(FRAME_COLUMNS)
     row["frame"] = record.get("frame")
-    row["ts"] = record.get("ts")
+    row["ts"] = record.get("ts_ns")  # set by the caller: decode_frame's ts is float seconds
     row["length"] = length
     for f in _header_columns():
         row[f.name] = (record.get(f.layer) or {}).get(f.name)
@@ -106,7 +109,7 @@ class _Columns:
 
 
 def _numpy_dtype(dtype: str):
-    return {"int64": np.int64, "float64": np.float64, "UInt8": np.uint8, "UInt16": np.uint16,
+    return {"int64": np.int64, TIMESTAMP: np.int64, "float64": np.float64, "UInt8": np.uint8, "UInt16": np.uint16,
             "UInt32": np.uint32, "UInt64": np.uint64, "Int64": np.int64, "boolean": np.bool_}[dtype]
 
 
@@ -235,7 +238,7 @@ class FrameColumns:
             fb = raw.rows()
             cols = _Columns(len(fb))
             cols.put("frame", slice(None), fb.frame)
-            cols.put("ts", slice(None), fb.ts_ns / 1e9)
+            cols.put("ts", slice(None), fb.ts_ns)
             cols.put("length", slice(None), fb.length)
             good = np.zeros(len(fb), bool)
             if self.fast and len(fb):
@@ -252,6 +255,7 @@ class FrameColumns:
             for i in np.flatnonzero(~good).tolist():
                 off, n = int(raw.pkt_off[ok[i]]), int(raw.pkt_len[ok[i]])
                 record = decode_frame(raw.buf[off:off + n].tobytes(), int(fb.frame[i]), float(fb.ts_ns[i] / 1e9))
+                record["ts_ns"] = int(fb.ts_ns[i])
                 cols.put_row(i, flat_record(record, n))
             yield cols.values, cols.mask
 
@@ -280,6 +284,8 @@ def frames_dataframe(path: str | os.PathLike, *, fast: bool = True):
 
 
 def _series(pd, values: np.ndarray, mask: np.ndarray, dtype: str):
+    if dtype == TIMESTAMP:
+        return pd.array(pd.to_datetime(values.astype(np.int64), unit="ns", utc=True))
     if dtype in ("int64", "float64"):
         return pd.array(values.astype(dtype), dtype=dtype)
     if dtype == "string":

@@ -33,7 +33,7 @@ def capture_files(paths) -> list[str]:
 
     A directory without a capture is a one-line MadpipeError; a file is not opened here.
     """
-    files = []
+    files: list[str] = []
     for path in map(os.fspath, paths):
         if os.path.isdir(path):
             found = sorted(os.path.join(path, name) for name in os.listdir(path)
@@ -43,7 +43,38 @@ def capture_files(paths) -> list[str]:
             files += found
         else:
             files.append(path)  # a missing file is the reader's error, in its turn
-    return files
+    # A file named twice (-r DIR -r DIR/x.pcap) is read once, where it was first named.
+    once: dict[str, str] = {}
+    for path in files:
+        once.setdefault(os.path.realpath(path), path)
+    return list(once.values())
+
+
+def capture_labels(files: list[str]) -> list[str]:
+    """What names each capture in a dataset: its path relative to the folder that holds them all
+    (so node1/sniffer.pcap and node2/sniffer.pcap, ibdump's default name, stay apart; the file
+    name when they share a folder)."""
+    full = [os.path.abspath(f) for f in files]
+    if len(full) == 1:
+        return [os.path.basename(full[0])]
+    parent = os.path.commonpath([os.path.dirname(f) for f in full])
+    return [os.path.relpath(f, parent) for f in full]
+
+
+def check_readable(files: list[str]) -> None:
+    """One MadpipeError naming every capture that cannot be opened (missing, not a capture), so
+    that a dataset is written whole or not at all, and before any scheduler is asked for."""
+    from madpipe.codecs.capture import CaptureReader
+
+    bad = []
+    for path in files:
+        try:
+            with CaptureReader(path):
+                pass
+        except MadpipeError as exc:
+            bad.append(str(exc))
+    if bad:
+        raise MadpipeError("; ".join(bad) + ": nothing written")
 
 
 def default_jobs() -> int:
@@ -163,26 +194,23 @@ class CaptureTag:
 
 # -- one Parquet dataset, partitioned by capture --------------------------------------------------
 
-def partition_name(path: str) -> str:
-    """The ``capture=`` value of a file: its name (pyarrow reads the URI escaping back)."""
-    return os.path.basename(os.fspath(path))
-
-
-def partition_dir(out: str, path: str) -> str:
+def partition_dir(out: str, label: str) -> str:
+    """The folder of a capture's partition: ``capture=`` its label, URI-escaped (pyarrow reads
+    the escaping back: ``node1/sniffer.pcap``)."""
     from urllib.parse import quote
 
-    return os.path.join(out, "capture=" + quote(partition_name(path), safe=""))
+    return os.path.join(out, "capture=" + quote(label, safe=""))
 
 
 def write_partition(item: tuple) -> dict:
-    """The per-capture step: ``(path, out, kind, rule, files)`` -> ``out/capture=NAME/part-0.parquet``.
+    """The per-capture step: ``(path, out, kind, rule, files, label)`` -> ``out/capture=LABEL/part-0.parquet``.
 
     Returns ``{"capture", "rows", "file_error"}``; a capture that cannot be read at all gives
     ``rows`` 0 and its error, and no partition.
     """
-    path, out, kind, rule, files = item
+    path, out, kind, rule, files, label = item
     jit.plan_for_inputs(files)  # a fresh worker (dask) decides as the CLI did; no effect if decided
-    target = partition_dir(out, path)
+    target = partition_dir(out, label)
     os.makedirs(target, exist_ok=True)
     part = os.path.join(target, "part-0.parquet")
     try:
@@ -208,13 +236,17 @@ def write_partition(item: tuple) -> dict:
 
 
 def write_dataset(files: list[str], out: str, kind: str = "frames", *, rule: str = "set", jobs: int | None = None,
-                  dask=None, progress: Progress | None = None) -> list[dict]:
+                  dask=None, progress: Progress | None = None, force: bool = False) -> list[dict]:
     """Write every capture's partition of one Parquet dataset under ``out`` (a directory).
 
     ``kind`` "frames": frames_dataframe's columns; "ports": port_tables_dataframe's. The step runs
     in this process (``jobs=1``), over ``jobs`` processes, or on dask.distributed when ``dask`` is
     a ``Client``, a scheduler address, or "local" (a LocalCluster of ``jobs`` worker processes).
-    Read it back with ``pandas.read_parquet(out)``: ``capture`` is a categorical column.
+    Read it back with ``pandas.read_parquet(out)``: ``capture`` is a categorical column, each
+    capture's :func:`capture_labels` label. Every capture is opened before anything is written:
+    one that cannot be read stops the whole dataset with one error naming it. A folder that is
+    not empty is refused, unless ``force`` and it holds a dataset only (``capture=*`` folders),
+    which is then replaced.
     Returns each capture's ``write_partition`` result, in the order of ``files``.
     """
     from madpipe.codecs.errors import require
@@ -223,19 +255,18 @@ def write_dataset(files: list[str], out: str, kind: str = "frames", *, rule: str
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     require("pyarrow", DATA_EXTRA)
-    names = [partition_name(f) for f in files]
-    dup = next((n for i, n in enumerate(names) if n in names[:i]), None)
-    if dup is not None:
-        raise MadpipeError(f"two captures named {dup}: a dataset partition is named after the file name")
+    files = capture_files(files)  # the same file twice is one capture
+    labels = capture_labels(files)
+    check_readable(files)
     if os.path.isfile(out):
         raise MadpipeError(f"{out}: is a file; -w takes a directory for a dataset")
     if os.path.isdir(out) and os.listdir(out):
-        raise MadpipeError(f"{out}: directory is not empty")
+        _replace_dataset(out, force)
     os.makedirs(out, exist_ok=True)
     # Absolute paths: a Dask worker's working directory is not ours (and -r paths must name the
     # same files on every worker: a shared file system).
     where = [os.path.abspath(f) for f in files]
-    items = [(f, os.path.abspath(out), kind, rule, where) for f in where]
+    items = [(f, os.path.abspath(out), kind, rule, where, label) for f, label in zip(where, labels)]
     if dask is None:
         results = list(run_each(write_partition, items, where, jobs, progress))
     else:
@@ -243,6 +274,20 @@ def write_dataset(files: list[str], out: str, kind: str = "frames", *, rule: str
     for r, f in zip(results, files):
         r["capture"] = os.fspath(f)
     return results
+
+
+def _replace_dataset(out: str, force: bool) -> None:
+    """Empty the dataset folder ``out`` for --force; refuse without it, or if it holds anything else."""
+    import shutil
+
+    if not force:
+        raise MadpipeError(f"{out}: directory is not empty: --force to replace the dataset in it")
+    names = sorted(os.listdir(out))
+    other = [n for n in names if not (n.startswith("capture=") and os.path.isdir(os.path.join(out, n)))]
+    if other:
+        raise MadpipeError(f"{out}: holds {other[0]}, which is not a dataset partition: not replaced")
+    for name in names:
+        shutil.rmtree(os.path.join(out, name))
 
 
 def _on_dask(items: list, scheduler, jobs: int | None, progress: Progress | None) -> list[dict]:

@@ -6,11 +6,17 @@ KEY is a dotted path into the JSON record (``mad.attr_id``, ``attr.pkeys.0``); a
 when present and not false/None/0. OP is == != < <= > >=; VALUE an integer (0x.. allowed), a
 quoted string, true, false or null. Examples: ``mad.attr_id==0x16 && mad.method==2``, ``grh``,
 ``!icrc_ok``.
+
+A KEY no decoded record can hold (a typo: ``foo.bar``, ``mad.atr_id``) is refused with the keys
+nearest to it, as tshark refuses an unknown field: a filter that silently matches nothing looks
+like a capture without such frames.
 """
 from __future__ import annotations
 
+import difflib
 import operator
 import re
+from functools import lru_cache
 
 from madpipe.codecs.errors import MadpipeError
 
@@ -73,6 +79,49 @@ def lookup(record: dict, path: str):
     return value
 
 
+#: Top-level keys of a record besides the layers (``capture`` with several captures).
+TOP_KEYS = ("frame", "ts", "capture", "icrc_ok", "vcrc_ok", "error", "skipped", "class_data", "raw_len",
+            "payload_len")
+
+
+def _generic(key: str) -> str:
+    """``key`` with its list indices as ``#`` (``attr.pkeys.3`` -> ``attr.pkeys.#``)."""
+    return ".".join("#" if part.isdigit() else part for part in key.split("."))
+
+
+@lru_cache(maxsize=1)
+def known_keys() -> frozenset[str]:
+    """Every key a record of ``madpipe decode -T json`` can hold, dotted, list indices as ``#``:
+    the header layers' keys and every SMP and PerfMgt attribute's fields, from the schemas."""
+    from madpipe.codecs import perf, smp
+    from madpipe.codecs.field_table import LAYER_KEYS, schema_fields
+
+    keys = set(TOP_KEYS) | set(LAYER_KEYS) | {"attr", "attr.name", "attr.block"}
+    keys |= {f"{layer}.{name}" for layer, names in LAYER_KEYS.items() for name in names}
+    keys |= {"smp.initial_path.#", "smp.return_path.#"}
+    schemas = [schema for _, schema in smp.SMP_ATTRIBUTES.values()]
+    schemas += [schema for _, schema in perf.PERF_ATTRIBUTES.values()]
+    for schema in schemas:
+        for field in schema_fields(schema):
+            parts = _generic(field.name.replace("[", ".").replace("]", "")).split(".")
+            if all(parts):
+                keys |= {"attr." + ".".join(parts[:n]) for n in range(1, len(parts) + 1)}
+    return frozenset(keys)
+
+
+def check_key(key: str, text: str) -> None:
+    """A FilterError naming the nearest keys when no record can hold ``key``."""
+    if _generic(key) in known_keys():
+        return
+    near = difflib.get_close_matches(_generic(key), sorted(known_keys()), n=5, cutoff=0.6)
+    hint = f"nearest: {', '.join(near)}" if near else f"records have: {', '.join(_TOP_LEVEL)}"
+    raise FilterError(f"filter {text!r}: no field {key!r} in madpipe decode's records; {hint} "
+                      "(the keys of -T json; # is an index)")
+
+
+_TOP_LEVEL = ("frame", "ts", "lrh", "grh", "bth", "deth", "mad", "smp", "attr", "icrc_ok", "vcrc_ok", "error")
+
+
 def compile_filter(text: str):
     """Parse ``text`` once; return a predicate over decoded records. Bad syntax is a FilterError."""
     toks = _tokens(text)
@@ -116,6 +165,7 @@ def compile_filter(text: str):
         if kind != "word":
             raise FilterError(f"filter {text!r}: expected a field name, got {tok!r}")
         key = tok
+        check_key(key, text)
         if peek()[0] == "op" and peek()[1] in _OPS:
             op = _OPS[take()[1]]
             vkind, vtok = take()

@@ -39,14 +39,14 @@ def decode_capture(path, out, *, format: str = "text", count: int | None = None,
 
         return Decoded(counts, json_lines.write_json_lines(path, out, count, counts))
     with CaptureReader(path) as cap:
-        first_ts = None
+        first_ts = first_ns = None
         for pkt in cap:
             if count is not None and counts["read"] >= count:
                 break
             counts["read"] += 1
             ts = pkt.ts_ns / 1e9
             if first_ts is None:
-                first_ts = ts
+                first_ts, first_ns = ts, pkt.ts_ns
             if pkt.data is None:
                 counts["skipped"] += 1
                 record = {"frame": pkt.frame, "ts": ts, "skipped": pkt.skip}
@@ -59,7 +59,7 @@ def decode_capture(path, out, *, format: str = "text", count: int | None = None,
             if format == "json":
                 jsonl(record, out)
             else:
-                out.write(line(record, first_ts) + "\n")
+                out.write(line(record, first_ts, pkt.ts_ns - first_ns) + "\n")
                 if verbose:
                     tree({k: v for k, v in record.items() if k not in ("frame", "ts")}, out, 1)
             if hex and pkt.data is not None:

@@ -16,9 +16,22 @@ def summary(name: str, c: Counter) -> str:
     return text
 
 
-def line(r: dict, first_ts: float) -> str:
-    """One frame, one line: number, time, SLID -> DLID, class, method, attribute, modifier, TID, status."""
-    head = f"{r['frame']:6d} {r['ts'] - first_ts:11.6f}"
+def seconds_text(elapsed_ns: int) -> str:
+    """``elapsed_ns`` as seconds to the microsecond, rounded half to even from the exact integer
+    (a float of an epoch time has no nanoseconds to spare: 5198598 ns printed as 0.005198)."""
+    us, rest = divmod(abs(elapsed_ns), 1000)
+    if rest > 500 or (rest == 500 and us & 1):
+        us += 1
+    sign = "-" if elapsed_ns < 0 and us else ""
+    return f"{sign}{us // 1_000_000}.{us % 1_000_000:06d}"
+
+
+def line(r: dict, first_ts: float, elapsed_ns: int | None = None) -> str:
+    """One frame, one line: number, time, SLID -> DLID, class, method, attribute, modifier, TID, status.
+
+    The time is ``elapsed_ns`` (exact) when given, else ``r['ts'] - first_ts``."""
+    elapsed = f"{r['ts'] - first_ts:11.6f}" if elapsed_ns is None else f"{seconds_text(elapsed_ns):>11}"
+    head = f"{r['frame']:6d} {elapsed}"
     if "skipped" in r:
         return f"{head} skipped: {r['skipped']}"
     lrh = r.get("lrh")

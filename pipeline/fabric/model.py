@@ -112,6 +112,7 @@ class FabricSnoop:
     skipped: Counter = field(default_factory=Counter)
     host: "HostView | None" = None
     passes: int = 1  # passes over the capture (2 when an answer renamed a port after it was met)
+    first_ts_ns: int | None = None  # the capture's first frame: event times count from it, as decode's do
 
 
 @dataclass

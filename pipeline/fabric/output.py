@@ -24,17 +24,20 @@ from madpipe.pipeline.fabric.text import format_pkeys, shown_entries
 
 def snoop_output(item: tuple) -> tuple[str, str | None, int]:
     """One capture of a multi-capture ``madpipe snoop``, a step ``many.run_each`` can run in a worker
-    process: ``(path, options, format)`` -> (what ``madpipe snoop -r path -T format`` prints, its
-    error or None, its exit status: 2 unreadable, 1 cut short or corrupt, else 0). ``options`` are
-    :func:`snoop_capture`'s keyword arguments."""
-    path, options, format = item
+    process: ``(path, options, format, all_entries)`` -> (what ``madpipe snoop -r path -T format``
+    prints, its error or None, its exit status: 2 unreadable, 1 cut short or corrupt, else 0).
+    ``options`` are :func:`snoop_capture`'s keyword arguments."""
+    path, options, format, all_entries = item
     buf = io.StringIO()
     try:
         result = snoop.snoop_capture(path, **options)
     except MadpipeError as exc:
         return "", str(exc), 2
     try:
-        (print_json if format == "json" else print_text)(result, buf)
+        if format == "json":
+            print_json(result, buf)
+        else:
+            print_text(result, buf, all_entries)
     finally:
         for records in (result.events, result.findings):
             if isinstance(records, RecordList):
@@ -48,23 +51,29 @@ def _changes_text(changes) -> str:
     return " ".join(f"[{i}] 0x{old:04x}->0x{new:04x}" for i, old, new in changes)
 
 
-def print_text(r: FabricSnoop, out) -> None:
+def print_text(r: FabricSnoop, out, all_entries: bool = False) -> None:
+    """Every port's table (the ``smpquery pkeys`` layout: its lines holding a P_Key, every line
+    with ``all_entries``), the change events (times from the capture's first frame, as
+    ``madpipe decode`` counts), findings, the host view and the counts."""
     order = sorted(r.ports, key=_port_order)
     for pid, lines in zip(order, _pkey_lines([r.ports[pid] for pid in order])):
         st = r.ports[pid]
         cap = f", {st.capacity} pkeys capacity" if st.capacity else ""
-        out.write(f"Port {pid.label()}{cap}:\n{lines}\n")
+        out.write(f"Port {pid.label()}{cap}:\n{lines if all_entries else _nonzero_lines(lines)}\n")
     if r.events:
         out.write("P_Key change events:\n")
-        out.write(f"{'frame':>7} {'time':>12}  {'port':<28} {'block':>5} {'bitmap':>10}  changes\n")
-        t0_ns = r.events[0].ts_ns
+        labels = [pid.label() for pid in (r.events.ports if isinstance(r.events, RecordList) else
+                                          {e.port for e in r.events})]
+        width = max([PORT_COLUMN, *map(len, labels)])  # the column fits the longest label
+        out.write(f"{'frame':>7} {'time':>12}  {'port':<{width}} {'block':>5} {'bitmap':>10}  changes\n")
+        t0_ns = r.events[0].ts_ns if r.first_ts_ns is None else r.first_ts_ns
         if isinstance(r.events, RecordList):
-            _events_text(r.events, t0_ns, out)
+            _events_text(r.events, t0_ns, out, width)
         else:
             for e in r.events:
                 flag = " (unconfirmed)" if e.unconfirmed else ""
-                out.write(f"{e.frame:7d} {kt.relative_time_text(e.ts_ns, t0_ns)}  {e.port.label():<28} {e.block:5d} "
-                          f"0x{e.bitmap:08x}  {_changes_text(e.changes)}{flag}\n")
+                out.write(f"{e.frame:7d} {kt.relative_time_text(e.ts_ns, t0_ns)}  {e.port.label():<{width}} "
+                          f"{e.block:5d} 0x{e.bitmap:08x}  {_changes_text(e.changes)}{flag}\n")
         out.write("\n")
     if r.findings:
         out.write("Findings:\n")
@@ -80,6 +89,17 @@ def print_text(r: FabricSnoop, out) -> None:
     if r.host is not None:
         _print_host(r.host, out)
     out.write(_summary(r) + "\n")
+
+
+#: The event table's port column is at least this wide (wider when a label is longer).
+PORT_COLUMN = 28
+_ZERO_ROW = " ".join(["0x0000"] * 8)
+
+
+def _nonzero_lines(lines: str) -> str:
+    """A table's lines without those whose entries are all 0x0000 (a line says its first index)."""
+    kept = [line for line in lines.splitlines(keepends=True) if line[6:].rstrip("\n") != _ZERO_ROW]
+    return "".join(kept) if kept else "     (every entry 0x0000)\n"
 
 
 def _print_host(h: HostView, out) -> None:
@@ -253,9 +273,9 @@ def _relative_times(chunk: np.ndarray, t0_ns: int) -> tuple[np.ndarray, np.ndarr
     return buf[:used], ends
 
 
-def _events_text(events: RecordList, t0_ns: int, out) -> None:
+def _events_text(events: RecordList, t0_ns: int, out, width: int = PORT_COLUMN) -> None:
     """The event lines (_EVENT_TEXT); times are text_kernels.relative_time_text's."""
-    _write_events(events, out, [f"{pid.label():<28}" for pid in events.ports] + [""],
+    _write_events(events, out, [f"{pid.label():<{width}}" for pid in events.ports] + [""],
                   lambda chunk: _relative_times(chunk, t0_ns), kt.event_lines, 48 + len(kt.UNCONFIRMED))
 
 

@@ -70,11 +70,15 @@ _KEPT_ATTRS = (smpc.IB_SMP_ATTR_PKEY_TABLE, smpc.IB_SMP_ATTR_PORT_INFO, smpc.IB_
                smpc.IB_SMP_ATTR_SWITCH_INFO)
 
 
-def collect(path: str | os.PathLike, counts: Counter) -> tuple[list[_Smp], Ingest]:
-    """Pass over the capture in batches; keep the SMPs that matter, in frame order."""
+def collect(path: str | os.PathLike, counts: Counter) -> tuple[list[_Smp], Ingest, int | None]:
+    """Pass over the capture in batches; keep the SMPs that matter, in frame order. Also the
+    time of the first frame."""
     ing = Ingest(path)
     kept: list[_Smp] = []
+    first_ts_ns = None
     for batch in ing:
+        if first_ts_ns is None and len(batch):
+            first_ts_ns = int(batch.ts_ns[0])
         counts["frames"] += len(batch)
         mads, rows = batch.mads()
         counts["mads"] += len(mads)
@@ -90,7 +94,7 @@ def collect(path: str | os.PathLike, counts: Counter) -> tuple[list[_Smp], Inges
             data = batch.data[row]
             kept.append(_Smp(int(batch.frame[row]), int(batch.ts_ns[row]), mads[k].copy(),
                              _route(mads[k], data)))
-    return kept, ing
+    return kept, ing, first_ts_ns
 
 
 def _route(m: np.ndarray, frame: np.ndarray) -> tuple:
@@ -153,7 +157,7 @@ def snoop_capture(path: str | os.PathLike, rule: str = "set", profile: str = "ne
     if rule not in FROM_RULES:
         raise ValueError(f"rule must be one of {FROM_RULES}, got {rule!r}")
     counts: Counter[str] = Counter()
-    smps, ing = collect(path, counts)
+    smps, ing, first_ts_ns = collect(path, counts)
     lid_of, capacity = _learn_lids(smps)
 
     # A port known by LID and by DR path is one port: name every route by its LID when known.
@@ -200,7 +204,7 @@ def snoop_capture(path: str | os.PathLike, rule: str = "set", profile: str = "ne
             else:
                 work[pid].append((s, False))
 
-    result = FabricSnoop({}, [], [], counts, ing.error, ing.skipped)
+    result = FabricSnoop({}, [], [], counts, ing.error, ing.skipped, first_ts_ns=first_ts_ns)
     for pid, items in work.items():
         dr = next((r[1] for r in routes[pid] if r[0] == "dr"), None)
         full = PortId(pid.lid, dr, pid.port)

@@ -86,6 +86,7 @@ class SnoopPass:
         self.profile = profile
         self.window = pair_window
         self.counts: Counter[str] = Counter()
+        self.first_ts_ns: int | None = None
         self.ports = KeyTable(ki.ROUTE_KEY_WIDTH)  # route key + switch port -> id
         self.port_slot = np.empty(0, np.int32)  # that id -> slot
         self.port_route: list[tuple] = []  # that id -> (route, switch port)
@@ -167,7 +168,10 @@ class SnoopPass:
         if learn:
             self.routes.learn(ans_hdr[:a], ans_data[:a], ans_key[:a])
         c = self.counts
-        c["frames"] += int(np.count_nonzero(raw.code == ki.REC_OK))
+        ok = raw.code == ki.REC_OK
+        c["frames"] += int(np.count_nonzero(ok))
+        if self.first_ts_ns is None and ok.any():
+            self.first_ts_ns = int(raw.ts_ns[np.argmax(ok)])
         c["mads"] += mads
         if not mads:
             return
@@ -295,7 +299,7 @@ class SnoopPass:
             dr = next((r[1] for r in self.slot_routes[slot] if r[0] == "dr"), None)
             full.append(PortId(pid.lid, dr, pid.port))
         result = FabricSnoop({}, RecordList(self.events, events_of, full), RecordList(self.findings, findings_of, full),
-                             self.counts, ing.error, ing.skipped)
+                             self.counts, ing.error, ing.skipped, first_ts_ns=self.first_ts_ns)
         behind: dict[int, list[tuple]] = {}  # LID -> the routes that lead to it, in lid_of's order
         for r, lid in self.routes.lid_of.items():
             behind.setdefault(lid, []).append(r)

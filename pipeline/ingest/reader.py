@@ -24,6 +24,7 @@ from madpipe.codecs.capture import (
 from madpipe.codecs.erf_records import ERF_EXT_RUNS_PAST, ERF_SHORT, erf_not_ib
 from madpipe.pipeline.ingest import kernels as k
 from madpipe.pipeline.ingest import progress
+from madpipe.pipeline.kernels import jit
 
 # A MAD frame is at most LRH 8 + GRH 40 + BTH 12 + DETH 8 + MAD 256 + ICRC 4 + VCRC 2 = 330 bytes.
 ROW_WIDTH = 336
@@ -129,6 +130,8 @@ class Ingest:
             self.linktype = probe.linktype
             self.nanosecond = probe.nanosecond
             self.big = getattr(probe, "byte_order", "<") == ">"
+        # From Python nobody sized the inputs first: a small capture must not build the kernels.
+        jit.note_inputs([self.path])
 
     def __iter__(self) -> Iterator[FrameBatch]:
         for raw in self.raw():

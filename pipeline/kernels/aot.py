@@ -12,7 +12,7 @@ Even from numba's warm cache, a JIT process imports numba (0.3 s) and sets up it
   :data:`KEEP_BUILDS` builds stay (other installed versions load theirs).
 - When: never at import. ``madpipe build-kernels`` (or ``python -m madpipe.pipeline.kernels.aot``)
   builds it, else the first kernel call of a large job (:mod:`.jit` decides), with a line on
-  stderr before and after (about 20 s); small jobs only load an existing build. Always in a
+  stderr before and after (20-25 s); small jobs only load an existing build. Always in a
   subprocess (numba is imported there, never in the process that asked), under a file lock
   (parallel jobs build once), renamed into place when whole (a process loads all or nothing).
 - Key (:func:`source_key`): every kernel module, ``codecs/``, this file and ``jit.py``, the
@@ -224,8 +224,7 @@ def load(build: bool = True, quiet: bool = False):
         path = module_path(key, directory)
         if not os.path.exists(path):
             if not build:
-                _failure = f"not built yet ({path})"
-                return None
+                return None  # not built yet: not a failure to remember (a large job may build)
             failed = _previous_failure(directory, key)
             if failed:
                 _failure = failed
@@ -302,7 +301,7 @@ def _build_in_subprocess(directory: str, key: str, quiet: bool, again: bool = Fa
             raise RuntimeError(failed)
         if not quiet:
             print("madpipe: compiling the kernels ahead of time, once for this version "
-                  f"(about 20 s; into {directory})", file=sys.stderr, flush=True)
+                  f"(20-25 s; into {directory})", file=sys.stderr, flush=True)
         start = time.monotonic()
         env = {k: v for k, v in os.environ.items() if k != "NUMBA_DISABLE_JIT"}  # the build needs numba on
         env.update(MADPIPE_JIT="1", MADPIPE_CACHE_DIR=directory)

@@ -7,7 +7,7 @@ once per process, how every kernel runs (:func:`backend`) and binds them all at 
 
 - ``"aot"``: compiled ahead of time into a C extension (:mod:`madpipe.pipeline.kernels.aot`) that
   loads in milliseconds without importing numba. The default for large jobs; built once per
-  version of the kernels (about 20 s) by ``madpipe build-kernels`` or by the first large job
+  version of the kernels (20-25 s) by ``madpipe build-kernels`` or by the first large job
   (which says so on stderr), then loaded.
 - ``"numba"``: ``numba.njit`` with ``cache=True`` (compiled kernels written to numba's
   ``__pycache__``), each kernel compiled on its first call. Used when the ahead-of-time build is
@@ -18,7 +18,10 @@ once per process, how every kernel runs (:func:`backend`) and binds them all at 
   ``NUMBA_DISABLE_JIT=1``). Small jobs run this way unless the ahead-of-time kernels are already
   built: a few hundred frames are done before numba could load, and long before a build ends.
   The CLI calls :func:`plan_for_inputs` with its input files before any kernel runs; inputs
-  under ``SMALL_INPUT_BYTES`` never build or JIT-compile.
+  under ``SMALL_INPUT_BYTES`` never build or JIT-compile. From Python, the library notes each
+  capture it opens (:func:`note_inputs`, from ``Ingest``): a small first capture runs as Python
+  *provisionally*, and a large capture opened later in the same process switches every kernel
+  to the compiled way (a notebook that looks at a small file first is not stuck with Python).
 
 Binding replaces every :class:`Kernel` in the globals of madpipe's modules (and of any module
 that defines kernels with ``njit``) by what it resolved to: numba finds a kernel's helpers in its
@@ -64,6 +67,10 @@ _backend: str | None = None  # "aot", "numba" or "python" once decided
 _lock = threading.RLock()  # two threads' first calls: one decides and binds, the other waits
 _waiting: list[Kernel] = []  # kernels made before the decision, bound by resolve()
 _bound = False  # resolve() has run: njit binds at once
+# Plain Python chosen only because the library's first capture was small (note_inputs): kernels
+# stay Kernel wrappers (module globals are not rebound), so a later large capture can rebind them.
+_provisional = False
+_kernels: list[Kernel] = []  # every kernel made while provisional, for that rebinding
 
 
 def plan_for_inputs(paths, small: int = SMALL_INPUT_BYTES) -> bool:
@@ -72,15 +79,55 @@ def plan_for_inputs(paths, small: int = SMALL_INPUT_BYTES) -> bool:
     Inputs under ``small`` bytes in all run as plain Python. Returns the decision. Has no effect
     once the backend is decided (the first kernel call, or :func:`backend`).
     """
+    try:
+        total = sum(os.path.getsize(p) for p in paths)
+    except OSError:
+        total = 0  # unreadable: the command will say so; do not compile for it
+    return plan(large=total >= small)
+
+
+def plan(large: bool) -> bool:
+    """Decide, before any kernel runs, whether this is a large job (kernels compiled, built ahead
+    of time first if need be) or a small one (plain Python unless the build exists). Returns the
+    decision; no effect once decided."""
     global _enabled, _decided
     if not _decided:
-        try:
-            total = sum(os.path.getsize(p) for p in paths)
-        except OSError:
-            total = 0  # unreadable: the command will say so; do not compile for it
-        _enabled = total >= small
+        _enabled = large
         _decided = True
     return _enabled
+
+
+def note_inputs(paths, small: int = SMALL_INPUT_BYTES) -> None:
+    """The library is about to read ``paths``: plan for them if nobody has (Python code that did
+    not call :func:`plan_for_inputs`), or, when the plan so far is plain Python for a small
+    capture, switch to compiled kernels for a large one. Forced ways (``MADPIPE_JIT``,
+    ``NUMBA_DISABLE_JIT``) and the CLI's plan are kept."""
+    global _enabled, _decided, _provisional
+    if _MODE or os.environ.get("NUMBA_DISABLE_JIT", "") == "1" or (_decided and not _provisional):
+        return
+    try:
+        total = sum(os.path.getsize(p) for p in paths)
+    except OSError:
+        return  # the reader will say what is wrong
+    with _lock:
+        if not _decided:
+            _enabled = total >= small
+            _decided = True
+            _provisional = not _enabled
+        elif _provisional and total >= small:
+            _upgrade()
+
+
+def _upgrade() -> None:
+    """Leave provisional plain Python: decide again for a large job and rebind every kernel."""
+    global _enabled, _provisional, _backend, _bound
+    _enabled, _provisional = True, False
+    if _backend is None:  # no kernel has run yet: the first call decides as for any large job
+        return
+    _backend, _bound = None, False
+    _waiting.extend(_kernels)
+    _kernels.clear()
+    resolve()
 
 
 def enabled() -> bool:
@@ -105,10 +152,14 @@ def _decide() -> str:
         return "python"
     from madpipe.pipeline.kernels import aot
 
+    global _provisional
     if not _enabled:
         # A small job: the ahead-of-time kernels if they are built (loading them takes a
         # millisecond), never a build or numba for it.
-        return "aot" if aot.load(build=False) is not None else "python"
+        if aot.load(build=False) is not None:
+            _provisional = False  # the best way there is: nothing to switch to later
+            return "aot"
+        return "python"
     if _MODE == "1":
         return "numba"
     if aot.load() is not None:
@@ -134,7 +185,10 @@ def resolve() -> str:
                 bound = {id(k): _bind(k.py_func, k.numba_args, k.numba_options, how) for k in batch}
                 # Globals first, then the kernels' own targets: a thread that sees a target bound
                 # finds every helper bound too when numba compiles what it calls.
-                _rebind_globals(bound, {k.__module__ for k in batch})
+                if _provisional:
+                    _kernels.extend(batch)  # stay wrappers, to be rebound by a large job
+                else:
+                    _rebind_globals(bound, {k.__module__ for k in batch})
                 for k in batch:
                     k.target = bound[id(k)]
             _bound = True
@@ -226,9 +280,13 @@ def _kernel_named(module: str, qualname: str):
 
 def _decorate(fn, args: tuple, kwargs: dict):
     with _lock:
-        if _bound:
+        if _bound and not _provisional:
             return _bind(fn, args, kwargs, backend())
         kernel = Kernel(fn, args, kwargs)
+        if _bound:  # provisional plain Python: bound now, rebound by a large job
+            kernel.target = fn
+            _kernels.append(kernel)
+            return kernel
         _waiting.append(kernel)
         return kernel
 
@@ -241,5 +299,5 @@ def njit(*args, **kwargs):
     return lambda fn: _decorate(fn, args, kwargs)
 
 
-__all__ = ["CACHE", "SMALL_INPUT_BYTES", "Kernel", "backend", "enabled", "njit", "plan_for_inputs",
-           "resolve"]
+__all__ = ["CACHE", "SMALL_INPUT_BYTES", "Kernel", "backend", "enabled", "njit", "note_inputs", "plan",
+           "plan_for_inputs", "resolve"]
