@@ -93,15 +93,7 @@ NOT_RUN = {
 }
 #: Examples known to fail as written (a command line, or text a Python block holds) -> why: a
 #: strict xfail, so the change that fixes one fails here until its line is removed.
-KNOWN_BROKEN = {
-    # Fixed on another branch (issue 18, items 2 and 6).
-    "madpipe capture --sim net.2sw2path4hca --partitions a.conf --then b.conf --queries -w ab.pcap":
-        "bare topology names are not looked up in ibsim-utils' examples (item 6)",
-    "madpipe replay -r cap.pcap --sim 7070 -Y 'mad.attr_id==0x16 && mad.method==0x02' --top -w answers.pcap":
-        "without --node 5 of 8 MADs come back undeliverable, exit 0 (item 6)",
-    "LD_PRELOAD=.../libumad2sim.so madpipe replay -r cap.pcap --umad ibsim0 --pps 1000":
-        "umad_init waits for an ibsim it was not told about (item 2)",
-}
+KNOWN_BROKEN: dict[str, str] = {}  # command (or text) -> why it is expected to fail: none now
 #: A command running longer than this fails (a hang is a failure, not a stuck suite).
 TIMEOUT = 120
 

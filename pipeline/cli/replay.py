@@ -35,6 +35,7 @@ sent (one line on stderr says how many, and the first frame); 2 on bad arguments
 capture or no fabric to talk to (each step that waits for ibsim or umad2sim has a timeout).
 
 examples:
+  ibsim -s -n -r -l 7070 /usr/share/doc/ibsim-utils/net-examples/net.2sw2path4hca &   # a fabric to send to
   madpipe replay -r pcaps/opensm_partitions.pcap --sim 127.0.0.1:7070 --node Hca1 --only requests
   madpipe replay -r cap.pcap --sim 7070 -Y 'mad.attr_id==0x16 && mad.method==0x02' --top -w answers.pcap
   LD_PRELOAD=/usr/lib/x86_64-linux-gnu/umad2sim/libumad2sim.so IBSIM_SERVER_NAME=127.0.0.1 \\
