@@ -34,4 +34,6 @@ export MADPIPE_REQUIRE_TOOLS=1
 python3 -m pytest -q "$@"
 MADPIPE_JIT=1 python3 -m pytest -q -p no:cacheprovider tests/test_aot.py tests/test_snoop.py tests/test_paravirt.py \
   tests/test_fabric.py tests/test_fabric_stream.py tests/test_decode_fast.py "$@"
-NUMBA_DISABLE_JIT=1 python3 -m pytest -q -p no:cacheprovider "$@"
+# The kernels as plain Python: everything again but the documentation's examples (command lines
+# run as processes, already run above; here they would only be slower).
+NUMBA_DISABLE_JIT=1 python3 -m pytest -q -p no:cacheprovider --ignore=tests/test_doc_examples.py "$@"
