@@ -61,12 +61,22 @@ def run(args) -> int:
         print("madpipe bench: numba is off (MADPIPE_JIT=0 or NUMBA_DISABLE_JIT): kernels run as Python",
               file=sys.stderr)
     tty = sys.stderr.isatty()
+    said = set()
 
     def progress(text: str) -> None:
+        """Where the run is: one line rewritten on a terminal; else a line per figure (not per run)."""
         if tty:
             sys.stderr.write(f"\r\033[Kbench: {text}")
-            sys.stderr.flush()
+        else:
+            figure = text.rpartition(" (")[0]
+            if figure in said:
+                return
+            said.add(figure)
+            sys.stderr.write(f"bench: {figure}\n")
+        sys.stderr.flush()
 
+    print(f"madpipe bench: n={args.n}, groups {', '.join(what)}; the targets are set for --n 1000000; "
+          "figures follow when every group is measured", file=sys.stderr, flush=True)
     bench = Bench(args.n, args.repeat, progress, subset=args.subset, seed=args.seed)
     for group in what:
         getattr(bench, group)()
