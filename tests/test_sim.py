@@ -589,3 +589,15 @@ def test_umad_open_that_never_returns_times_out():
     assert proc.stderr.strip().splitlines()[-1] == (
         f"madpipe replay: umad_open_port of 'ibsim0' (umad2sim waits for ibsim at 127.0.0.1:{port}) "
         "did not return within 10 s")
+
+
+@pytest.mark.parametrize("command", [["capture", "--sim", "net.2sw2path4hca"],
+                                     ["replay", "-r", "pcaps/opensm_partitions.pcap", "--sim", "7070"]])
+def test_capture_and_replay_keep_an_existing_w_file(command, tmp_path, capsys):
+    from madpipe.pipeline.cli.main import main
+
+    out = tmp_path / "exists.pcap"
+    out.write_bytes(b"mine")
+    assert main([*command, "-w", str(out)]) == 2  # refused before a fabric is started or a MAD sent
+    assert capsys.readouterr().err.strip().endswith("exists.pcap: exists: --force to overwrite it")
+    assert out.read_bytes() == b"mine"

@@ -7,6 +7,7 @@ import sys
 
 from madpipe.codecs.capture import LINKTYPE_ERF, linktype_arg
 from madpipe.codecs.errors import MadpipeError
+from madpipe.pipeline.cli.args import add_force, check_new_output
 from madpipe.pipeline.sim.capture import SimCapture
 from madpipe.pipeline.sim.output import print_capture_report
 from madpipe.pipeline.sim.processes import find_tool
@@ -53,6 +54,7 @@ def register(sub) -> None:
     p.add_argument("--queries", action="store_true",
                    help="afterwards, run ibnetdiscover -p and smpquery pkeys on every port")
     p.add_argument("-w", dest="write", metavar="FILE", required=True, help="capture to write")
+    add_force(p)
     p.add_argument("--linktype", type=_linktype, default=LINKTYPE_ERF,
                    help="197/erf (default, what ibdump writes) or 247/infiniband")
     p.add_argument("--sm-node", metavar="NAME",
@@ -78,6 +80,7 @@ def _linktype(text: str) -> int:
 
 
 def run(args) -> int:
+    check_new_output(args.write, args.force)  # before a fabric is started for it
     if args.port is not None and not 1024 <= args.port <= 65535 - IBSIM_MAX_CLIENTS:
         raise MadpipeError(f"--port must be 1024..{65535 - IBSIM_MAX_CLIENTS}, got {args.port}")
     for path in [args.partitions, *args.then]:

@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 
 from madpipe.codecs.errors import MadpipeError
+from madpipe.pipeline.cli.args import add_force, check_new_output
 from madpipe.pipeline.sim.output import failure_line, print_json, print_summary, replay_progress, write_answers
 from madpipe.pipeline.sim.protocol import SimError
 from madpipe.pipeline.sim.replay import SimTransport, load_items, origin_node, replay
@@ -66,6 +67,7 @@ def register(sub) -> None:
     p.add_argument("--map-lid", metavar="OLD=NEW", action="append", default=[], type=_lid_pair,
                    help="send what was addressed to LID OLD to LID NEW (repeatable)")
     p.add_argument("-w", dest="write", metavar="FILE", help="write the answers as a capture")
+    add_force(p)
     p.add_argument("--node", metavar="NAME", help="--sim: the node to attach to (as SIM_HOST)")
     p.add_argument("-P", dest="port_num", metavar="PORT", type=int, default=0,
                    help="--umad: the CA port (default 0: the first active one)")
@@ -91,6 +93,7 @@ def _lid_pair(text: str) -> tuple[int, int]:
 
 
 def run(args) -> int:
+    check_new_output(args.write, args.force)  # before anything is sent
     if args.pps is not None and args.pps <= 0:
         raise MadpipeError(f"--pps must be positive, got {args.pps:g}")
     if args.window < 1 or args.timeout <= 0:
