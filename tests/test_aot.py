@@ -62,7 +62,7 @@ for profile in ("3.7", "new"):
 kernels_bench.touch_lines(mads)
 
 CODES = {"uint8": "u1", "uint16": "u2", "uint32": "u4", "uint64": "u8", "int8": "i1", "int16": "i2",
-         "int32": "i4", "int64": "i8", "bool": "b1"}
+         "int32": "i4", "int64": "i8", "bool": "b1", "float64": "f8"}
 def notation(t):
     t = types.unliteral(t)  # a helper typed inside a kernel may carry a literal (k = 0)
     if isinstance(t, types.Array):

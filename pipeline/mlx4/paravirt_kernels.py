@@ -262,30 +262,40 @@ CHUNK_ROWS = 256
 
 
 @njit
+def _rewrite_rows(mailboxes, start, stop, transition, slave, qpn, v2p, base_proxy_sqpn, master, profile,
+                  active_ports, smi_enabled, fw_reserved_qps, rc, finding, read_ahead):
+    """Rewrite rows start..stop - 1 of ``mailboxes`` in place; with ``read_ahead``, touch the rows
+    LOOKAHEAD_ROWS on. Returns a sum of the bytes read ahead (kept only so that those reads stay)."""
+    touched = 0
+    for i in range(start, stop):
+        if read_ahead:
+            touched += _touch_ahead(mailboxes, i)
+        r, f = rewrite_row(mailboxes, i, np.int64(transition[i]), np.int64(slave[i]),
+                           np.int64(qpn[i]), v2p, base_proxy_sqpn, master, profile, active_ports,
+                           smi_enabled, fw_reserved_qps)
+        rc[i] = r
+        finding[i] = f
+    return touched
+
+
+@njit
 def rewrite_kernel(mailboxes, out, transition, slave, qpn, v2p, base_proxy_sqpn, master, profile,
                    active_ports, smi_enabled, fw_reserved_qps, rc, finding):
     """Rewrite every row of ``mailboxes`` into ``out``; ``mailboxes`` is not modified.
 
     A chunk of rows is copied, then rewritten in place while it is still in the cache: the input
     is read once and the output written once (a bulk copy of everything, then a second pass,
-    read and wrote the whole output twice). Returns what rewrite_inplace_kernel returns."""
-    n = mailboxes.shape[0]
+    read and wrote the whole output twice). Returns 0."""
     src = mailboxes.view(np.uint64)
     dst = out.view(np.uint64)
-    words = src.shape[1]
-    touched = 0
-    for start in range(0, n, CHUNK_ROWS):
-        stop = min(start + CHUNK_ROWS, n)
+    for start in range(0, mailboxes.shape[0], CHUNK_ROWS):
+        stop = min(start + CHUNK_ROWS, mailboxes.shape[0])
         for i in range(start, stop):
-            for k in range(words):
+            for k in range(src.shape[1]):
                 dst[i, k] = src[i, k]
-        for i in range(start, stop):
-            r, f = rewrite_row(out, i, np.int64(transition[i]), np.int64(slave[i]),
-                               np.int64(qpn[i]), v2p, base_proxy_sqpn, master, profile, active_ports,
-                               smi_enabled, fw_reserved_qps)
-            rc[i] = r
-            finding[i] = f
-    return touched
+        _rewrite_rows(out, start, stop, transition, slave, qpn, v2p, base_proxy_sqpn, master, profile,
+                      active_ports, smi_enabled, fw_reserved_qps, rc, finding, False)
+    return 0
 
 
 @njit
@@ -294,12 +304,5 @@ def rewrite_inplace_kernel(mailboxes, transition, slave, qpn, v2p, base_proxy_sq
     """Rewrite every row of ``mailboxes`` in place (rejected and refused rows stay as they were).
 
     Returns a sum of the bytes read ahead (kept only so that those reads stay)."""
-    touched = 0
-    for i in range(mailboxes.shape[0]):
-        touched += _touch_ahead(mailboxes, i)
-        r, f = rewrite_row(mailboxes, i, np.int64(transition[i]), np.int64(slave[i]),
-                           np.int64(qpn[i]), v2p, base_proxy_sqpn, master, profile, active_ports,
-                           smi_enabled, fw_reserved_qps)
-        rc[i] = r
-        finding[i] = f
-    return touched
+    return _rewrite_rows(mailboxes, 0, mailboxes.shape[0], transition, slave, qpn, v2p, base_proxy_sqpn,
+                         master, profile, active_ports, smi_enabled, fw_reserved_qps, rc, finding, True)
