@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator, cast
 
+from madpipe.codecs import pcapng
 from madpipe.codecs.erf_records import ERF_HEADER_SIZE, erf_ts_to_ns, erf_unwrap, erf_wrap
 from madpipe.codecs.errors import CaptureError
 
@@ -142,7 +143,7 @@ class CaptureReader:
         offset = 0
         frame = 0
         order = "<"
-        ifaces: list[tuple[int, int, int]] = []  # (linktype, ts numerator, ts denominator)
+        ifaces: list[pcapng.Interface] = []
 
         def read(n: int) -> bytes:
             got = buf.read(n)
@@ -170,7 +171,10 @@ class CaptureReader:
                     return
                 ifaces = []  # interface ids restart in each section
                 blen = struct.unpack_from(order + "I", head, 4)[0]
-                body = bom + read(blen - 12) if blen >= 12 else b""
+                if blen < 28 or blen % 4 or blen > MAX_RECORD + 64:
+                    self._fatal(frame + 1, offset, f"section header block length {blen} is corrupt")
+                    return
+                body = bom + read(blen - 12)
             else:
                 btype, blen = struct.unpack(order + "II", head)
                 if blen < 12 or blen % 4 or blen > MAX_RECORD + 64:
@@ -180,32 +184,37 @@ class CaptureReader:
             if len(body) < blen - 8:
                 self._fatal(frame + 1, offset, f"truncated pcapng block: {len(body) + 8} of {blen} bytes")
                 return
-            body = body[:-4]  # trailing copy of the block length
-            if btype == 1:  # Interface Description Block
-                ifaces.append(_idb(body, order))
-            elif btype in (2, 3, 6):  # Packet (obsolete), Simple Packet, Enhanced Packet
+            trailer = struct.unpack_from(order + "I", body, len(body) - 4)[0]
+            if trailer != blen:
+                # The lengths at both ends disagree: where the next block starts is unknown.
+                self._fatal(frame + 1, offset, f"pcapng block length {blen} at its start, {trailer} at its end")
+                return
+            body = body[:-4]
+            if btype == pcapng.BLOCK_IDB:
+                ifaces.append(pcapng.interface(body, order))
+            elif btype in pcapng.PACKET_BLOCKS:
                 frame += 1
                 yield self._pcapng_packet(btype, body, order, ifaces, frame, offset)
             offset += blen
 
     def _pcapng_packet(self, btype, body, order, ifaces, frame, offset) -> Packet:
-        if btype == 3:
-            iface, ts, orig = 0, 0, struct.unpack_from(order + "I", body)[0]
-            data = body[4:4 + orig]
-        else:
-            if btype == 6:
-                iface, hi, lo, incl, orig = struct.unpack_from(order + "IIIII", body)
-                start = 20
-            else:
-                iface, _drops, hi, lo, incl, orig = struct.unpack_from(order + "HHIIII", body)
-                start = 20
-            ts = (hi << 32) | lo
-            data = body[start:start + incl]
-        if iface >= len(ifaces):
-            return self._skip(Packet(frame, 0, None, orig, offset, -1, iface),
-                              f"packet names interface {iface}, which no interface block declared")
-        linktype, num, den = ifaces[iface]
-        return self._packet(frame, ts * num // den, data, orig, offset, linktype, iface)
+        try:
+            p = pcapng.packet_fields(btype, body, order)
+        except pcapng.BlockError as exc:
+            self.frames = frame
+            return self._skip(Packet(frame, 0, None, 0, offset, -1), f"corrupt {pcapng.BLOCK_NAMES[btype]}, {exc}")
+        if p.iface >= len(ifaces):
+            return self._skip(Packet(frame, 0, None, p.orig_len, offset, -1, p.iface),
+                              f"packet names interface {p.iface}, which no interface block declared")
+        iface = ifaces[p.iface]
+        if iface.error:
+            return self._skip(Packet(frame, 0, None, p.orig_len, offset, iface.linktype, p.iface),
+                              f"interface {p.iface}: {iface.error}")
+        ts_ns = iface.ts_ns(p.ticks)
+        why = pcapng.timestamp_error(iface, p.iface, ts_ns)
+        if why:
+            return self._skip(Packet(frame, 0, None, p.orig_len, offset, iface.linktype, p.iface), why)
+        return self._packet(frame, ts_ns, p.data, p.orig_len, offset, iface.linktype, p.iface)
 
     # -- common ---------------------------------------------------------------------------
     def _packet(self, frame, ts_ns, data, orig, offset, linktype, iface=0) -> Packet:
@@ -246,27 +255,6 @@ class CaptureReader:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def _idb(body: bytes, order: str) -> tuple[int, int, int]:
-    """(linktype, numerator, denominator) converting an interface's timestamps to ns."""
-    linktype = struct.unpack_from(order + "H", body)[0]
-    num, den = 1000, 1  # default if_tsresol 6: microseconds
-    pos = 8
-    while pos + 4 <= len(body):
-        code, length = struct.unpack_from(order + "HH", body, pos)
-        if code == 0:
-            break
-        if code == 9 and length >= 1:  # if_tsresol
-            v = body[pos + 4]
-            if v & 0x80:
-                num, den = 1_000_000_000, 1 << (v & 0x7F)
-            elif v <= 9:
-                num, den = 10 ** (9 - v), 1
-            else:
-                num, den = 1, 10 ** (v - 9)
-        pos += 4 + ((length + 3) & ~3)
-    return linktype, num, den
 
 
 class CaptureWriter:
