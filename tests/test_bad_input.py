@@ -1,5 +1,6 @@
-"""Damaged capture files: each way one broke madpipe (issue 19, and what `madpipe fuzz --target files`
-found) is a file here that every command must read to a named error, never a traceback."""
+"""Damaged input files (captures, traces, --pkey-map files): each way one broke madpipe (issue 19,
+and what `madpipe fuzz --target files` found) is a file here that every command must read to a
+named error, never a traceback."""
 import contextlib
 import io
 import json
@@ -90,3 +91,15 @@ def test_if_tsresol_seconds_on_epoch_timestamps(tmp_path, opensm_packets):
     got = every_command(path, tmp_path)
     reasons = skipped_records(got["decode"][1])
     assert len(reasons) == len(opensm_packets) and all("10^-0 s" in r for r in reasons)
+
+
+def test_pkey_map_that_is_not_text(tmp_path):
+    """Found by the files target (seed 1, case 344): random bytes in a --pkey-map file raised
+    UnicodeDecodeError out of snoop, diff and paravirt. Now one line naming the line and byte."""
+    path = tmp_path / "vfs.map"
+    path.write_bytes(b"# vf port index phys\n1 1 0 1\n1 1 1 \xff\xfe 0\n")
+    cap = PCAPS / "opensm_partitions.pcap"
+    for argv in (("snoop", "-r", cap), ("diff", cap, cap)):
+        code, _, err = run(*argv, "--host", "0x2", "--vfs", "2", "--pkey-map", path)
+        assert code == 2 and err.count("\n") == 1, err
+        assert err.endswith(f"{path}, line 3: not UTF-8 text (byte 0xff at offset 35)\n")
