@@ -114,18 +114,18 @@ def packet_fields(btype: int, body: bytes, order: str) -> PacketFields:
     """Interface, timestamp ticks, captured bytes and wire length of a packet block."""
     if btype == BLOCK_SPB:
         if len(body) < 4:
-            raise BlockError("length", f"{len(body)} bytes of body, a simple packet block needs 4")
+            raise BlockError("length", f"{len(body)} bytes of body, 4 needed")
         orig = struct.unpack_from(order + "I", body)[0]
         # The captured part is what the block holds, up to the original length (RFC, 4.4).
         return PacketFields(0, 0, body[4:4 + orig], orig)
     if len(body) < 20:
-        raise BlockError("length", f"{len(body)} bytes of body, a {BLOCK_NAMES[btype]} needs 20")
+        raise BlockError("length", f"{len(body)} bytes of body, 20 needed")
     if btype == BLOCK_EPB:
         iface, hi, lo, incl, orig = struct.unpack_from(order + "IIIII", body)
     else:
         iface, _drops, hi, lo, incl, orig = struct.unpack_from(order + "HHIIII", body)
     if 20 + incl > len(body):
-        raise BlockError("captured length", f"{incl} bytes run past the block's {len(body) - 20}")
+        raise BlockError("captured length", f"{incl} bytes run past the {len(body) - 20} the block holds")
     return PacketFields(iface, (hi << 32) | lo, body[20:20 + incl], orig)
 
 

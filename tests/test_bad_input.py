@@ -103,3 +103,76 @@ def test_pkey_map_that_is_not_text(tmp_path):
         code, _, err = run(*argv, "--host", "0x2", "--vfs", "2", "--pkey-map", path)
         assert code == 2 and err.count("\n") == 1, err
         assert err.endswith(f"{path}, line 3: not UTF-8 text (byte 0xff at offset 35)\n")
+
+
+def _blocks(data: bytes) -> list[tuple[int, int, int]]:
+    """(offset, type, length) of each block of a little-endian pcapng."""
+    out, pos = [], 0
+    while pos + 8 <= len(data):
+        btype, blen = struct.unpack_from("<II", data, pos)
+        out.append((pos, btype, blen))
+        pos += blen
+    return out
+
+
+def _shorten(data: bytearray, at: int, blen: int) -> bytearray:
+    """The block at ``at`` cut to ``blen`` bytes, its two length fields saying so."""
+    old = struct.unpack_from("<I", data, at + 4)[0]
+    block = data[at:at + blen - 4] + struct.pack("<I", blen)
+    struct.pack_into("<I", block, 4, blen)
+    return data[:at] + block + data[at + old:]
+
+
+def test_enhanced_packet_block_shorter_than_its_fields(tmp_path, opensm_packets):
+    """Found by the files target (seed 1, case 1440, minimised): an EPB whose length says 24 bytes
+    (12 of body: no room for interface, timestamp and lengths) raised struct.error in every command."""
+    data = ns_pcapng(opensm_packets)
+    epb = [off for off, btype, _ in _blocks(data) if btype == 6][3]
+    path = tmp_path / "short_epb.pcapng"
+    path.write_bytes(_shorten(data, epb, 24))
+    got = every_command(path, tmp_path)
+    reasons = skipped_records(got["decode"][1])
+    assert reasons == ["corrupt enhanced packet block, field length: 12 bytes of body, 20 needed"]
+
+
+def test_interface_block_shorter_than_its_fields(tmp_path, opensm_packets):
+    """An IDB of 12 bytes (no link type, no snap length) raised struct.error; now its packets are
+    skipped, each saying that the interface it names is corrupt."""
+    data = ns_pcapng(opensm_packets)
+    idb = next(off for off, btype, _ in _blocks(data) if btype == 1)
+    path = tmp_path / "short_idb.pcapng"
+    path.write_bytes(_shorten(data, idb, 12))
+    got = every_command(path, tmp_path)
+    reasons = skipped_records(got["decode"][1])
+    assert len(reasons) == len(opensm_packets)
+    assert reasons[0] == ("interface 0: interface description block is corrupt: field length: 0 bytes of body, "
+                          "an IDB needs 8 before its options")
+
+
+def test_captured_length_past_the_block_is_not_cut_silently(tmp_path, opensm_packets):
+    """An EPB whose captured length is larger than its block was read as the bytes that were
+    there, silently short; now the frame is skipped and says why."""
+    data = ns_pcapng(opensm_packets)
+    epb = [off for off, btype, _ in _blocks(data) if btype == 6][0]
+    caplen = struct.unpack_from("<I", data, epb + 20)[0]
+    room = struct.unpack_from("<I", data, epb + 4)[0] - 32  # the block less its 28 + 4 bytes of fields
+    struct.pack_into("<I", data, epb + 20, caplen + 40)
+    path = tmp_path / "caplen.pcapng"
+    path.write_bytes(data)
+    got = every_command(path, tmp_path)
+    assert skipped_records(got["decode"][1]) == [
+        f"corrupt enhanced packet block, field captured length: {caplen + 40} bytes run past the {room} the block holds"]
+
+
+def test_block_lengths_that_disagree_end_the_file(tmp_path, opensm_packets):
+    """The trailing copy of a block's length differs from the leading one: where the next block
+    starts is unknown, so the file ends there with an error (exit 1), the frames before it read."""
+    data = ns_pcapng(opensm_packets)
+    off, _, blen = [b for b in _blocks(data) if b[1] == 6][2]
+    struct.pack_into("<I", data, off + blen - 4, blen + 4)
+    path = tmp_path / "trailer.pcapng"
+    path.write_bytes(data)
+    got = every_command(path, tmp_path)
+    assert got["decode"][0] == 1 and got["snoop"][0] == 1
+    assert got["decode"][2].splitlines()[-1].endswith(
+        f"frame 3, offset {off}: pcapng block length {blen} at its start, {blen + 4} at its end")
