@@ -176,3 +176,17 @@ def test_block_lengths_that_disagree_end_the_file(tmp_path, opensm_packets):
     assert got["decode"][0] == 1 and got["snoop"][0] == 1
     assert got["decode"][2].splitlines()[-1].endswith(
         f"frame 3, offset {off}: pcapng block length {blen} at its start, {blen + 4} at its end")
+
+
+@pytest.mark.parametrize("line,why", [
+    # Found by the files target (seed 3, case 1644): ValueError out of json.loads.
+    ('{"transition": "RST2INIT", "slave": ' + "9" * 4419 + "}", "an integer too long to read (over 4300 digits)"),
+    # The same target's TEXT_VALUES hold this one too: RecursionError out of json.loads.
+    ("[" * 5000, "not JSON madpipe reads: arrays or objects nested too deeply"),
+], ids=["long integer", "deep nesting"])
+def test_trace_lines_json_cannot_hold(tmp_path, line, why):
+    path = tmp_path / "t.jsonl"
+    path.write_text(line + "\n")
+    for argv in (("paravirt", "-r", path), ("paravirt", "-r", path, "-w", tmp_path / "o.jsonl")):
+        code, _, err = run(*argv)
+        assert (code, err) == (2, f"madpipe paravirt: {path}: line 1: {why}\n")

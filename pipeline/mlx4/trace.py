@@ -152,6 +152,12 @@ def _read_jsonl(label: str, data: bytes) -> Trace:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise TraceError(f"{label}: line {lineno}: not JSON: {exc.msg} at column {exc.colno}") from None
+        except ValueError:  # json turns an integer of over sys.get_int_max_str_digits() digits down
+            raise TraceError(f"{label}: line {lineno}: an integer too long to read "
+                             f"(over {sys.get_int_max_str_digits()} digits)") from None
+        except RecursionError:
+            raise TraceError(f"{label}: line {lineno}: not JSON madpipe reads: arrays or objects nested "
+                             "too deeply") from None
         if not isinstance(obj, dict):
             raise TraceError(f"{label}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
         name = obj.get("transition")

@@ -55,8 +55,9 @@ class FileMutator:
         self.seeds = seeds
         self.seed = seed
         kinds = [s.kind for s in seeds]
-        # Captures are most of the readers; traces and map files get a fifth each way between them.
-        self.pick = np.array([8.0 if k == "capture" else 2.0 for k in kinds])
+        # Captures are most of the readers: 7 cases in 10; each trace (JSON Lines, binary) and the map file 1 in 10.
+        share = {"capture": 0.7, "trace": 0.2, "pkey-map": 0.1}
+        self.pick = np.array([share[k] / kinds.count(k) for k in kinds])
         self.pick /= self.pick.sum()
 
     def rng(self, index: int) -> np.random.Generator:
