@@ -13,6 +13,7 @@ a time while the finding stays) and, with ``-w DIR``, written to DIR as the file
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -43,6 +44,7 @@ class FilesOptions:
     hang_seconds: float = 20.0
     report_every: int = 64
     write: str | None = None  # a directory for the minimised files of kept findings, and findings.jsonl
+    targets: tuple = ("files",)  # for the summary printers the frame targets share
 
 
 class _Worker:
@@ -110,7 +112,8 @@ def run(opts: FilesOptions, command, progress=None, on_finding=None) -> Summary:
     CLI's ``main``. ``progress(summary)`` after each batch; ``on_finding(record)`` per kept finding."""
     seeds = make_seeds()  # here too: a checkout without the bundled captures fails before any worker
     _compiled_kernels()
-    summary = Summary(corpus="bundled captures", corpus_digest="", seeds=len(seeds))
+    digest = hashlib.sha256(b"".join(s.data for s in seeds)).hexdigest()[:12]
+    summary = Summary(corpus="bundled captures", corpus_digest=digest, seeds=len(seeds))
     if opts.write:
         os.makedirs(opts.write, exist_ok=True)
     log = open(os.path.join(opts.write, "findings.jsonl"), "w") if opts.write else None
