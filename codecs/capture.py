@@ -28,6 +28,9 @@ PCAPNG_SHB = 0x0A0D0D0A
 PCAPNG_BOM = 0x1A2B3C4D
 PCAP_HEADER_SIZE = 24
 PCAP_RECORD_SIZE = 16
+# A classic pcap record whose timestamp fraction is a second or more (link type 247; a 197 record's
+# time is its ERF header's). Shared with the batch ingest, so both count the same reason.
+PCAP_TS_FRACTION = "field ts_frac: the timestamp's fraction of a second is a second or more"
 # Larger than any snapshot length in use (tcpdump's is 262144); a bigger record length means
 # the file is corrupt at that point and cannot be resynchronised.
 MAX_RECORD = 1 << 20
@@ -113,6 +116,7 @@ class CaptureReader:
 
     def _iter_pcap(self) -> Iterator[Packet]:
         f, order = self._f, self.byte_order
+        linktype = cast(int, self.linktype)  # a pcap file has one, checked in the header
         rec = struct.Struct(order + "IIII")
         scale = 1 if self.nanosecond else 1000
         offset = PCAP_HEADER_SIZE
@@ -133,7 +137,11 @@ class CaptureReader:
             if len(data) < incl:
                 self._fatal(frame, offset, f"truncated record: {len(data)} of {incl} bytes")
                 return
-            yield self._packet(frame, sec * 1_000_000_000 + frac * scale, data, orig, offset, self.linktype)
+            if frac * scale >= 1_000_000_000 and linktype != LINKTYPE_ERF:
+                pkt = Packet(frame, sec * 1_000_000_000 + frac * scale, None, orig, offset, linktype)
+                yield self._skip(pkt, PCAP_TS_FRACTION)
+            else:
+                yield self._packet(frame, sec * 1_000_000_000 + frac * scale, data, orig, offset, linktype)
             offset += PCAP_RECORD_SIZE + incl
 
     # -- pcapng ---------------------------------------------------------------------------
@@ -190,6 +198,10 @@ class CaptureReader:
                 self._fatal(frame + 1, offset, f"pcapng block length {blen} at its start, {trailer} at its end")
                 return
             body = body[:-4]
+            if btype == PCAPNG_SHB and struct.unpack_from(order + "H", body, 4)[0] != 1:
+                major = struct.unpack_from(order + "H", body, 4)[0]
+                self._fatal(frame + 1, offset, f"section header block: major version {major}, madpipe reads 1")
+                return
             if btype == pcapng.BLOCK_IDB:
                 ifaces.append(pcapng.interface(body, order))
             elif btype in pcapng.PACKET_BLOCKS:

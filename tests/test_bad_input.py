@@ -190,3 +190,48 @@ def test_trace_lines_json_cannot_hold(tmp_path, line, why):
     for argv in (("paravirt", "-r", path), ("paravirt", "-r", path, "-w", tmp_path / "o.jsonl")):
         code, _, err = run(*argv)
         assert (code, err) == (2, f"madpipe paravirt: {path}: line 1: {why}\n")
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize("nanosecond", [False, True])
+def test_pcap_timestamp_fraction_of_a_second_or_more(tmp_path, opensm_packets, order, nanosecond):
+    """Link type 247: a record whose fraction is a whole second or more was read as a time that many
+    seconds later, silently; now the frame is skipped, in the kernel's walk and the reader's alike."""
+    from test_capture import pcap_bytes
+
+    data = bytearray(pcap_bytes(opensm_packets[:4], order, nanosecond, linktype=247))
+    second = 10**9 if nanosecond else 10**6
+    at = 24 + 16 + len(opensm_packets[0][1]) + 4  # frame 2's ts_frac
+    struct.pack_into(order + "I", data, at, second)
+    path = tmp_path / "frac.pcap"
+    path.write_bytes(data)
+    got = every_command(path, tmp_path)
+    text = run("decode", "-r", path)
+    assert got["decode"][0] == text[0] == got["snoop"][0] == 0
+    why = "field ts_frac: the timestamp's fraction of a second is a second or more"
+    assert skipped_records(got["decode"][1]) == [why]
+    assert json.loads(got["snoop"][1].splitlines()[-1])["skipped"] == {why: 1}
+    assert "4 frames read, 3 decoded" in text[2] and "1 skipped" in text[2]
+
+
+def test_erf_records_keep_their_own_time_whatever_the_pcap_fraction(tmp_path, opensm_packets):
+    """Link type 197: the time is the ERF header's, so a pcap fraction out of range harms nothing."""
+    from test_capture import pcap_bytes
+
+    from madpipe.codecs.erf_records import erf_wrap
+
+    data = bytearray(pcap_bytes([(ts, erf_wrap(d, ts)) for ts, d in opensm_packets[:2]], "<", True, linktype=197))
+    struct.pack_into("<I", data, 24 + 4, 10**9 + 5)
+    path = tmp_path / "erf.pcap"
+    path.write_bytes(data)
+    assert not skipped_records(every_command(path, tmp_path)["decode"][1])
+
+
+def test_section_header_of_another_major_version(tmp_path, opensm_packets):
+    data = ns_pcapng(opensm_packets)
+    struct.pack_into("<H", data, 12, 2)
+    path = tmp_path / "v2.pcapng"
+    path.write_bytes(data)
+    got = every_command(path, tmp_path)
+    assert got["decode"][0] == 1 and got["decode"][2].splitlines()[-1].endswith(
+        "frame 1, offset 0: section header block: major version 2, madpipe reads 1")
