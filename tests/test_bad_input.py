@@ -11,6 +11,7 @@ import pytest
 from test_capture import pcapng_bytes
 
 from madpipe.codecs.capture import CaptureReader
+from madpipe.codecs.qpc import TRANSITIONS
 from madpipe.pipeline.cli.main import main
 
 PCAPS = Path(__file__).parent.parent / "pcaps"
@@ -183,7 +184,9 @@ def test_block_lengths_that_disagree_end_the_file(tmp_path, opensm_packets):
     ('{"transition": "RST2INIT", "slave": ' + "9" * 4419 + "}", "an integer too long to read (over 4300 digits)"),
     # The same target's TEXT_VALUES hold this one too: RecursionError out of json.loads.
     ("[" * 5000, "not JSON madpipe reads: arrays or objects nested too deeply"),
-], ids=["long integer", "deep nesting"])
+    # Found by the files target (seed 1, case 1274): TypeError (unhashable type: 'list').
+    ('{"transition": [], "slave": 1}', "field transition: unknown []; valid: " + ", ".join(TRANSITIONS)),
+], ids=["long integer", "deep nesting", "transition not a string"])
 def test_trace_lines_json_cannot_hold(tmp_path, line, why):
     path = tmp_path / "t.jsonl"
     path.write_text(line + "\n")

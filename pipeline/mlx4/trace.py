@@ -163,8 +163,8 @@ def _read_jsonl(label: str, data: bytes) -> Trace:
         name = obj.get("transition")
         if name is None:
             raise TraceError(f"{label}: line {lineno}: field transition: missing")
-        if name not in paravirt.TRANSITIONS:
-            raise TraceError(f"{label}: line {lineno}: field transition: unknown {json.dumps(name)}; "
+        if not isinstance(name, str) or name not in paravirt.TRANSITIONS:
+            raise TraceError(f"{label}: line {lineno}: field transition: unknown {json.dumps(name)[:40]}; "
                              f"valid: {', '.join(paravirt.TRANSITIONS)}")
         slave = _field_int(label, lineno, obj, "slave", SLAVE_MAX)
         in_mod = _field_int(label, lineno, obj, "in_mod", IN_MOD_MAX)
