@@ -125,7 +125,8 @@ def _shorten(data: bytearray, at: int, blen: int) -> bytearray:
 
 
 def test_enhanced_packet_block_shorter_than_its_fields(tmp_path, opensm_packets):
-    """Found by the files target (seed 1, case 1440, minimised): an EPB whose length says 24 bytes
+    """Found by the files target run on the code before the pcapng checks (seed 1, case 1440 of its
+    first case mix, minimised to 2 edits): an EPB whose length says 24 bytes
     (12 of body: no room for interface, timestamp and lengths) raised struct.error in every command."""
     data = ns_pcapng(opensm_packets)
     epb = [off for off, btype, _ in _blocks(data) if btype == 6][3]

@@ -41,7 +41,7 @@ Exit status 0 when the run worked, findings or not; 2 when it could not run.
 examples:
   madpipe fuzz --seed 1 --count 1000000 -w findings.pcap
   madpipe fuzz --target files --seed 1 --count 100000 -w file-findings/
-  madpipe fuzz --target files --replay 1:1440 -w case.pcapng
+  madpipe fuzz --target files --replay 1:1274 -w case.jsonl
   madpipe fuzz --seconds 60 --target all --corpus pcaps/infiniband_endace_erf_2008.pcap
   madpipe fuzz --replay 1:123456 -x"""
 
