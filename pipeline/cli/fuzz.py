@@ -56,7 +56,8 @@ def register(sub) -> None:
         "values, bit flips, truncation and extension, wrong PktLen, directed-route hop counts and "
         "paths out of range, P_KeyTable blocks past the table, P_Key indices past 127 in QP-context "
         "mailboxes, bad CRCs, reserved bits, responses without requests. Feed them to the targets "
-        "and report what breaks, deduplicated, with a seed and case number that replay it.",
+        "and report what breaks, deduplicated, with a seed and case number that replay it. --target files "
+        "mutates whole capture, trace and map files instead and runs madpipe's commands on them (below).",
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
