@@ -239,3 +239,14 @@ def test_section_header_of_another_major_version(tmp_path, opensm_packets):
     got = every_command(path, tmp_path)
     assert got["decode"][0] == 1 and got["decode"][2].splitlines()[-1].endswith(
         "frame 1, offset 0: section header block: major version 2, madpipe reads 1")
+
+
+def test_trace_mailbox_with_whitespace_among_its_hex_digits(tmp_path):
+    """Found by the files target's 100k run (seed 1, case 24719: two bit flips made two digits '0'
+    spaces): bytes.fromhex skips whitespace between pairs, so the mailbox came out 255 bytes and a
+    reshape raised ValueError out of paravirt. Now the character is named."""
+    box = "00" * 100 + "  " + "00" * 155
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"transition": "INIT2RTR", "slave": 1, "in_mod": 1, "mailbox": box}) + "\n")
+    code, _, err = run("paravirt", "-r", path)
+    assert (code, err) == (2, f"madpipe paravirt: {path}: line 1: field mailbox: not hexadecimal (character 201: ' ')\n")

@@ -50,6 +50,7 @@ HEADER = np.dtype([("magic", "S16"), ("version", "<u4"), ("record_size", "<u4")]
 RECORD = np.dtype([("transition", "u1"), ("reserved", "u1"), ("slave", "<u2"), ("in_mod", "<u4"),
                    ("mailbox", "u1", (256,))])
 MAILBOX_HEX_DIGITS = 512
+HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 SLAVE_MAX = 0xFFFF
 IN_MOD_MAX = 0xFFFFFFFF
 
@@ -178,7 +179,9 @@ def _read_jsonl(label: str, data: bytes) -> Trace:
         try:
             box = bytes.fromhex(hexdigits)
         except ValueError:
-            col = next(i for i, c in enumerate(hexdigits) if c not in "0123456789abcdefABCDEF")
+            box = b""
+        if len(box) != 256:  # not hexadecimal, or whitespace, which bytes.fromhex skips
+            col = next(i for i, c in enumerate(hexdigits) if c not in HEX_DIGITS)
             raise TraceError(f"{label}: line {lineno}: field mailbox: not hexadecimal "
                              f"(character {col + 1}: {hexdigits[col]!r})") from None
         codes.append(paravirt.TRANSITIONS[name])
