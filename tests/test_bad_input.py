@@ -250,3 +250,16 @@ def test_trace_mailbox_with_whitespace_among_its_hex_digits(tmp_path):
     path.write_text(json.dumps({"transition": "INIT2RTR", "slave": 1, "in_mod": 1, "mailbox": box}) + "\n")
     code, _, err = run("paravirt", "-r", path)
     assert (code, err) == (2, f"madpipe paravirt: {path}: line 1: field mailbox: not hexadecimal (character 201: ' ')\n")
+
+
+def test_pkey_map_number_too_long_to_print(tmp_path):
+    """Found by the files target's 100k run (seed 1, case 73537): a hexadecimal PHYS of 4,000 digits
+    parses (int's digit limit is for decimal), but its decimal form for the error message raised
+    ValueError out of snoop, diff and paravirt. Now the number is shown as written, cut."""
+    path = tmp_path / "vfs.map"
+    path.write_text("1 1 0 0x" + "9" * 4000 + "\n")
+    cap = PCAPS / "opensm_partitions.pcap"
+    for argv in (("snoop", "-r", cap, "--host", "0x2"), ("diff", cap, cap, "--host", "0x2")):
+        code, _, err = run(*argv, "--vfs", "2", "--pkey-map", path)
+        assert (code, err.split(": ", 1)[1]) == (2, f"{path}, line 1, field phys: 0x999999999999999999... "
+                                                    "is outside 0..127\n")

@@ -45,9 +45,11 @@ def read_pkey_map(path: str, num_vfs: int, master: int = 0) -> np.ndarray:
         except ValueError:
             raise MadpipeError(f"{path}, line {n}: not integers: {text!r}") from None
         limits = {"vf": (1, num_vfs), "port": (1, 2), "index": (0, 127), "phys": (0, 127)}
-        for name, value in zip(names, (vf, port, index, phys)):
+        for name, value, written in zip(names, (vf, port, index, phys), fields):
             low, high = limits[name]
             if not low <= value <= high:
-                raise MadpipeError(f"{path}, line {n}, field {name}: {value} is outside {low}..{high}")
+                # As written, cut: a hexadecimal one may have more decimal digits than str() makes.
+                shown = written if len(written) <= 24 else written[:20] + "..."
+                raise MadpipeError(f"{path}, line {n}, field {name}: {shown} is outside {low}..{high}")
         v2p[vf, port - 1, index] = phys
     return v2p
