@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator, cast
 
+from madpipe.codecs import pcapng
 from madpipe.codecs.erf_records import ERF_HEADER_SIZE, erf_ts_to_ns, erf_unwrap, erf_wrap
 from madpipe.codecs.errors import CaptureError
 
@@ -27,6 +28,9 @@ PCAPNG_SHB = 0x0A0D0D0A
 PCAPNG_BOM = 0x1A2B3C4D
 PCAP_HEADER_SIZE = 24
 PCAP_RECORD_SIZE = 16
+# A classic pcap record whose timestamp fraction is a second or more (link type 247; a 197 record's
+# time is its ERF header's). Shared with the batch ingest, so both count the same reason.
+PCAP_TS_FRACTION = "field ts_frac: the timestamp's fraction of a second is a second or more"
 # Larger than any snapshot length in use (tcpdump's is 262144); a bigger record length means
 # the file is corrupt at that point and cannot be resynchronised.
 MAX_RECORD = 1 << 20
@@ -112,6 +116,7 @@ class CaptureReader:
 
     def _iter_pcap(self) -> Iterator[Packet]:
         f, order = self._f, self.byte_order
+        linktype = cast(int, self.linktype)  # a pcap file has one, checked in the header
         rec = struct.Struct(order + "IIII")
         scale = 1 if self.nanosecond else 1000
         offset = PCAP_HEADER_SIZE
@@ -132,7 +137,11 @@ class CaptureReader:
             if len(data) < incl:
                 self._fatal(frame, offset, f"truncated record: {len(data)} of {incl} bytes")
                 return
-            yield self._packet(frame, sec * 1_000_000_000 + frac * scale, data, orig, offset, self.linktype)
+            if frac * scale >= 1_000_000_000 and linktype != LINKTYPE_ERF:
+                pkt = Packet(frame, sec * 1_000_000_000 + frac * scale, None, orig, offset, linktype)
+                yield self._skip(pkt, PCAP_TS_FRACTION)
+            else:
+                yield self._packet(frame, sec * 1_000_000_000 + frac * scale, data, orig, offset, linktype)
             offset += PCAP_RECORD_SIZE + incl
 
     # -- pcapng ---------------------------------------------------------------------------
@@ -142,7 +151,7 @@ class CaptureReader:
         offset = 0
         frame = 0
         order = "<"
-        ifaces: list[tuple[int, int, int]] = []  # (linktype, ts numerator, ts denominator)
+        ifaces: list[pcapng.Interface] = []
 
         def read(n: int) -> bytes:
             got = buf.read(n)
@@ -170,7 +179,10 @@ class CaptureReader:
                     return
                 ifaces = []  # interface ids restart in each section
                 blen = struct.unpack_from(order + "I", head, 4)[0]
-                body = bom + read(blen - 12) if blen >= 12 else b""
+                if blen < 28 or blen % 4 or blen > MAX_RECORD + 64:
+                    self._fatal(frame + 1, offset, f"section header block length {blen} is corrupt")
+                    return
+                body = bom + read(blen - 12)
             else:
                 btype, blen = struct.unpack(order + "II", head)
                 if blen < 12 or blen % 4 or blen > MAX_RECORD + 64:
@@ -180,32 +192,41 @@ class CaptureReader:
             if len(body) < blen - 8:
                 self._fatal(frame + 1, offset, f"truncated pcapng block: {len(body) + 8} of {blen} bytes")
                 return
-            body = body[:-4]  # trailing copy of the block length
-            if btype == 1:  # Interface Description Block
-                ifaces.append(_idb(body, order))
-            elif btype in (2, 3, 6):  # Packet (obsolete), Simple Packet, Enhanced Packet
+            trailer = struct.unpack_from(order + "I", body, len(body) - 4)[0]
+            if trailer != blen:
+                # The lengths at both ends disagree: where the next block starts is unknown.
+                self._fatal(frame + 1, offset, f"pcapng block length {blen} at its start, {trailer} at its end")
+                return
+            body = body[:-4]
+            if btype == PCAPNG_SHB and struct.unpack_from(order + "H", body, 4)[0] != 1:
+                major = struct.unpack_from(order + "H", body, 4)[0]
+                self._fatal(frame + 1, offset, f"section header block: major version {major}, madpipe reads 1")
+                return
+            if btype == pcapng.BLOCK_IDB:
+                ifaces.append(pcapng.interface(body, order))
+            elif btype in pcapng.PACKET_BLOCKS:
                 frame += 1
                 yield self._pcapng_packet(btype, body, order, ifaces, frame, offset)
             offset += blen
 
     def _pcapng_packet(self, btype, body, order, ifaces, frame, offset) -> Packet:
-        if btype == 3:
-            iface, ts, orig = 0, 0, struct.unpack_from(order + "I", body)[0]
-            data = body[4:4 + orig]
-        else:
-            if btype == 6:
-                iface, hi, lo, incl, orig = struct.unpack_from(order + "IIIII", body)
-                start = 20
-            else:
-                iface, _drops, hi, lo, incl, orig = struct.unpack_from(order + "HHIIII", body)
-                start = 20
-            ts = (hi << 32) | lo
-            data = body[start:start + incl]
-        if iface >= len(ifaces):
-            return self._skip(Packet(frame, 0, None, orig, offset, -1, iface),
-                              f"packet names interface {iface}, which no interface block declared")
-        linktype, num, den = ifaces[iface]
-        return self._packet(frame, ts * num // den, data, orig, offset, linktype, iface)
+        try:
+            p = pcapng.packet_fields(btype, body, order)
+        except pcapng.BlockError as exc:
+            self.frames = frame
+            return self._skip(Packet(frame, 0, None, 0, offset, -1), f"corrupt {pcapng.BLOCK_NAMES[btype]}, {exc}")
+        if p.iface >= len(ifaces):
+            return self._skip(Packet(frame, 0, None, p.orig_len, offset, -1, p.iface),
+                              f"packet names interface {p.iface}, which no interface block declared")
+        iface = ifaces[p.iface]
+        if iface.error:
+            return self._skip(Packet(frame, 0, None, p.orig_len, offset, iface.linktype, p.iface),
+                              f"interface {p.iface}: {iface.error}")
+        ts_ns = iface.ts_ns(p.ticks)
+        why = pcapng.timestamp_error(iface, p.iface, ts_ns)
+        if why:
+            return self._skip(Packet(frame, 0, None, p.orig_len, offset, iface.linktype, p.iface), why)
+        return self._packet(frame, ts_ns, p.data, p.orig_len, offset, iface.linktype, p.iface)
 
     # -- common ---------------------------------------------------------------------------
     def _packet(self, frame, ts_ns, data, orig, offset, linktype, iface=0) -> Packet:
@@ -246,27 +267,6 @@ class CaptureReader:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def _idb(body: bytes, order: str) -> tuple[int, int, int]:
-    """(linktype, numerator, denominator) converting an interface's timestamps to ns."""
-    linktype = struct.unpack_from(order + "H", body)[0]
-    num, den = 1000, 1  # default if_tsresol 6: microseconds
-    pos = 8
-    while pos + 4 <= len(body):
-        code, length = struct.unpack_from(order + "HH", body, pos)
-        if code == 0:
-            break
-        if code == 9 and length >= 1:  # if_tsresol
-            v = body[pos + 4]
-            if v & 0x80:
-                num, den = 1_000_000_000, 1 << (v & 0x7F)
-            elif v <= 9:
-                num, den = 10 ** (9 - v), 1
-            else:
-                num, den = 1, 10 ** (v - 9)
-        pos += 4 + ((length + 3) & ~3)
-    return linktype, num, den
 
 
 class CaptureWriter:

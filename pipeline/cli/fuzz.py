@@ -23,6 +23,18 @@ EXAMPLE = """targets (--target, several allowed; default codecs snoop paravirt; 
             a simulator that dies or goes silent is a finding; it runs in a private network
             namespace with only loopback (refused where none can be made, unless
             --allow-network-exposure)
+  files     (alone; not in 'all') whole files: the bundled captures rewritten as every format
+            madpipe reads (pcap us/ns, both byte orders, link types 197 with ERF extension
+            headers and 247, pcapng with its blocks and options), a paravirt trace (JSON Lines,
+            binary) and a --pkey-map file, mutated (header and block fields, lengths, options,
+            interface ids, link types, ERF bits, records dropped, repeated, swapped, spliced,
+            cuts at every boundary) and run in-process through decode (JSON and text), snoop,
+            diff, report (the full page one case in --report-every, its data on every case),
+            paravirt and --pkey-map. A finding: an exception, a command over --hang-seconds, an
+            exit status other than 0/1/2, a traceback, an exit 2 that is not one line, decode
+            and snoop disagreeing on the frames read, skipped (and why) or where the file ended.
+            Each kept finding is minimised (its edits dropped while it stays); -w DIR gets the
+            minimised files and DIR/findings.jsonl
 
 Case N of seed S is the same in every run with the same corpus: --replay S:N shows it again,
 with what was mutated and what each target says. Findings are grouped by kind; the first --keep
@@ -31,6 +43,8 @@ Exit status 0 when the run worked, findings or not; 2 when it could not run.
 
 examples:
   madpipe fuzz --seed 1 --count 1000000 -w findings.pcap
+  madpipe fuzz --target files --seed 1 --count 100000 -w file-findings/
+  madpipe fuzz --target files --replay 1:1274 -w case.jsonl
   madpipe fuzz --seconds 60 --target all --corpus pcaps/infiniband_endace_erf_2008.pcap
   madpipe fuzz --replay 1:123456 -x"""
 
@@ -44,7 +58,8 @@ def register(sub) -> None:
         "values, bit flips, truncation and extension, wrong PktLen, directed-route hop counts and "
         "paths out of range, P_KeyTable blocks past the table, P_Key indices past 127 in QP-context "
         "mailboxes, bad CRCs, reserved bits, responses without requests. Feed them to the targets "
-        "and report what breaks, deduplicated, with a seed and case number that replay it.",
+        "and report what breaks, deduplicated, with a seed and case number that replay it. --target files "
+        "mutates whole capture, trace and map files instead and runs madpipe's commands on them (below).",
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -53,11 +68,12 @@ def register(sub) -> None:
     how.add_argument("--count", "-c", type=integer, help="number of cases (default 10000)")
     how.add_argument("--seconds", type=float, metavar="S", help="run for S seconds instead of a count")
     p.add_argument("--start", type=integer, default=0, metavar="N", help="first case number (default 0)")
-    p.add_argument("--target", nargs="+", metavar="T", choices=(*TARGETS, "all"),
-                   help=f"targets: {', '.join(TARGETS)}, all (default codecs snoop paravirt)")
+    p.add_argument("--target", nargs="+", metavar="T", choices=(*TARGETS, "all", "files"),
+                   help=f"targets: {', '.join(TARGETS)}, all (default codecs snoop paravirt); or files, alone")
     p.add_argument("--corpus", metavar="DIR|CAPTURE", help="seed frames from a capture or a directory of captures")
     p.add_argument("-w", dest="write", metavar="FILE", help="write findings as a capture (ERF, link type 197) "
-                   "and as JSON Lines in FILE with the extension .jsonl")
+                   "and as JSON Lines in FILE with the extension .jsonl; --target files: a directory for the "
+                   "minimised files and findings.jsonl (with --replay: the case's file)")
     add_force(p)
     p.add_argument("-T", dest="format", choices=("text", "json"), default="text",
                    help="stdout: text (a table at the end) or json (JSON Lines: findings, then a summary)")
@@ -69,6 +85,10 @@ def register(sub) -> None:
     p.add_argument("--allow-network-exposure", action="store_true",
                    help="--target ibsim: where no private network namespace can be made, run ibsim "
                    "with its UDP ports open on every interface (default: refuse)")
+    p.add_argument("--report-every", type=integer, default=64, metavar="N",
+                   help="files: the full madpipe report (matplotlib, ~1 s) on one case in N (default 64; 1 = all)")
+    p.add_argument("--hang-seconds", type=float, default=20.0, metavar="S",
+                   help="files: a command running longer than S seconds is a hang (default 20)")
     p.add_argument("--replay", metavar="SEED:CASE", help="replay one case and say what each target makes of it")
     p.add_argument("-x", dest="hex", action="store_true", help="with --replay: hex dump of the frame")
     p.set_defaults(func=run)
@@ -80,6 +100,8 @@ def _targets(args):
 
     if not args.target:
         return list(DEFAULT_TARGETS)
+    if "files" in args.target and len(set(args.target)) > 1:
+        raise MadpipeError("--target files runs alone: its cases are whole files, the other targets' are frames")
     if "all" in args.target:  # every target but the outside tools that are not there, said so
         chosen = []
         for target in TARGETS:
@@ -136,6 +158,8 @@ def _run(args) -> int:
     # compiled and 20-25 s to build first): compile only for more.
     jit.plan(large=count is None or count > SMALL_RUN)
     targets = _targets(args)
+    if targets == ["files"]:
+        return run_files(args, seed, count)
     opts = fuzz.Options(seed=seed, count=count, seconds=args.seconds, targets=tuple(targets), corpus=args.corpus,
                         jobs=args.jobs, roundtrip_every=args.roundtrip_every, keep=args.keep, start=args.start,
                         allow_network_exposure=args.allow_network_exposure)
@@ -178,6 +202,9 @@ def run_replay(args) -> int:
     except ValueError:
         raise MadpipeError(f"--replay {text!r}: expected SEED:CASE, e.g. 1:12345") from None
     targets = _targets(args)
+    check_new_output(args.write, args.force)
+    if targets == ["files"]:
+        return replay_files(args, seed, index)
     opts = fuzz.Options(seed=seed, allow_network_exposure=args.allow_network_exposure)
     one, findings = fuzz.replay(seed, index, targets, args.corpus, opts)
     out = sys.stdout
@@ -186,4 +213,51 @@ def run_replay(args) -> int:
         with CaptureWriter(args.write) as w:
             w.write(one.frame(0), ts_ns=index * 1_000_000_000)
     out.flush()
+    return 0
+
+
+def run_files(args, seed: int, count) -> int:
+    from madpipe.pipeline.cli.main import main
+    from madpipe.pipeline.fuzz import files_runner
+    from madpipe.pipeline.fuzz.output import Progress, print_files_text, summary_json
+
+    if args.report_every < 0 or args.hang_seconds <= 0:
+        raise MadpipeError("--report-every must be 0 or more and --hang-seconds positive")
+    if args.corpus:
+        raise MadpipeError("--target files starts from the bundled captures: drop --corpus")
+    if args.write and os.path.exists(args.write) and not args.force and (
+            not os.path.isdir(args.write) or os.listdir(args.write)):
+        raise MadpipeError(f"{args.write}: exists and is not an empty folder: --force to write into it")
+    opts = files_runner.FilesOptions(seed=seed, count=count, seconds=args.seconds, start=args.start,
+                                     jobs=args.jobs, keep=args.keep, hang_seconds=args.hang_seconds,
+                                     report_every=args.report_every, write=args.write)
+    out = sys.stdout
+    show = Progress(count, args.seconds) if sys.stderr.isatty() else None
+    on_finding = (lambda rec: jsonl(rec, out)) if args.format == "json" else None
+    summary = files_runner.run(opts, main, show, on_finding)
+    if show is not None:
+        show.done()
+    if args.format == "json":
+        jsonl(summary_json(summary, opts, args.write, None), out)
+    else:
+        print_files_text(summary, opts, out)
+    out.flush()
+    if summary.interrupted:
+        print("madpipe fuzz: interrupted; the summary covers the cases run", file=sys.stderr)
+        return 130
+    return 0
+
+
+def replay_files(args, seed: int, index: int) -> int:
+    from madpipe.pipeline.cli.main import main
+    from madpipe.pipeline.fuzz import files_runner
+    from madpipe.pipeline.fuzz.output import print_files_replay
+
+    seed_file, edits, minimal, data, findings = files_runner.replay(seed, index, main, args.hang_seconds)
+    print_files_replay(seed, index, seed_file, edits, minimal, data, findings, sys.stdout,
+                       format=args.format, hex=args.hex)
+    if args.write:
+        with open(args.write, "wb") as f:
+            f.write(data)
+    sys.stdout.flush()
     return 0

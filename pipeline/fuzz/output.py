@@ -61,6 +61,7 @@ def _stats_text(name: str, c) -> str:
         "paravirt": ["mailboxes", "spill", "refused", "getresp", "getresp spill", "getresp refused"],
         "tshark": ["frames", "malformed", "dissector-bug", "crash", "hang"],
         "ibsim": ["sent", "answers", "dead", "silent"],
+        "files": ["captures", "traces", "pkey-maps", "commands", "read whole", "cut short", "refused", "reports"],
     }.get(name, [])
     keys = [k for k in order if k in c] + sorted(k for k in c if k not in order)
     return ", ".join(f"{c[k]:,} {k}" for k in keys)
@@ -152,3 +153,33 @@ def _short(v) -> str:
     if isinstance(v, int):
         return f"0x{v:x}" if v < 1 << 64 else f"0x{v:x}"[:18] + "…"
     return str(v)
+
+
+def print_files_text(s: Summary, opts, out) -> None:
+    """``--target files``: the summary, then where the minimised files went."""
+    print_text(s, opts, out)
+    if opts.write:
+        kept = sum(1 for g in s.groups.values() for e in g.examples if "file" in e)
+        out.write(f"Findings written to {opts.write}/ ({kept} minimised files) and {opts.write}/findings.jsonl.\n")
+
+
+def print_files_replay(seed: int, index: int, seed_file, edits, minimal, data: bytes, findings, out, *,
+                       format: str = "text", hex: bool = False) -> None:
+    """One case of ``--target files`` again: its seed file, edits, findings and their minimal edits."""
+    if format == "json":
+        jsonl({"type": "case", "seed": seed, "case": index, "seed_file": seed_file.name, "bytes": len(data),
+               "edits": [e.note for e in edits]}, out)
+        for f, keep in zip(findings, minimal):
+            jsonl({"type": "finding", "target": f.target, "kind": f.kind, "severity": f.severity, "what": f.what,
+                   "key": f.key, "case": f.case, "minimal_edits": [e.note for e in keep], **f.data}, out)
+        return
+    out.write(f"case {seed}:{index}, from {seed_file.name} ({len(seed_file.data)} bytes), now {len(data)} bytes\n")
+    out.write("edits:\n")
+    for e in edits:
+        out.write(f"  {e.note}\n")
+    if hex:
+        hexdump(data, out)
+    if not findings:
+        out.write("files: nothing found (every command ended 0, 1 or 2; decode and snoop agree)\n")
+    for f, keep in zip(findings, minimal):
+        out.write(f"files: {f.kind}: {f.what}\n  minimal edits: {'; '.join(e.note for e in keep)}\n")

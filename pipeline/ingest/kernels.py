@@ -41,6 +41,7 @@ from madpipe.pipeline.kernels.jit import njit
 REC_OK = 0
 REC_ERF_SHORT = 1
 REC_ERF_EXT_RUNS_PAST = 2
+REC_TS_FRACTION = 3  # link type 247: a timestamp fraction of a second or more (the ERF one is used for 197)
 REC_ERF_NOT_IB = 128  # + the ERF type (7 bits)
 
 # Where each record starts depends on the one before (its length), so a plain walk waits for
@@ -86,6 +87,8 @@ def scan_pcap(buf, end, big, scale, erf, max_record, rec_off, pkt_off, pkt_len, 
         start = body
         length = np.int64(incl)
         wire = np.int64(orig)
+        if not erf and np.int64(frac) * scale >= 1000000000:
+            c = REC_TS_FRACTION
         if erf:
             if incl < 16:
                 c = REC_ERF_SHORT

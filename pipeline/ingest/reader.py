@@ -19,6 +19,7 @@ from madpipe.codecs.capture import (
     LINKTYPE_ERF,
     MAX_RECORD,
     PCAP_HEADER_SIZE,
+    PCAP_TS_FRACTION,
     CaptureReader,
 )
 from madpipe.codecs.erf_records import ERF_EXT_RUNS_PAST, ERF_SHORT, erf_not_ib
@@ -39,7 +40,8 @@ def skip_reason(code: int) -> str:
     """The words for a kernels_ingest record code: the same the streaming reader uses."""
     if code >= k.REC_ERF_NOT_IB:
         return erf_not_ib(code - k.REC_ERF_NOT_IB)
-    return {k.REC_ERF_SHORT: ERF_SHORT, k.REC_ERF_EXT_RUNS_PAST: ERF_EXT_RUNS_PAST}[code]
+    return {k.REC_ERF_SHORT: ERF_SHORT, k.REC_ERF_EXT_RUNS_PAST: ERF_EXT_RUNS_PAST,
+            k.REC_TS_FRACTION: PCAP_TS_FRACTION}[code]
 
 
 @dataclass

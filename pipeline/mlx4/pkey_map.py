@@ -22,10 +22,16 @@ def read_pkey_map(path: str, num_vfs: int, master: int = 0) -> np.ndarray:
     """init_pkeys' virt2phys_pkey with the file's assignments applied (uint8[80, 2, 128])."""
     _, v2p = snoop.init_pkeys(num_vfs=num_vfs, num_ports=2, pkey_table_len=128, master=master)
     try:
-        with open(path) as f:
-            lines = f.readlines()
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as exc:
         raise MadpipeError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        lines = data.decode("utf-8").split("\n")
+    except UnicodeDecodeError as exc:
+        lineno = data.count(b"\n", 0, exc.start) + 1
+        raise MadpipeError(f"{path}, line {lineno}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                           f"{exc.start})") from None
     for n, line in enumerate(lines, 1):
         text = line.split("#", 1)[0].strip()
         if not text:
@@ -39,9 +45,11 @@ def read_pkey_map(path: str, num_vfs: int, master: int = 0) -> np.ndarray:
         except ValueError:
             raise MadpipeError(f"{path}, line {n}: not integers: {text!r}") from None
         limits = {"vf": (1, num_vfs), "port": (1, 2), "index": (0, 127), "phys": (0, 127)}
-        for name, value in zip(names, (vf, port, index, phys)):
+        for name, value, written in zip(names, (vf, port, index, phys), fields):
             low, high = limits[name]
             if not low <= value <= high:
-                raise MadpipeError(f"{path}, line {n}, field {name}: {value} is outside {low}..{high}")
+                # As written, cut: a hexadecimal one may have more decimal digits than str() makes.
+                shown = written if len(written) <= 24 else written[:20] + "..."
+                raise MadpipeError(f"{path}, line {n}, field {name}: {shown} is outside {low}..{high}")
         v2p[vf, port - 1, index] = phys
     return v2p

@@ -50,6 +50,7 @@ HEADER = np.dtype([("magic", "S16"), ("version", "<u4"), ("record_size", "<u4")]
 RECORD = np.dtype([("transition", "u1"), ("reserved", "u1"), ("slave", "<u2"), ("in_mod", "<u4"),
                    ("mailbox", "u1", (256,))])
 MAILBOX_HEX_DIGITS = 512
+HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 SLAVE_MAX = 0xFFFF
 IN_MOD_MAX = 0xFFFFFFFF
 
@@ -152,13 +153,19 @@ def _read_jsonl(label: str, data: bytes) -> Trace:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise TraceError(f"{label}: line {lineno}: not JSON: {exc.msg} at column {exc.colno}") from None
+        except ValueError:  # json turns an integer of over sys.get_int_max_str_digits() digits down
+            raise TraceError(f"{label}: line {lineno}: an integer too long to read "
+                             f"(over {sys.get_int_max_str_digits()} digits)") from None
+        except RecursionError:
+            raise TraceError(f"{label}: line {lineno}: not JSON madpipe reads: arrays or objects nested "
+                             "too deeply") from None
         if not isinstance(obj, dict):
             raise TraceError(f"{label}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
         name = obj.get("transition")
         if name is None:
             raise TraceError(f"{label}: line {lineno}: field transition: missing")
-        if name not in paravirt.TRANSITIONS:
-            raise TraceError(f"{label}: line {lineno}: field transition: unknown {json.dumps(name)}; "
+        if not isinstance(name, str) or name not in paravirt.TRANSITIONS:
+            raise TraceError(f"{label}: line {lineno}: field transition: unknown {json.dumps(name)[:40]}; "
                              f"valid: {', '.join(paravirt.TRANSITIONS)}")
         slave = _field_int(label, lineno, obj, "slave", SLAVE_MAX)
         in_mod = _field_int(label, lineno, obj, "in_mod", IN_MOD_MAX)
@@ -172,7 +179,9 @@ def _read_jsonl(label: str, data: bytes) -> Trace:
         try:
             box = bytes.fromhex(hexdigits)
         except ValueError:
-            col = next(i for i, c in enumerate(hexdigits) if c not in "0123456789abcdefABCDEF")
+            box = b""
+        if len(box) != 256:  # not hexadecimal, or whitespace, which bytes.fromhex skips
+            col = next(i for i, c in enumerate(hexdigits) if c not in HEX_DIGITS)
             raise TraceError(f"{label}: line {lineno}: field mailbox: not hexadecimal "
                              f"(character {col + 1}: {hexdigits[col]!r})") from None
         codes.append(paravirt.TRANSITIONS[name])
