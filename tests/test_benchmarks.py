@@ -108,7 +108,7 @@ def test_bench_command_runs(capsys):
     assert main(["bench", "--n", "2000", "--repeat", "1", "--subset", "200", "--what", "snoop,paravirt"]) == 0
     out, err = capsys.readouterr()
     # progress while it runs (stderr is no terminal here: a line a figure), and for which n the targets are
-    assert err.splitlines()[0].startswith("madpipe bench: n=2000, groups snoop, paravirt; the targets are set for")
+    assert "madpipe bench: n=2000, groups snoop, paravirt; the targets are set for --n 1000000" in err
     assert "bench: snoop: numba kernel, profile new\n" in err and err.count("bench: paravirt: numba in place\n") == 1
     assert "numba kernel, profile new" in out and "numba in place" in out and "baseline" in out
     # The targets its figures allow checking, each with its ratio and a verdict; no others.
