@@ -43,9 +43,6 @@ FINDING_REFUSED = 2
 
 # Swap the two bytes of every 16-bit lane of a 64-bit word.
 LANE_LOW_BYTES = 0x00FF00FF00FF00FF
-# Times a word with bits only at 0, 16, 32, 48: those bits land at 48, 49, 50, 51 (and nothing
-# else reaches 48..51 or carries).
-GATHER_LANE_BITS = (1 << 48) | (1 << 33) | (1 << 18) | (1 << 3)
 
 
 @njit
@@ -83,12 +80,12 @@ def _lanes_differing(x, little_endian):
     """Bit j (0..3) set when P_Key j of the four in ``x`` (a XOR of two wire-order words) is not 0.
 
     Each 16-bit lane's two bytes are ORed into its low byte; adding 0xFF carries into bit 8 of
-    the lane exactly when that byte is not 0 (no lane can carry into the next); one multiply
-    then gathers bits 0, 16, 32, 48 into bits 48..51."""
+    the lane exactly when that byte is not 0 (no lane can carry into the next); shifts then
+    gather bits 0, 16, 32, 48 into bits 0..3 (nothing wraps: the same in plain Python)."""
     lane_low = np.uint64(LANE_LOW_BYTES)
     t = (x | (x >> np.uint64(8))) & lane_low
     m = ((t + lane_low) >> np.uint64(8)) & np.uint64(0x0001000100010001)
-    g = np.int64(((m * np.uint64(GATHER_LANE_BITS)) >> np.uint64(48)) & np.uint64(0xF))
+    g = np.int64((m | (m >> np.uint64(15)) | (m >> np.uint64(30)) | (m >> np.uint64(45))) & np.uint64(0xF))
     if not little_endian:  # P_Key 0 is the word's top lane
         g = ((g & 1) << 3) | ((g & 2) << 1) | ((g & 4) >> 1) | ((g & 8) >> 3)
     return g
