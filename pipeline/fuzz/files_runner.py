@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from madpipe.pipeline.fuzz.findings import Group
 from madpipe.pipeline.fuzz.mutate.file_ops import FileMutator
 from madpipe.pipeline.fuzz.mutate.file_seeds import seeds as make_seeds
-from madpipe.pipeline.fuzz.runner import Summary
+from madpipe.pipeline.fuzz.runner import Summary, within_time
 from madpipe.pipeline.fuzz.targets.files import FilesTarget
 from madpipe.pipeline.kernels import jit
 
@@ -123,10 +123,10 @@ def run(opts: FilesOptions, command, progress=None, on_finding=None) -> Summary:
     try:
         if opts.jobs > 1:
             pool = multiprocessing.get_context("fork").Pool(opts.jobs, _pool_init, (opts, command, workdir))
-            results = pool.imap(_pool_batch, _timed(_plan(opts), opts, t0))
+            results = pool.imap(_pool_batch, within_time(_plan(opts), opts.seconds, t0))
         else:
             worker = _Worker(opts, command, workdir)
-            results = (worker.run_batch(s, n) for s, n in _timed(_plan(opts), opts, t0))
+            results = (worker.run_batch(s, n) for s, n in within_time(_plan(opts), opts.seconds, t0))
         for _start, count, stats, groups in results:
             summary.cases += count
             summary.stats.setdefault("files", Counter()).update(stats)
@@ -165,13 +165,6 @@ def _compiled_kernels() -> None:
     of time, once), decided before the workers fork, rather than plain Python for each small file."""
     jit.plan_for_inputs([], small=0)
     jit.resolve()
-
-
-def _timed(plan, opts: FilesOptions, t0: float):
-    for item in plan:
-        if opts.seconds is not None and time.monotonic() - t0 >= opts.seconds:
-            return
-        yield item
 
 
 def replay(seed: int, index: int, command, hang_seconds: float = 20.0):

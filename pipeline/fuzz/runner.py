@@ -215,7 +215,7 @@ def run(opts: Options, reporter_factory=None, progress=None) -> Summary:
             results = _ordered(pool, plan, jobs * 2, opts, t0)
         else:
             worker = _Worker(opts, corpus, in_pool, workdir) if in_pool else None
-            results = (_local(worker, s, n) for s, n in _timed(plan, opts, t0))
+            results = (_local(worker, s, n) for s, n in within_time(plan, opts.seconds, t0))
         for start, count, stats, groups in results:
             if parent_targets:
                 cases = mutator.batch(start, count)
@@ -268,9 +268,10 @@ def _batches(opts: Options):
         start = stop
 
 
-def _timed(plan, opts: Options, t0: float):
+def within_time(plan, seconds: float | None, t0: float):
+    """The plan's items while fewer than ``seconds`` have passed since ``t0`` (all: None)."""
     for item in plan:
-        if opts.seconds is not None and time.monotonic() - t0 >= opts.seconds:
+        if seconds is not None and time.monotonic() - t0 >= seconds:
             return
         yield item
 
@@ -278,7 +279,7 @@ def _timed(plan, opts: Options, t0: float):
 def _ordered(pool, plan, depth: int, opts: Options, t0: float):
     """Results of pool batches in batch order, with at most ``depth`` batches in flight."""
     pending = []
-    plan = _timed(plan, opts, t0)
+    plan = within_time(plan, opts.seconds, t0)
     for item in plan:
         pending.append(pool.apply_async(_pool_batch, (item,)))
         if len(pending) >= depth:
