@@ -76,6 +76,17 @@ def topology(path: Path):
     return guid, cas, peer
 
 
+def node_names(path: Path) -> dict:
+    """DR path -> the NodeDescription the node answered, as decode_frame decodes it."""
+    names = {}
+    with CaptureReader(path) as cap:
+        for pkt in cap:
+            r = decode_frame(pkt.data, pkt.frame)
+            if r.get("attr", {}).get("name") == "NodeDescription" and r["mad"]["method"] == GETRESP:
+                names[tuple(r["smp"]["initial_path"])] = bytes.fromhex(r["attr"]["node_string"]).rstrip(b"\0").decode()
+    return names
+
+
 def facing_ca(port_guid: int, port: int, cas, peer) -> int | None:
     """The CA port a programmed port stands for: itself, or the CA a switch port faces."""
     if port == 0 and port_guid in cas:
@@ -109,10 +120,14 @@ def test_opensm_runs_diff_names_the_partitions_file_changes(capsys):
 
     assert main(["diff", str(RUN_A), str(RUN_AB), "-T", "json"]) == 1
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    names = node_names(RUN_AB)
+    assert sorted(names.values()) == ["Hca1", "Hca2", "Hca3", "Hca4", "Switch1", "Switch2"]
     got = set()
     for r in records:
         if r["type"] in ("port", "entry", "partition"):
             assert r["guid"] == guid_of[tuple(r["dr_path"])]  # named as NodeInfo names it
+        if r["type"] == "port":
+            assert r["node_description"] == names[tuple(r["dr_path"])]
         if r["type"] == "partition":
             got.add((r["guid"], r["port"], r["partition"], r["kind"], r["a"], r["b"]))
     want = set()
@@ -151,9 +166,9 @@ def test_opensm_runs_diff_names_the_partitions_file_changes(capsys):
 def test_opensm_runs_text(capsys):
     assert main(["diff", str(RUN_A), str(RUN_AB)]) == 1
     out = capsys.readouterr().out
-    assert "Port lid 0x0005 path 1,2 port 0 guid 0x0000000000100007, 64 pkeys capacity:" in out
+    assert 'Port lid 0x0005 path 1,2 port 0 "Hca3" guid 0x0000000000100007, 64 pkeys capacity:' in out
     lines = out.splitlines()
-    start = lines.index("Port lid 0x0005 path 1,2 port 0 guid 0x0000000000100007, 64 pkeys capacity:")
+    start = lines.index('Port lid 0x0005 path 1,2 port 0 "Hca3" guid 0x0000000000100007, 64 pkeys capacity:')
     assert lines[start + 1].split() == ["block", "index", "change", "a", "b", "membership"]
     assert lines[start + 2].split() == ["0", "1", "membership", "0x0001", "0x8001", "limited", "->", "full"]
     assert lines[start + 3].split() == ["0", "2", "removed", "0x0002", "0x0000", "was", "limited"]

@@ -137,6 +137,31 @@ def test_cli_json(scenario, capsys):
     assert records[-1]["events"] == 5
 
 
+def test_ports_titled_by_their_node_description(tmp_path, capsys):
+    path = tmp_path / "names.pcap"
+    c = Capture(path)
+    c.get(smp.IB_SMP_ATTR_PORT_INFO, port_info(HOST_LID))
+    c.get(smp.IB_SMP_ATTR_NODE_DESC, b"old name".ljust(64, b"\0"))
+    c.get(smp.IB_SMP_ATTR_NODE_DESC, b'host "a"\n\xff'.ljust(64, b"\0"))  # the last answer wins
+    c.pkeys(0, [0xFFFF, 0x8001])                                        # frames 7, 8
+    c.pkeys(0, [0xFFFF, 0x8002], path=[1, 2], port=3)  # a switch whose node never answered
+    c.pkeys(8, [0x6666])                                                # a finding
+    c.close()
+    name = 'host "a"\n\ufffd'  # invalid UTF-8 replaced, as decode shows it
+    for snoop in (snoop_capture, reference_fabric.snoop_capture):
+        r = snoop(path)
+        assert {pid.port: st.node for pid, st in r.ports.items()} == {0: name, 3: None}
+    assert main(["snoop", "-r", str(path)]) == 0
+    out = capsys.readouterr().out
+    title = 'lid 0x0004 path 1 port 0 "host \\"a\\"\\n\\ufffd"'  # JSON escapes keep it one line
+    assert f"Port {title}:" in out and "Port path 1,2 port 3:" in out
+    assert f"      7     0.006000  {title}     0 0x00000002  [1] 0x0000->0x8001" in out.splitlines()
+    assert f"  frame 11: {title} block 8: block would write past the kernel's table: refused" in out
+    assert main(["snoop", "-r", str(path), "-T", "json"]) == 0
+    ports = [json.loads(line) for line in capsys.readouterr().out.splitlines()][:2]
+    assert [(p["port"], p["node_description"]) for p in ports] == [(0, name), (3, None)]
+
+
 def test_operators_manual_host_view(scenario, tmp_path, capsys):
     # vm1 (VF 1) maps its index 0 -> physical 1, 1 -> 0; vm2 maps 0 -> 2, 1 -> 0.
     m = tmp_path / "vfs.map"

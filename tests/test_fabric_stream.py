@@ -43,7 +43,9 @@ from madpipe.pipeline.mlx4 import snoop
 PCAPS = Path(__file__).parent.parent / "pcaps"
 SM_LID = 1
 SET, GET, GETRESP = 0x02, 0x01, 0x81
-NODE_INFO, PORT_INFO, PKEY_TABLE = 0x11, 0x15, 0x16
+NODE_DESC, NODE_INFO, PORT_INFO, PKEY_TABLE = 0x10, 0x11, 0x15, 0x16
+# NodeDescriptions as nodes may send them: plain, quotes and a newline, invalid UTF-8, no NUL, empty.
+NAMES = [b"Hca1", b'sw "core" 1\nrack 2', b"bad \xff\xfe utf-8", b"x" * 64, b""]
 
 
 # -- snoop_ports: the per-port kernel against smp_snoop_reference, port by port ------------------
@@ -211,7 +213,7 @@ def learn_model(ids, hdr, data, seen, routes):
             f[kf.FACT_SWITCH], f[kf.FACT_NODE_CAP] = int(d[2] == 2), d[28] << 8 | d[29]
         elif h[17] == 0x12:
             f[kf.FACT_SWITCH_CAP] = d[14] << 8 | d[15]
-        elif d[16] << 8 | d[17]:
+        elif h[17] == 0x15 and d[16] << 8 | d[17]:
             for lid_col, seen_col, counts in ((kf.FACT_LID_ANY, kf.FACT_SEEN_ANY, True),
                                               (kf.FACT_LID_P0, kf.FACT_SEEN_P0, h[23] == 0)):
                 if counts:
@@ -227,7 +229,7 @@ def test_learn_routes_matches_answer_by_answer(seed):
     n, routes = 500, 7
     ids = rng.integers(0, routes, n).astype(np.int32)
     hdr = rng.integers(0, 256, (n, 24), dtype=np.uint8)
-    hdr[:, 17] = rng.choice([0x11, 0x12, 0x15, 0x15], n)
+    hdr[:, 17] = rng.choice([0x10, 0x11, 0x12, 0x15, 0x15], n)  # 0x10: NodeDescription, passed over
     hdr[:, 23] = rng.choice([0, 0, 1, 5], n)
     data = rng.integers(0, 256, (n, 64), dtype=np.uint8)
     data[:, 2] = rng.choice([1, 2], n)
@@ -346,14 +348,18 @@ class Conversation:
 
     def op(self, i):
         r = self.rng.random()
-        if r < 0.08:
+        if r < 0.06:
+            name = self.rng.choice(NAMES)
+            self.frames.append(self.smp(GETRESP, NODE_DESC, name.ljust(64, b"\0"), self.next_tid(), self.route(),
+                                        status=self.rng.choice([0, 0, 0, 0x1C]), answer=True))
+        elif r < 0.11:
             route = self.route()
             data = bytearray(64)
             data[2] = self.rng.choice([1, 1, 2])
             data[28:30] = self.rng.choice([32, 64, 128, 256]).to_bytes(2, "big")
             self.frames.append(self.smp(GETRESP, NODE_INFO, bytes(data), self.next_tid(), route,
                                         status=self.rng.choice([0, 0, 0, 0x1C]), answer=True))
-        elif r < 0.18:
+        elif r < 0.21:
             path = self.rng.choice(self.PATHS)
             end = self.rng.choice([None, None, self.rng.choice(self.LIDS)])
             data = bytearray(64)
@@ -464,7 +470,7 @@ def assert_same_result(path, **kw):
     assert list(got.ports) == list(want.ports)
     for pid in want.ports:
         a, b = want.ports[pid], got.ports[pid]
-        assert (b.pid, b.blocks, b.capacity) == (a.pid, a.blocks, a.capacity)
+        assert (b.pid, b.blocks, b.capacity, b.node) == (a.pid, a.blocks, a.capacity, a.node)
         assert np.array_equal(b.table, a.table) and b.table.dtype == a.table.dtype
     assert list(got.events) == list(want.events)
     assert list(got.findings) == list(want.findings)
@@ -478,6 +484,7 @@ def test_conversations_match_the_reference(tmp_path, seed):
     path = write_capture(tmp_path / "c.pcap", Conversation(seed).build(150))
     got = assert_same_result(path)
     assert got.counts["sets"] > 20 and len(got.ports) > 3
+    assert 0 < sum(st.node is not None for st in got.ports.values()) < len(got.ports)  # named and unnamed
     assert_same(path)
 
 
@@ -578,7 +585,7 @@ def test_snoop_smps_matches_the_decoder(tmp_path):
                 want_pkey.append((i, route, m["attr_mod"] >> 16, m["tid"], m["method"], m["status"] & 0x7FFF,
                                   m["attr_mod"]))
             elif m["method"] == GETRESP and not m["status"] & 0x7FFF and (
-                    m["attr_id"] == NODE_INFO or (m["attr_id"] == PORT_INFO and m["mgmt_class"] == 0x81)):
+                    m["attr_id"] in (NODE_INFO, NODE_DESC) or (m["attr_id"] == PORT_INFO and m["mgmt_class"] == 0x81)):
                 want_ans.append((route, m["attr_id"]))
     raw = next(iter(Ingest(path).raw()))
     n = len(raw)

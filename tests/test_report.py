@@ -124,8 +124,8 @@ def test_html_opens_with_three_pngs_and_the_matrix(tmp_path, capsys):
     table = page.tables["matrix-table"]
     assert table[0] == ["port", "0x0001", "0x0002", "0x0003", "0x7fff"]
     rows = {r[0]: r[1:] for r in table[1:]}
-    assert rows["lid 0x0005 path 1,2 port 0 guid 0x0000000000100007"] == ["full", "", "", "full"]
-    assert rows["lid 0x0006 path 1,3,2 port 0 guid 0x000000000010000a"] == ["limited", "limited", "", "full"]
+    assert rows["lid 0x0005 path 1,2 port 0 \"Hca3\" guid 0x0000000000100007"] == ["full", "", "", "full"]
+    assert rows["lid 0x0006 path 1,3,2 port 0 \"Hca4\" guid 0x000000000010000a"] == ["limited", "limited", "", "full"]
     assert len(page.tables["events-table"]) == 1 + 14
     assert page.tables["mads-table"][1] == ["SubnMgmtDR GetResp PortInfo", "112"]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from madpipe.pipeline.decode.output import jsonl
 from madpipe.pipeline.fabric import diff
 from madpipe.pipeline.fabric.diff import KIND_TEXT, membership
+from madpipe.pipeline.fabric.model import titled
 from madpipe.pipeline.fabric.text import format_pkeys, shown_entries
 
 # -- text ------------------------------------------------------------------------------------------
@@ -15,13 +16,18 @@ def _pkey(value: int | None) -> str:
 
 
 def port_label(p) -> str:
-    """``lid 0x0004 path 1,3,1 port 0``, then B's name when it differs, then the GUID."""
-    text = p.pid.label()
+    """``lid 0x0004 path 1,3,1 port 0 "Hca2"`` (the node's NodeDescription when a capture has it),
+    then B's name when it differs, then the GUID."""
+    text = titled(p.pid.label(), _node(p))
     if p.b_named_differently:
-        text += f" (in b: {p.b.pid.label()})"
+        text += f" (in b: {p.b.title()})"
     if p.guid is not None:
         text += f" guid 0x{p.guid:016x}"
     return text
+
+
+def _node(p) -> str | None:
+    return next((s.node for s in (p.a, p.b) if s is not None and s.node is not None), None)
 
 
 def _capacity(p) -> str:
@@ -117,7 +123,7 @@ def summary(d) -> str:
 # -- JSON Lines ------------------------------------------------------------------------------------
 
 def _port_json(p) -> dict:
-    rec = {**p.pid.as_json(), "guid": p.guid}
+    rec = {**p.pid.as_json(), "node_description": _node(p), "guid": p.guid}
     if p.b_named_differently:
         rec["b_port"] = p.b.pid.as_json()
     return rec

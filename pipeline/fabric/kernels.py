@@ -15,6 +15,7 @@ from madpipe.codecs.wire import (
     IB_MGMT_METHOD_GET_RESP,
     IB_MGMT_METHOD_SET,
     IB_SMP_ATTR_NODE_INFO,
+    IB_SMP_ATTR_PORT_INFO,
     IB_SMP_ATTR_SWITCH_INFO,
     MAD_ATTR_ID,
     MAD_ATTR_MOD,
@@ -223,7 +224,8 @@ FACTS = 7
 
 @njit
 def learn_routes(ids, hdr, data, seen, facts):
-    """What NodeInfo, SwitchInfo and PortInfo answers say about their routes, in frame order.
+    """What NodeInfo, SwitchInfo and PortInfo answers say about their routes, in frame order (other
+    answers, NodeDescription's, are passed over).
 
     Answer j (kernels_ingest.snoop_smps's ans_hdr uint8[A, 24] and ans_data uint8[A, 64]) came
     back over route ids[j] (int32); facts int64[R, FACTS] (updated): the last answer of each kind
@@ -241,7 +243,7 @@ def learn_routes(ids, hdr, data, seen, facts):
         elif attr == IB_SMP_ATTR_SWITCH_INFO:
             facts[r, FACT_SWITCH_CAP] = ((np.int64(data[j, SWITCH_INFO_PARTITION_ENFORCEMENT_CAP]) << 8)
                                          | np.int64(data[j, SWITCH_INFO_PARTITION_ENFORCEMENT_CAP + 1]))
-        else:
+        elif attr == IB_SMP_ATTR_PORT_INFO:
             lid = (np.int64(data[j, PORT_INFO_LID]) << 8) | np.int64(data[j, PORT_INFO_LID + 1])
             if lid == 0:
                 continue

@@ -5,6 +5,7 @@ Shared by :mod:`madpipe.pipeline.fabric.snoop` and the object-per-SMP
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -67,11 +68,32 @@ class Capacities:
 
 
 @dataclass
+class NodeNames:
+    """What NodeDescription answers (IBA 14.2.5.2) call the nodes, by route: the last answer wins."""
+
+    text: dict[tuple, str] = field(default_factory=dict)  # route -> NodeDescription as text
+
+    def of(self, routes) -> str | None:
+        """The name of the node reached by any of ``routes`` (the first route that has one)."""
+        return next((self.text[r] for r in routes if r in self.text), None)
+
+
+def titled(label: str, node: str | None) -> str:
+    """A port's label followed by its node's NodeDescription, quoted (JSON escapes: one ASCII line)."""
+    return f"{label} {json.dumps(node)}" if node is not None else label
+
+
+@dataclass
 class PortState:
     pid: PortId
     table: np.ndarray  # uint16[128], the port's phys_pkey_cache row
     blocks: set[int] = field(default_factory=set)  # blocks written at least once
     capacity: int | None = None  # NodeInfo.partition_cap, when the capture has it
+    node: str | None = None  # the NodeDescription of the port's node, when the capture has it
+
+    def title(self) -> str:
+        """The port's label and its node's name: ``lid 0x0003 path 1,3 port 1 "Switch2"``."""
+        return titled(self.pid.label(), self.node)
 
 
 @dataclass

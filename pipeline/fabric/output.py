@@ -59,36 +59,40 @@ def print_text(r: FabricSnoop, out, all_entries: bool = False) -> None:
     for pid, lines in zip(order, _pkey_lines([r.ports[pid] for pid in order])):
         st = r.ports[pid]
         cap = f", {st.capacity} pkeys capacity" if st.capacity else ""
-        out.write(f"Port {pid.label()}{cap}:\n{lines if all_entries else _nonzero_lines(lines)}\n")
+        out.write(f"Port {st.title()}{cap}:\n{lines if all_entries else _nonzero_lines(lines)}\n")
     if r.events:
         out.write("P_Key change events:\n")
-        labels = [pid.label() for pid in (r.events.ports if isinstance(r.events, RecordList) else
-                                          {e.port for e in r.events})]
+        labels = _titles(r, r.events.ports if isinstance(r.events, RecordList) else {e.port for e in r.events})
         width = max([PORT_COLUMN, *map(len, labels)])  # the column fits the longest label
         out.write(f"{'frame':>7} {'time':>12}  {'port':<{width}} {'block':>5} {'bitmap':>10}  changes\n")
         t0_ns = r.events[0].ts_ns if r.first_ts_ns is None else r.first_ts_ns
         if isinstance(r.events, RecordList):
-            _events_text(r.events, t0_ns, out, width)
+            _events_text(r.events, t0_ns, out, width, _titles(r, r.events.ports))
         else:
             for e in r.events:
                 flag = " (unconfirmed)" if e.unconfirmed else ""
-                out.write(f"{e.frame:7d} {kt.relative_time_text(e.ts_ns, t0_ns)}  {e.port.label():<{width}} "
+                out.write(f"{e.frame:7d} {kt.relative_time_text(e.ts_ns, t0_ns)}  {_titles(r, [e.port])[0]:<{width}} "
                           f"{e.block:5d} 0x{e.bitmap:08x}  {_changes_text(e.changes)}{flag}\n")
         out.write("\n")
     if r.findings:
         out.write("Findings:\n")
         if isinstance(r.findings, RecordList):
-            labels = [pid.label() for pid in r.findings.ports]
+            labels = _titles(r, r.findings.ports)
             for chunk in r.findings.spool:
                 out.write("".join([f"  frame {frame}: {labels[slot]} block {block}: {FINDING_TEXT[kind]}\n"
                                    for frame, slot, block, kind in _columns(chunk, "frame", "slot", "block", "kind")]))
         else:
             for f in r.findings:
-                out.write(f"  frame {f.frame}: {f.port.label()} block {f.block}: {f.text}\n")
+                out.write(f"  frame {f.frame}: {_titles(r, [f.port])[0]} block {f.block}: {f.text}\n")
         out.write("\n")
     if r.host is not None:
         _print_host(r.host, out)
     out.write(_summary(r) + "\n")
+
+
+def _titles(r: FabricSnoop, pids) -> list[str]:
+    """Each port's label with its node's NodeDescription when the capture has one."""
+    return [r.ports[pid].title() if pid in r.ports else pid.label() for pid in pids]
 
 
 #: The event table's port column is at least this wide (wider when a label is longer).
@@ -139,7 +143,7 @@ def print_json(r: FabricSnoop, out) -> None:
     for pid in sorted(r.ports, key=_port_order):
         st = r.ports[pid]
         capacity = "null" if st.capacity is None else int(st.capacity)
-        out.write(f'{{"type":"port",{_port_json(pid)},"capacity":{capacity},'
+        out.write(f'{{"type":"port",{_port_json(pid)},"node_description":{json.dumps(st.node)},"capacity":{capacity},'
                   f'"pkeys":[{",".join(map(str, st.table.tolist()))}]}}\n')
     if isinstance(r.events, RecordList):
         _events_json(r.events, out)
@@ -273,9 +277,11 @@ def _relative_times(chunk: np.ndarray, t0_ns: int) -> tuple[np.ndarray, np.ndarr
     return buf[:used], ends
 
 
-def _events_text(events: RecordList, t0_ns: int, out, width: int = PORT_COLUMN) -> None:
-    """The event lines (_EVENT_TEXT); times are text_kernels.relative_time_text's."""
-    _write_events(events, out, [f"{pid.label():<{width}}" for pid in events.ports] + [""],
+def _events_text(events: RecordList, t0_ns: int, out, width: int = PORT_COLUMN, titles: list[str] | None = None) -> None:
+    """The event lines (_EVENT_TEXT), the ports by ``titles`` (by slot; their labels when None);
+    times are text_kernels.relative_time_text's."""
+    titles = [pid.label() for pid in events.ports] if titles is None else titles
+    _write_events(events, out, [f"{title:<{width}}" for title in titles] + [""],
                   lambda chunk: _relative_times(chunk, t0_ns), kt.event_lines, 48 + len(kt.UNCONFIRMED))
 
 

@@ -29,6 +29,7 @@ from madpipe.pipeline.fabric.model import (
     FabricSnoop,
     Finding,
     HostView,
+    NodeNames,
     PortId,
     PortState,
 )
@@ -67,7 +68,7 @@ class _Smp:
 
 
 _KEPT_ATTRS = (smpc.IB_SMP_ATTR_PKEY_TABLE, smpc.IB_SMP_ATTR_PORT_INFO, smpc.IB_SMP_ATTR_NODE_INFO,
-               smpc.IB_SMP_ATTR_SWITCH_INFO)
+               smpc.IB_SMP_ATTR_SWITCH_INFO, smpc.IB_SMP_ATTR_NODE_DESC)
 
 
 def collect(path: str | os.PathLike, counts: Counter) -> tuple[list[_Smp], Ingest, int | None]:
@@ -111,14 +112,18 @@ def _route(m: np.ndarray, frame: np.ndarray) -> tuple:
     return ("lid", lrh_lid)
 
 
-def _learn_lids(smps: list[_Smp]) -> tuple[dict, Capacities]:
-    """From PortInfo, NodeInfo and SwitchInfo answers: the LID behind each DR route, capacities."""
+def _learn_lids(smps: list[_Smp]) -> tuple[dict, Capacities, NodeNames]:
+    """From PortInfo, NodeInfo, SwitchInfo and NodeDescription answers: the LID behind each DR
+    route, capacities, node names."""
     lid_of: dict[tuple, int] = {}
     caps = Capacities()
+    names = NodeNames()
     switch = caps.switch
     for s in smps:
         if s.method != madc.IB_MGMT_METHOD_GET_RESP or s.status:
             continue
+        if s.attr_id == smpc.IB_SMP_ATTR_NODE_DESC:
+            names.text[s.route] = smpc.node_description_text(s.mad[64:128].tobytes())
         if s.attr_id == smpc.IB_SMP_ATTR_NODE_INFO:
             switch[s.route] = s.mad[64 + 2] == 2  # node_type 2: switch
             caps.node[s.route] = int(s.mad[64 + 28]) << 8 | int(s.mad[64 + 29])
@@ -133,7 +138,7 @@ def _learn_lids(smps: list[_Smp]) -> tuple[dict, Capacities]:
         # A switch has one LID, on port 0; a CA port's PortInfo carries its own LID.
         if lid and (not switch.get(s.route) or (s.attr_mod & 0xFF) == 0):
             lid_of[s.route] = lid
-    return lid_of, caps
+    return lid_of, caps, names
 
 
 def _port_id(route: tuple, port: int, lid_of: dict) -> PortId:
@@ -158,7 +163,7 @@ def snoop_capture(path: str | os.PathLike, rule: str = "set", profile: str = "ne
         raise ValueError(f"rule must be one of {FROM_RULES}, got {rule!r}")
     counts: Counter[str] = Counter()
     smps, ing, first_ts_ns = collect(path, counts)
-    lid_of, capacity = _learn_lids(smps)
+    lid_of, capacity, names = _learn_lids(smps)
 
     # A port known by LID and by DR path is one port: name every route by its LID when known.
     def pid_for(s: _Smp) -> PortId:
@@ -212,6 +217,7 @@ def snoop_capture(path: str | os.PathLike, rule: str = "set", profile: str = "ne
         if pid.lid is not None:
             routes[pid] += [r for r, lid in lid_of.items() if lid == pid.lid] + [("lid", pid.lid)]
         state.capacity = capacity.of(routes[pid], pid.port)
+        state.node = names.of(routes[pid])
         result.ports[full] = state
         if host is not None and pid.lid == host and pid.port == 0:
             result.host = _host_view(full, items, profile, num_vfs, port_num, v2p)

@@ -105,7 +105,7 @@ def membership_matrix(ports: dict[PortId, PortState], guids: dict | None = None)
     labels = []
     for pid in order:
         guid = (guids or {}).get(pid)
-        labels.append(pid.label() + (f" guid 0x{guid:016x}" if guid is not None else ""))
+        labels.append(ports[pid].title() + (f" guid 0x{guid:016x}" if guid is not None else ""))
     return Matrix(order, labels, parts, cells)
 
 

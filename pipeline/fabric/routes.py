@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from madpipe.codecs import smp as smpc
+from madpipe.codecs import wire
 from madpipe.pipeline.fabric import kernels as kf
-from madpipe.pipeline.fabric.model import Capacities, PortId
+from madpipe.pipeline.fabric.model import Capacities, NodeNames, PortId
 from madpipe.pipeline.ingest import kernels as ki
 
 
@@ -66,6 +68,7 @@ class Routes:
         self.facts = np.full((64, kf.FACTS), -1, np.int64)  # id -> fabric.kernels.FACT_* columns
         self.seen = 0  # PortInfo answers with a LID so far
         self.caps = Capacities()  # set by finish
+        self.names = NodeNames()  # NodeDescription answers, as they come
         self.lid_of: dict[tuple, int] | None = None  # set by finish
 
     def learn(self, hdr: np.ndarray, data: np.ndarray, key: np.ndarray) -> None:
@@ -82,6 +85,14 @@ class Routes:
             grown[:len(self.facts)] = self.facts
             self.facts = grown
         self.seen = kf.learn_routes(ids, hdr, data, self.seen, self.facts)
+        self._learn_names(ids, hdr, data)
+
+    def _learn_names(self, ids: np.ndarray, hdr: np.ndarray, data: np.ndarray) -> None:
+        # One answer per node and sweep: few rows, so each route's last one is taken in Python.
+        rows = np.flatnonzero((hdr[:, wire.MAD_ATTR_ID] == 0) & (hdr[:, wire.MAD_ATTR_ID + 1] == smpc.IB_SMP_ATTR_NODE_DESC))
+        last = {int(ids[j]): j for j in rows.tolist()}
+        for i, j in last.items():
+            self.names.text[self.route[i]] = smpc.node_description_text(data[j].tobytes())
 
     def finish(self) -> None:
         # A switch has one LID, on port 0; a CA port's PortInfo carries its own LID.

@@ -312,7 +312,8 @@ class SnoopPass:
             if pid.lid is not None:
                 routes += behind.get(pid.lid, []) + [("lid", pid.lid)]
             capacity = self.routes.caps.of(routes, pid.port)
-            result.ports[full[slot]] = PortState(full[slot], table, {b for b in range(16) if mask >> b & 1}, capacity)
+            result.ports[full[slot]] = PortState(full[slot], table, {b for b in range(16) if mask >> b & 1}, capacity,
+                                                 self.routes.names.of(routes))
         if self.host is not None:
             met = self.host_slot >= 0 and self.first_order[self.host_slot] >= 0
             pid = full[self.host_slot] if met else PortId(self.host, None, 0)

@@ -13,6 +13,7 @@ from madpipe.codecs.wire import (
     IB_MGMT_METHOD_RESP,
     IB_MGMT_METHOD_SET,
     IB_PERMISSIVE_LID,
+    IB_SMP_ATTR_NODE_DESC,
     IB_SMP_ATTR_NODE_INFO,
     IB_SMP_ATTR_PKEY_TABLE,
     IB_SMP_ATTR_PORT_INFO,
@@ -232,8 +233,8 @@ def snoop_smps(buf, pkt_off, pkt_len, code, rec, method, status, tid, attr_mod, 
     P_KeyTable SMPs (any method), one row k each: rec[k] the record index, method[k] (uint8),
     status[k] (uint16, without the directed-route D bit), tid[k] (uint64), attr_mod[k] (uint32),
     data[k] the 64-byte SMP data (written for SubnSet and SubnGetResp only), key[k] the route key
-    with the switch port. Answers that name ports: SubnGetResp(NodeInfo) on any route and
-    SubnGetResp(SwitchInfo) and SubnGetResp(PortInfo) on a directed route, status 0: ans_hdr (the 24-byte MAD header),
+    with the switch port. Answers that name ports: SubnGetResp(NodeInfo), (SwitchInfo) and
+    (NodeDescription) on any route and SubnGetResp(PortInfo) on a directed route, status 0: ans_hdr (the 24-byte MAD header),
     ans_data, ans_key (no switch port). Unused rows and bytes are left as they were.
     Returns (P_KeyTable SMPs, answers, MADs, SMPs) of the batch.
     """
@@ -275,7 +276,7 @@ def snoop_smps(buf, pkt_off, pkt_len, code, rec, method, status, tid, attr_mod, 
             key[k, ROUTE_KEY_PORT] = buf[m + MAD_ATTR_MOD]
             key[k, ROUTE_KEY_PORT + 1] = buf[m + MAD_ATTR_MOD + 1]
             k += 1
-        elif attr == IB_SMP_ATTR_NODE_INFO or attr == IB_SMP_ATTR_SWITCH_INFO or \
+        elif attr == IB_SMP_ATTR_NODE_INFO or attr == IB_SMP_ATTR_SWITCH_INFO or attr == IB_SMP_ATTR_NODE_DESC or \
                 (attr == IB_SMP_ATTR_PORT_INFO and cls == IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE):
             if buf[m + MAD_METHOD] != IB_MGMT_METHOD_GET_RESP or (buf[m + MAD_STATUS] & STATUS_HIGH) != 0 \
                     or buf[m + MAD_STATUS + 1] != 0:
