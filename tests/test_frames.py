@@ -127,6 +127,7 @@ def test_port_tables_dataframe():
         assert rows.pkey.astype(int).tolist() == state.table[:len(rows)].tolist()
     hca3 = df[(df.lid == 5) & df.membership.notna()]
     assert hca3.guid.unique().tolist() == [0x100007]
+    assert hca3.node_description.unique().tolist() == ["Hca3"]  # ibsim's name for the node at LID 5
     assert list(zip(hca3.pkey, hca3.partition, hca3.membership)) == [
         (0xFFFF, 0x7FFF, "full"), (0x8001, 0x0001, "full")]
     assert df[df.pkey == 0].membership.isna().all() and df[df.pkey == 0].partition.isna().all()

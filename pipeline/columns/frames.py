@@ -303,8 +303,8 @@ def _series(pd, values: np.ndarray, mask: np.ndarray, dtype: str):
 
 # -- port tables ------------------------------------------------------------------------------------
 
-PORT_TABLE_COLUMNS = ("port_label", "lid", "dr_path", "port", "guid", "capacity", "index", "block", "pkey",
-                      "partition", "membership")
+PORT_TABLE_COLUMNS = ("port_label", "lid", "dr_path", "port", "guid", "node_description", "capacity", "index",
+                      "block", "pkey", "partition", "membership")
 
 
 def port_rows(result, guids: dict | None = None) -> list[dict]:
@@ -323,7 +323,8 @@ def port_rows(result, guids: dict | None = None) -> list[dict]:
             p = int(table[i])
             rows.append({"port_label": pid.label(), "lid": pid.lid,
                          "dr_path": None if pid.dr_path is None else ",".join(map(str, pid.dr_path)),
-                         "port": pid.port, "guid": guid, "capacity": state.capacity, "index": i,
+                         "port": pid.port, "guid": guid, "node_description": state.node,
+                         "capacity": state.capacity, "index": i,
                          "block": i // 32, "pkey": p,
                          "partition": p & 0x7FFF if p & 0x7FFF else None,
                          "membership": ("full" if p & 0x8000 else "limited") if p & 0x7FFF else None})
@@ -334,7 +335,8 @@ def port_tables_dataframe(path: str | os.PathLike, rule: str = "set"):
     """One row per (port, index) of every P_Key table the SM left (``madpipe snoop``'s tables).
 
     Columns: port_label (``lid 0x0004 path 1,3,1 port 0``), lid, dr_path ("1,3,1"), port, guid
-    (from the capture's NodeInfo answers: a CA's port GUID, a switch's node GUID), capacity,
+    (from the capture's NodeInfo answers: a CA's port GUID, a switch's node GUID), node_description
+    (the node's NodeDescription answer, <NA> without one), capacity,
     index, block, pkey, partition (low 15 bits, <NA> for an empty entry), membership ("full",
     "limited", <NA>). Entries run through the port's capacity (or its last written block).
     """
@@ -349,7 +351,7 @@ def port_tables_dataframe(path: str | os.PathLike, rule: str = "set"):
     for name, dtype in (("lid", "UInt16"), ("port", "UInt8"), ("guid", "UInt64"), ("capacity", "UInt16"),
                         ("index", "int64"), ("block", "int64"), ("pkey", "UInt16"), ("partition", "UInt16")):
         df[name] = df[name].astype(dtype)
-    for name in ("port_label", "dr_path", "membership"):
+    for name in ("port_label", "dr_path", "node_description", "membership"):
         df[name] = df[name].astype("string")
     df.attrs["file_error"] = result.file_error
     df.attrs["path"] = os.fspath(path)
