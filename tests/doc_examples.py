@@ -85,7 +85,7 @@ TOOLS = {
 SLOW = [r"madpipe fuzz", r"madpipe bench", r"madpipe build-kernels", r"madpipe capture", r"SimCapture",
         r"madpipe replay", r"--dask", r"madpipe report", r"atheris", r"hypothesis"]
 #: Exit statuses other than 0 that an example may end with, by pattern.
-STATUS = {r"^madpipe diff ": (0, 1),  # diff(1)'s: 1 when the captures differ
+STATUS = {r"(^|\| *)madpipe diff ": (0, 1),  # diff(1)'s: 1 when the captures differ
           r"^madpipe check ": (0, 1)}  # 1 when a capture breaks the policy
 #: Commands that are not run, by pattern, and why.
 NOT_RUN = {

@@ -46,7 +46,7 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--partitions", metavar="FILE", required=True, help="opensm's partitions.conf (opensm -P)")
-    p.add_argument("captures", metavar="CAPTURE", nargs="+", help="captures of the SM's traffic")
+    p.add_argument("captures", metavar="CAPTURE", nargs="+", help="captures of the SM's traffic ('-': standard input)")
     p.add_argument("--from", dest="rule", choices=("getresp", "set"), default="getresp",
                    help="which MADs give a port's table (default getresp: what the port reported last)")
     p.add_argument("--allow-both-pkeys", action="store_true",
@@ -67,6 +67,7 @@ def run(args) -> int:
     from madpipe.pipeline.fabric.check import check_capture
     from madpipe.pipeline.fabric.check_output import print_json, print_text
     from madpipe.pipeline.fabric.partitions_conf import read_policy
+    from madpipe.pipeline.ingest.live import seekable
 
     policy = read_policy(args.partitions)
     for w in policy.warnings:
@@ -77,7 +78,9 @@ def run(args) -> int:
         if len(args.captures) > 1 and args.format == "text":
             out.write(f"==> {path} <==\n")
         try:
-            c = check_capture(path, policy, args.rule, args.allow_both_pkeys)
+            with seekable(path) as readable:  # "-": standard input, copied to a temporary file first
+                c = check_capture(readable, policy, args.rule, args.allow_both_pkeys)
+            c.path = path
         except MadpipeError as exc:
             out.flush()
             print(f"madpipe check: {exc}", file=sys.stderr)
