@@ -252,4 +252,3 @@ def test_stop_after_ends_a_quiet_follow(tmp_path):
     assert time.monotonic() - start < 30
     bad = run("decode", "-r", "-", "--follow", stdin=b"")
     assert bad.returncode == 2 and "--follow follows a file" in bad.stderr.decode()
-    os.utime(path)
