@@ -37,6 +37,7 @@ PLACEHOLDERS: dict[str, str | list[str] | dict[str, str] | None] = {
     "big.pcap": "pcaps/opensm_partitions_queries.pcap",
     "a.conf": "pcaps/partitions-a.conf",
     "b.conf": "pcaps/partitions-b.conf",
+    "/etc/opensm/partitions.conf": "pcaps/partitions-a.conf",  # opensm's default -P file
     "trace.jsonl": "tests/data/paravirt_example.jsonl",
     "monday/": ["pcaps/opensm_partitions.pcap"],
     "captures/": ["pcaps/opensm_partitions.pcap", "pcaps/opensm_partitions_changed.pcap"],
@@ -84,7 +85,8 @@ TOOLS = {
 SLOW = [r"madpipe fuzz", r"madpipe bench", r"madpipe build-kernels", r"madpipe capture", r"SimCapture",
         r"madpipe replay", r"--dask", r"madpipe report", r"atheris", r"hypothesis"]
 #: Exit statuses other than 0 that an example may end with, by pattern.
-STATUS = {r"^madpipe diff ": (0, 1)}  # diff(1)'s: 1 when the captures differ
+STATUS = {r"(^|\| *)madpipe diff ": (0, 1),  # diff(1)'s: 1 when the captures differ
+          r"^madpipe check ": (0, 1)}  # 1 when a capture breaks the policy
 #: Commands that are not run, by pattern, and why.
 NOT_RUN = {
     r"^bash tests/run_all\.sh": "the whole test suite (CI runs it)",

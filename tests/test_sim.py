@@ -377,7 +377,7 @@ def test_replay_through_libibumad_under_umad2sim(opensm_runs, tmp_path):
     with SimCapture(TOPOLOGY, sm_node="Hca1") as fresh:  # DR paths start at Hca1
         proc = subprocess.run(
             [sys.executable, "-m", "madpipe.pipeline.cli.main", "replay", "-r", str(opensm_runs["capture_a"]),
-             "--umad", "ibsim0", "-Y", SET_PKEYS, "--top", "-w", str(answers)],
+             "--umad", "ibsim0", "-Y", SET_PKEYS, "--top", "--allow-set", "-w", str(answers)],
             env=fresh.tool_env("Hca1"), cwd=fresh.workdir, capture_output=True, text=True,
             timeout=60, check=False)
         assert proc.returncode == 0, proc.stderr
@@ -537,7 +537,7 @@ def _replay_under_umad2sim(env: dict, timeout: float = 60) -> tuple[subprocess.C
     env["LD_PRELOAD"] = find_umad2sim()
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "madpipe.pipeline.cli.main", "replay", "-r",
-                           str(PCAPS / "opensm_partitions.pcap"), "--umad", "ibsim0", "--only", "requests"],
+                           str(PCAPS / "opensm_partitions.pcap"), "--umad", "ibsim0", "--only", "requests", "--allow-set"],
                           env=env, capture_output=True, text=True, timeout=timeout, check=False)
     return proc, time.monotonic() - start
 

@@ -6,12 +6,17 @@ import sys
 
 from madpipe.codecs.errors import MadpipeError
 from madpipe.pipeline.cli.args import add_capture_inputs, add_force, table_output, write_dataset_cli
+from madpipe.pipeline.cli.live import add_live_options, live_input, live_status, open_live
 from madpipe.pipeline.columns import many
 from madpipe.pipeline.decode.display_filter import compile_filter
 from madpipe.pipeline.decode.lines import decode_capture
 from madpipe.pipeline.decode.text import summary
 
-EXAMPLE = """exit status: 0 the whole file was read; 1 the file is cut short or corrupt after some frames
+EXAMPLE = """live: -r - reads standard input (ibdump -w - | madpipe decode -r -), --follow a file still being
+written (tail -f): each frame's lines are written and flushed as it is read; the counts come at
+the end, or when SIGINT (Ctrl-C) or SIGTERM stops the run (exit 0 then).
+
+exit status: 0 the whole file was read; 1 the file is cut short or corrupt after some frames
 (those frames are still printed); 2 the file cannot be read at all, or bad arguments.
 
 examples:
@@ -19,6 +24,8 @@ examples:
   madpipe decode -r capture.pcap -Y 'mad.attr_id==0x16 && mad.method==0x02' -V
   madpipe decode -r capture.pcap -T json -c 10 | jq .attr.pkeys
   madpipe decode -r capture.pcap -w frames.parquet               # or .csv; --force to overwrite
+  cat pcaps/opensm_partitions.pcap | madpipe decode -r - -Y 'mad.attr_id==0x16'   # a pipe, line by line
+  madpipe decode -r capture.pcap --follow --stop-after 1 -T json   # a file still being written
   madpipe decode -r monday/ -r today.pcap -T json | jq -c 'select(.capture=="today.pcap")'
   madpipe decode -r captures/ -w frames/ --dask tcp://scheduler:8786"""
 
@@ -33,6 +40,7 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_capture_inputs(p)
+    add_live_options(p)
     p.add_argument("-c", dest="count", metavar="COUNT", type=int, help="stop after COUNT frames (of each capture)")
     p.add_argument("-V", dest="verbose", action="store_true", help="print the full field tree")
     p.add_argument("-x", dest="hex", action="store_true", help="print each frame's bytes in hex")
@@ -60,6 +68,13 @@ def run(args) -> int:
         return _run_export(args, files, kind)
     args.format = args.format or "text"
     pred = compile_filter(args.filter) if args.filter else None
+    if live_input(args, files):
+        with open_live(files[0], args) as stream:
+            counts, error = decode_capture(stream, sys.stdout, format=args.format, count=args.count,
+                                           verbose=args.verbose, hex=args.hex, pred=pred)
+        sys.stdout.flush()
+        print(summary(files[0], counts), file=sys.stderr)
+        return live_status("decode", files[0], error, stream)
     if len(files) == 1:
         return run_one(args, files[0], pred, sys.stdout, None)
     progress = many.Progress.for_cli("decode", len(files))

@@ -24,7 +24,8 @@ short, bad arguments), as diff(1).
 examples:
   madpipe diff pcaps/opensm_partitions.pcap pcaps/opensm_partitions_changed.pcap
   madpipe diff monday.pcap today.pcap -T json | jq -c 'select(.type=="partition")'
-  madpipe diff monday.pcap today.pcap --host 0x4 --vfs 2 --pkey-map vfs.map"""
+  madpipe diff monday.pcap today.pcap --host 0x4 --vfs 2 --pkey-map vfs.map
+  cat today.pcap | madpipe diff monday.pcap -                       # B from standard input"""
 
 
 def register(sub) -> None:
@@ -36,8 +37,8 @@ def register(sub) -> None:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("a", metavar="A", help="the earlier capture")
-    p.add_argument("b", metavar="B", help="the capture to compare with it")
+    p.add_argument("a", metavar="A", help="the earlier capture ('-': standard input)")
+    p.add_argument("b", metavar="B", help="the capture to compare with it ('-': standard input)")
     p.add_argument("--from", dest="rule", choices=("set", "getresp"), default="set",
                    help="which MADs set a table, as for snoop (default set: the kernel's rule)")
     p.add_argument("-T", dest="format", choices=("text", "json"), default="text",
@@ -53,13 +54,20 @@ def input_files(argv: list[str]) -> list[str]:
 
 
 def run(args) -> int:
+    from madpipe.codecs.errors import MadpipeError
     from madpipe.pipeline.fabric.diff_output import print_json, print_text
+    from madpipe.pipeline.ingest.live import seekable
     from madpipe.pipeline.mlx4.pkey_map import read_pkey_map
 
     check_host_options(args)
+    if args.a == args.b == "-":
+        raise MadpipeError("only one of A and B can be '-' (standard input)")
     v2p = read_pkey_map(args.pkey_map, num_vfs=args.vfs) if args.pkey_map else None
-    d = diff.diff_captures(args.a, args.b, args.rule, host=args.host, num_vfs=args.vfs,
-                           port_num=args.port_num, v2p=v2p)
+    # "-" is standard input, copied to a temporary file first: a diff reads each capture twice.
+    with seekable(args.a) as a, seekable(args.b) as b:
+        d = diff.diff_captures(a, b, args.rule, host=args.host, num_vfs=args.vfs,
+                               port_num=args.port_num, v2p=v2p)
+        d.a.path, d.b.path = args.a, args.b
     out = sys.stdout
     (print_json if args.format == "json" else print_text)(d, out)
     out.flush()

@@ -23,6 +23,7 @@ COMMANDS = {
     "craft": "write crafted SMPs (or frames from decode's JSON) to a capture tshark opens",
     "snoop": "P_Key tables of every port from a capture, as the mlx4 master's smp_snoop sees them",
     "diff": "compare the P_Key tables two captures leave on every port (and the VFs' view)",
+    "check": "check the P_Key tables of captures against opensm's partitions.conf, port by port",
     "report": "a self-contained HTML report with figures: membership matrix, change events, MADs over time",
     "paravirt": "rewrite a trace of QP-modify commands as the mlx4 SR-IOV master does",
     "capture": "capture opensm programming a simulated fabric (ibsim) as native IB packets",
@@ -37,6 +38,7 @@ EPILOG = """examples:
   madpipe decode -r capture.pcap -Y 'mad.attr_id==0x16' -T json    # P_KeyTable MADs as JSON Lines
   madpipe snoop -r pcaps/opensm_partitions_changed.pcap            # P_Key tables and changes
   madpipe diff monday.pcap today.pcap                               # what changed between captures
+  madpipe check --partitions pcaps/partitions-a.conf pcaps/opensm_partitions.pcap   # tables vs policy
   madpipe paravirt -r trace.jsonl -w rewritten.jsonl                # mlx4 QP-context rewriting
   madpipe craft --method set --attr pkey-table --block 0 --pkeys 0xffff,0x8001 -L 4 -w set.pcap
   madpipe fuzz --seed 1 --count 100000 -w findings.pcap
@@ -121,7 +123,7 @@ def _version() -> str:
 
 # Commands whose captures are positional arguments: their module's input_files(argv) finds them
 # with the command's own parser, without importing any kernel module.
-POSITIONAL_INPUTS = ("diff", "report")
+POSITIONAL_INPUTS = ("diff", "report", "check")
 # Inputs that never build the ahead-of-time kernels or load numba (they use the kernels built
 # ahead of time if they exist, else plain Python). Plain Python beats loading numba (~0.7 s), measured: snoop's
 # streaming kernels touch a few bytes a frame (3,000 frames: 0.73 s as Python, 1.15 s with
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
 # Commands that leave nothing for exit-time handlers (unlike capture and replay, whose atexit
 # handler stops leftover simulator processes): their process ends without the interpreter's
 # teardown of every module, ~40 ms of a snoop that takes 0.5 s.
-FAST_EXIT = ("decode", "snoop", "diff", "report")
+FAST_EXIT = ("decode", "snoop", "diff", "report", "check")
 
 
 # numpy's OpenBLAS (pthreads in the wheels) starts a thread per core when numpy is imported, and

@@ -11,9 +11,18 @@ from collections import Counter
 
 from madpipe.codecs.errors import MadpipeError
 from madpipe.pipeline.cli.args import add_force, check_new_output
-from madpipe.pipeline.sim.output import failure_line, print_json, print_summary, replay_progress, write_answers
+from madpipe.pipeline.sim.output import (
+    changed_ports_text,
+    failure_line,
+    print_dry_run,
+    print_json,
+    print_summary,
+    replay_progress,
+    write_answers,
+)
 from madpipe.pipeline.sim.protocol import SimError
 from madpipe.pipeline.sim.replay import SimTransport, load_items, origin_node, replay
+from madpipe.pipeline.sim.replay_safety import changes_state, refusal_line
 
 EXAMPLE = """pacing (one of): --as-captured (default: the capture's gaps between MADs), --pps N
 (N MADs a second), --top (as fast as answers come back). At most --window MADs wait for an answer
@@ -25,6 +34,14 @@ A directed-route request is re-originated: its hop pointer starts at 0 again. In
 go from the node given by --node (a directed route's path starts there); by default from the node
 the capture's own directed routes start at (the NodeDescription its SM read of its own node, which
 is the node's name in ibsim), else ibsim's default node.
+
+safety: on a umad device (real hardware) MADs that set or announce state (Set, Trap,
+TrapRepress, SA Delete: a SubnSet(P_KeyTable) rewrites a port's partitions) are refused unless
+--allow-set is given: nothing is sent, one line says how many there are and which ports they
+would change (exit 2). --dry-run prints each MAD, where it would go (LID, or DR path as smpquery
+-D takes it) and the port a Set would change, without opening the device or attaching to ibsim.
+--sim sends everything, as a simulated fabric is there to be changed. The summary names the
+ports the Sets sent addressed.
 
 summary: sent; answered (and how many answers carry a non-zero MAD status); timed out; errors
 (returned undeliverable by the fabric, or not sendable); no answer expected (responses,
@@ -40,7 +57,8 @@ examples:
   madpipe replay -r pcaps/opensm_partitions.pcap --sim 127.0.0.1:7070 --node Hca1 --only requests
   madpipe replay -r cap.pcap --sim 7070 -Y 'mad.attr_id==0x16 && mad.method==0x02' --top -w answers.pcap
   LD_PRELOAD=/usr/lib/x86_64-linux-gnu/umad2sim/libumad2sim.so IBSIM_SERVER_NAME=127.0.0.1 \\
-      IBSIM_SERVER_PORT=7070 SIM_HOST=Hca1 madpipe replay -r cap.pcap --umad ibsim0 --only requests"""
+      IBSIM_SERVER_PORT=7070 SIM_HOST=Hca1 madpipe replay -r cap.pcap --umad ibsim0 --only requests --allow-set
+  madpipe replay -r pcaps/opensm_partitions.pcap --umad mlx5_0 --only requests --dry-run"""
 
 
 def register(sub) -> None:
@@ -67,6 +85,10 @@ def register(sub) -> None:
     p.add_argument("--map-lid", metavar="OLD=NEW", action="append", default=[], type=_lid_pair,
                    help="send what was addressed to LID OLD to LID NEW (repeatable)")
     p.add_argument("-w", dest="write", metavar="FILE", help="write the answers as a capture")
+    p.add_argument("--allow-set", action="store_true",
+                   help="--umad: send Set, Trap, TrapRepress and Delete MADs too (refused without it)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would be sent where (and which ports a Set would change); open nothing")
     add_force(p)
     p.add_argument("--node", metavar="NAME", help="--sim: the node to attach to (as SIM_HOST)")
     p.add_argument("-P", dest="port_num", metavar="PORT", type=int, default=0,
@@ -100,6 +122,10 @@ def run(args) -> int:
         raise MadpipeError("--window must be at least 1 and --timeout positive")
     load_counts: Counter[str] = Counter()
     items = load_items(args.read, args.only, args.filter, dict(args.map_lid), args.count, load_counts)
+    if args.dry_run:
+        return _dry_run(args, items, load_counts)
+    if args.umad and not args.allow_set and any(map(changes_state, items)):
+        raise MadpipeError(refusal_line(items, args.umad))
     origin = ""
     if args.sim:
         node = args.node or origin_node(args.read)
@@ -129,10 +155,25 @@ def run(args) -> int:
         write_answers(args.write, result)
     out = sys.stdout
     (print_json if args.format == "json" else print_summary)(result, load_counts, out)
+    if args.format == "text":
+        out.write(changed_ports_text([o.item for o in result.outcomes if o.result != "send error"], "sent to"))
     for line in result.errors[:3]:
         print(f"madpipe replay: could not send {line}", file=err)
     failed = failure_line(result)
     if failed:
         print(f"madpipe replay: {failed}", file=err)
         return 1
+    return 0
+
+
+def _dry_run(args, items, load_counts) -> int:
+    """--dry-run: each MAD and where it would go, then what a run would change; nothing opened."""
+    if args.umad:
+        target = f"umad device {args.umad}" + ("" if args.allow_set or not any(map(changes_state, items))
+                                              else " (its Sets refused without --allow-set)")
+    else:
+        target = f"ibsim {args.sim} from {args.node or origin_node(args.read) or 'its default node'}"
+    print(f"madpipe replay: dry run: {len(items)} MADs of {load_counts['frames']} frames for {target}; "
+          "nothing sent", file=sys.stderr)
+    print_dry_run(items, load_counts, args.format, sys.stdout)
     return 0

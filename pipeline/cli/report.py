@@ -13,7 +13,8 @@ matplotlib: pip install 'madpipe[report]'.
 
 examples:
   madpipe report pcaps/opensm_partitions_changed.pcap -w report.html
-  madpipe report capture.pcap -w capture.html --png-dir figures/   # the PNGs as files too"""
+  madpipe report capture.pcap -w capture.html --png-dir figures/   # the PNGs as files too
+  cat capture.pcap | madpipe report - -w piped.html                # standard input"""
 
 
 def register(sub) -> None:
@@ -24,7 +25,7 @@ def register(sub) -> None:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("capture", metavar="CAPTURE", help="capture to read")
+    p.add_argument("capture", metavar="CAPTURE", help="capture to read ('-': standard input)")
     p.add_argument("-w", dest="write", metavar="FILE", required=True, help="HTML file to write")
     p.add_argument("--from", dest="rule", choices=("set", "getresp"), default="set",
                    help="which MADs set a table, as for snoop (default set: the kernel's rule)")
@@ -42,9 +43,11 @@ def input_files(argv: list[str]) -> list[str]:
 
 def run(args) -> int:
     from madpipe.pipeline.fabric import report
+    from madpipe.pipeline.ingest.live import seekable
 
     check_new_output(args.write, args.force)
-    data = report.write_report(args.capture, args.write, args.rule, args.png_dir)
+    with seekable(args.capture) as path:  # "-": standard input, copied to a temporary file first
+        data = report.write_report(path, args.write, args.rule, args.png_dir)
     m = data.matrix
     print(f"{args.write}: {len(m.ports)} ports, {len(m.partitions)} partitions, {len(data.events)} change events, "
           f"{sum(data.mads.totals.values())} MADs", file=sys.stderr)

@@ -13,6 +13,7 @@ from madpipe.pipeline.cli.args import (
     table_output,
     write_dataset_cli,
 )
+from madpipe.pipeline.cli.live import add_live_options, live_input, live_status, open_live
 from madpipe.pipeline.columns import many
 from madpipe.pipeline.fabric import snoop  # snoop.snoop_capture looked up at each call: tests swap it there
 from madpipe.pipeline.fabric.model import FROM_RULES
@@ -24,6 +25,13 @@ EXAMPLE = """rules (--from):
            its TID, from that port, has status 0; with no answer in the capture it is applied and
            counted as unconfirmed; with an error status it is not applied.
   getresp  every SubnGetResp(P_KeyTable) with status 0 sets the table the port reported.
+
+live (-r - for standard input, --follow for a file still being written): each change event is
+printed (and flushed) as soon as the frame that decides it is read: under --from set, the
+GetResp that answers the Set (or a second of capture time with none: unconfirmed); the port
+tables, findings and counts come at the end of the input, or when SIGINT (Ctrl-C) or SIGTERM
+stops the run, which then exits 0. --follow reads on at the end of the file until stopped, or
+until --stop-after SECONDS pass with nothing new.
 
 host view (--host LID --vfs N): the port at that LID as an mlx4 SR-IOV master's port -P: its
 virt2phys_pkey (init_pkeys, then --pkey-map), the P_Key-change events of the master and of each
@@ -37,6 +45,8 @@ examples:
   madpipe snoop -r capture.pcap --host 0x4 --vfs 2 --pkey-map vfs.map
   madpipe snoop -r monday/ -r today.pcap -j 2             # a heading and a result per capture
   madpipe snoop -r capture.pcap -w ports.csv                     # the tables as rows; or .parquet
+  cat pcaps/opensm_partitions.pcap | madpipe snoop -r -         # a pipe (ibdump -w - | madpipe snoop -r -)
+  madpipe snoop -r capture.pcap --follow --stop-after 1          # a file still being written (tail -f)
   madpipe snoop -r captures/ -w ports/ --dask local"""
 
 
@@ -51,6 +61,7 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_capture_inputs(p)
+    add_live_options(p)
     p.add_argument("--from", dest="rule", choices=FROM_RULES, default="set",
                    help="which MADs set a table (default set: the kernel's rule)")
     p.add_argument("-T", dest="format", choices=("text", "json", "csv", "parquet"),
@@ -82,6 +93,10 @@ def run(args) -> int:
     if kind:
         return _run_tables(args, files, kind)
     args.format = args.format or "text"
+    if live_input(args, files):
+        if args.host is not None:
+            raise MadpipeError("--host needs the whole capture: not with -r - or --follow")
+        return _run_live(args, files[0])
     v2p = None
     if args.pkey_map:
         v2p = read_pkey_map(args.pkey_map, num_vfs=args.vfs)
@@ -118,6 +133,40 @@ def run(args) -> int:
     finally:
         progress.close()
     return status
+
+
+def _run_live(args, path: str) -> int:
+    """-r - or --follow: events as they are found, then the tables (see the help's "live")."""
+    from dataclasses import replace
+
+    from madpipe.pipeline.decode.output import jsonl
+    from madpipe.pipeline.fabric.live import event_header, event_record, event_text, snoop_stream
+
+    out = sys.stdout
+    seen = []
+
+    def show(events, t0_ns: int) -> None:
+        if args.format == "json":
+            for e in events:
+                jsonl(event_record(e), out)
+        else:
+            if not seen:
+                out.write(event_header())
+            out.write("".join(event_text(e, t0_ns) for e in events))
+        seen.append(len(events))
+        out.flush()
+
+    with open_live(path, args) as stream:
+        result = snoop_stream(stream, show, args.rule)
+    rest = replace(result, events=[])  # printed already
+    if args.format == "json":
+        print_json(rest, out)
+    else:
+        if seen:
+            out.write("\n")
+        print_text(rest, out, args.all_entries)
+    out.flush()
+    return live_status("snoop", path, result.file_error, stream)
 
 
 def _run_tables(args, files: list[str], kind: str) -> int:

@@ -27,14 +27,15 @@ class Decoded(NamedTuple):
 
 def decode_capture(path, out, *, format: str = "text", count: int | None = None, verbose: bool = False,
                    hex: bool = False, pred=None) -> Decoded:
-    """Write every frame of the capture ``path`` to ``out`` (up to ``count``; those ``pred`` keeps,
+    """Write every frame of the capture ``path`` (or a binary stream: a frame's lines are written
+    as it is read) to ``out`` (up to ``count``; those ``pred`` keeps,
     a predicate on the decoded record such as ``compile_filter``'s). ``format`` "text" is a line a
     frame, "json" a JSON Lines record; ``verbose`` adds the field tree, ``hex`` the bytes.
     A capture that cannot be opened at all raises MadpipeError."""
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     counts: Counter[str] = Counter()
-    if FAST_JSON and format == "json" and pred is None and not hex:
+    if FAST_JSON and format == "json" and pred is None and not hex and not hasattr(path, "read"):
         from madpipe.pipeline.decode import json_lines
 
         return Decoded(counts, json_lines.write_json_lines(path, out, count, counts))

@@ -138,6 +138,7 @@ class NodeGuids:
     node_type: int
     node_guid: int
     port_guid: int
+    local_port: int = 0  # the port the NodeInfo request entered by (a switch's link to the asker)
 
 
 def node_infos(path: str | os.PathLike) -> tuple[dict[tuple[int, ...], NodeGuids], dict[int, NodeGuids]]:
@@ -164,7 +165,7 @@ def node_infos(path: str | os.PathLike) -> tuple[dict[tuple[int, ...], NodeGuids
         for j in pick.tolist():
             m = mads[j]
             info = smp.NodeInfo.parse(m[64:128].tobytes())
-            guids = NodeGuids(info.node_type, info.node_guid, info.port_guid)
+            guids = NodeGuids(info.node_type, info.node_guid, info.port_guid, info.local_port_num)
             if m[1] == mad.IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE:
                 hops = min(int(m[7]), 63)
                 by_path[tuple(int(x) for x in m[129:129 + hops])] = guids

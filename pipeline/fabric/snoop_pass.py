@@ -201,13 +201,15 @@ class SnoopPass:
         if len(self.pending) and self.seq - 1 - int(self.pending.cols["seq"][0]) >= 2 * self.window:
             self.decide(final=False)
 
-    def decide(self, final: bool) -> None:
-        """Pair the Sets whose window has passed (all at the end) and apply them, in order."""
+    def decide(self, final: bool, upto: int = 0) -> None:
+        """Pair the Sets whose window has passed (all at the end; at least the first ``upto``: a live
+        stream's Sets whose answer has come) and apply them, in order."""
         if not len(self.pending):
             return
         sets = self.pending.view()
         answers = self.answers.view()
         n = len(sets["seq"]) if final else int(np.searchsorted(sets["seq"], self.seq - 1 - self.window, "right"))
+        n = max(n, min(upto, len(sets["seq"])))
         if n:
             answer = np.empty(n, np.int32)
             kf.pair_answers(sets["tid"][:n], sets["slot"][:n], sets["seq"][:n], answers["tid"], answers["slot"],

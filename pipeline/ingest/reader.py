@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, BinaryIO, Iterator, cast
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from madpipe.codecs.capture import (
 from madpipe.codecs.erf_records import ERF_EXT_RUNS_PAST, ERF_SHORT, erf_not_ib
 from madpipe.pipeline.ingest import kernels as k
 from madpipe.pipeline.ingest import progress
+from madpipe.pipeline.ingest.live import LiveStream
 from madpipe.pipeline.kernels import jit
 
 # A MAD frame is at most LRH 8 + GRH 40 + BTH 12 + DETH 8 + MAD 256 + ICRC 4 + VCRC 2 = 330 bytes.
@@ -120,20 +122,26 @@ class Ingest:
 
     ``raw()`` iterates the same batches as RawBatch objects (no row copy)."""
 
-    def __init__(self, path: str | os.PathLike, batch: int | None = None, chunk_bytes: int | None = None):
-        self.path = os.fspath(path)
+    def __init__(self, path: str | os.PathLike | LiveStream, batch: int | None = None,
+                 chunk_bytes: int | None = None):
+        self.stream = path if isinstance(path, LiveStream) else None
+        self.path = path.name if isinstance(path, LiveStream) else os.fspath(path)
         self.batch = batch or DEFAULT_BATCH
         self.chunk_bytes = max(chunk_bytes or CHUNK_BYTES, MAX_RECORD + 16)
         self.skipped: Counter[str] = Counter()
         self.frames = 0
         self.error: str | None = None
-        with CaptureReader(self.path) as probe:  # validates magic and link type up front
-            self.format = probe.format
-            self.linktype = probe.linktype
-            self.nanosecond = probe.nanosecond
-            self.big = getattr(probe, "byte_order", "<") == ">"
-        # From Python nobody sized the inputs first: a small capture must not build the kernels.
-        jit.note_inputs([self.path])
+        # Validates magic and link type up front; a stream is read on from where the probe stopped.
+        probe = CaptureReader(cast(BinaryIO, self.stream) if self.stream is not None else self.path)
+        self.format = probe.format
+        self.linktype = probe.linktype
+        self.nanosecond = probe.nanosecond
+        self.big = getattr(probe, "byte_order", "<") == ">"
+        self._live_reader = probe if self.stream is not None else None
+        if self.stream is None:
+            probe.close()
+            # From Python nobody sized the inputs first: a small capture must not build the kernels.
+            jit.note_inputs([self.path])
 
     def __iter__(self) -> Iterator[FrameBatch]:
         for raw in self.raw():
@@ -156,16 +164,15 @@ class Ingest:
         buf = bufs[0]
         file_pos = PCAP_HEADER_SIZE
         have = 0
-        with open(self.path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            f.seek(PCAP_HEADER_SIZE)
+        with self._records() as (f, size):
             eof = False
             while True:
                 if not eof and have < len(buf):
-                    got = f.readinto(buf.data[have:])
+                    got = f.readinto(buf.data[have:])  # a stream: what has arrived, so batches follow it
                     eof = got == 0
                     have += got
-                    progress.update(self.path, file_pos + have, size)
+                    if size:
+                        progress.update(self.path, file_pos + have, size)
                 rec_off, pkt_off, pkt_len, orig, ts, code = arrays[turn]
                 n, used, bad, _ = k.scan_pcap(buf, have, self.big, scale, erf, MAX_RECORD,
                                            rec_off, pkt_off, pkt_len, orig, ts, code)
@@ -195,6 +202,17 @@ class Ingest:
                                       f"truncated record: {have - 16} of {self._u32(buf, 8)} bytes")
                     return
 
+    @contextmanager
+    def _records(self) -> Iterator[tuple[Any, int]]:
+        """The capture past its header, and its size (0 for a live stream, which the probe has
+        read past its header already)."""
+        if self.stream is not None:
+            yield self.stream, 0
+            return
+        with open(self.path, "rb") as f:
+            f.seek(PCAP_HEADER_SIZE)
+            yield f, os.fstat(f.fileno()).st_size
+
     def _u32(self, buf, pos) -> int:
         return int.from_bytes(buf[pos:pos + 4].tobytes(), "big" if self.big else "little")
 
@@ -211,7 +229,8 @@ class Ingest:
 
     def _generic(self) -> Iterator[RawBatch]:
         """pcapng (and anything the streaming reader handles): pack packets into one buffer."""
-        with CaptureReader(self.path) as cap:
+        stream = self.stream
+        with self._live_reader or CaptureReader(self.path) as cap:
             pending = []
             skipped: Counter[str] = Counter()
             for pkt in cap:
@@ -220,7 +239,7 @@ class Ingest:
                     self.skipped[pkt.skip] += 1
                 else:
                     pending.append(pkt)
-                if len(pending) >= self.batch:
+                if pending and (len(pending) >= self.batch or (stream is not None and not stream.ready())):
                     yield self._pack(pending, skipped)
                     pending, skipped = [], Counter()
             if pending or skipped:

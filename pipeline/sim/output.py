@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 from madpipe.codecs.capture import CaptureWriter
 from madpipe.pipeline.sim.packets import LEFT_OUT, sim_request_frame
 from madpipe.pipeline.sim.protocol import SimRequest
-from madpipe.pipeline.sim.replay import Outcome, ReplayResult, mad_status
+from madpipe.pipeline.sim.replay import Item, Outcome, ReplayResult, mad_status
+from madpipe.pipeline.sim.replay_safety import changed_ports, changes_state, destination, dry_run_line
 
 if TYPE_CHECKING:
     from madpipe.pipeline.sim.capture import SimCapture
@@ -94,6 +95,7 @@ def summary_record(result: ReplayResult, load: Counter) -> dict:
     d.update(frames=load["frames"], replayed=len(result.outcomes), seconds=round(result.seconds, 6))
     for k in ("not a MAD", "responses left out", "filtered out"):
         d[k.replace(" ", "_")] = load[k]
+    d["set_ports"] = changed_ports([o.item for o in result.outcomes if o.result != "send error"])
     return d
 
 
@@ -149,3 +151,33 @@ def write_answers(path: str, result: ReplayResult) -> None:
         for a in result.answers:
             if not (a.returned or a.timed_out):
                 w.write(sim_request_frame(SimRequest(a.dlid, a.slid, a.dqp, a.sqp, 0, a.mad)), a.ts_ns)
+
+
+def changed_ports_text(items: list[Item], verb: str) -> str:
+    """The line naming the ports the state-changing MADs of ``items`` address ("" if none)."""
+    ports = changed_ports(items)
+    if not ports:
+        return ""
+    n = sum(map(changes_state, items))
+    return f"{n} Sets {verb} {len(ports)} port{'s' * (len(ports) != 1)}: {', '.join(ports)}\n"
+
+
+def print_dry_run(items: list[Item], load: Counter, fmt: str, out) -> None:
+    """``--dry-run``: a line (or a ``-T json`` record) per MAD saying where it would go and the
+    port it would change, then the ports every Set would change."""
+    if fmt == "json":
+        for it in items:
+            m = it.mad
+            rec = {"type": "mad", "frame": it.frame, "mgmt_class": m[1], "method": m[3],
+                   "attr_id": int.from_bytes(m[16:18], "big"), "attr_mod": int.from_bytes(m[20:24], "big"),
+                   "tid": int.from_bytes(m[8:16], "big"), "dlid": it.dlid, "to": destination(it),
+                   "changes_state": changes_state(it), "result": "dry run"}
+            out.write(json.dumps(rec, separators=(",", ":")) + "\n")
+        summary = {"type": "summary", "dry_run": True, "frames": load["frames"], "would_send": len(items),
+                   "state_changing": sum(map(changes_state, items)), "set_ports": changed_ports(items)}
+        out.write(json.dumps(summary, separators=(",", ":")) + "\n")
+        return
+    for it in items:
+        out.write(dry_run_line(it) + "\n")
+    out.write(f"would send {len(items)} MADs of {load['frames']} frames\n")
+    out.write(changed_ports_text(items, "would change") or "no MAD would set or announce state\n")
