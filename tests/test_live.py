@@ -123,6 +123,11 @@ def test_snoop_of_a_pipe_is_snoop_of_the_file():
     assert tables_and_events(piped.stdout.decode()) == tables_and_events(from_file.stdout.decode())
     events = [ln for ln in piped.stdout.decode().splitlines() if re.match(r"^ +\d+ +\d+\.\d{6} ", ln)]
     assert len(events) == 8 and piped.stdout.decode().startswith("P_Key change events:")  # events first
+    # Here every port is named when first met as the whole file names it, with its node's name.
+    port = re.compile(r"^ +\d+ +\d+\.\d{6}  (.*?) +\d+ 0x")
+    assert [port.match(ln).group(1) for ln in events] == [
+        port.match(ln).group(1) for ln in from_file.stdout.decode().splitlines() if port.match(ln)]
+    assert port.match(events[0]).group(1) == 'lid 0x0001 path (local) port 0 "Hca1"'
 
 
 def test_pcapng_through_a_pipe_decodes_and_snoops_as_the_pcap():

@@ -145,14 +145,14 @@ def _run_live(args, path: str) -> int:
     out = sys.stdout
     seen = []
 
-    def show(events, t0_ns: int) -> None:
+    def show(events, t0_ns: int, titles) -> None:
         if args.format == "json":
             for e in events:
                 jsonl(event_record(e), out)
         else:
             if not seen:
                 out.write(event_header())
-            out.write("".join(event_text(e, t0_ns) for e in events))
+            out.write("".join(event_text(e, t0_ns, title=titles.get(e.port)) for e in events))
         seen.append(len(events))
         out.flush()
 

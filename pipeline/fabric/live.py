@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from madpipe.pipeline.fabric import kernels as kf
-from madpipe.pipeline.fabric.model import Event, FabricSnoop, PortId
+from madpipe.pipeline.fabric.model import Event, FabricSnoop, PortId, titled
 from madpipe.pipeline.fabric.routes import Routes
 from madpipe.pipeline.fabric.snoop import PAIR_WINDOW
 from madpipe.pipeline.fabric.snoop_pass import SnoopPass, extract_buffers
@@ -49,6 +49,12 @@ def port_ids(run: SnoopPass) -> list[PortId]:
             for slot, pid in enumerate(run.pids)]
 
 
+def port_titles(run: SnoopPass) -> dict[PortId, str]:
+    """Every slot's port with its node's NodeDescription as far as the capture has said it."""
+    return {pid: titled(pid.label(), run.routes.names.of(run.slot_routes[slot]))
+            for slot, pid in enumerate(port_ids(run))}
+
+
 def answered(run: SnoopPass, now_ns: int) -> int:
     """How many of the waiting Sets, from the oldest, can be decided: their answer has come, or
     they have waited ANSWER_WAIT_NS. A Set still waiting holds back those after it (events stay
@@ -65,14 +71,16 @@ def answered(run: SnoopPass, now_ns: int) -> int:
     return int(np.argmax(waiting)) if waiting.any() else m
 
 
-def snoop_stream(stream: LiveStream, on_events: Callable[[list[Event], int], None], rule: str = "set",
-                 batch: int = DEFAULT_BATCH) -> FabricSnoop:
-    """Snoop ``stream`` until it ends (or is stopped); ``on_events(events, first_ts_ns)`` gets the
-    events of each batch as they are found (times count from the capture's first frame)."""
+def snoop_stream(stream: LiveStream, on_events: Callable[[list[Event], int, dict[PortId, str]], None],
+                 rule: str = "set", batch: int = DEFAULT_BATCH) -> FabricSnoop:
+    """Snoop ``stream`` until it ends (or is stopped); ``on_events(events, first_ts_ns, titles)`` gets
+    the events of each batch as they are found (times count from the capture's first frame;
+    ``titles``: each port's label and node name so far, :func:`port_titles`)."""
     routes = Routes()
     run = SnoopPass(routes, rule, "new", PAIR_WINDOW, None, 0, 1, None, SPOOL_MEMORY, batch)
     run.events.close()
-    run.events = _HandedOn(lambda records: on_events(events_of(records, port_ids(run)), run.first_ts_ns or 0))
+    run.events = _HandedOn(lambda records: on_events(events_of(records, port_ids(run)), run.first_ts_ns or 0,
+                                                     port_titles(run)))
     buffers = extract_buffers(batch)
     ing = Ingest(stream, batch)
     for raw in ing.raw():
@@ -100,15 +108,21 @@ def rename_ports(run: SnoopPass) -> None:
 
 # -- what madpipe snoop prints as it goes: the lines of its event table and its JSON records ------
 
-def event_header(width: int = 28) -> str:
+#: The live event table's port column: wide enough for a label and a short node name (the widest
+#: label is not known before the end).
+LIVE_PORT_COLUMN = 40
+
+
+def event_header(width: int = LIVE_PORT_COLUMN) -> str:
     return f"P_Key change events:\n{'frame':>7} {'time':>12}  {'port':<{width}} {'block':>5} {'bitmap':>10}  changes\n"
 
 
-def event_text(e: Event, t0_ns: int, width: int = 28) -> str:
-    """An event as a line of ``madpipe snoop``'s event table (times from the capture's first frame)."""
+def event_text(e: Event, t0_ns: int, width: int = LIVE_PORT_COLUMN, title: str | None = None) -> str:
+    """An event as a line of ``madpipe snoop``'s event table (times from the capture's first frame;
+    the port as ``title`` when given, else its label)."""
     changes = " ".join(f"[{i}] 0x{old:04x}->0x{new:04x}" for i, old, new in e.changes)
     flag = " (unconfirmed)" if e.unconfirmed else ""
-    return (f"{e.frame:7d} {relative_time_text(e.ts_ns, t0_ns)}  {e.port.label():<{width}} "
+    return (f"{e.frame:7d} {relative_time_text(e.ts_ns, t0_ns)}  {title or e.port.label():<{width}} "
             f"{e.block:5d} 0x{e.bitmap:08x}  {changes}{flag}\n")
 
 
