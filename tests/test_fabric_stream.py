@@ -595,6 +595,22 @@ def test_snoop_smps_matches_the_decoder(tmp_path):
     assert len(want_pkey) > 50 and len(want_ans) > 5
 
 
+def test_spool_in_memory_reads_back_in_chunks_and_its_default_bound(monkeypatch):
+    from madpipe.pipeline.fabric import spool
+
+    records = np.zeros(150_000, EVENT_DTYPE)
+    records["frame"] = np.arange(len(records))
+    kept = spool.Spool(EVENT_DTYPE, memory=1 << 30)
+    kept.append(records[:10])
+    kept.append(records[10:])
+    chunks = list(kept)
+    assert kept.file is None and max(map(len, chunks)) == spool.CHUNK
+    assert np.concatenate(chunks)["frame"].tolist() == records["frame"].tolist()
+    assert spool.SPOOL_MEMORY <= spool.spool_memory() <= spool.SPOOL_MEMORY_MAX
+    monkeypatch.setattr("builtins.open", lambda *a, **k: (_ for _ in ()).throw(OSError("no /proc")))
+    assert spool.spool_memory() == spool.SPOOL_MEMORY  # unknown: the least
+
+
 def test_events_spill_to_a_file_and_read_back(tmp_path):
     path = write_capture(tmp_path / "c.pcap", Conversation(8).build(200))
     got = snoop_capture(path, spool_memory=500)
