@@ -754,10 +754,11 @@ def test_event_line_kernels_equal_the_python_formats():
     assert [r["unconfirmed"] for r in records] == chunk["unconfirmed"][named].astype(bool).tolist()
 
 
-def test_json_event_kernel_writes_every_decimal_length_across_word_edges():
+def test_json_event_kernel_writes_every_decimal_length_across_word_edges(monkeypatch):
     """json_kernels appends words of up to 16 bytes at any offset in a uint64 word: every length
     of each decimal it writes (frame to 19 digits, index past 4 digits, P_Keys of 1..5) at every
-    offset (port texts of 8 lengths shift each record), against Python's % format."""
+    offset (port texts of 8 lengths shift each record), against Python's % format; formatted
+    97 events at a time by the writer's threads, written in order."""
     import io
 
     from madpipe.pipeline.fabric import output as fabric_output
@@ -784,6 +785,7 @@ def test_json_event_kernel_writes_every_decimal_length_across_word_edges():
         spool = [chunk[:1], chunk[1:1000], chunk[1000:]]
 
     Events.ports = ports
+    monkeypatch.setattr(fabric_output, "FORMAT_RECORDS", 97)
     fast = io.StringIO()
     fabric_output._events_json(Events, fast)
     assert fast.getvalue() == events_as_python_formats(Events, [fabric_output._port_json(p) for p in ports] + [""])
