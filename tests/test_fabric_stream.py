@@ -602,6 +602,22 @@ def test_snoop_smps_matches_the_decoder(tmp_path):
     assert len(want_pkey) > 50 and len(want_ans) > 5
 
 
+def test_spool_in_memory_reads_back_in_chunks_and_its_default_bound(monkeypatch):
+    from madpipe.pipeline.fabric import spool
+
+    records = np.zeros(150_000, EVENT_DTYPE)
+    records["frame"] = np.arange(len(records))
+    kept = spool.Spool(EVENT_DTYPE, memory=1 << 30)
+    kept.append(records[:10])
+    kept.append(records[10:])
+    chunks = list(kept)
+    assert kept.file is None and max(map(len, chunks)) == spool.CHUNK
+    assert np.concatenate(chunks)["frame"].tolist() == records["frame"].tolist()
+    assert spool.SPOOL_MEMORY <= spool.spool_memory() <= spool.SPOOL_MEMORY_MAX
+    monkeypatch.setattr("builtins.open", lambda *a, **k: (_ for _ in ()).throw(OSError("no /proc")))
+    assert spool.spool_memory() == spool.SPOOL_MEMORY  # unknown: the least
+
+
 def test_events_spill_to_a_file_and_read_back(tmp_path):
     path = write_capture(tmp_path / "c.pcap", Conversation(8).build(200))
     got = snoop_capture(path, spool_memory=500)
@@ -650,12 +666,11 @@ def test_pkey_lines_kernel_and_format_pkeys():
     assert format_pkeys(short, 20) == format_pkeys_as_first_written(short, 20)
 
 
-def changes_as_texts(chunk, style):
+def changes_as_texts(chunk, text):
     """Each event's changes as the printers' Python formats write them (text, or JSON's members)."""
     from madpipe.pipeline.fabric import output as fabric_output
-    from madpipe.pipeline.fabric import text_kernels as kt
 
-    if style == kt.CHANGE_TEXT:
+    if text:
         return [fabric_output._changes_text(ev.changes) for ev in events_of(chunk, [None] * 64)]
     return [json.dumps([list(c) for c in ev.changes], separators=(",", ":"))[1:-1]
             for ev in events_of(chunk, [None] * 64)]
@@ -679,7 +694,7 @@ def events_as_python_formats(events, ports, t0_ns=None):
             ts = (chunk["ts_ns"] / 1e9).tolist()
         lines += map(template.__mod__, zip(
             chunk["frame"].tolist(), ts, ports[chunk["slot"]].tolist(), chunk["block"].tolist(),
-            chunk["bitmap"].tolist(), changes_as_texts(chunk, kt.CHANGE_TEXT if text else kt.CHANGE_JSON),
+            chunk["bitmap"].tolist(), changes_as_texts(chunk, text),
             flags[chunk["unconfirmed"]].tolist()))
     return "".join(lines)
 
@@ -744,6 +759,43 @@ def test_event_line_kernels_equal_the_python_formats():
     records = [json.loads(line) for line, ok in zip(fast.getvalue().splitlines(), named) if ok]
     assert [r["frame"] for r in records] == chunk["frame"][named].tolist()
     assert [r["unconfirmed"] for r in records] == chunk["unconfirmed"][named].astype(bool).tolist()
+
+
+def test_json_event_kernel_writes_every_decimal_length_across_word_edges(monkeypatch):
+    """json_kernels appends words of up to 16 bytes at any offset in a uint64 word: every length
+    of each decimal it writes (frame to 19 digits, index past 4 digits, P_Keys of 1..5) at every
+    offset (port texts of 8 lengths shift each record), against Python's % format; formatted
+    97 events at a time by the writer's threads, written in order."""
+    import io
+
+    from madpipe.pipeline.fabric import output as fabric_output
+
+    rng = np.random.default_rng(8)
+    n = 3000
+    edges = [0, 9, 10, 99, 100, 999, 1000, 9999, 10000, 65535]
+    chunk = np.zeros(n, EVENT_DTYPE)
+    chunk["frame"] = rng.choice([0, 7, 9999, 10**4, 99_999_999, 10**8, 10**12 + 3, 10**16 - 1, 10**16,
+                                 2**63 - 1], n)
+    chunk["ts_ns"] = rng.integers(0, 2 * 10**18, n)
+    chunk["slot"] = rng.integers(-1, 8, n)
+    chunk["block"] = rng.choice([0, 1, 312, 313, 3124, 0xFFFF], n)
+    chunk["bitmap"] = rng.integers(0, 1 << 32, n, dtype=np.uint64).astype(np.uint32) & rng.choice(
+        [0xFFFFFFFF, 1, 0x80000000, 0, 0x10001, 7], n).astype(np.uint32)
+    chunk["unconfirmed"] = rng.integers(0, 2, n)
+    chunk["old"] = np.where(rng.random((n, 32)) < 0.5, rng.choice(edges, (n, 32)), rng.integers(0, 1 << 16, (n, 32)))
+    chunk["new"] = np.where(rng.random((n, 32)) < 0.5, rng.choice(edges, (n, 32)), rng.integers(0, 1 << 16, (n, 32)))
+    ports = [PortId(lid, None, port) for lid, port in ((1, 0), (0x12, 1), (0x123, 12), (0xFFFF, 255))] + [
+        PortId(None, (0, 1), 0), PortId(None, (0, 1, 2, 3), 3), PortId(None, tuple(range(20)), 7),
+        PortId(None, (), 0)]
+
+    class Events:  # a RecordList's two attributes the printer reads
+        spool = [chunk[:1], chunk[1:1000], chunk[1000:]]
+
+    Events.ports = ports
+    monkeypatch.setattr(fabric_output, "FORMAT_RECORDS", 97)
+    fast = io.StringIO()
+    fabric_output._events_json(Events, fast)
+    assert fast.getvalue() == events_as_python_formats(Events, [fabric_output._port_json(p) for p in ports] + [""])
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "latin-1"])

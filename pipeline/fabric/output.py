@@ -1,7 +1,8 @@
 """``madpipe snoop``'s output: a :class:`~madpipe.pipeline.fabric.snoop.FabricSnoop` as text (every
 port's P_Key table in the ``smpquery pkeys`` layout, the change events, findings, the host view,
 counts) or as JSON Lines with a ``type`` key. Spooled events and findings (a capture can have
-millions) are written by the line kernels of :mod:`madpipe.pipeline.fabric.text_kernels`.
+millions) are written by the line kernels of :mod:`madpipe.pipeline.fabric.text_kernels` and
+:mod:`madpipe.pipeline.fabric.json_kernels`.
 """
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import io
 import json
 import os
 import sys
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from madpipe.codecs.errors import MadpipeError
 from madpipe.pipeline.decode import float_kernels
 from madpipe.pipeline.decode.output import jsonl
+from madpipe.pipeline.fabric import json_kernels as kj
 from madpipe.pipeline.fabric import snoop  # snoop.snoop_capture looked up at each call: tests swap it there
 from madpipe.pipeline.fabric import text_kernels as kt
 from madpipe.pipeline.fabric.model import FINDING_TEXT, FabricSnoop, HostView, PortId
@@ -249,24 +253,52 @@ def _writes_ascii_as_is(out) -> bool:
     return as_is and os.linesep == "\n"  # stdout translates "\n" to os.linesep
 
 
-def _write_events(events: RecordList, out, ports: list[str], times_of, kernel, extra: int) -> None:
-    """Every spooled event through a text_kernels line writer (event_lines, event_json_lines):
-    ``ports[slot]`` the port's text (the last, "", for slot -1), ``times_of(chunk)`` the ASCII
-    bytes of each time and where each ends; ``extra`` bytes a line besides those pieces and the
-    changes. Port texts are ASCII by construction (labels of integers; json.dumps
-    escapes the rest)."""
+def _write_events(events: RecordList, out, ports: list[str], times_of, kernel, extra: int, words: bool) -> None:
+    """Every spooled event through a line writer (text_kernels.event_lines, or
+    json_kernels.event_json_lines, which writes ``words``: uint64): ``ports[slot]`` the port's
+    text (the last, "", for slot -1), ``times_of(chunk)`` the ASCII bytes of each time and where
+    each ends; ``extra`` bytes a line besides those pieces and the changes. Port texts are ASCII
+    by construction (labels of integers; json.dumps escapes the rest).
+
+    Chunks are formatted by two threads (the kernels release the GIL), written in order by this
+    one: with a million events, formatting is most of ``madpipe snoop``'s time. Buffers are
+    reused: their pages are mapped once, not per chunk."""
     port_bytes, port_ends = _pieces(ports)
     longest = max(map(len, ports))
-    buf = np.empty(0, np.uint8)  # one buffer for all chunks: its pages are mapped once, not per chunk
-    for chunk in events.spool:
+
+    def lines(chunk: np.ndarray, buf: np.ndarray) -> tuple[np.ndarray, int]:
         times, time_ends = times_of(chunk)
-        room = len(times) + kt.CHANGE_BYTES * _change_count(chunk) + len(chunk) * (longest + extra)
-        if len(buf) < room:
-            buf = np.empty(room, np.uint8)
+        room = len(times) + kt.CHANGE_BYTES * _change_count(chunk) + len(chunk) * (longest + extra) + 8
+        if 8 * len(buf) < room:
+            buf = np.empty(room // 8 + 1, np.uint64)
         used = kernel(_column(chunk, "frame"), times, time_ends, _column(chunk, "slot"), port_bytes, port_ends,
                       _column(chunk, "block"), _column(chunk, "bitmap"), _column(chunk, "old"),
-                      _column(chunk, "new"), _column(chunk, "unconfirmed"), buf)
-        _write_ascii(out, buf[:used])
+                      _column(chunk, "new"), _column(chunk, "unconfirmed"), buf if words else buf.view(np.uint8))
+        return buf, used
+
+    free = [np.empty(0, np.uint64) for _ in range(FORMAT_THREADS + 1)]
+    ahead: deque = deque()
+
+    def write_oldest() -> None:
+        buf, used = ahead.popleft().result()
+        _write_ascii(out, buf.view(np.uint8)[:used])
+        free.append(buf)
+
+    with ThreadPoolExecutor(FORMAT_THREADS) as pool:
+        for records in events.spool:
+            for start in range(0, len(records), FORMAT_RECORDS):
+                if len(ahead) == FORMAT_THREADS:
+                    write_oldest()
+                ahead.append(pool.submit(lines, records[start:start + FORMAT_RECORDS], free.pop()))
+        while ahead:
+            write_oldest()
+
+
+#: Threads formatting event lines (_write_events).
+FORMAT_THREADS = 2
+#: Events formatted at a time: their text (~700 bytes an event of 32 JSON changes) is still in
+#: the CPU's caches when it is written out.
+FORMAT_RECORDS = 1 << 13
 
 
 def _relative_times(chunk: np.ndarray, t0_ns: int) -> tuple[np.ndarray, np.ndarray]:
@@ -282,13 +314,13 @@ def _events_text(events: RecordList, t0_ns: int, out, width: int = PORT_COLUMN, 
     times are text_kernels.relative_time_text's."""
     titles = [pid.label() for pid in events.ports] if titles is None else titles
     _write_events(events, out, [f"{title:<{width}}" for title in titles] + [""],
-                  lambda chunk: _relative_times(chunk, t0_ns), kt.event_lines, 48 + len(kt.UNCONFIRMED))
+                  lambda chunk: _relative_times(chunk, t0_ns), kt.event_lines, 48 + len(kt.UNCONFIRMED), False)
 
 
 def _events_json(events: RecordList, out) -> None:
     """The events as JSON Lines (_EVENT_JSON); the times are Python's float reprs, as json writes."""
     _write_events(events, out, [_port_json(pid) for pid in events.ports] + [""], _float_reprs,
-                  kt.event_json_lines, 128)
+                  kj.event_json_lines, 128, True)
 
 
 def _float_reprs(chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -39,11 +39,12 @@ How it runs (bounded memory: a capture larger than memory works):
    GetResp of the TID anywhere in the capture"; past the bound, an answer further away than
    PAIR_WINDOW is not seen: the Set counts as unconfirmed (and is applied), and an earlier
    GetResp with a reused TID further away is ignored. ``pair_window=None`` lifts the bound.
-4. Events and findings are spooled as fixed records (in memory up to SPOOL_MEMORY bytes, then
-   in an anonymous temporary file) and read back in order when printed.
+4. Events and findings are spooled as fixed records (in memory up to ``spool_memory`` bytes
+   each, by default an eighth of the memory available, within 16 MiB..1 GiB; then in an
+   anonymous temporary file) and read back in order when printed.
 
 Memory is then bounded by the batch (a 4 MiB chunk, at most 64k records), the pairing window,
-the fabric's size (512 bytes of cache per port, a few hundred bytes per route) and SPOOL_MEMORY.
+the fabric's size (512 bytes of cache per port, a few hundred bytes per route) and ``spool_memory``.
 
 This module is the driver; beside it: :mod:`~madpipe.pipeline.fabric.model` (the result's types),
 :mod:`~madpipe.pipeline.fabric.routes` (naming routes and ports), :mod:`~madpipe.pipeline.fabric.snoop_pass`
@@ -60,7 +61,7 @@ from madpipe.pipeline.fabric import kernels as kf
 from madpipe.pipeline.fabric.model import FROM_RULES, FabricSnoop
 from madpipe.pipeline.fabric.routes import Routes
 from madpipe.pipeline.fabric.snoop_pass import UNBOUNDED, SnoopPass, extract_buffers
-from madpipe.pipeline.fabric.spool import SPOOL_MEMORY
+from madpipe.pipeline.fabric.spool import spool_memory as default_spool_memory
 from madpipe.pipeline.ingest import readahead
 from madpipe.pipeline.ingest.reader import Ingest
 from madpipe.pipeline.mlx4 import snoop
@@ -106,13 +107,15 @@ def snoop_ports(phys_pkey_cache: np.ndarray, slot: np.ndarray, attr_mod: np.ndar
 def snoop_capture(path: str | os.PathLike, rule: str = "set", profile: str = "new", *,
                   host: int | None = None, num_vfs: int = 0, port_num: int = 1,
                   v2p: np.ndarray | None = None, pair_window: int | None = PAIR_WINDOW,
-                  batch: int = 1 << 16, spool_memory: int = SPOOL_MEMORY) -> FabricSnoop:
+                  batch: int = 1 << 16, spool_memory: int | None = None) -> FabricSnoop:
     """Run the fabric snoop over a capture file; see the module docstring.
 
     With ``host`` (a LID), that port is also run as an mlx4 master's port ``port_num`` with
     ``num_vfs`` VFs and the given ``virt2phys_pkey`` (``init_pkeys``'s when None): the result's
     ``host`` is a :class:`~madpipe.pipeline.fabric.model.HostView`. ``pair_window`` None pairs over
-    the whole capture (memory then grows with the number of Sets).
+    the whole capture (memory then grows with the number of Sets). ``spool_memory``: bytes of
+    event (and of finding) records held in memory before they spill to a temporary file (None:
+    :func:`~madpipe.pipeline.fabric.spool.spool_memory`).
     """
     if rule not in FROM_RULES:
         raise ValueError(f"rule must be one of {FROM_RULES}, got {rule!r}")
@@ -121,6 +124,8 @@ def snoop_capture(path: str | os.PathLike, rule: str = "set", profile: str = "ne
     window = UNBOUNDED if pair_window is None else int(pair_window)
     if window < 0:
         raise ValueError(f"pair_window must be >= 0, got {pair_window}")
+    if spool_memory is None:
+        spool_memory = default_spool_memory()
     buffers = extract_buffers(batch)
     routes = Routes()
 

@@ -251,15 +251,17 @@ class SnoopPass:
         block = (attr_mod & 0xFFFF).astype(np.uint16)
         changed = np.flatnonzero(bitmap)
         if len(changed):
+            # When every item changed its table (an SM rewriting blocks), slices, not gathers.
+            take = slice(None) if len(changed) == n else changed
             ev = np.empty(len(changed), EVENT_DTYPE)  # every field is set below
-            ev["frame"] = items["frame"][changed]
-            ev["ts_ns"] = items["ts_ns"][changed]
-            ev["slot"] = slot[changed]
-            ev["block"] = block[changed]
-            ev["bitmap"] = bitmap[changed]
-            ev["unconfirmed"] = items["unconfirmed"][changed]
-            ev["old"] = old[changed]
-            ev["new"] = data[changed].view(">u2")
+            ev["frame"] = items["frame"][take]
+            ev["ts_ns"] = items["ts_ns"][take]
+            ev["slot"] = slot[take]
+            ev["block"] = block[take]
+            ev["bitmap"] = bitmap[take]
+            ev["unconfirmed"] = items["unconfirmed"][take]
+            ev["old"] = old[take]
+            ev["new"] = data[take].view(">u2")
             self.events.append(ev)
         found = np.flatnonzero(finding)
         if len(found):

@@ -7,12 +7,11 @@ Each is the byte-for-byte twin of a Python format (the tests compare them on ran
 - ``event_lines``: whole event lines, ``"%7d %s  %s %5d 0x%08x  %s%s\n"``, from texts made
   elsewhere for the parts that are not integers (the time, the port label); the changes are
   written in place, ``"[%d] 0x%04x->0x%04x"`` joined by spaces;
-- ``event_json_lines``: the same events as JSON Lines records (fabric.output._EVENT_JSON), the
-  changes as ``"[%d,%d,%d]"`` joined by commas.
 
-Events with many changes are most of the bytes (a Set that rewrites a block is 32 changes, ~530
-bytes of JSON), so the changes are written straight into the line, not into a buffer first and
-copied, and decimals two digits at a time.
+(The same events as JSON Lines are fabric.json_kernels.event_json_lines.) Events with many
+changes are most of the bytes (a Set that rewrites a block is 32 changes, ~550 bytes of text),
+so the changes are written straight into the line, not into a buffer first and copied, and
+decimals two digits at a time.
 
 Outputs are passed in; the Python side (fabric.output) sizes them, decodes once and slices.
 """
@@ -21,8 +20,6 @@ import numpy as np
 from madpipe.pipeline.kernels.jit import njit
 
 PKEY_LINE_BYTES = 62  # "   0: " + 8 x "0xhhhh" with 7 spaces + "\n"
-CHANGE_TEXT = 0
-CHANGE_JSON = 1
 
 
 def _ascii(text: str) -> np.ndarray:
@@ -105,14 +102,14 @@ def pkey_lines(tables, entries, out):
     return line
 
 
-#: At most this many bytes a change: "[4095,65535,65535]" or "[4095] 0xffff->0xffff" and a separator.
+#: At most this many bytes a change: "[2097151,65535,65535]" or "[2097151] 0xffff->0xffff" and a separator.
 CHANGE_BYTES = 26
 
 
 @njit
-def _changes(out, pos, bitmap, block, old, new, n, style):
+def _changes(out, pos, bitmap, block, old, new, n):
     """Event n's changes (bits of bitmap[n] in order: index block[n] * 32 + i, old[n, i],
-    new[n, i]) at out[pos], in ``style`` (CHANGE_TEXT or CHANGE_JSON); returns the position after."""
+    new[n, i]) at out[pos], "[%d] 0x%04x->0x%04x" joined by spaces; returns the position after."""
     b = np.int64(bitmap[n])
     index = np.int64(block[n]) * 32
     first = True
@@ -120,30 +117,22 @@ def _changes(out, pos, bitmap, block, old, new, n, style):
         if not (b >> i) & 1:
             continue
         if not first:
-            out[pos] = 32 if style == CHANGE_TEXT else 44
+            out[pos] = 32
             pos += 1
         first = False
         out[pos] = 91  # "["
         pos = _decimal(out, pos + 1, index + i)
-        if style == CHANGE_TEXT:
-            out[pos] = 93  # "]"
-            out[pos + 1] = 32
-            out[pos + 2] = 48
-            out[pos + 3] = 120
-            _hex4(out, pos + 4, np.int64(old[n, i]))
-            out[pos + 8] = 45  # "-"
-            out[pos + 9] = 62  # ">"
-            out[pos + 10] = 48
-            out[pos + 11] = 120
-            _hex4(out, pos + 12, np.int64(new[n, i]))
-            pos += 16
-        else:
-            out[pos] = 44
-            pos = _decimal(out, pos + 1, np.int64(old[n, i]))
-            out[pos] = 44
-            pos = _decimal(out, pos + 1, np.int64(new[n, i]))
-            out[pos] = 93
-            pos += 1
+        out[pos] = 93  # "]"
+        out[pos + 1] = 32
+        out[pos + 2] = 48
+        out[pos + 3] = 120
+        _hex4(out, pos + 4, np.int64(old[n, i]))
+        out[pos + 8] = 45  # "-"
+        out[pos + 9] = 62  # ">"
+        out[pos + 10] = 48
+        out[pos + 11] = 120
+        _hex4(out, pos + 12, np.int64(new[n, i]))
+        pos += 16
     return pos
 
 
@@ -246,48 +235,9 @@ def event_lines(frame, times, time_ends, slot, labels, label_ends, block, bitmap
         _hex4(out, pos + 7, b & 0xFFFF)
         out[pos + 11] = 32
         out[pos + 12] = 32
-        pos = _changes(out, pos + 13, bitmap, block, old, new, n, CHANGE_TEXT)
+        pos = _changes(out, pos + 13, bitmap, block, old, new, n)
         if unconfirmed[n]:
             pos = _constant(out, pos, UNCONFIRMED)
         out[pos] = 10
         pos += 1
-    return pos
-
-
-# The constant parts of fabric.output._EVENT_JSON, in order.
-JSON_FRAME = _ascii('{"type":"event","frame":')
-JSON_TS = _ascii(',"ts":')
-JSON_COMMA = _ascii(",")
-JSON_BLOCK = _ascii(',"block":')
-JSON_BITMAP = _ascii(',"bitmap":')
-JSON_CHANGES = _ascii(',"changes":[')
-JSON_UNCONFIRMED = _ascii('],"unconfirmed":')
-JSON_TRUE = _ascii("true}\n")
-JSON_FALSE = _ascii("false}\n")
-
-
-@njit
-def event_json_lines(frame, times, time_ends, slot, ports, port_ends, block, bitmap, old, new, unconfirmed,
-                     out):
-    """Event n's JSON Lines record into out, one after another; returns the bytes used. Pieces as
-    in event_lines (times: Python's float reprs; ports: each port's JSON members); out must hold
-    them all plus CHANGE_BYTES a change and 128 bytes a record."""
-    pos = 0
-    n_ports = port_ends.shape[0]
-    for n in range(frame.shape[0]):
-        pos = _constant(out, pos, JSON_FRAME)
-        pos = _decimal(out, pos, np.int64(frame[n]))
-        pos = _constant(out, pos, JSON_TS)
-        pos = _piece(out, pos, times, time_ends, n)
-        pos = _constant(out, pos, JSON_COMMA)
-        s = np.int64(slot[n])
-        pos = _piece(out, pos, ports, port_ends, s + n_ports if s < 0 else s)
-        pos = _constant(out, pos, JSON_BLOCK)
-        pos = _decimal(out, pos, np.int64(block[n]))
-        pos = _constant(out, pos, JSON_BITMAP)
-        pos = _decimal(out, pos, np.int64(bitmap[n]))
-        pos = _constant(out, pos, JSON_CHANGES)
-        pos = _changes(out, pos, bitmap, block, old, new, n, CHANGE_JSON)
-        pos = _constant(out, pos, JSON_UNCONFIRMED)
-        pos = _constant(out, pos, JSON_TRUE if unconfirmed[n] else JSON_FALSE)
     return pos
