@@ -130,7 +130,7 @@ def update_gid(dev: Device, inbox: bytearray, slave: int) -> None:
     ts = (be32(inbox, qpc.MBOX_FLAGS) >> 16) & 0xFF
     if ts == qpc.MLX4_QP_ST_UD:
         inbox[qpc.MBOX_PRI_MGID_INDEX] = (0x80 | slave) & 0xFF
-    if dev.new:
+    if dev.profile.xrc_like_rc:
         rc_like = ts in (qpc.MLX4_QP_ST_RC, qpc.MLX4_QP_ST_XRC, qpc.MLX4_QP_ST_UC)
     else:
         rc_like = ts in (qpc.MLX4_QP_ST_RC, qpc.MLX4_QP_ST_UC)
@@ -161,38 +161,31 @@ def verify_qp_parameters(dev: Device, in_modifier: int, inbox: bytearray, transi
     address_path_transitions = (QP_TRANS_INIT2RTR, QP_TRANS_RTR2RTS, QP_TRANS_RTS2RTS,
                                 QP_TRANS_SQD2SQD, QP_TRANS_SQD2RTS)
 
-    if not dev.new:
-        # Linux 3.7: the second "if" is not inside "if (slave != master)" (no braces).
-        if qp_type in (qpc.MLX4_QP_ST_RC, qpc.MLX4_QP_ST_UC):
-            if transition in address_path_transitions:
-                if slave != dev.master:
-                    # slaves have only gid index 0
-                    if optpar & qpc.MLX4_QP_OPTPAR_PRIMARY_ADDR_PATH:
-                        if inbox[qpc.MBOX_PRI_MGID_INDEX]:
-                            return RC_EINVAL
-                if optpar & qpc.MLX4_QP_OPTPAR_ALT_ADDR_PATH:
-                    if inbox[qpc.MBOX_ALT_MGID_INDEX]:
-                        return RC_EINVAL
-        return 0
-
+    prof = dev.profile
     if slave != dev.master:
-        inbox[qpc.MBOX_PARAMS2_FPP] &= ~qpc.MLX4_QP_BIT_FPP & 0xFF   # params2 &= ~cpu_to_be32(FPP)
+        if prof.clear_fpp:
+            inbox[qpc.MBOX_PARAMS2_FPP] &= ~qpc.MLX4_QP_BIT_FPP & 0xFF   # params2 &= ~cpu_to_be32(FPP)
         # setting QP rate-limit is disallowed for VFs
-        if inbox[qpc.MBOX_RATE_LIMIT] or inbox[qpc.MBOX_RATE_LIMIT + 1]:
+        if prof.rate_limit_eperm and (inbox[qpc.MBOX_RATE_LIMIT] or inbox[qpc.MBOX_RATE_LIMIT + 1]):
             return RC_EPERM
 
-    if qp_type in (qpc.MLX4_QP_ST_RC, qpc.MLX4_QP_ST_XRC, qpc.MLX4_QP_ST_UC):
+    rc_like = (qpc.MLX4_QP_ST_RC, qpc.MLX4_QP_ST_XRC, qpc.MLX4_QP_ST_UC) if prof.xrc_like_rc else (
+        qpc.MLX4_QP_ST_RC, qpc.MLX4_QP_ST_UC)
+    if qp_type in rc_like:
         if transition in address_path_transitions:
             if slave != dev.master:
+                # slaves have only gid index 0 (IB port: num_gids = 1)
                 if optpar & qpc.MLX4_QP_OPTPAR_PRIMARY_ADDR_PATH:
-                    num_gids = 1           # IB port
+                    num_gids = 1
                     if inbox[qpc.MBOX_PRI_MGID_INDEX] >= num_gids:
                         return RC_EINVAL
+            # Linux 3.7: this "if" is not inside "if (slave != master)" (no braces)
+            if slave != dev.master or not prof.verify_braces:
                 if optpar & qpc.MLX4_QP_OPTPAR_ALT_ADDR_PATH:
-                    num_gids = 1           # IB port
+                    num_gids = 1
                     if inbox[qpc.MBOX_ALT_MGID_INDEX] >= num_gids:
                         return RC_EINVAL
-    elif qp_type == qpc.MLX4_QP_ST_MLX:
+    elif qp_type == qpc.MLX4_QP_ST_MLX and prof.mlx_qp_reserved_eperm:
         qpn = in_modifier & 0x7FFFFF
         port = (inbox[qpc.MBOX_PRI_SCHED_QUEUE] >> 6 & 1) + 1
         if (transition == QP_TRANS_INIT2RTR and slave != dev.master
@@ -227,7 +220,7 @@ def adjust_qp_sched_queue(dev: Device, slave: int, inbox: bytearray) -> int:
 # err != 0, as the C never hands a rejected inbox to firmware.
 
 def rst2init_qp_wrapper(dev, slave, in_modifier, inbox):
-    if dev.new:
+    if dev.profile.adjust_sched_queue:
         err = adjust_qp_sched_queue(dev, slave, inbox)
         if err:
             return err, FINDING_NONE
@@ -244,7 +237,7 @@ def init2init_qp_wrapper(dev, slave, in_modifier, inbox):
 
 def _verify_pkey_gid_qkey(transition):
     def wrapper(dev, slave, in_modifier, inbox):
-        if dev.new:
+        if dev.profile.adjust_sched_queue:
             err = adjust_qp_sched_queue(dev, slave, inbox)
             if err:
                 return err, FINDING_NONE
@@ -261,7 +254,7 @@ def _verify_pkey_gid_qkey(transition):
 
 def _verify_qkey_gid_pkey(transition):
     def wrapper(dev, slave, in_modifier, inbox):
-        if dev.new:
+        if dev.profile.adjust_sched_queue:
             err = adjust_qp_sched_queue(dev, slave, inbox)
             if err:
                 return err, FINDING_NONE
@@ -283,7 +276,7 @@ sqd2rts_qp_wrapper = _verify_qkey_gid_pkey(QP_TRANS_SQD2RTS)
 
 
 def sqerr2rts_qp_wrapper(dev, slave, in_modifier, inbox):
-    if dev.new:
+    if dev.profile.adjust_sched_queue:
         err = adjust_qp_sched_queue(dev, slave, inbox)
         if err:
             return err, FINDING_NONE

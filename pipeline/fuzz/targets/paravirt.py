@@ -18,14 +18,18 @@ from madpipe.pipeline.fuzz.targets.snoop import snoop_inputs
 
 
 def paravirt_device(cfg):
-    """The batch's device: virt2phys_pkey (any byte values), active ports, SMI, from the batch hash."""
+    """The batch's device: virt2phys_pkey (any byte values), active ports, SMI, from the batch hash,
+    sized for the batch's profile (80 or 128 functions)."""
+    from madpipe.pipeline.mlx4.profiles import resolve
+
+    f = resolve(cfg.paravirt_profile).mfunc_max
     rng = cfg.rng("paravirt device")
-    v2p = rng.integers(0, 128, size=(80, 2, 128), dtype=np.uint8)
+    v2p = rng.integers(0, 128, size=(f, 2, 128), dtype=np.uint8)
     odd = rng.random(v2p.shape) < 0.003
     v2p[odd] = rng.integers(128, 256, size=int(odd.sum()), dtype=np.uint8)
-    active = rng.integers(0, 4, size=80, dtype=np.uint8)
-    active[rng.random(80) < 0.7] = 3
-    smi = (rng.random((80, 2)) < 0.2).astype(np.uint8)
+    active = rng.integers(0, 4, size=f, dtype=np.uint8)
+    active[rng.random(f) < 0.7] = 3
+    smi = (rng.random((f, 2)) < 0.2).astype(np.uint8)
     phys = rng.integers(0, 1 << 16, size=128, dtype=np.uint16)
     return v2p, active, smi, phys
 
@@ -84,7 +88,9 @@ class ParavirtTarget:
             pkey = int(cases.mailboxes[j, qpc.MBOX_PRI_PKEY_INDEX])
             key = PARAVIRT_KEYS[code]
             if code == 2:
-                key += " (function outside 0..79)" if not 0 <= cases.slave[j] < 80 else " (P_Key index 128..255 of function 79, port 2)"
+                f = len(v2p)   # the profile's MLX4_MFUNC_MAX
+                key += (f" (function outside 0..{f - 1})" if not 0 <= cases.slave[j] < f
+                        else f" (P_Key index 128..255 of function {f - 1}, port 2)")
             out.append(Finding(self.name, kind, SEVERITY_KERNEL, int(cases.index[j]), key,
                                f"{key} (pkey_index {pkey}, function {int(cases.slave[j])}, "
                                f"{qpc.transition_name(int(cases.transition[j]))})", frame=False,
@@ -113,11 +119,11 @@ class ParavirtTarget:
             self.stats["getresp"] += 1
             try:
                 _mad, finding = paravirt.virtual_pkey_getresp(phys, v2p, slave, port, block, mads[j],
-                                                              return_finding=True)
+                                                              profile=cfg.paravirt_profile, return_finding=True)
             except paravirt.Refused as exc:
                 self.stats["getresp refused"] += 1
-                if not 0 <= slave < 80:
-                    where = "function outside 0..79"
+                if not 0 <= slave < len(v2p):
+                    where = f"function outside 0..{len(v2p) - 1}"
                 elif "P_Key table" in str(exc):
                     where = "a virt2phys_pkey value of 160..255 reads past the P_Key table"
                 else:
