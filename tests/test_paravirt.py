@@ -594,7 +594,8 @@ def test_raw_kernel_unknown_opcode_matches_reference():
     f = np.empty(3, np.int8)
     K.rewrite_kernel(boxes, out, codes, np.zeros(3, np.int32), np.zeros(3, np.uint32), init_v2p(), P, 0,
                      PROFILE_37.rules, PROFILE_37.mfunc_max, np.full(80, 3, np.uint8), np.zeros((80, 2), np.uint8),
-                     0, rc, f)
+                     0, np.ones(2, np.uint8), 79, paravirt.vport_state("3.7"), np.zeros((80, 2, 128), np.uint8),
+                     rc, f)
     dev = device_ref.Device(init_v2p(), P)
     for i in range(3):
         r_out, r_rc, r_f = ref.modify_qp(dev, int(codes[i]), 0, 0, boxes[i].tobytes())

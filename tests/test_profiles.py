@@ -35,9 +35,9 @@ def test_the_built_in_profiles_hold_the_headers_numbers():
         resolve("4.0")
     # the kernels' rule bits are the profile module's
     for name in ("VERIFY_BRACES", "XRC_LIKE_RC", "CLEAR_FPP", "RATE_LIMIT_EPERM", "MLX_QP_RESERVED_EPERM",
-                 "ADJUST_SCHED_QUEUE"):
+                 "ADJUST_SCHED_QUEUE", "ETH_PORTS"):
         assert getattr(paravirt_kernels, f"RULE_{name}") == getattr(profiles, f"RULE_{name}")
-    assert PROFILE_37.rules == 0 and MAINLINE.rules == 0b111111
+    assert PROFILE_37.rules == 0 and MAINLINE.rules == 0b1111111
 
 
 def test_derive_a_distro_profile_and_bad_ones():

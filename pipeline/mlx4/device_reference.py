@@ -56,7 +56,8 @@ class Device:
     """
 
     def __init__(self, virt2phys_pkey, base_proxy_sqpn: int, master: int = 0, profile="3.7",
-                 active_ports=None, smi_enabled=None, fw_reserved_qps: int = 0):
+                 active_ports=None, smi_enabled=None, fw_reserved_qps: int = 0, port_types=None,
+                 num_vfs: int | None = None, vport=None, smac_registered=None):
         self.profile: Profile = resolve(profile)
         self.mfunc_max = self.profile.mfunc_max
         self.virt2phys_pkey = np.asarray(virt2phys_pkey, dtype=np.uint8).reshape(-1)
@@ -73,6 +74,17 @@ class Device:
         else:
             self.smi_enabled = [[int(a), int(b)] for a, b in smi_enabled]
         self.fw_reserved_qps = int(fw_reserved_qps)
+        # Ethernet (profile rule eth_ports; eth_reference): port types (1 IB, 2 Ethernet), the
+        # VFs mlx4_get_vf_indx knows (num_vfs; None: every function), each VF's vport state
+        # uint16[F, 2, 8] (eth_reference.VPORT_*) and registered source MAC indices uint8[F, 2, 128].
+        self.port_types = [1, 1] if port_types is None else [int(x) for x in port_types]
+        self.last_vf = self.mfunc_max - 1 if num_vfs is None else min(int(num_vfs), self.mfunc_max - 1)
+        if vport is None:
+            vport = np.zeros((self.mfunc_max, MLX4_MAX_PORTS, 8), dtype=np.uint16)
+            vport[:, :, 0] = 4095                                   # default_vlan = MLX4_VGT
+        self.vport = np.asarray(vport)
+        self.smac_registered = (np.zeros((self.mfunc_max, MLX4_MAX_PORTS, 128), np.uint8)
+                                if smac_registered is None else np.asarray(smac_registered))
 
 
 # -- small C helpers ------------------------------------------------------------------------------
@@ -144,7 +156,7 @@ def mlx4_get_active_ports(dev: Device, slave: int) -> int:
     """cmd.c ``mlx4_get_active_ports`` as a bitmask (bit p-1: physical port p)."""
     if slave == 0:
         return (1 << MLX4_MAX_PORTS) - 1
-    if slave < 1 or slave >= dev.mfunc_max:    # mlx4_get_vf_indx() < 0
+    if slave < 1 or slave > dev.last_vf:       # mlx4_get_vf_indx() < 0: slave > num_vfs
         return 0
     return dev.active_ports[slave] & ((1 << MLX4_MAX_PORTS) - 1)
 

@@ -38,6 +38,7 @@ import numpy as np
 from madpipe.codecs import qpc
 from madpipe.codecs.errors import MadpipeError
 from madpipe.pipeline.mlx4 import device_reference as device_ref
+from madpipe.pipeline.mlx4 import eth_reference as eth_ref
 from madpipe.pipeline.mlx4 import paravirt_kernels as K
 from madpipe.pipeline.mlx4 import paravirt_reference as ref
 from madpipe.pipeline.mlx4.profiles import PROFILES as PROFILES  # noqa: F401  (re-exported)
@@ -149,6 +150,44 @@ def _transitions(value, n: int) -> np.ndarray:
     raise ValueError(f"transition: expected names or opcodes, got {arr.dtype}")
 
 
+def _eth_options(prof: Profile, port_types, num_vfs, vport, smac_registered):
+    """The Ethernet device state (see :func:`rewrite`), checked, with defaults: (port_types,
+    last_vf, vport, smac_registered)."""
+    f = prof.mfunc_max
+    if port_types is None:
+        port_types = np.ones(MAX_PORTS, dtype=np.uint8)
+    else:
+        port_types = _array("port_types", np.ascontiguousarray(port_types, dtype=np.uint8)
+                            if isinstance(port_types, (list, tuple)) else port_types, np.uint8, (MAX_PORTS,))
+    if num_vfs is None:
+        last_vf = f - 1
+    elif isinstance(num_vfs, bool) or not isinstance(num_vfs, (int, np.integer)) or not 0 <= num_vfs <= prof.max_num_vf:
+        raise ValueError(f"num_vfs: expected None or an int in 0..{prof.max_num_vf} (MLX4_MAX_NUM_VF of profile "
+                         f"{prof.name}), got {num_vfs!r}")
+    else:
+        last_vf = int(num_vfs)
+    if vport is None:
+        vport = vport_state(prof)
+    else:
+        vport = _array("vport", vport, np.uint16, (f, MAX_PORTS, eth_ref.VPORT_COLUMNS), prof)
+    if smac_registered is None:
+        smac_registered = np.zeros((f, MAX_PORTS, 128), dtype=np.uint8)
+    else:
+        if isinstance(smac_registered, np.ndarray) and smac_registered.dtype == np.bool_:
+            smac_registered = smac_registered.astype(np.uint8)
+        smac_registered = _array("smac_registered", smac_registered, np.uint8, (f, MAX_PORTS, 128), prof)
+    return port_types, last_vf, vport, smac_registered
+
+
+def vport_state(profile="mainline") -> np.ndarray:
+    """Every VF's vport state as ``ip link set ... vf`` leaves it by default: ``uint16[F, 2, 8]``,
+    columns ``VPORT_*`` (default_vlan MLX4_VGT = 4095, i.e. no VST; QoS 0; link auto; spoof
+    check off; indices 0). Set ``vport[vf, port - 1, VPORT_DEFAULT_VLAN] = 100`` for VST."""
+    state = np.zeros((resolve(profile).mfunc_max, MAX_PORTS, eth_ref.VPORT_COLUMNS), dtype=np.uint16)
+    state[:, :, eth_ref.VPORT_DEFAULT_VLAN] = eth_ref.MLX4_VGT
+    return state
+
+
 def _options(base_proxy_sqpn, master, prof: Profile, active_ports, smi_enabled, fw_reserved_qps):
     f = prof.mfunc_max
     if isinstance(base_proxy_sqpn, bool) or not isinstance(base_proxy_sqpn, (int, np.integer)):
@@ -176,7 +215,7 @@ def _options(base_proxy_sqpn, master, prof: Profile, active_ports, smi_enabled, 
 
 
 def _prepare(mailboxes, transition, slave, qpn, v2p, base_proxy_sqpn, master, profile,
-             active_ports, smi_enabled, fw_reserved_qps):
+             active_ports, smi_enabled, fw_reserved_qps, eth=(None, None, None, None)):
     prof = resolve(profile)
     mailboxes = _array("mailboxes", mailboxes, np.uint8, (None, qpc.MBOX_SIZE))
     n = mailboxes.shape[0]
@@ -185,7 +224,7 @@ def _prepare(mailboxes, transition, slave, qpn, v2p, base_proxy_sqpn, master, pr
     qpns = _integers("qpn", qpn, n, 0, (1 << 32) - 1, np.uint32)
     v2p = _array("v2p", v2p, np.uint8, prof.v2p_shape, prof)
     opts = _options(base_proxy_sqpn, master, prof, active_ports, smi_enabled, fw_reserved_qps)
-    return mailboxes, codes, slaves, qpns, v2p, prof, opts
+    return mailboxes, codes, slaves, qpns, v2p, prof, opts + _eth_options(prof, *eth)
 
 
 def _out(out, mailboxes: np.ndarray) -> np.ndarray:
@@ -202,7 +241,8 @@ def _out(out, mailboxes: np.ndarray) -> np.ndarray:
 # -- rewrite ----------------------------------------------------------------------------------------
 
 def rewrite(mailboxes, transition, slave, qpn, v2p, *, base_proxy_sqpn, master=0, profile="3.7",
-            active_ports=None, smi_enabled=None, fw_reserved_qps=0, return_findings=False, out=None):
+            active_ports=None, smi_enabled=None, fw_reserved_qps=0, port_types=None, num_vfs=None, vport=None,
+            smac_registered=None, return_findings=False, out=None):
     """Rewrite QP-context mailboxes as the mlx4 master does before handing them to firmware.
 
     mailboxes: ``uint8[N, 256]`` (not modified). transition: a name from :data:`TRANSITIONS`
@@ -215,6 +255,14 @@ def rewrite(mailboxes, transition, slave, qpn, v2p, *, base_proxy_sqpn, master=0
     (bitmask of the physical ports each function owns; default both), smi_enabled
     ``uint8/bool[F, 2]`` (default none), fw_reserved_qps (``caps.reserved_qps_cnt[FW]``, default 0).
 
+    Ethernet ports (mainline's ``eth_ports`` rule; :mod:`.eth_reference` has the rules and the C):
+    port_types ``uint8[2]`` (1 InfiniBand, the default, or 2 Ethernet, per physical port);
+    num_vfs (the VFs ``mlx4_get_vf_indx`` knows, which the RoCE GID split counts; default every
+    function); vport ``uint16[F, 2, 8]``, each VF's vport state per port (:func:`vport_state`,
+    columns ``eth_reference.VPORT_*``: default_vlan, default_qos, link_state, spoofchk, vlan_idx,
+    mac_idx, qos_vport, vlan_proto); smac_registered ``uint8/bool[F, 2, 128]``, the source MAC
+    indices each function registered (``roce_verify_mac``; default none).
+
     out: a ``uint8[N, 256]`` buffer to write into (reused from call to call, its pages are
     already mapped: the fastest way); it may be ``mailboxes`` itself (in place), but not overlap
     it otherwise. Without it, one new array, written once.
@@ -223,44 +271,47 @@ def rewrite(mailboxes, transition, slave, qpn, v2p, *, base_proxy_sqpn, master=0
     """
     mailboxes, codes, slaves, qpns, v2p, prof, opts = _prepare(
         mailboxes, transition, slave, qpn, v2p, base_proxy_sqpn, master, profile, active_ports,
-        smi_enabled, fw_reserved_qps)
-    p, master, active_ports, smi_enabled, fw_reserved = opts
+        smi_enabled, fw_reserved_qps, (port_types, num_vfs, vport, smac_registered))
+    p, master, active_ports, smi_enabled, fw_reserved, port_types, last_vf, vport, smac = opts
     n = mailboxes.shape[0]
     out = np.empty_like(mailboxes) if out is None else _out(out, mailboxes)
     rc = np.empty(n, dtype=np.int32)
     finding = np.empty(n, dtype=np.int8)
     K.rewrite_kernel(mailboxes, out, codes, slaves, qpns, v2p, p, master, prof.rules, prof.mfunc_max,
-                     active_ports, smi_enabled, fw_reserved, rc, finding)
+                     active_ports, smi_enabled, fw_reserved, port_types, last_vf, vport, smac, rc, finding)
     return (out, rc, finding) if return_findings else (out, rc)
 
 
 def rewrite_inplace(mailboxes, transition, slave, qpn, v2p, *, base_proxy_sqpn, master=0, profile="3.7",
-                    active_ports=None, smi_enabled=None, fw_reserved_qps=0, return_findings=False):
+                    active_ports=None, smi_enabled=None, fw_reserved_qps=0, port_types=None, num_vfs=None,
+                    vport=None, smac_registered=None, return_findings=False):
     """:func:`rewrite`, writing into ``mailboxes`` itself; returns ``(mailboxes, rc[, finding])``.
 
     Rows with ``rc != 0`` are left exactly as they were.
     """
     mailboxes, codes, slaves, qpns, v2p, prof, opts = _prepare(
         mailboxes, transition, slave, qpn, v2p, base_proxy_sqpn, master, profile, active_ports,
-        smi_enabled, fw_reserved_qps)
-    p, master, active_ports, smi_enabled, fw_reserved = opts
+        smi_enabled, fw_reserved_qps, (port_types, num_vfs, vport, smac_registered))
+    p, master, active_ports, smi_enabled, fw_reserved, port_types, last_vf, vport, smac = opts
     n = mailboxes.shape[0]
     rc = np.empty(n, dtype=np.int32)
     finding = np.empty(n, dtype=np.int8)
     K.rewrite_inplace_kernel(mailboxes, codes, slaves, qpns, v2p, p, master, prof.rules, prof.mfunc_max,
-                             active_ports, smi_enabled, fw_reserved, rc, finding)
+                             active_ports, smi_enabled, fw_reserved, port_types, last_vf, vport, smac, rc, finding)
     return (mailboxes, rc, finding) if return_findings else (mailboxes, rc)
 
 
 def rewrite_reference(mailboxes, transition, slave, qpn, v2p, *, base_proxy_sqpn, master=0, profile="3.7",
-                      active_ports=None, smi_enabled=None, fw_reserved_qps=0, return_findings=False):
+                      active_ports=None, smi_enabled=None, fw_reserved_qps=0, port_types=None, num_vfs=None,
+                      vport=None, smac_registered=None, return_findings=False):
     """:func:`rewrite` computed by the pure-Python reference model (slow; for checking)."""
     mailboxes, codes, slaves, qpns, v2p, prof, opts = _prepare(
         mailboxes, transition, slave, qpn, v2p, base_proxy_sqpn, master, profile, active_ports,
-        smi_enabled, fw_reserved_qps)
-    p, master, active_ports, smi_enabled, fw_reserved = opts
+        smi_enabled, fw_reserved_qps, (port_types, num_vfs, vport, smac_registered))
+    p, master, active_ports, smi_enabled, fw_reserved, port_types, last_vf, vport, smac = opts
     dev = device_ref.Device(v2p, p, master=master, profile=prof, active_ports=active_ports,
-                            smi_enabled=smi_enabled, fw_reserved_qps=fw_reserved)
+                            smi_enabled=smi_enabled, fw_reserved_qps=fw_reserved, port_types=port_types,
+                            num_vfs=last_vf, vport=vport, smac_registered=smac)
     out, rc, finding = ref.rewrite(mailboxes, codes, slaves, qpns, dev)
     return (out, rc, finding) if return_findings else (out, rc)
 

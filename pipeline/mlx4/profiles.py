@@ -44,6 +44,7 @@ RULE_CLEAR_FPP = 1 << 2
 RULE_RATE_LIMIT_EPERM = 1 << 3
 RULE_MLX_QP_RESERVED_EPERM = 1 << 4
 RULE_ADJUST_SCHED_QUEUE = 1 << 5
+RULE_ETH_PORTS = 1 << 6
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,10 @@ class Profile:
       proxy QPs" (resource_tracker.c:3373-3381).
     - ``adjust_sched_queue``: ``adjust_qp_sched_queue`` (resource_tracker.c:3898) before the
       wrappers that carry an address path.
+    - ``eth_ports``: the Ethernet (RoCE) branches of those wrappers (``mlx4_is_eth``): per-slave
+      GID counts in ``verify_qp_parameters``, ``roce_verify_mac`` and ``update_vport_qp_param`` in
+      INIT2RTR, the base GID index in ``update_gid``, the forced sched_queue write
+      (:mod:`.eth_reference` has the lines). Without it every port is InfiniBand.
     """
 
     name: str
@@ -89,6 +94,7 @@ class Profile:
     rate_limit_eperm: bool
     mlx_qp_reserved_eperm: bool
     adjust_sched_queue: bool
+    eth_ports: bool
     max_num_pf: int = 16
     max_ports: int = 2
     max_port_pkeys: int = 128
@@ -111,7 +117,7 @@ class Profile:
                 raise ValueError(f"profile {self.name}: {name} is {value} in every mlx4 kernel "
                                  f"(the models' layouts are built on it), got {getattr(self, name)}")
         for name in ("slave_events", "verify_braces", "xrc_like_rc", "clear_fpp", "rate_limit_eperm",
-                     "mlx_qp_reserved_eperm", "adjust_sched_queue"):
+                     "mlx_qp_reserved_eperm", "adjust_sched_queue", "eth_ports"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"profile {self.name}: {name} must be True or False, got {getattr(self, name)!r}")
 
@@ -164,7 +170,7 @@ class Profile:
         for flag, bit in ((self.verify_braces, RULE_VERIFY_BRACES), (self.xrc_like_rc, RULE_XRC_LIKE_RC),
                           (self.clear_fpp, RULE_CLEAR_FPP), (self.rate_limit_eperm, RULE_RATE_LIMIT_EPERM),
                           (self.mlx_qp_reserved_eperm, RULE_MLX_QP_RESERVED_EPERM),
-                          (self.adjust_sched_queue, RULE_ADJUST_SCHED_QUEUE)):
+                          (self.adjust_sched_queue, RULE_ADJUST_SCHED_QUEUE), (self.eth_ports, RULE_ETH_PORTS)):
             if flag:
                 bits |= bit
         return bits
@@ -173,19 +179,19 @@ class Profile:
 #: The seed commit (Linux 3.7).
 PROFILE_37 = Profile(name="3.7", mfunc_max=80, max_num_vf=64, slave_events=False, verify_braces=False,
                      xrc_like_rc=False, clear_fpp=False, rate_limit_eperm=False, mlx_qp_reserved_eperm=False,
-                     adjust_sched_queue=False)
+                     adjust_sched_queue=False, eth_ports=False)
 
 #: torvalds/linux today.
 MAINLINE = Profile(name="mainline", mfunc_max=128, max_num_vf=126, slave_events=True, verify_braces=True,
                    xrc_like_rc=True, clear_fpp=True, rate_limit_eperm=True, mlx_qp_reserved_eperm=True,
-                   adjust_sched_queue=True)
+                   adjust_sched_queue=True, eth_ports=True)
 
 #: Built-in names; "new" is mainline's older name.
 PROFILES: dict[str, Profile] = {"3.7": PROFILE_37, "mainline": MAINLINE, "new": MAINLINE}
 
 #: Rule fields, in the order of the table the CLI and README show.
 RULE_FIELDS = ("slave_events", "verify_braces", "xrc_like_rc", "clear_fpp", "rate_limit_eperm",
-               "mlx_qp_reserved_eperm", "adjust_sched_queue")
+               "mlx_qp_reserved_eperm", "adjust_sched_queue", "eth_ports")
 
 
 def resolve(profile) -> Profile:
