@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from madpipe.pipeline.mlx4 import eth_kernels, paravirt, snoop
 from madpipe.pipeline.mlx4 import eth_reference as E
-from madpipe.pipeline.mlx4 import paravirt, paravirt_kernels, snoop
 from madpipe.pipeline.mlx4.profiles import MAINLINE
 
 P = 0x48
@@ -49,7 +49,7 @@ def one(m, transition, slave, qpn=0x1234, profile="mainline", port_types=(ETH, E
 def test_constants_are_the_references():
     for name in ("MBOX_PRI_FL", "MBOX_PRI_VLAN_CONTROL", "MBOX_PRI_GRH_MYLMC", "MBOX_PRI_VLAN_INDEX",
                  "MBOX_PRI_FEUP", "MBOX_PRI_FVL_RX", "MBOX_QOS_VPORT", "MBOX_PARAM3"):
-        assert getattr(paravirt_kernels, name) == getattr(E, name), name
+        assert getattr(eth_kernels, name) == getattr(E, name), name
 
 
 # -- mlx4_get_slave_num_gids / mlx4_get_base_gid_ix --------------------------------------------------

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from madpipe.codecs import qpc
 from madpipe.pipeline.mlx4 import device_reference as device_ref
+from madpipe.pipeline.mlx4 import eth_kernels as EK  # the kernels' constants live there
 from madpipe.pipeline.mlx4 import paravirt
 from madpipe.pipeline.mlx4 import paravirt_kernels as K
 from madpipe.pipeline.mlx4 import paravirt_reference as ref
@@ -92,17 +93,17 @@ def test_kernel_constants_match_the_codec_and_reference():
     for name in ("MBOX_OPTPAR", "MBOX_SERVICE_TYPE", "MBOX_PRI_PKEY_INDEX", "MBOX_PRI_MGID_INDEX",
                  "MBOX_PRI_SCHED_QUEUE", "MBOX_ALT_MGID_INDEX", "MBOX_ALT_SCHED_QUEUE",
                  "MBOX_PARAMS2_FPP", "MBOX_QKEY", "MBOX_RATE_LIMIT", "MBOX_SIZE"):
-        assert getattr(K, name) == getattr(qpc, name), name
+        assert getattr(EK, name) == getattr(qpc, name), name
     for name, code in qpc.TRANSITIONS.items():
-        assert getattr(K, "TRANSITION_" + name) == code == paravirt.TRANSITIONS[name]
-    assert (K.ST_RC, K.ST_UC, K.ST_UD, K.ST_XRC, K.ST_MLX) == (
+        assert getattr(EK, "TRANSITION_" + name) == code == paravirt.TRANSITIONS[name]
+    assert (EK.ST_RC, EK.ST_UC, EK.ST_UD, EK.ST_XRC, EK.ST_MLX) == (
         qpc.MLX4_QP_ST_RC, qpc.MLX4_QP_ST_UC, qpc.MLX4_QP_ST_UD, qpc.MLX4_QP_ST_XRC, qpc.MLX4_QP_ST_MLX)
-    assert (K.OPTPAR_ALT_ADDR_PATH, K.OPTPAR_PRIMARY_ADDR_PATH, K.OPTPAR_SCHED_QUEUE) == (
+    assert (EK.OPTPAR_ALT_ADDR_PATH, EK.OPTPAR_PRIMARY_ADDR_PATH, EK.OPTPAR_SCHED_QUEUE) == (
         qpc.MLX4_QP_OPTPAR_ALT_ADDR_PATH, qpc.MLX4_QP_OPTPAR_PRIMARY_ADDR_PATH, qpc.MLX4_QP_OPTPAR_SCHED_QUEUE)
     for name in ("RC_OK", "RC_EPERM", "RC_EINVAL", "RC_REFUSED", "RC_UNKNOWN_OPCODE",
                  "FINDING_NONE", "FINDING_SPILL", "FINDING_REFUSED"):
-        assert getattr(K, name) == getattr(device_ref, name), name
-    assert (K.RC_EPERM, K.RC_EINVAL, K.RC_REFUSED) == (-1, -22, -34)
+        assert getattr(EK, name) == getattr(device_ref, name), name
+    assert (EK.RC_EPERM, EK.RC_EINVAL, EK.RC_REFUSED) == (-1, -22, -34)
     assert paravirt.base_tunnel_sqpn(P) == T
 
 

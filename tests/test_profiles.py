@@ -12,7 +12,7 @@ import pytest
 
 from madpipe.pipeline.cli.main import main
 from madpipe.pipeline.mlx4 import device_reference as device_ref
-from madpipe.pipeline.mlx4 import paravirt, paravirt_kernels, profiles, snoop
+from madpipe.pipeline.mlx4 import eth_kernels, paravirt, profiles, snoop
 from madpipe.pipeline.mlx4.profiles import MAINLINE, PROFILE_37, Profile, resolve
 
 # device.h (mainline):
@@ -36,7 +36,7 @@ def test_the_built_in_profiles_hold_the_headers_numbers():
     # the kernels' rule bits are the profile module's
     for name in ("VERIFY_BRACES", "XRC_LIKE_RC", "CLEAR_FPP", "RATE_LIMIT_EPERM", "MLX_QP_RESERVED_EPERM",
                  "ADJUST_SCHED_QUEUE", "ETH_PORTS"):
-        assert getattr(paravirt_kernels, f"RULE_{name}") == getattr(profiles, f"RULE_{name}")
+        assert getattr(eth_kernels, f"RULE_{name}") == getattr(profiles, f"RULE_{name}")
     assert PROFILE_37.rules == 0 and MAINLINE.rules == 0b1111111
 
 

@@ -42,7 +42,7 @@ from madpipe.pipeline.mlx4 import eth_reference as eth_ref
 from madpipe.pipeline.mlx4 import paravirt_kernels as K
 from madpipe.pipeline.mlx4 import paravirt_reference as ref
 from madpipe.pipeline.mlx4.profiles import PROFILES as PROFILES  # noqa: F401  (re-exported)
-from madpipe.pipeline.mlx4.profiles import Profile, resolve
+from madpipe.pipeline.mlx4.profiles import RULE_ETH_PORTS, Profile, resolve
 
 MAX_PORTS = device_ref.MLX4_MAX_PORTS
 MAX_PORT_PKEYS = device_ref.MLX4_MAX_PORT_PKEYS
@@ -179,6 +179,17 @@ def _eth_options(prof: Profile, port_types, num_vfs, vport, smac_registered):
     return port_types, last_vf, vport, smac_registered
 
 
+def _kernel_rules(prof: Profile, port_types: np.ndarray, vport: np.ndarray) -> int:
+    """The profile's rule bits for the kernels, without the Ethernet rule when it can change nothing
+    (no Ethernet port, no VF with VST or spoof check): the kernels then skip those branches."""
+    rules = prof.rules
+    if rules & RULE_ETH_PORTS and not (port_types == eth_ref.MLX4_PORT_TYPE_ETH).any():
+        vst = vport[:, :, eth_ref.VPORT_DEFAULT_VLAN] != eth_ref.MLX4_VGT
+        if not (vst.any() or vport[:, :, eth_ref.VPORT_SPOOFCHK].any()):
+            rules &= ~RULE_ETH_PORTS
+    return rules
+
+
 def vport_state(profile="mainline") -> np.ndarray:
     """Every VF's vport state as ``ip link set ... vf`` leaves it by default: ``uint16[F, 2, 8]``,
     columns ``VPORT_*`` (default_vlan MLX4_VGT = 4095, i.e. no VST; QoS 0; link auto; spoof
@@ -277,7 +288,8 @@ def rewrite(mailboxes, transition, slave, qpn, v2p, *, base_proxy_sqpn, master=0
     out = np.empty_like(mailboxes) if out is None else _out(out, mailboxes)
     rc = np.empty(n, dtype=np.int32)
     finding = np.empty(n, dtype=np.int8)
-    K.rewrite_kernel(mailboxes, out, codes, slaves, qpns, v2p, p, master, prof.rules, prof.mfunc_max,
+    K.rewrite_kernel(mailboxes, out, codes, slaves, qpns, v2p, p, master, _kernel_rules(prof, port_types, vport),
+                     prof.mfunc_max,
                      active_ports, smi_enabled, fw_reserved, port_types, last_vf, vport, smac, rc, finding)
     return (out, rc, finding) if return_findings else (out, rc)
 
@@ -296,7 +308,8 @@ def rewrite_inplace(mailboxes, transition, slave, qpn, v2p, *, base_proxy_sqpn, 
     n = mailboxes.shape[0]
     rc = np.empty(n, dtype=np.int32)
     finding = np.empty(n, dtype=np.int8)
-    K.rewrite_inplace_kernel(mailboxes, codes, slaves, qpns, v2p, p, master, prof.rules, prof.mfunc_max,
+    K.rewrite_inplace_kernel(mailboxes, codes, slaves, qpns, v2p, p, master, _kernel_rules(prof, port_types, vport),
+                             prof.mfunc_max,
                              active_ports, smi_enabled, fw_reserved, port_types, last_vf, vport, smac, rc, finding)
     return (mailboxes, rc, finding) if return_findings else (mailboxes, rc)
 

@@ -31,111 +31,71 @@ import numpy as np
 
 from madpipe.pipeline.kernels.jit import njit
 from madpipe.pipeline.mlx4.eth_kernels import (
-    active_ports_of,
-    base_gid_ix,
-    is_eth,
+    FINDING_NONE,
+    FINDING_REFUSED,
+    FINDING_SPILL,
+    MBOX_ALT_MGID_INDEX,
+    MBOX_ALT_SCHED_QUEUE,
+    MBOX_OPTPAR,
+    MBOX_PARAMS2_FPP,
+    MBOX_PRI_MGID_INDEX,
+    MBOX_PRI_PKEY_INDEX,
+    MBOX_PRI_SCHED_QUEUE,
+    MBOX_QKEY,
+    MBOX_RATE_LIMIT,
+    MBOX_SERVICE_TYPE,
+    OPTPAR_ALT_ADDR_PATH,
+    OPTPAR_PRIMARY_ADDR_PATH,
+    OPTPAR_SCHED_QUEUE,
+    RC_EINVAL,
+    RC_EPERM,
+    RC_OK,
+    RC_REFUSED,
+    RC_UNKNOWN_OPCODE,
+    RESERVED_QKEY_BASE,
+    RULE_ADJUST_SCHED_QUEUE,
+    RULE_CLEAR_FPP,
+    RULE_ETH_PORTS,
+    RULE_MLX_QP_RESERVED_EPERM,
+    RULE_RATE_LIMIT_EPERM,
+    RULE_VERIFY_BRACES,
+    RULE_XRC_LIKE_RC,
+    ST_MLX,
+    ST_RC,
+    ST_UC,
+    ST_UD,
+    ST_XRC,
+    TRANSITION_2ERR,
+    TRANSITION_2RST,
+    TRANSITION_INIT2INIT,
+    TRANSITION_INIT2RTR,
+    TRANSITION_QUERY,
+    TRANSITION_RST2INIT,
+    TRANSITION_RTR2RTS,
+    TRANSITION_RTS2RTS,
+    TRANSITION_RTS2SQD,
+    TRANSITION_SQD2RTS,
+    TRANSITION_SQD2SQD,
+    TRANSITION_SQERR2RTS,
     port_counts,
-    slave_num_gids,
-    vport_fields,
+    rewrite_row_eth,
+    slave_convert_port,
 )
 
-# Mailbox byte offsets (checked against madpipe.codecs.qpc by the tests).
-MBOX_OPTPAR = 0
-MBOX_SERVICE_TYPE = 9
-MBOX_PRI_PKEY_INDEX = 35
-MBOX_PRI_MGID_INDEX = 41
-MBOX_PRI_SCHED_QUEUE = 64
-MBOX_ALT_MGID_INDEX = 85
-MBOX_ALT_SCHED_QUEUE = 108
-MBOX_PARAMS2_FPP = 155
-MBOX_QKEY = 176
-MBOX_RATE_LIMIT = 196
-MBOX_SIZE = 256
-
-# Transition codes: the mlx4 command opcodes.
-TRANSITION_RST2INIT = 0x19
-TRANSITION_INIT2RTR = 0x1A
-TRANSITION_RTR2RTS = 0x1B
-TRANSITION_RTS2RTS = 0x1C
-TRANSITION_SQERR2RTS = 0x1D
-TRANSITION_2ERR = 0x1E
-TRANSITION_RTS2SQD = 0x1F
-TRANSITION_SQD2RTS = 0x20
-TRANSITION_2RST = 0x21
-TRANSITION_QUERY = 0x22
-TRANSITION_INIT2INIT = 0x2D
-TRANSITION_SQD2SQD = 0x38
-
-# Service types and optpar bits (qp.h)
-ST_RC = 0
-ST_UC = 1
-ST_UD = 3
-ST_XRC = 6
-ST_MLX = 7
-OPTPAR_ALT_ADDR_PATH = 0x1
-OPTPAR_PRIMARY_ADDR_PATH = 0x80
-OPTPAR_SCHED_QUEUE = 0x10000
-
-# Profile rule bits (profiles.RULE_*; checked equal by the tests).
-RULE_VERIFY_BRACES = 1
-RULE_XRC_LIKE_RC = 2
-RULE_CLEAR_FPP = 4
-RULE_RATE_LIMIT_EPERM = 8
-RULE_MLX_QP_RESERVED_EPERM = 16
-RULE_ADJUST_SCHED_QUEUE = 32
-RULE_ETH_PORTS = 64
-
-# Ethernet: mailbox bytes (eth_reference's, checked equal by the tests)
-MBOX_PRI_FL = 32
-MBOX_PRI_VLAN_CONTROL = 33
-MBOX_PRI_GRH_MYLMC = 37
-MBOX_PRI_VLAN_INDEX = 65
-MBOX_PRI_FEUP = 66
-MBOX_PRI_FVL_RX = 67
-MBOX_QOS_VPORT = 199
-MBOX_PARAM3 = 200
-
-RC_OK = 0
-RC_EPERM = -1
-RC_EINVAL = -22
-RC_REFUSED = -34
-RC_UNKNOWN_OPCODE = -38
-
-FINDING_NONE = 0
-FINDING_SPILL = 1
-FINDING_REFUSED = 2
-
 LOOKAHEAD_ROWS = 8
-RESERVED_QKEY_BASE = 0xFFFF0000
-
-
-@njit(inline="always")
-def slave_convert_port(active_ports, slave, port, last_vf):
-    """mlx4_slave_convert_port: the physical port (1-based) of a function's port, or RC_EINVAL."""
-    actv = active_ports_of(active_ports, slave, last_vf)
-    m = (actv & 1) + ((actv >> 1) & 1)
-    if port <= 0 or port > m:
-        return RC_EINVAL
-    n = 0
-    if (actv & 1) == 0:
-        n = 1
-    if port <= n:
-        port = n + 1
-    return port
 
 
 @njit(inline="always")
 def rewrite_row(mailboxes, i, opcode, slave, in_modifier, v2p, base_proxy_sqpn, master, rules, mfunc_max,
-                active_ports, smi_enabled, fw_reserved_qps, port_types, last_vf, vport, smac_registered, counts):
-    """Rewrite row ``i`` of ``mailboxes`` in place. Returns (rc, finding).
+                active_ports, smi_enabled, fw_reserved_qps, last_vf):
+    """Rewrite row ``i`` of ``mailboxes`` in place, every port InfiniBand. Returns (rc, finding).
 
-    Every field is read before any byte is written; bytes are stored only on success. ``counts``:
-    eth_kernels.port_counts for the batch.
+    Every field is read before any byte is written; bytes are stored only on success. With the
+    Ethernet rule, :func:`.eth_kernels.rewrite_row_eth` does it instead (the same plus RoCE).
     """
     sched = (rules & RULE_ADJUST_SCHED_QUEUE) != 0
     braces = (rules & RULE_VERIFY_BRACES) != 0
     xrc = (rules & RULE_XRC_LIKE_RC) != 0
-    eth = (rules & RULE_ETH_PORTS) != 0
     do_sched = False
     do_verify = False
     do_pkey = False
@@ -163,7 +123,6 @@ def rewrite_row(mailboxes, i, opcode, slave, in_modifier, v2p, base_proxy_sqpn, 
         return RC_OK, FINDING_NONE
     else:
         return RC_UNKNOWN_OPCODE, FINDING_NONE
-    init2rtr_eth = eth and opcode == TRANSITION_INIT2RTR
 
     slave8 = slave & 0xFF
     optpar = ((np.int64(mailboxes[i, MBOX_OPTPAR]) << 24) | (np.int64(mailboxes[i, MBOX_OPTPAR + 1]) << 16)
@@ -175,27 +134,20 @@ def rewrite_row(mailboxes, i, opcode, slave, in_modifier, v2p, base_proxy_sqpn, 
     mgid_pri = np.int64(mailboxes[i, MBOX_PRI_MGID_INDEX])
     mgid_alt = np.int64(mailboxes[i, MBOX_ALT_MGID_INDEX])
     params2 = np.int64(mailboxes[i, MBOX_PARAMS2_FPP])
-    grh = np.int64(mailboxes[i, MBOX_PRI_GRH_MYLMC])
     finding = np.int64(FINDING_NONE)  # typed: inlined into pycc, a literal would not unify
-    qpn23 = in_modifier & 0x7FFFFF
-    base_sqpn = base_proxy_sqpn - 8
-    reserved = (qpn23 >= base_sqpn and qpn23 < base_sqpn + 8 + 16 * mfunc_max) or qpn23 < fw_reserved_qps
 
-    # adjust_qp_sched_queue (mainline; an Ethernet port's primary sched_queue is always rewritten)
+    # adjust_qp_sched_queue (mainline; IB ports)
     if do_sched:
         port = slave_convert_port(active_ports, slave, ((sq_pri >> 6) & 1) + 1, last_vf) - 1
         if port < 0:
             return RC_EINVAL, FINDING_NONE
-        if ((optpar & (OPTPAR_PRIMARY_ADDR_PATH | OPTPAR_SCHED_QUEUE)) != 0 or sq_pri != 0
-                or is_eth(eth, port_types, port + 1)):
+        if (optpar & (OPTPAR_PRIMARY_ADDR_PATH | OPTPAR_SCHED_QUEUE)) != 0 or sq_pri != 0:
             sq_pri = (sq_pri & 0xBF) | ((port & 1) << 6)
         if (optpar & OPTPAR_ALT_ADDR_PATH) != 0:
             port = slave_convert_port(active_ports, slave, ((sq_alt >> 6) & 1) + 1, last_vf) - 1
             if port < 0:
                 return RC_EINVAL, FINDING_NONE
             sq_alt = (sq_alt & 0xBF) | ((port & 1) << 6)
-    pri_port = ((sq_pri >> 6) & 1) + 1
-    alt_port = ((sq_alt >> 6) & 1) + 1
 
     # verify_qp_parameters (u8 slave); every verifying transition carries address paths
     if do_verify:
@@ -206,37 +158,24 @@ def rewrite_row(mailboxes, i, opcode, slave, in_modifier, v2p, base_proxy_sqpn, 
                     and (mailboxes[i, MBOX_RATE_LIMIT] != 0 or mailboxes[i, MBOX_RATE_LIMIT + 1] != 0)):
                 return RC_EPERM, FINDING_NONE
         if st == ST_RC or st == ST_UC or (xrc and st == ST_XRC):
-            if slave8 != master and (optpar & OPTPAR_PRIMARY_ADDR_PATH) != 0:
-                num_gids = np.int64(1)
-                if is_eth(eth, port_types, pri_port):
-                    num_gids = slave_num_gids(active_ports, last_vf, counts, slave8, pri_port)
-                    if num_gids < 0:
-                        return RC_REFUSED, FINDING_REFUSED
-                if mgid_pri >= num_gids:
-                    return RC_EINVAL, FINDING_NONE
+            if slave8 != master and (optpar & OPTPAR_PRIMARY_ADDR_PATH) != 0 and mgid_pri >= 1:
+                return RC_EINVAL, FINDING_NONE
             # 3.7: no braces, the alternate path is checked for the master too
-            if (slave8 != master or not braces) and (optpar & OPTPAR_ALT_ADDR_PATH) != 0:
-                num_gids = np.int64(1)
-                if is_eth(eth, port_types, alt_port):
-                    num_gids = slave_num_gids(active_ports, last_vf, counts, slave8, alt_port)
-                    if num_gids < 0:
-                        return RC_REFUSED, FINDING_REFUSED
-                if mgid_alt >= num_gids:
-                    return RC_EINVAL, FINDING_NONE
+            if (slave8 != master or not braces) and (optpar & OPTPAR_ALT_ADDR_PATH) != 0 and mgid_alt >= 1:
+                return RC_EINVAL, FINDING_NONE
         elif st == ST_MLX and (rules & RULE_MLX_QP_RESERVED_EPERM) != 0:
-            if opcode == TRANSITION_INIT2RTR and slave8 != master and reserved:
-                smi = False
-                if slave8 >= 1 and slave8 < mfunc_max:
-                    smi = smi_enabled[slave8, pri_port - 1] != 0
-                if not smi:
-                    return RC_EPERM, FINDING_NONE
-
-    # roce_verify_mac (mainline INIT2RTR; int slave)
-    if init2rtr_eth and is_eth(eth, port_types, pri_port) and st != ST_MLX:
-        if slave < 0 or slave >= mfunc_max:
-            return RC_REFUSED, FINDING_REFUSED
-        if smac_registered[slave, pri_port - 1, grh & 0x7F] == 0:
-            return RC_EINVAL, FINDING_NONE
+            if opcode == TRANSITION_INIT2RTR and slave8 != master:
+                qpn23 = in_modifier & 0x7FFFFF
+                base_sqpn = base_proxy_sqpn - 8
+                reserved = ((qpn23 >= base_sqpn and qpn23 < base_sqpn + 8 + 16 * mfunc_max)
+                            or qpn23 < fw_reserved_qps)
+                if reserved:
+                    port = ((sq_pri >> 6) & 1) + 1
+                    smi = False
+                    if slave8 >= 1 and slave8 < mfunc_max:
+                        smi = smi_enabled[slave8, port - 1] != 0
+                    if not smi:
+                        return RC_EPERM, FINDING_NONE
 
     # update_pkey_index: the flat read of virt2phys_pkey, refused outside the table
     if do_pkey:
@@ -247,54 +186,15 @@ def rewrite_row(mailboxes, i, opcode, slave, in_modifier, v2p, base_proxy_sqpn, 
             finding = np.int64(FINDING_SPILL)
         pkey = np.int64(v2p[offset >> 8, (offset >> 7) & 1, offset & 127])
 
-    # update_gid (u8 slave); mainline's Ethernet ports add the VF's base GID index
+    # update_gid (u8 slave; IB ports)
     if do_gid:
         if st == ST_UD:
-            if is_eth(eth, port_types, pri_port):
-                base, ok = base_gid_ix(active_ports, last_vf, counts, slave8, pri_port)
-                if not ok:
-                    return RC_REFUSED, FINDING_REFUSED
-                mgid_pri = (base | 0x80) & 0xFF
-            else:
-                mgid_pri = 0x80 | slave8
-        elif st == ST_RC or st == ST_UC or (xrc and st == ST_XRC):
+            mgid_pri = 0x80 | slave8
+        if st == ST_RC or st == ST_UC or (xrc and st == ST_XRC):
             if (optpar & OPTPAR_PRIMARY_ADDR_PATH) != 0:
-                if is_eth(eth, port_types, pri_port):
-                    base, ok = base_gid_ix(active_ports, last_vf, counts, slave8, pri_port)
-                    if not ok:
-                        return RC_REFUSED, FINDING_REFUSED
-                    mgid_pri = (mgid_pri + base) & 0x7F
-                else:
-                    mgid_pri = slave8 & 0x7F
+                mgid_pri = slave8 & 0x7F
             if (optpar & OPTPAR_ALT_ADDR_PATH) != 0:
-                if is_eth(eth, port_types, alt_port):
-                    base, ok = base_gid_ix(active_ports, last_vf, counts, slave8, alt_port)
-                    if not ok:
-                        return RC_REFUSED, FINDING_REFUSED
-                    mgid_alt = (mgid_alt + base) & 0x7F
-                else:
-                    mgid_alt = slave8 & 0x7F
-
-    # update_vport_qp_param (mainline INIT2RTR, u8 slave): VST, spoof check
-    if init2rtr_eth:
-        if slave8 >= mfunc_max:
-            return RC_REFUSED, FINDING_REFUSED
-        vport_port = 2 if (sq_pri & 0x40) != 0 else 1
-        optpar, param3_hi, vlan_control, fvl_rx, vlan_index, fl, feup, sq_pri, qos_vport, grh = vport_fields(
-            vport[slave8, vport_port - 1], eth, port_types, vport_port, st, reserved, optpar,
-            np.int64(mailboxes[i, MBOX_PARAM3]), np.int64(mailboxes[i, MBOX_PRI_VLAN_CONTROL]),
-            np.int64(mailboxes[i, MBOX_PRI_FVL_RX]), np.int64(mailboxes[i, MBOX_PRI_VLAN_INDEX]),
-            np.int64(mailboxes[i, MBOX_PRI_FL]), np.int64(mailboxes[i, MBOX_PRI_FEUP]), sq_pri,
-            np.int64(mailboxes[i, MBOX_QOS_VPORT]), grh)
-        mailboxes[i, MBOX_OPTPAR + 1] = (optpar >> 16) & 0xFF
-        mailboxes[i, MBOX_PARAM3] = param3_hi
-        mailboxes[i, MBOX_PRI_VLAN_CONTROL] = vlan_control
-        mailboxes[i, MBOX_PRI_FVL_RX] = fvl_rx
-        mailboxes[i, MBOX_PRI_VLAN_INDEX] = vlan_index
-        mailboxes[i, MBOX_PRI_FL] = fl
-        mailboxes[i, MBOX_PRI_FEUP] = feup
-        mailboxes[i, MBOX_QOS_VPORT] = qos_vport
-        mailboxes[i, MBOX_PRI_GRH_MYLMC] = grh
+                mgid_alt = slave8 & 0x7F
 
     # commit
     mailboxes[i, MBOX_PRI_SCHED_QUEUE] = sq_pri
@@ -347,13 +247,23 @@ def _rewrite_rows(mailboxes, start, stop, transition, slave, qpn, v2p, base_prox
     """Rewrite rows start..stop - 1 of ``mailboxes`` in place; with ``read_ahead``, touch the rows
     LOOKAHEAD_ROWS on. Returns a sum of the bytes read ahead (kept only so that those reads stay)."""
     touched = 0
-    counts = port_counts(active_ports, last_vf)
+    if (rules & RULE_ETH_PORTS) != 0:   # a loop of its own: its code would slow the InfiniBand one
+        counts = port_counts(active_ports, last_vf)
+        for i in range(start, stop):
+            if read_ahead:
+                touched += _touch_ahead(mailboxes, i)
+            r, f = rewrite_row_eth(mailboxes, i, np.int64(transition[i]), np.int64(slave[i]), np.int64(qpn[i]),
+                                   v2p, base_proxy_sqpn, master, rules, mfunc_max, active_ports, smi_enabled,
+                                   fw_reserved_qps, port_types, last_vf, vport, smac_registered, counts)
+            rc[i] = r
+            finding[i] = f
+        return touched
     for i in range(start, stop):
         if read_ahead:
             touched += _touch_ahead(mailboxes, i)
         r, f = rewrite_row(mailboxes, i, np.int64(transition[i]), np.int64(slave[i]),
                            np.int64(qpn[i]), v2p, base_proxy_sqpn, master, rules, mfunc_max, active_ports,
-                           smi_enabled, fw_reserved_qps, port_types, last_vf, vport, smac_registered, counts)
+                           smi_enabled, fw_reserved_qps, last_vf)
         rc[i] = r
         finding[i] = f
     return touched
