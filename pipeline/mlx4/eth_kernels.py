@@ -1,8 +1,7 @@
 """numba helpers of the paravirt kernels for mainline's Ethernet (RoCE) port path.
 
-Called from :mod:`.paravirt_kernels`: the one-line tests inlined (``inline="always"``), the GID
-split and the vport rewrite as calls, made only for Ethernet rows (inlined, their code slowed
-every row of the InfiniBand path: more live values in the row's loop). The semantics are those of
+Inlined (``inline="always"``) into the Ethernet loop of :mod:`.paravirt_kernels`, a loop of its
+own: inlined into the one row loop, this code slowed every InfiniBand row 1.2-1.5x. The semantics are those of
 :mod:`.eth_reference`, whose docstring quotes the C and lists the model's assumptions. The AOT
 build's key covers this file (``aot.HELPER_MODULES``); numba's own JIT cache is keyed on the
 kernel module alone (``MADPIPE_NO_CACHE=1`` rebuilds after editing this one).
@@ -134,7 +133,7 @@ def is_eth(rules_eth, port_types, port):
     return rules_eth and port >= 1 and port <= 2 and port_types[port - 1] == PORT_TYPE_ETH
 
 
-@njit
+@njit(inline="always")
 def gid_rank(active_ports, last_vf, counts, slave, port):
     """(slave_gid, vfs) of mlx4_get_slave_num_gids / mlx4_get_base_gid_ix; vfs <= 0: the C divides by 0."""
     actv = active_ports_of(active_ports, slave, last_vf)
@@ -147,7 +146,7 @@ def gid_rank(active_ports, last_vf, counts, slave, port):
     return slave_gid, ((counts >> (16 * (port - 1))) & 0xFFFF) - 1
 
 
-@njit
+@njit(inline="always")
 def slave_num_gids(active_ports, last_vf, counts, slave, port):
     """mlx4_get_slave_num_gids; -1 where the C would divide by zero."""
     if slave == 0:
@@ -160,7 +159,7 @@ def slave_num_gids(active_ports, last_vf, counts, slave, port):
     return np.int64(ROCE_VF_GIDS // vfs)
 
 
-@njit
+@njit(inline="always")
 def base_gid_ix(active_ports, last_vf, counts, slave, port):
     """(mlx4_get_base_gid_ix, ok); ok False where the C would divide by zero."""
     if slave == 0:
@@ -173,7 +172,7 @@ def base_gid_ix(active_ports, last_vf, counts, slave, port):
     return np.int64(ROCE_PF_GIDS + ROCE_VF_GIDS % vfs + (ROCE_VF_GIDS // vfs) * (slave_gid - 1)), True
 
 
-@njit
+@njit(inline="always")
 def vport_fields(vport, slave, rules_eth, port_types, port, st, reserved, optpar, param3_hi, vlan_control, fvl_rx,
                  vlan_index, fl, feup, sq_pri, qos_vport, grh):
     """update_vport_qp_param on the fields it writes (vport[slave, port - 1]); returns them all."""
