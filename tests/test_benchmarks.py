@@ -38,7 +38,7 @@ def test_snoop_kernel(benchmark, sm, profile):
     mads, port_num, status = sm
 
     def run():
-        cache, v2p = snoop.init_pkeys(num_vfs=4)
+        cache, v2p = snoop.init_pkeys(num_vfs=4, profile=profile)
         return snoop.smp_snoop(cache, v2p, mads, port_num, status, num_vfs=4, profile=profile)
 
     res = benchmark(run)
@@ -48,7 +48,7 @@ def test_snoop_kernel(benchmark, sm, profile):
 
 def test_paravirt_inplace(benchmark, qp):
     mbox, transition, slave, qpn = qp
-    _, v2p = snoop.init_pkeys(num_vfs=8)
+    _, v2p = snoop.init_pkeys(num_vfs=8, profile="3.7")
     expect, _ = paravirt.rewrite(mbox, transition, slave, qpn, v2p, base_proxy_sqpn=0x48)
     work = mbox.copy()
 

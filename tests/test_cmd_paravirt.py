@@ -20,7 +20,8 @@ DATA = Path(__file__).parent / "data"
 EXAMPLE = DATA / "paravirt_example.jsonl"
 VFS_MAP = DATA / "paravirt_vfs.map"
 P = 0x48                       # the command's default base_proxy_sqpn
-T = P + 8 * 80
+T = P + 8 * 128                # base_tunnel_sqpn on mainline (the default): base_sqpn + 8 + 8 * MLX4_MFUNC_MAX
+T37 = P + 8 * 80               # and at 3.7
 RC, UC, UD, MLX = 0, 1, 3, 7
 PRI_PKEY = "context.pri_path.pkey_index"
 PRI_MGID = "context.pri_path.mgid_index"
@@ -51,9 +52,9 @@ EXAMPLE_COMMANDS = [
     ("RTR2RTS", 5, 0x1250, mailbox(RC, optpar=0x80, mgid=0)),        # RC primary path: mgid = slave
     ("RTR2RTS", 5, 0x1251, mailbox(RC, optpar=0x80, mgid=1)),        # a slave's GID index 1: -EINVAL
     ("INIT2RTR", 0, P + 8 * 3 + 1, mailbox(UD)),                    # function 3's proxy QP0 of port 2
-    ("INIT2RTR", 0, T + 8 * 3 + 1, mailbox(UD)),                    # ... and its tunnel twin
+    ("INIT2RTR", 0, T + 8 * 3 + 1, mailbox(UD)),                    # ... and its tunnel twin (mainline)
     ("INIT2INIT", 4, 0x1240, mailbox(UD, pkey_index=200)),           # index past the row: spill
-    ("INIT2INIT", 79, 0x12F0, mailbox(UD, pkey_index=200, port=2)),  # past the table: refused
+    ("INIT2INIT", 127, 0x12F0, mailbox(UD, pkey_index=200, port=2)), # past the table: refused
 ]
 EXAMPLE_MAP = "# vf port index phys (the operators' manual: vm1 and vm2)\n1 1 0 1\n1 1 1 0\n2 1 0 2\n2 1 1 0\n"
 
@@ -85,8 +86,9 @@ def rewritten(path, v2p, profile):
                             profile=profile, fw_reserved_qps=P - 8, return_findings=True)
 
 
-def example_v2p():
-    _, v2p = snoop.init_pkeys(num_vfs=79, num_ports=2, pkey_table_len=128, master=0)
+def example_v2p(profile="mainline"):
+    num_vfs = 64 if profile == "3.7" else 126   # the trace's largest slave, 127, cut to MLX4_MAX_NUM_VF
+    _, v2p = snoop.init_pkeys(num_vfs=num_vfs, num_ports=2, pkey_table_len=128, master=0, profile=profile)
     v2p[1, 0, 0], v2p[1, 0, 1], v2p[2, 0, 0], v2p[2, 0, 1] = 1, 0, 2, 0
     return v2p
 
@@ -112,9 +114,12 @@ def test_example_trace(capsys, profile):
     # a slave's non-zero GID index: rejected by verify, nothing changed
     assert (cmds[5]["rc"], cmds[5]["result"], cmds[5]["reason"]) == (-22, "rejected", "verify_qp_parameters")
     assert changes[6] == []
-    # a proxy QP and its tunnel twin get the same Q_Key, 0xFFFF0000 + 8 * 3 + 1 (and, UD, 0x80 | 0)
-    assert changes[7] == changes[8] == [(PRI_MGID, 0, 0x80), (QKEY, 0x11111111, 0xFFFF0019)]
-    # index 200 on port 1 reads virt2phys_pkey[4][1][72] (127); slave 79 port 2 leaves the table
+    # a proxy QP and its tunnel twin get the same Q_Key, 0xFFFF0000 + 8 * 3 + 1 (and, UD, 0x80 | 0);
+    # at 3.7 (T = P + 640) the twin's number P + 1049 is tunnel QP 409 of that table: 0xFFFF0199
+    assert changes[7] == [(PRI_MGID, 0, 0x80), (QKEY, 0x11111111, 0xFFFF0019)]
+    twin = 0xFFFF0019 if profile == "new" else 0xFFFF0000 + (T + 8 * 3 + 1 - T37)
+    assert changes[8] == [(PRI_MGID, 0, 0x80), (QKEY, 0x11111111, twin)] and (profile == "new" or twin == 0xFFFF0199)
+    # index 200 on port 1 reads virt2phys_pkey[4][1][72] (127); slave 127 port 2 leaves the table
     assert changes[9] == [(PRI_PKEY, 200, 127)] and cmds[8]["finding"] == 1
     assert "virt2phys_pkey[4][1][72] = 127" in cmds[8]["finding_text"]
     assert (cmds[9]["rc"], cmds[9]["finding"], cmds[9]["result"], changes[10]) == (-34, 2, "refused", [])
@@ -126,15 +131,15 @@ def test_example_trace(capsys, profile):
         "commands": 10, "accepted": 8, "changed": 7, "unchanged": 1, "rejected": 1, "einval": 1,
         "eperm": 0, "refused": 1, "spill": 1}
     assert (summary["profile"], summary["base_proxy_sqpn"], summary["vfs"], summary["encoding"]) == \
-        (profile, P, 79, "json")
+        (profile, P, 64 if profile == "3.7" else 126, "json")     # MLX4_MAX_NUM_VF
 
 
 def test_example_text(capsys):
     code, out, err = run(capsys, "-r", EXAMPLE, "--pkey-map", VFS_MAP)
     assert code == 0 and err == ""
     lines = out.splitlines()
-    assert lines[0].startswith("QP commands through the mlx4 master (profile new, kernel, base_proxy_sqpn 0x48 "
-                               "(tunnels from 0x2c8), master 0, VFs 1..79")
+    assert lines[0].startswith("QP commands through the mlx4 master (profile mainline, kernel, base_proxy_sqpn "
+                               "0x48 (tunnels from 0x448), master 0, VFs 1..126")
     assert lines[1].split() == ["index", "transition", "slave", "qpn", "type", "result"]
     assert lines[2].split() == ["1", "RST2INIT", "1", "0x001210", "UD", "accepted"]
     assert lines[3].split() == [PRI_PKEY, "0x00", "->", "0x01"]
@@ -149,8 +154,9 @@ def test_example_text(capsys):
     assert lines[start + 1] == "  #6 RTR2RTS slave 5 qpn 0x001251 RC: rejected by verify (-EINVAL)"
     start = lines.index("Findings:")
     assert lines[start + 1].startswith("  #9 INIT2INIT slave 4 qpn 0x001240 UD: spill: P_Key index 200 on port 1")
-    assert lines[start + 2] == ("  #10 INIT2INIT slave 79 qpn 0x0012f0 UD: refused: P_Key index 200 on port 2 of "
-                                "slave 79: the C would read virt2phys_pkey at flat index 20552, outside its 20480 "
+    # (127 * 2 + 1) * 128 + 200 = 32840, past the u8[128][2][128] table's 32768 entries
+    assert lines[start + 2] == ("  #10 INIT2INIT slave 127 qpn 0x0012f0 UD: refused: P_Key index 200 on port 2 of "
+                                "slave 127: the C would read virt2phys_pkey at flat index 32840, outside its 32768 "
                                 "entries; the row is kept as it came in")
     assert lines[-1] == ("10 commands (json trace): 8 accepted (7 changed, 1 unchanged), 1 rejected "
                          "(1 -EINVAL, 0 -EPERM), 1 refused; findings: 1 spill, 1 refused")
@@ -205,15 +211,15 @@ def test_profile_new_eperm_and_port_not_owned(tmp_path, capsys):
     trace = write(tmp_path / "t.jsonl", [
         ("INIT2RTR", 1, 0x1300, rate),
         ("INIT2RTR", 1, 0x10, mailbox(MLX)),                        # MLX QP on a reserved QP number
-        ("INIT2RTR", 80, 0x1300, mailbox(UD)),                       # no such function: owns no port
+        ("INIT2RTR", 128, 0x1300, mailbox(UD)),                      # no such function: owns no port
     ])
     cmds, summary = run_json(capsys, "-r", trace)
     assert [(c["rc"], c["reason"]) for c in cmds] == [
         (-1, "verify_qp_parameters"), (-1, "verify_qp_parameters"), (-22, "adjust_qp_sched_queue")]
-    assert (summary["eperm"], summary["einval"], summary["vfs"]) == (2, 1, 79)
+    assert (summary["eperm"], summary["einval"], summary["vfs"]) == (2, 1, 126)
     code, out, _ = run(capsys, "-r", trace, "-q")
     assert code == 0
-    assert "#3 INIT2RTR slave 80 qpn 0x001300 UD: rejected: port not owned (-EINVAL)" in out
+    assert "#3 INIT2RTR slave 128 qpn 0x001300 UD: rejected: port not owned (-EINVAL)" in out
     assert "#1 INIT2RTR slave 1 qpn 0x001300 UD: rejected by verify (-EPERM)" in out
     cmds, _ = run_json(capsys, "-r", trace, "--profile", "3.7")
     assert [c["rc"] for c in cmds] == [0, 0, paravirt.RC_REFUSED]  # 3.7 had neither check
@@ -245,8 +251,9 @@ def random_commands(n, seed):
     boxes[:, 41] *= rng.random(n) < 0.3                              # mostly GID index 0
     boxes[:, 85] *= rng.random(n) < 0.3
     names = rng.choice(list(paravirt.TRANSITIONS), n)
-    slaves = rng.choice([0, 1, 2, 3, 40, 79, 80, 300], n)
-    qpns = rng.choice([0x10, P - 1, P, P + 100, T, T + 639, T + 640, 0x5000, 0xAB000000 | (T + 3)], n)
+    slaves = rng.choice([0, 1, 2, 3, 40, 79, 80, 126, 127, 128, 300], n)
+    qpns = rng.choice([0x10, P - 1, P, P + 100, T37, T37 + 639, T37 + 640, T, T + 1023, T + 1024, 0x5000,
+                       0xAB000000 | (T + 3)], n)
     return list(zip(names, slaves, qpns, boxes))
 
 
@@ -261,7 +268,7 @@ def test_out_equals_rewrite_of_the_input(tmp_path, capsys, profile, binary):
     assert (tmp_path / "out").read_bytes()[:16] == (b"madpipe-qptrace\0" if binary else b'{"transition": "')
     got = read_trace(tmp_path / "out")
     t = read_trace(trace)
-    out, rc, finding = rewritten(trace, example_v2p(), profile)
+    out, rc, finding = rewritten(trace, example_v2p("3.7" if profile == "3.7" else "mainline"), profile)
     assert (got.mailbox == out).all()
     assert (got.transition == t.transition).all() and (got.slave == t.slave).all() and (got.in_mod == t.in_mod).all()
     assert len(set(rc.tolist())) >= 3 and set(finding.tolist()) >= {0, 2}   # the trace exercises the paths
@@ -277,8 +284,8 @@ def test_encoding_flags(tmp_path, capsys):
 
 
 def _defaults():
-    _, v2p = snoop.init_pkeys(num_vfs=79, num_ports=2, pkey_table_len=128, master=0)
-    return v2p, "new"
+    _, v2p = snoop.init_pkeys(num_vfs=126, num_ports=2, pkey_table_len=128, master=0)
+    return v2p, "mainline"
 
 
 @pytest.mark.parametrize("profile", ["3.7", "new"])
@@ -367,8 +374,9 @@ def _map(tmp_path, text):
      "field vf: 5 is outside 1..2 (--vfs defaults to the trace's largest slave, 2: give --vfs)"),
     (lambda d: ["-r", EXAMPLE, "--base-proxy-sqpn", "0x49"], "--base-proxy-sqpn must be a multiple of 8"),
     (lambda d: ["-r", EXAMPLE, "--base-proxy-sqpn", "0"], "--base-proxy-sqpn must be a multiple of 8"),
-    (lambda d: ["-r", EXAMPLE, "--vfs", "80"], "--vfs must be 0..79, got 80"),
-    (lambda d: ["-r", EXAMPLE, "--master", "80"], "--master must be a function number 0..79"),
+    (lambda d: ["-r", EXAMPLE, "--vfs", "127"], "--vfs must be 0..126 (MLX4_MAX_NUM_VF of profile mainline), got 127"),
+    (lambda d: ["-r", EXAMPLE, "--vfs", "65", "--profile", "3.7"], "--vfs must be 0..64 (MLX4_MAX_NUM_VF of profile 3.7)"),
+    (lambda d: ["-r", EXAMPLE, "--master", "127"], "--master must be a function number 0..126"),
     (lambda d: ["-r", EXAMPLE, "--master", "3", "--vfs", "2"], "--master 3 is not one of the functions 0..2"),
     (lambda d: ["-r", EXAMPLE, "--binary"], "--binary chooses the encoding of -w OUT: give -w OUT too"),
     (lambda d: ["-r", EXAMPLE, "-w", d / "no" / "dir" / "o.bin"], "o.bin: cannot write"),

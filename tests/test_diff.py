@@ -377,7 +377,7 @@ def test_pairing_by_lid_then_path_never_against_guids():
 
 @pytest.mark.parametrize("argv,words", [
     (["--vfs", "2"], "give --host LID too"),
-    (["--host", "4"], "--vfs must be 1..79"),
+    (["--host", "4"], "--vfs must be 1..126 with --host (MLX4_MAX_NUM_VF of profile mainline)"),
     (["--host", "4", "--vfs", "2", "-P", "3"], "-P must be 1 or 2"),
 ])
 def test_cli_errors(argv, words, capsys):

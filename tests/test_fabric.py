@@ -180,7 +180,7 @@ def test_operators_manual_host_view(scenario, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,words", [
     (["--vfs", "2"], "give --host LID too"),
-    (["--host", "4"], "--vfs must be 1..79"),
+    (["--host", "4"], "--vfs must be 1..126 with --host (MLX4_MAX_NUM_VF of profile mainline)"),
     (["--host", "4", "--vfs", "2", "-P", "3"], "-P must be 1 or 2"),
 ])
 def test_cli_errors(scenario, capsys, argv, words):

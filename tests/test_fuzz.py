@@ -436,3 +436,19 @@ def test_atheris_entry_point_runs():
                        timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "Done 300 runs" in p.stderr
+
+
+def test_paravirt_target_runs_both_port_types_on_mainline(tmp_path):
+    from madpipe.pipeline.fuzz.targets.paravirt import paravirt_eth
+
+    seen = {tuple(paravirt_eth(_cfg(paravirt_profile="new", rng_key=(0, 0, b)), 128)["port_types"].tolist())
+            for b in range(16)}
+    assert {(1, 1), (2, 2)} <= seen and ({(1, 2), (2, 1)} & seen)
+    ud = qpc.MLX4_QP_ST_UD
+    boxes = [make_mailbox(ud, 0, pkey_index=i) for i in range(8)]
+    cases = Cases.from_frames([_pkey_set(0)] * 8, mailboxes=boxes, slave=[1, 2, 3, 4, 100, 126, 127, 0],
+                              transition=qpc.MLX4_CMD_INIT2RTR_QP)
+    for b in range(4):   # Ethernet on both ports, on one, on none: kernel and reference agree
+        cfg = _cfg(paravirt_profile="new", rng_key=(0, 0, b))
+        found = ParavirtTarget().check(cases, cfg, fuzz.BatchContext(cases, str(tmp_path)))
+        assert not [f for f in found if f.severity == SEVERITY_BUG]

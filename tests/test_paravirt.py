@@ -5,6 +5,7 @@ resource_tracker.c / cmd.c (the seed commit for profile 3.7, mainline for profil
 the code under test. The kernel/reference comparisons cover every transition, service type,
 optpar combination, P_Key index, function number (including bad ones) and QP number range.
 """
+import functools
 import json
 
 import numba
@@ -15,9 +16,11 @@ from hypothesis import strategies as st
 
 from madpipe.codecs import qpc
 from madpipe.pipeline.mlx4 import device_reference as device_ref
+from madpipe.pipeline.mlx4 import eth_kernels as EK  # the kernels' constants live there
 from madpipe.pipeline.mlx4 import paravirt
 from madpipe.pipeline.mlx4 import paravirt_kernels as K
 from madpipe.pipeline.mlx4 import paravirt_reference as ref
+from madpipe.pipeline.mlx4.profiles import PROFILE_37, resolve
 from madpipe.pipeline.mlx4.trace import RECORD, Trace, TraceError, read_trace, write_trace
 
 P = 0x48                       # base_proxy_sqpn (base_sqpn 0x40 + 8)
@@ -30,9 +33,10 @@ RC, UC, UD, XRC, MLX = 0, 1, 3, 6, 7
 JIT = not numba.config.DISABLE_JIT
 
 
-def init_v2p(num_vfs=79, master=0):
-    """init_pkeys (main.c at the seed): identity for the master, 0 -> 0 and the rest -> 127."""
-    v2p = np.zeros((80, 2, 128), dtype=np.uint8)
+def init_v2p(num_vfs=79, master=0, functions=80):
+    """init_pkeys (main.c at the seed): identity for the master, 0 -> 0 and the rest -> 127;
+    ``functions`` rows (MLX4_MFUNC_MAX: 80 at 3.7, 128 on mainline)."""
+    v2p = np.zeros((functions, 2, 128), dtype=np.uint8)
     for slave in range(num_vfs + 1):
         for port in range(2):
             v2p[slave, port] = np.arange(128) if slave == master else 127
@@ -58,9 +62,19 @@ def mailbox(st=UD, optpar=0, pkey_index=0, port=1, mgid=0, alt_mgid=0, alt_port=
     return m
 
 
+def sized(v2p, profile):
+    """``v2p`` with the profile's MLX4_MFUNC_MAX rows: the rows past 80 of a mainline table are those
+    init_pkeys leaves for functions past num_vfs (zero)."""
+    rows = resolve(profile).mfunc_max
+    if v2p.shape[0] < rows:
+        v2p = np.concatenate([v2p, np.zeros((rows - v2p.shape[0], 2, 128), np.uint8)])
+    return np.ascontiguousarray(v2p[:rows])
+
+
 def one(m, transition, slave, qpn=0x1234, v2p=None, **kw):
-    """Rewrite one mailbox with the kernel and the reference; require equality; return (row, rc, f)."""
-    v2p = init_v2p() if v2p is None else v2p
+    """Rewrite one mailbox with the kernel and the reference; require equality; return (row, rc, f).
+    An 80-row ``v2p`` is extended to a mainline profile's 128 rows (:func:`sized`)."""
+    v2p = sized(init_v2p() if v2p is None else v2p, kw.get("profile", "3.7"))
     kw.setdefault("base_proxy_sqpn", P)
     box = np.ascontiguousarray(m.reshape(1, 256))
     out, rc, f = paravirt.rewrite(box, transition, slave, qpn, v2p, return_findings=True, **kw)
@@ -79,17 +93,17 @@ def test_kernel_constants_match_the_codec_and_reference():
     for name in ("MBOX_OPTPAR", "MBOX_SERVICE_TYPE", "MBOX_PRI_PKEY_INDEX", "MBOX_PRI_MGID_INDEX",
                  "MBOX_PRI_SCHED_QUEUE", "MBOX_ALT_MGID_INDEX", "MBOX_ALT_SCHED_QUEUE",
                  "MBOX_PARAMS2_FPP", "MBOX_QKEY", "MBOX_RATE_LIMIT", "MBOX_SIZE"):
-        assert getattr(K, name) == getattr(qpc, name), name
+        assert getattr(EK, name) == getattr(qpc, name), name
     for name, code in qpc.TRANSITIONS.items():
-        assert getattr(K, "TRANSITION_" + name) == code == paravirt.TRANSITIONS[name]
-    assert (K.ST_RC, K.ST_UC, K.ST_UD, K.ST_XRC, K.ST_MLX) == (
+        assert getattr(EK, "TRANSITION_" + name) == code == paravirt.TRANSITIONS[name]
+    assert (EK.ST_RC, EK.ST_UC, EK.ST_UD, EK.ST_XRC, EK.ST_MLX) == (
         qpc.MLX4_QP_ST_RC, qpc.MLX4_QP_ST_UC, qpc.MLX4_QP_ST_UD, qpc.MLX4_QP_ST_XRC, qpc.MLX4_QP_ST_MLX)
-    assert (K.OPTPAR_ALT_ADDR_PATH, K.OPTPAR_PRIMARY_ADDR_PATH, K.OPTPAR_SCHED_QUEUE) == (
+    assert (EK.OPTPAR_ALT_ADDR_PATH, EK.OPTPAR_PRIMARY_ADDR_PATH, EK.OPTPAR_SCHED_QUEUE) == (
         qpc.MLX4_QP_OPTPAR_ALT_ADDR_PATH, qpc.MLX4_QP_OPTPAR_PRIMARY_ADDR_PATH, qpc.MLX4_QP_OPTPAR_SCHED_QUEUE)
     for name in ("RC_OK", "RC_EPERM", "RC_EINVAL", "RC_REFUSED", "RC_UNKNOWN_OPCODE",
                  "FINDING_NONE", "FINDING_SPILL", "FINDING_REFUSED"):
-        assert getattr(K, name) == getattr(device_ref, name), name
-    assert (K.RC_EPERM, K.RC_EINVAL, K.RC_REFUSED) == (-1, -22, -34)
+        assert getattr(EK, name) == getattr(device_ref, name), name
+    assert (EK.RC_EPERM, EK.RC_EINVAL, EK.RC_REFUSED) == (-1, -22, -34)
     assert paravirt.base_tunnel_sqpn(P) == T
 
 
@@ -171,22 +185,26 @@ def test_commands_without_inbox_rewrite_are_untouched(profile, transition):
     rng = np.random.default_rng(7)
     boxes = rng.integers(0, 256, (64, 256), dtype=np.uint8)
     slaves = rng.integers(-100, 1000, 64).astype(np.int32)
-    out, rc, f = paravirt.rewrite(boxes, transition, slaves, P + 1, init_v2p(), base_proxy_sqpn=P,
+    v2p = init_v2p(functions=resolve(profile).mfunc_max)
+    out, rc, f = paravirt.rewrite(boxes, transition, slaves, P + 1, v2p, base_proxy_sqpn=P,
                                   profile=profile, return_findings=True)
     assert (out == boxes).all() and not rc.any() and not f.any()
 
 
 @pytest.mark.parametrize("profile", ["3.7", "new"])
 def test_proxy_and_tunnel_twins_share_the_qkey(profile):
+    f = resolve(profile).mfunc_max              # T = P + 8 * MLX4_MFUNC_MAX: 640 at 3.7, 1024 on mainline
+    t = P + 8 * f
     m = mailbox(st=UD)
-    for qpn in (P + 8 * 3 + 1, T + 8 * 3 + 1, (0xAB << 24) | (T + 8 * 3 + 1)):
+    for qpn in (P + 8 * 3 + 1, t + 8 * 3 + 1, (0xAB << 24) | (t + 8 * 3 + 1)):
         out, rc, _ = one(m, "INIT2RTR", 3, qpn=qpn, profile=profile)
         assert rc == 0 and int.from_bytes(out[176:180].tobytes(), "big") == 0xFFFF0000 + 8 * 3 + 1
-    edges = {P: 0xFFFF0000, T - 1: 0xFFFF0000 + 639, T: 0xFFFF0000, T + 639: 0xFFFF0000 + 639}
+    last = 8 * f - 1
+    edges = {P: 0xFFFF0000, t - 1: 0xFFFF0000 + last, t: 0xFFFF0000, t + last: 0xFFFF0000 + last}
     for qpn, qkey in edges.items():
         out, _, _ = one(m, "RST2INIT", 0, qpn=qpn, profile=profile)
         assert int.from_bytes(out[176:180].tobytes(), "big") == qkey
-    for qpn in (P - 1, T + 640, 0, 0xFFFFFF):
+    for qpn in (P - 1, t + 8 * f, 0, 0xFFFFFF):
         out, _, _ = one(m, "RST2INIT", 0, qpn=qpn, profile=profile)
         assert int.from_bytes(out[176:180].tobytes(), "big") == 0x11111111
 
@@ -207,12 +225,13 @@ def test_pkey_index_past_the_row_reads_the_next_row(profile):
 @pytest.mark.parametrize("profile", ["3.7", "new"])
 def test_reads_outside_the_table_are_refused(profile):
     m = mailbox(st=UD, pkey_index=200, port=2)
-    for slave, pkey_index, transition in ((79, 200, "INIT2RTR"), (80, 0, "INIT2INIT"), (-1, 0, "SQD2SQD"),
+    last = resolve(profile).mfunc_max - 1       # the last function: 79 at 3.7, 127 on mainline
+    for slave, pkey_index, transition in ((last, 200, "INIT2RTR"), (last + 1, 0, "INIT2INIT"), (-1, 0, "SQD2SQD"),
                                           (1000, 5, "INIT2INIT"), (-(2 ** 31), 0, "INIT2INIT"),
                                           (2 ** 31 - 1, 255, "INIT2INIT")):
         m[35] = pkey_index
         out, rc, f = one(m, transition, slave, profile=profile)
-        if profile == "new" and transition != "INIT2INIT" and not 0 <= slave < 80:
+        if profile == "new" and transition != "INIT2INIT" and not 0 <= slave <= last:
             # mainline's adjust_qp_sched_queue finds no port for a function that does not exist
             assert (rc, f) == (-22, 0) and (out == m).all(), slave
         else:
@@ -224,7 +243,7 @@ def test_reads_outside_the_table_are_refused(profile):
 def test_operators_manual_scenario():
     phys = np.zeros(128, dtype=np.uint16)
     phys[:3] = [0xFFFF, 0xB000, 0xB030]
-    v2p = init_v2p(num_vfs=2)
+    v2p = init_v2p(num_vfs=2, functions=128)
     v2p[1, 0, 0], v2p[1, 0, 1] = 1, 0          # vm1: pkey_idx 0 -> 1, 1 -> 0
     v2p[2, 0, 0], v2p[2, 0, 1] = 2, 0          # vm2: pkey_idx 0 -> 2, 1 -> 0
     ipoib = mailbox(st=UD, pkey_index=0, port=1)
@@ -272,15 +291,16 @@ def test_new_refuses_mlx_qp_on_reserved_qpn_at_init2rtr():
     m = mailbox(st=MLX, port=2)
     reserved = P - 8 + 3                        # QP1 of port 2 in base_sqpn's block
     assert one(m, "INIT2RTR", 5, qpn=reserved, profile="new")[1] == -1
-    assert one(m, "INIT2RTR", 5, qpn=T + 639, profile="new")[1] == -1
-    assert one(m, "INIT2RTR", 5, qpn=T + 640, profile="new")[1] == 0
+    # base_sqpn + 8 + 16 * MLX4_MFUNC_MAX = P + 2048 on mainline
+    assert one(m, "INIT2RTR", 5, qpn=P + 2047, profile="new")[1] == -1
+    assert one(m, "INIT2RTR", 5, qpn=P + 2048, profile="new")[1] == 0
     assert one(m, "INIT2RTR", 5, qpn=P - 9, profile="new")[1] == 0
     assert one(m, "INIT2RTR", 5, qpn=P - 9, profile="new", fw_reserved_qps=P - 8)[1] == -1
     assert one(m, "INIT2RTR", 5, qpn=reserved | 0x800000, profile="new")[1] == -1   # & 0x7fffff
     assert one(m, "INIT2RTR", 0, qpn=reserved, profile="new")[1] == 0
     assert one(m, "RTR2RTS", 5, qpn=reserved, profile="new")[1] == 0
     assert one(m, "INIT2RTR", 5, qpn=reserved, profile="3.7")[1] == 0
-    smi = np.zeros((80, 2), dtype=np.uint8)
+    smi = np.zeros((128, 2), dtype=np.uint8)
     smi[5, 1] = 1                               # VF 5 may use SMI on port 2 only
     assert one(m, "INIT2RTR", 5, qpn=reserved, profile="new", smi_enabled=smi)[1] == 0
     assert one(mailbox(st=MLX, port=1), "INIT2RTR", 5, qpn=reserved, profile="new", smi_enabled=smi)[1] == -1
@@ -289,12 +309,12 @@ def test_new_refuses_mlx_qp_on_reserved_qpn_at_init2rtr():
 def test_new_maps_a_single_port_vfs_port_to_its_physical_port():
     v2p = init_v2p()
     v2p[7, 0, 3], v2p[7, 1, 3] = 11, 22
-    ports = np.full(80, 3, dtype=np.uint8)
+    ports = np.full(128, 3, dtype=np.uint8)
     ports[7] = 0b10                             # VF 7 owns physical port 2 only
     m = mailbox(st=UD, pkey_index=3, port=1)
     out, rc, _ = one(m, "INIT2RTR", 7, v2p=v2p, profile="new", active_ports=ports)
     assert rc == 0 and out[64] == 0x83 | 0x40 and out[35] == 22
-    out, rc, _ = one(m, "INIT2RTR", 7, v2p=v2p, profile="3.7", active_ports=ports)
+    out, rc, _ = one(m, "INIT2RTR", 7, v2p=v2p, profile="3.7", active_ports=ports[:80])
     assert rc == 0 and out[64] == 0x83 and out[35] == 11
     out, rc, _ = one(mailbox(st=UD, port=2), "RTR2RTS", 7, profile="new", active_ports=ports)
     assert rc == -22                            # its port 2 does not exist
@@ -306,11 +326,11 @@ def test_new_maps_a_single_port_vfs_port_to_its_physical_port():
     assert one(mailbox(), "INIT2INIT", 7, profile="new", active_ports=ports)[1] == 0
     ports[0] = 0                                # function 0 always has every port
     assert one(mailbox(port=2), "RST2INIT", 0, profile="new", active_ports=ports)[1] == 0
-    assert one(mailbox(), "RST2INIT", 80, profile="new")[1] == -22   # no such VF: before the read
+    assert one(mailbox(), "RST2INIT", 128, profile="new")[1] == -22   # no such VF: before the read
 
 
 def test_new_leaves_a_zero_sched_queue_alone_without_optpar():
-    ports = np.full(80, 0b10, dtype=np.uint8)
+    ports = np.full(128, 0b10, dtype=np.uint8)
     m = mailbox(st=UD)
     m[64] = 0
     out, rc, _ = one(m, "RTR2RTS", 4, profile="new", active_ports=ports)
@@ -330,39 +350,41 @@ def test_getresp_blocks_past_the_row():
     phys = (np.arange(128, dtype=np.uint16) * 3 + 0x8001).astype(np.uint16)
     v2p = np.random.default_rng(3).integers(0, 128, (80, 2, 128), dtype=np.uint8)
     template = np.full(256, 0xEE, dtype=np.uint8)
-    mad, f = paravirt.virtual_pkey_getresp(phys, v2p, 9, 1, 5, template, return_finding=True)
+    getresp = functools.partial(paravirt.virtual_pkey_getresp, profile="3.7")   # an 80-function table
+    mad, f = getresp(phys, v2p, 9, 1, 5, template, return_finding=True)
     assert f == 1 and pkeys_of(mad) == [int(phys[x]) for x in v2p[9, 1, 32:64]]
-    mad, f = paravirt.virtual_pkey_getresp(phys, v2p, 9, 2, 3, template, return_finding=True)
+    mad, f = getresp(phys, v2p, 9, 2, 3, template, return_finding=True)
     assert f == 0 and pkeys_of(mad) == [int(phys[x]) for x in v2p[9, 1, 96:128]]
     with pytest.raises(paravirt.Refused):
-        paravirt.virtual_pkey_getresp(phys, v2p, 79, 2, 4, template)
+        getresp(phys, v2p, 79, 2, 4, template)
     with pytest.raises(paravirt.Refused):
-        paravirt.virtual_pkey_getresp(phys, v2p, 80, 1, 0, template)
+        getresp(phys, v2p, 80, 1, 0, template)
     with pytest.raises(paravirt.Refused):
-        paravirt.virtual_pkey_getresp(phys, v2p, -1, 1, 0, template)
+        getresp(phys, v2p, -1, 1, 0, template)
     # u32 arithmetic: block 2**27 reads block 0; block 2**27 - 1 runs no iteration at all
-    mad, f = paravirt.virtual_pkey_getresp(phys, v2p, 9, 1, 1 << 27, template, return_finding=True)
+    mad, f = getresp(phys, v2p, 9, 1, 1 << 27, template, return_finding=True)
     assert f == 1 and pkeys_of(mad) == [int(phys[x]) for x in v2p[9, 0, 0:32]]
-    mad, f = paravirt.virtual_pkey_getresp(phys, v2p, 9, 1, (1 << 27) - 1, template, return_finding=True)
+    mad, f = getresp(phys, v2p, 9, 1, (1 << 27) - 1, template, return_finding=True)
     assert f == 1 and (mad == template).all()
     with pytest.raises(paravirt.Refused):
-        paravirt.virtual_pkey_getresp(phys, v2p, 9, 1, 1 << 26, template)
+        getresp(phys, v2p, 9, 1, 1 << 26, template)
 
 
 def test_getresp_v2p_values_past_the_physical_table():
+    getresp = paravirt.virtual_pkey_getresp
     phys = np.full(128, 0x7FFF, dtype=np.uint16)
-    v2p = init_v2p()
+    v2p = init_v2p(functions=128)
     template = np.zeros(256, dtype=np.uint8)
     v2p[1, 0, 1] = 159                          # inside the C's zeroed 160-entry table
-    mad, f = paravirt.virtual_pkey_getresp(phys, v2p, 1, 1, 0, template, return_finding=True)
+    mad, f = getresp(phys, v2p, 1, 1, 0, template, return_finding=True)
     assert f == 1 and pkeys_of(mad)[:2] == [0x7FFF, 0]
     v2p[1, 0, 1] = 160
     with pytest.raises(paravirt.Refused, match="table"):
-        paravirt.virtual_pkey_getresp(phys, v2p, 1, 1, 0, template)
+        getresp(phys, v2p, 1, 1, 0, template)
 
 
 def test_getresp_arguments():
-    phys, v2p, t = np.zeros(128, np.uint16), init_v2p(), np.zeros(256, np.uint8)
+    phys, v2p, t = np.zeros(128, np.uint16), init_v2p(functions=128), np.zeros(256, np.uint8)
     with pytest.raises(ValueError, match="port_num"):
         paravirt.virtual_pkey_getresp(phys, v2p, 1, 3, 0, t)
     with pytest.raises(ValueError, match="block"):
@@ -401,7 +423,7 @@ def test_argument_errors_name_the_argument():
         paravirt.rewrite(boxes, "INIT2RTR", 1, 0, v2p, base_proxy_sqpn=P + 1)
     with pytest.raises(TypeError, match="base_proxy_sqpn"):
         paravirt.rewrite(boxes, "INIT2RTR", 1, 0, v2p)
-    with pytest.raises(ValueError, match="profile: expected one of '3.7', 'new'"):
+    with pytest.raises(ValueError, match="profile: expected one of '3.7', 'mainline', 'new' or a Profile"):
         paravirt.rewrite(boxes, "INIT2RTR", 1, 0, v2p, base_proxy_sqpn=P, profile="3.8")
     with pytest.raises(ValueError, match="master"):
         paravirt.rewrite(boxes, "INIT2RTR", 1, 0, v2p, base_proxy_sqpn=P, master=80)
@@ -486,9 +508,9 @@ def random_commands(rng, n, p=P):
     return boxes, codes, slaves, qpns.astype(np.uint32)
 
 
-def device_options(rng):
-    ports = rng.choice(np.array([0, 1, 2, 3, 3, 3], dtype=np.uint8), 80)
-    smi = (rng.random((80, 2)) < 0.3).astype(np.uint8)
+def device_options(rng, functions=80):
+    ports = rng.choice(np.array([0, 1, 2, 3, 3, 3], dtype=np.uint8), functions)
+    smi = (rng.random((functions, 2)) < 0.3).astype(np.uint8)
     return dict(active_ports=ports, smi_enabled=smi, fw_reserved_qps=int(rng.choice([0, 16, P - 8])))
 
 
@@ -517,10 +539,10 @@ def test_kernel_equals_reference_on_a_large_random_batch(profile):
     n = 120_000
     rng = np.random.default_rng(20240 + len(profile))
     boxes, codes, slaves, qpns = random_commands(rng, n)
-    v2p = rng.integers(0, 256, (80, 2, 128), dtype=np.uint8)
+    v2p = rng.integers(0, 256, resolve(profile).v2p_shape, dtype=np.uint8)
     for master in (0, 5):
         rc, f = assert_same(boxes, codes, slaves, qpns, v2p, base_proxy_sqpn=P, master=master,
-                            profile=profile, **device_options(rng))
+                            profile=profile, **device_options(rng, resolve(profile).mfunc_max))
         outcomes = set(np.unique(rc).tolist())
         assert {0, -22, -34} <= outcomes and set(np.unique(f).tolist()) == {0, 1, 2}
         if profile == "new":
@@ -560,9 +582,9 @@ def commands(draw):
 def test_kernel_equals_reference_hypothesis(cmds, seed, profile, master):
     boxes, codes, slaves, qpns, p = cmds
     rng = np.random.default_rng(seed)
-    v2p = rng.integers(0, 256, (80, 2, 128), dtype=np.uint8)
+    v2p = rng.integers(0, 256, resolve(profile).v2p_shape, dtype=np.uint8)
     assert_same(boxes, codes, slaves, qpns, v2p, base_proxy_sqpn=p, master=master, profile=profile,
-                **device_options(rng))
+                **device_options(rng, resolve(profile).mfunc_max))
 
 
 def test_raw_kernel_unknown_opcode_matches_reference():
@@ -572,7 +594,9 @@ def test_raw_kernel_unknown_opcode_matches_reference():
     rc = np.empty(3, np.int32)
     f = np.empty(3, np.int8)
     K.rewrite_kernel(boxes, out, codes, np.zeros(3, np.int32), np.zeros(3, np.uint32), init_v2p(), P, 0,
-                     K.PROFILE_37, np.full(80, 3, np.uint8), np.zeros((80, 2), np.uint8), 0, rc, f)
+                     PROFILE_37.rules, PROFILE_37.mfunc_max, np.full(80, 3, np.uint8), np.zeros((80, 2), np.uint8),
+                     0, np.ones(2, np.uint8), 79, paravirt.vport_state("3.7"), np.zeros((80, 2, 128), np.uint8),
+                     rc, f)
     dev = device_ref.Device(init_v2p(), P)
     for i in range(3):
         r_out, r_rc, r_f = ref.modify_qp(dev, int(codes[i]), 0, 0, boxes[i].tobytes())

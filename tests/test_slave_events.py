@@ -40,7 +40,8 @@ def test_empty_and_bad_function():
     assert [len(a) for a in none.pairs()] == [0, 0] and len(none.of_function(3)) == 0
     with pytest.raises(ValueError, match="function must be in 0..79"):
         none.of_function(80)
-    assert snoop.SnoopResult.empty(0, None, None, None).slave_events.shape == (0, 80)
+    assert snoop.SnoopResult.empty(0, None, None, None).slave_events.shape == (0, 128)   # mainline
+    assert snoop.SnoopResult.empty(0, None, None, None, num_functions=80).slave_events.shape == (0, 80)
 
 
 def test_result_is_compact_unless_dense_is_asked_for():

@@ -57,8 +57,9 @@ def pkey_set(block, pkeys, **kw) -> bytes:
     return smp(PKEY_TABLE, block, pkey_data(pkeys), **kw)
 
 
-def fresh(num_vfs=4, num_ports=2, master=0):
-    return snoop.init_pkeys(num_vfs=num_vfs, num_ports=num_ports, pkey_table_len=128, master=master)
+def fresh(num_vfs=4, num_ports=2, master=0, profile="mainline"):
+    return snoop.init_pkeys(num_vfs=num_vfs, num_ports=num_ports, pkey_table_len=128, master=master,
+                            profile=profile)
 
 
 def assert_same_results(a, b):
@@ -96,14 +97,14 @@ def assert_dense_as_before(res, cache, v2p, mads, port_num, status, **kw):
     state = reference_snoop.SnoopState(cache.copy(), v2p, *(
         kw.pop(k).copy() if kw.get(k) is not None else np.zeros(2, t)
         for k, t in (("port_lid", np.uint16), ("sm_lid", np.uint16), ("sm_sl", np.uint8))))
-    before = np.zeros((n, 80), dtype=np.bool_)
+    before = np.zeros((n, res.slave_events.shape[1]), dtype=np.bool_)   # the profile's functions
     for i in range(n):
         out = reference_snoop.smp_snoop_one(state, mads[i], int(port_num[i]), int(status[i]), **kw)
         before[i, out.slave_events] = True
     events = res.slave_events
     assert np.array_equal(events.dense(), before)
     assert [tuple(a.tolist()) for a in events.pairs()] == [tuple(a.tolist()) for a in np.nonzero(before)]
-    for f in (0, 1, 5, 79):
+    for f in (0, 1, 5, 79, before.shape[1] - 1):
         assert np.array_equal(events.of_function(f), np.flatnonzero(before[:, f]))
     assert events.any() == before.any()
 
@@ -122,7 +123,8 @@ def test_jit_cache_switch(monkeypatch):
 def test_init_pkeys_seed_values():
     cache, v2p = snoop.init_pkeys(num_vfs=4, num_ports=2, pkey_table_len=128, master=0)
     assert cache.dtype == np.uint16 and cache.shape == (2, 128)
-    assert v2p.dtype == np.uint8 and v2p.shape == (80, 2, 128)
+    assert v2p.dtype == np.uint8 and v2p.shape == (128, 2, 128)    # mainline, the default
+    assert snoop.init_pkeys(num_vfs=4, profile="3.7")[1].shape == (80, 2, 128)
     for port in range(2):
         assert cache[port, 0] == 0xFFFF
         assert not cache[port, 1:].any()
@@ -147,7 +149,7 @@ def test_init_pkeys_other_shapes():
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("profile", PROFILES)
 def test_set_changing_entry_1_then_again(impl, profile):
-    cache, v2p = fresh()
+    cache, v2p = fresh(profile=profile)
     mads = batch(pkey_set(0, [0xFFFF, 0x8001]), pkey_set(0, [0xFFFF, 0x8001]))
     res = impl(cache, v2p, mads, 1, 0, profile=profile)
     assert list(res.pkey_change_bitmap) == [0x2, 0]
@@ -188,7 +190,7 @@ def test_switch_port_bits_of_attr_mod_are_ignored(impl):
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("profile", PROFILES)
 def test_block_4_on_port_1_spills_into_port_2_row(impl, profile):
-    cache, v2p = fresh()
+    cache, v2p = fresh(profile=profile)
     pkeys = [0x8000 + i for i in range(32)]
     res = impl(cache, v2p, batch(pkey_set(4, pkeys)), 1, 0, profile=profile)
     assert res.finding[0] == snoop.FINDING_SPILL
@@ -236,7 +238,7 @@ def test_vf_events_follow_virt2phys_rows(impl):
     assert [f for f in range(80) if res.slave_events.dense()[0, f]] == [3]
     res = impl(cache, v2p, batch(pkey_set(0, [0x7FFF])), 1, 0, num_vfs=4, profile="new")
     assert [f for f in range(80) if res.slave_events.dense()[0, f]] == [1, 2, 3, 4]
-    res = impl(cache, v2p, batch(pkey_set(0, [0xFFFF])), 1, 0, num_vfs=4, profile="3.7")
+    res = impl(cache, v2p[:80], batch(pkey_set(0, [0xFFFF])), 1, 0, num_vfs=4, profile="3.7")  # 80 rows at 3.7
     assert res.master_event[0] and not res.slave_events.any()
 
 
@@ -288,7 +290,7 @@ def test_operators_manual_scenario(impl):
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("profile", PROFILES)
 def test_port_mgmt_change_events_skip_the_snoop(impl, profile):
-    cache, v2p = fresh()
+    cache, v2p = fresh(profile=profile)
     before = cache.copy()
     mads = batch(pkey_set(0, [0, 0x8001]), smp(PORT_INFO, 0, port_info_data(9, 3, 2, True)), smp(GUID_INFO, 0))
     res = impl(cache, v2p, mads, 1, 0, profile=profile, port_mgmt_change_events=True)
@@ -307,7 +309,7 @@ def test_port_mgmt_change_events_skip_the_snoop(impl, profile):
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("profile", PROFILES)
 def test_port_info_lid_change_sm_and_client_rereg(impl, profile):
-    cache, v2p = fresh()
+    cache, v2p = fresh(profile=profile)
     mads = batch(
         smp(PORT_INFO, 0, port_info_data(lid=5, sm_lid=1, sm_sl=3)),                       # 0 -> 5
         smp(PORT_INFO, 0, port_info_data(lid=5, sm_lid=2, sm_sl=4, client_rereg=True), mgmt_class=DR),
@@ -365,7 +367,7 @@ def test_guid_info(impl):
     assert list(res.gid_change) == [True, True, False, False]
     assert list(res.finding) == [0, 0, 2, 2]
     assert list(res.snooped) == [True, True, False, False]
-    res = impl(cache, v2p, mads, 1, 0, profile="3.7")
+    res = impl(cache, v2p[:80], mads, 1, 0, profile="3.7")   # the 3.7 table: its first 80 functions
     assert not res.gid_change.any() and not res.finding.any() and res.snooped.all()
     assert not (res.master_event.any() or res.lid_change.any())
 
@@ -375,12 +377,12 @@ def test_guid_info(impl):
 def test_scalars_broadcast_and_empty_batch():
     cache, v2p = fresh()
     res = snoop.smp_snoop(cache, v2p, np.zeros((0, 256), np.uint8), 1, 0)
-    assert len(res) == 0 and res.slave_events.shape == (0, 80)
+    assert len(res) == 0 and res.slave_events.shape == (0, 128)
     mads = batch(pkey_set(0, [0xFFFF, 0x8001]), pkey_set(0, [0xFFFF, 0x8001]))
     res = snoop.smp_snoop(cache, v2p, mads, np.uint8(2), np.uint16(0))
     assert list(res.pkey_change_bitmap) == [2, 0] and cache[1, 1] == 0x8001
     assert res.pkey_change_bitmap.dtype == np.uint32 and res.finding.dtype == np.int8
-    assert res.master_event.dtype == np.bool_ and res.slave_events.shape == (2, 80)
+    assert res.master_event.dtype == np.bool_ and res.slave_events.shape == (2, 128)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -402,7 +404,7 @@ def test_bad_arguments_name_the_argument(impl):
         (dict(status=np.zeros(1, np.uint8)), "status"),
         (dict(status=-1), "status"),
         (dict(profile="3.8"), "profile"),
-        (dict(num_vfs=80), "num_vfs"),
+        (dict(num_vfs=127), "num_vfs"),
         (dict(master=5), "master"),
         (dict(num_ports=3), "num_ports"),
         (dict(pkey_table_len=129), "pkey_table_len"),
@@ -465,10 +467,12 @@ def mad_strategy(draw):
 
 @st.composite
 def config_strategy(draw):
-    num_vfs = draw(st.integers(0, 6))
+    profile = draw(st.sampled_from(PROFILES))
+    many = [64] if profile == "3.7" else [79, 80, 126]       # up to MLX4_MAX_NUM_VF
+    num_vfs = draw(st.one_of(st.integers(0, 6), st.sampled_from(many)))
     master = draw(st.sampled_from([0, 0, 0, num_vfs]))
     num_ports = draw(st.sampled_from([2, 2, 1]))
-    cache, v2p = snoop.init_pkeys(num_vfs=num_vfs, num_ports=num_ports, master=master)
+    cache, v2p = snoop.init_pkeys(num_vfs=num_vfs, num_ports=num_ports, master=master, profile=profile)
     for slave, port, ix, value in draw(st.lists(
             st.tuples(st.integers(0, num_vfs), st.integers(0, 1), st.integers(0, 127),
                       st.one_of(st.integers(0, 40), st.integers(128, 160), st.integers(0, 255))),
@@ -476,7 +480,7 @@ def config_strategy(draw):
         v2p[slave, port, ix] = value
     kw = dict(num_vfs=num_vfs, master=master, num_ports=num_ports,
               pkey_table_len=draw(st.sampled_from([128, 128, 64, 5])),
-              profile=draw(st.sampled_from(PROFILES)),
+              profile=profile,
               port_mgmt_change_events=draw(st.sampled_from([False, False, False, True])),
               port_lid=np.array(draw(st.lists(st.sampled_from([0, 1, 5]), min_size=2, max_size=2)), np.uint16))
     return cache, v2p, kw
@@ -535,7 +539,7 @@ def random_batch(n: int, seed: int):
 def test_kernel_matches_reference_random_100k(profile):
     n = 100_000
     mads, port, status = random_batch(n, seed=3 if profile == "new" else 4)
-    cache, v2p = snoop.init_pkeys(num_vfs=6, num_ports=2)
+    cache, v2p = snoop.init_pkeys(num_vfs=6, num_ports=2, profile=profile)
     v2p[1, 0, :3] = [1, 0, 2]
     v2p[2, 0, :3] = [2, 0, 1]
     v2p[3, 1, :2] = [1, 2]
@@ -572,6 +576,5 @@ def test_kernel_and_reference_constants_are_the_codecs():
         assert module.IB_SMP_ATTR_GUID_INFO == smp.IB_SMP_ATTR_GUID_INFO
         assert module.IB_SMP_ATTR_PORT_INFO == smp.IB_SMP_ATTR_PORT_INFO
         assert module.IB_SMP_ATTR_PKEY_TABLE == smp.IB_SMP_ATTR_PKEY_TABLE
-        assert module.MLX4_MFUNC_MAX == snoop.MLX4_MFUNC_MAX == 80
         assert module.MLX4_MAX_PORTS == 2 and module.MLX4_MAX_PORT_PKEYS == 128
         assert module.FINDING_SPILL == snoop.FINDING_SPILL and module.FINDING_REFUSED == snoop.FINDING_REFUSED

@@ -47,7 +47,7 @@ def _snoop_calls(bench) -> None:
         bench.measure("api", base, bench.n, lambda mads=mads: kernels_bench.touch_lines(mads))
         for profile in ("new", "3.7"):
             def call(upto=bench.n, profile=profile, mads=mads, port_num=port_num, status=status):
-                cache, v2p = snoop.init_pkeys(num_vfs=4)
+                cache, v2p = snoop.init_pkeys(num_vfs=4, profile=profile)
                 return snoop.smp_snoop(cache, v2p, mads[:upto], port_num[:upto], status[:upto], num_vfs=4,
                                        profile=profile)
             call(8)
@@ -61,7 +61,7 @@ def _rewrite_calls(bench) -> None:
     from madpipe.pipeline.mlx4 import paravirt, snoop
 
     mbox, transition, slave, qpn = workload.qp_commands(bench.n, bench.seed)
-    _, v2p = snoop.init_pkeys(num_vfs=8)
+    _, v2p = snoop.init_pkeys(num_vfs=8, profile="3.7")
     kw = dict(base_proxy_sqpn=0x48, profile="3.7")
     new_array = "np.copy (a new array)"
     bench.measure("api", new_array, bench.n, mbox.copy, unit="mailboxes")

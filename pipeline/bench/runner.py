@@ -160,7 +160,7 @@ class Bench:
         self.measure("snoop", base, self.n, lambda: kernels_bench.touch_lines(mads))
         for profile in ("new", "3.7"):
             def run(upto=self.n, profile=profile):
-                cache, v2p = snoop.init_pkeys(num_vfs=4)
+                cache, v2p = snoop.init_pkeys(num_vfs=4, profile=profile)
                 snoop.smp_snoop(cache, v2p, mads[:upto], port_num[:upto], status[:upto], num_vfs=4,
                                 profile=profile)
             run(8)  # compile (or load from the cache) outside the timing
@@ -209,7 +209,7 @@ class Bench:
         from madpipe.pipeline.mlx4 import paravirt, snoop
 
         mbox, transition, slave, qpn = workload.qp_commands(self.n, self.seed)
-        _, v2p = snoop.init_pkeys(num_vfs=8)
+        _, v2p = snoop.init_pkeys(num_vfs=8, profile="3.7")
         base = "memory copy"
         out = np.empty_like(mbox)
         np.copyto(out, mbox)  # fault the pages in outside the timing, as the kernels' buffers are

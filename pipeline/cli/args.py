@@ -8,6 +8,7 @@ import sys
 
 from madpipe.codecs.errors import MadpipeError
 from madpipe.pipeline.columns import many
+from madpipe.pipeline.mlx4 import profiles
 
 
 def integer(text: str) -> int:
@@ -24,10 +25,23 @@ def add_capture_inputs(p: argparse.ArgumentParser) -> None:
                    help="capture to read; repeat it, or name a directory (its *.pcap, *.pcapng, *.cap)")
 
 
+#: --profile's help: the profiles and what differs (profiles.table()).
+PROFILE_EPILOG = ("profiles (--profile; \"new\" = mainline; the kernel lines: madpipe.pipeline.mlx4.profiles):\n"
+                  + profiles.table())
+
+
+def add_profile(p) -> None:
+    """--profile NAME: the mlx4 kernel whose sizes and rules the model follows."""
+    p.add_argument("--profile", choices=tuple(profiles.PROFILES), default="mainline",
+                   help="kernel profile: 3.7 (the seed commit, 80 functions) or mainline (today's "
+                   "tree, 128 functions; 'new' is its alias; default); the table below says what differs")
+
+
 def add_host_options(p: argparse.ArgumentParser, host_help: str, map_help: str) -> None:
     """--host LID --vfs N -P PORT --pkey-map FILE: an mlx4 SR-IOV host's view of one port."""
     p.add_argument("--host", metavar="LID", type=integer, help=host_help)
-    p.add_argument("--vfs", metavar="N", type=integer, default=0, help="number of VFs on the host (1..79)")
+    p.add_argument("--vfs", metavar="N", type=integer, default=0,
+                   help="number of VFs on the host (1..126 on mainline, 1..64 at 3.7: MLX4_MAX_NUM_VF)")
     p.add_argument("-P", dest="port_num", metavar="PORT", type=integer, default=1,
                    help="the host's physical port number, 1 or 2 (default 1)")
     p.add_argument("--pkey-map", metavar="FILE", help=map_help)
@@ -37,8 +51,10 @@ def check_host_options(args) -> None:
     """One-line errors for host options that do not fit together."""
     if args.host is None and (args.vfs or args.pkey_map):
         raise MadpipeError("--vfs and --pkey-map describe a host: give --host LID too")
-    if args.host is not None and not 1 <= args.vfs <= 79:
-        raise MadpipeError(f"--vfs must be 1..79 with --host, got {args.vfs}")
+    top = profiles.resolve(getattr(args, "profile", "mainline")).max_num_vf
+    if args.host is not None and not 1 <= args.vfs <= top:
+        raise MadpipeError(f"--vfs must be 1..{top} with --host (MLX4_MAX_NUM_VF of profile "
+                           f"{getattr(args, 'profile', 'mainline')}), got {args.vfs}")
     if args.port_num not in (1, 2):
         raise MadpipeError(f"-P must be 1 or 2, got {args.port_num}")
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from madpipe.pipeline.cli.args import add_host_options, captures_named, check_host_options
+from madpipe.pipeline.cli.args import (
+    PROFILE_EPILOG,
+    add_host_options,
+    add_profile,
+    captures_named,
+    check_host_options,
+)
 from madpipe.pipeline.fabric import diff
 
 EXAMPLE = """What is compared: each capture goes through `madpipe snoop` (the same --from rule), and the
@@ -18,6 +24,8 @@ and the same tables as sets of partitions (whatever the index) give the 'partiti
 With --host/--vfs, each VF's virtual table (mlx4 virt2phys_pkey, init_pkeys then --pkey-map,
 the same map for both captures) is compared too.
 
+""" + PROFILE_EPILOG + """
+
 exit status: 0 no difference; 1 differences; 2 trouble (a capture cannot be read or is cut
 short, bad arguments), as diff(1).
 
@@ -25,6 +33,7 @@ examples:
   madpipe diff pcaps/opensm_partitions.pcap pcaps/opensm_partitions_changed.pcap
   madpipe diff monday.pcap today.pcap -T json | jq -c 'select(.type=="partition")'
   madpipe diff monday.pcap today.pcap --host 0x4 --vfs 2 --pkey-map vfs.map
+  madpipe diff monday.pcap today.pcap --host 0x4 --vfs 2 --profile 3.7
   cat today.pcap | madpipe diff monday.pcap -                       # B from standard input"""
 
 
@@ -45,6 +54,7 @@ def register(sub) -> None:
                    help="output format (default text; json = JSON Lines with a 'type' key)")
     add_host_options(p, "compare the VFs of the mlx4 host at this LID",
                      "VF P_Key index mappings ('VF PORT INDEX PHYS' lines)")
+    add_profile(p)
     p.set_defaults(func=run)
 
 
@@ -62,11 +72,11 @@ def run(args) -> int:
     check_host_options(args)
     if args.a == args.b == "-":
         raise MadpipeError("only one of A and B can be '-' (standard input)")
-    v2p = read_pkey_map(args.pkey_map, num_vfs=args.vfs) if args.pkey_map else None
+    v2p = read_pkey_map(args.pkey_map, num_vfs=args.vfs, profile=args.profile) if args.pkey_map else None
     # "-" is standard input, copied to a temporary file first: a diff reads each capture twice.
     with seekable(args.a) as a, seekable(args.b) as b:
         d = diff.diff_captures(a, b, args.rule, host=args.host, num_vfs=args.vfs,
-                               port_num=args.port_num, v2p=v2p)
+                               port_num=args.port_num, v2p=v2p, profile=args.profile)
         d.a.path, d.b.path = args.a, args.b
     out = sys.stdout
     (print_json if args.format == "json" else print_text)(d, out)

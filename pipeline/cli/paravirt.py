@@ -7,18 +7,17 @@ import sys
 import numpy as np
 
 from madpipe.codecs.errors import MadpipeError
-from madpipe.pipeline.cli.args import add_force, check_new_output, integer
-from madpipe.pipeline.mlx4 import paravirt, snoop
+from madpipe.pipeline.cli.args import PROFILE_EPILOG, add_force, add_profile, check_new_output, integer
+from madpipe.pipeline.mlx4 import snoop
 from madpipe.pipeline.mlx4.paravirt_report import Report, Setup, default_vfs, print_json, print_text, rewrite_trace
 from madpipe.pipeline.mlx4.pkey_map import read_pkey_map
+from madpipe.pipeline.mlx4.profiles import resolve
 from madpipe.pipeline.mlx4.trace import read_trace_with_format, write_trace
 
 #: P = base_sqpn + 8. mlx4_init_qp_table() puts base_sqpn = ALIGN(reserved_qps_cnt[FW], 8), right
 #: after the QPs firmware reserves; ConnectX firmware commonly reserves 64 (log_rsvd_qps = 6), so
 #: base_sqpn = 0x40 and P = 0x48.
 DEFAULT_BASE_PROXY_SQPN = 0x48
-
-PROFILES = ("3.7", "new")
 
 EXAMPLE = """trace formats (madpipe.pipeline.mlx4.trace; the file's first bytes tell them apart):
   JSON Lines  {"transition": "INIT2RTR", "slave": 3, "in_mod": 291, "mailbox": "<512 hex digits>"}
@@ -31,25 +30,31 @@ firmware, rejected and refused ones as they came in (firmware never sees them; t
 results (per command; rc as the C returns it):
   accepted                            the rewrites ran (verify, pkey, gid, qkey, per transition)
   rejected by verify (-EINVAL)        verify_qp_parameters: a slave's GID index must be 0
-                                      (RC/UC; profile new also XRC)
-  rejected by verify (-EPERM)         profile new: a VF setting a rate limit, or a VF without
+                                      (RC/UC; mainline also XRC)
+  rejected by verify (-EPERM)         mainline: a VF setting a rate limit, or a VF without
                                       SMI bringing an MLX QP on a reserved QP number to RTR
-  rejected: port not owned (-EINVAL)  profile new: adjust_qp_sched_queue, a port the function
+  rejected: port not owned (-EINVAL)  mainline: adjust_qp_sched_queue, a port the function
                                       does not own
-  refused: outside virt2phys_pkey     rc -34: the C would read past the u8[80][2][128] table;
+  refused: outside virt2phys_pkey     rc -34: the C would read past the u8[F][2][128] table
+                                      (F = 80 at 3.7, 128 on mainline);
                                       madpipe refuses instead of guessing memory (finding 2)
   [finding: spill]                    a P_Key index of 128..255 read the next row of the flat
                                       table, as the C does (finding 1)
 
 virt2phys_pkey: init_pkeys for the master and VFs 1..--vfs (default: the trace's largest slave,
-at most 79), then --pkey-map: one 'VF PORT INDEX PHYS_INDEX' a line, what
+at most MLX4_MAX_NUM_VF: 126 on mainline, 64 at 3.7), then --pkey-map: one
+'VF PORT INDEX PHYS_INDEX' a line, what
 echo PHYS > /sys/class/infiniband/mlx4_0/iov/<vf>/ports/<port>/pkey_idx/<index> does.
-QP numbers: proxies P .. P+639 (P = --base-proxy-sqpn), tunnels P+640 .. P+1279; firmware's
-reserved QPs (profile new, MLX-QP check) are taken to be 0 .. P-9, i.e. base_sqpn = P - 8.
+QP numbers, F functions: proxies P .. P+8F-1 (P = --base-proxy-sqpn), tunnels P+8F .. P+16F-1
+(mainline: P+1024 .. P+2047; 3.7: P+640 .. P+1279); firmware's reserved QPs (mainline, MLX-QP
+check) are taken to be 0 .. P-9, i.e. base_sqpn = P - 8.
+
+""" + PROFILE_EPILOG + """
 
 examples:
   madpipe paravirt -r tests/data/paravirt_example.jsonl --pkey-map tests/data/paravirt_vfs.map
   madpipe paravirt -r trace.bin -w rewritten.bin --profile 3.7
+  madpipe paravirt -r trace.jsonl --vfs 126 --profile mainline       # 126 VFs: mainline only
   madpipe paravirt -r trace.jsonl -w out.bin --binary -q
   madpipe paravirt -r trace.jsonl -T json | jq -c 'select(.type=="command" and .rc!=0)'"""
 
@@ -77,8 +82,7 @@ def register(sub) -> None:
                      help="write OUT as a binary trace")
     enc.add_argument("--json", dest="encoding", action="store_const", const="json",
                      help="write OUT as JSON Lines")
-    p.add_argument("--profile", choices=PROFILES, default="new",
-                   help="kernel profile: 3.7 (the seed commit) or new (mainline; default)")
+    add_profile(p)
     p.add_argument("--base-proxy-sqpn", metavar="N", type=integer, default=DEFAULT_BASE_PROXY_SQPN,
                    help=f"first proxy special QP, base_sqpn + 8 (default {DEFAULT_BASE_PROXY_SQPN:#x}: "
                    "mlx4 puts base_sqpn at ALIGN(firmware-reserved QPs, 8), and ConnectX firmware "
@@ -86,7 +90,8 @@ def register(sub) -> None:
     p.add_argument("--master", metavar="N", type=integer, default=0,
                    help="the master's function number (default 0, the PF)")
     p.add_argument("--vfs", metavar="N", type=integer,
-                   help="number of VFs init_pkeys sets up, 0..79 (default: the trace's largest slave)")
+                   help="number of VFs init_pkeys sets up, 0..MLX4_MAX_NUM_VF (126 on mainline, 64 at "
+                   "3.7; default: the trace's largest slave)")
     p.add_argument("--pkey-map", metavar="FILE", help="VF P_Key index mappings, 'VF PORT INDEX PHYS' a line")
     p.add_argument("-T", dest="format", choices=("text", "json"), default="text",
                    help="output format (default text; json = JSON Lines with a 'type' key)")
@@ -98,16 +103,19 @@ def register(sub) -> None:
 
 
 def _check_options(args) -> None:
+    prof = resolve(args.profile)
     p = args.base_proxy_sqpn
-    top = (1 << 24) - 16 * paravirt.MFUNC_MAX
+    top = (1 << 24) - 16 * prof.mfunc_max
     if p < 8 or p % 8 or p > top:
         raise MadpipeError(f"--base-proxy-sqpn must be a multiple of 8 in 0x8..{top:#x} "
                            f"(base_sqpn + 8, proxies and tunnels inside the 24-bit QP space), got {p:#x}")
-    if not 0 <= args.master < paravirt.MFUNC_MAX:
-        raise MadpipeError(f"--master must be a function number 0..{paravirt.MFUNC_MAX - 1}, got {args.master}")
+    if not 0 <= args.master <= prof.max_num_vf:  # the master is one of the functions 0..num_vfs
+        raise MadpipeError(f"--master must be a function number 0..{prof.max_num_vf} (profile "
+                           f"{args.profile}), got {args.master}")
     if args.vfs is not None:
-        if not 0 <= args.vfs < paravirt.MFUNC_MAX:
-            raise MadpipeError(f"--vfs must be 0..{paravirt.MFUNC_MAX - 1}, got {args.vfs}")
+        if not 0 <= args.vfs <= prof.max_num_vf:
+            raise MadpipeError(f"--vfs must be 0..{prof.max_num_vf} (MLX4_MAX_NUM_VF of profile {args.profile}), "
+                               f"got {args.vfs}")
         if args.master > args.vfs:
             raise MadpipeError(f"--master {args.master} is not one of the functions 0..{args.vfs} (--vfs)")
     if args.encoding and not args.write:
@@ -117,10 +125,11 @@ def _check_options(args) -> None:
 
 def _virt2phys(args, num_vfs: int) -> np.ndarray:
     if not args.pkey_map:
-        _, v2p = snoop.init_pkeys(num_vfs=num_vfs, num_ports=2, pkey_table_len=128, master=args.master)
+        _, v2p = snoop.init_pkeys(num_vfs=num_vfs, num_ports=2, pkey_table_len=128, master=args.master,
+                                  profile=args.profile)
         return v2p
     try:
-        return read_pkey_map(args.pkey_map, num_vfs=num_vfs, master=args.master)
+        return read_pkey_map(args.pkey_map, num_vfs=num_vfs, master=args.master, profile=args.profile)
     except MadpipeError as exc:
         if args.vfs is None and ", field vf:" in str(exc):
             raise MadpipeError(f"{exc} (--vfs defaults to the trace's largest slave, {num_vfs}: "
@@ -131,7 +140,7 @@ def _virt2phys(args, num_vfs: int) -> np.ndarray:
 def run(args) -> int:
     _check_options(args)
     trace, encoding = read_trace_with_format(args.read)
-    num_vfs = args.vfs if args.vfs is not None else default_vfs(trace.slave, args.master)
+    num_vfs = args.vfs if args.vfs is not None else default_vfs(trace.slave, args.master, args.profile)
     v2p = _virt2phys(args, num_vfs)
     setup = Setup(args.profile, args.base_proxy_sqpn, args.master, num_vfs, args.pkey_map,
                   "reference" if args.reference else "kernel")

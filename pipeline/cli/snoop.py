@@ -6,9 +6,11 @@ import sys
 
 from madpipe.codecs.errors import MadpipeError
 from madpipe.pipeline.cli.args import (
+    PROFILE_EPILOG,
     add_capture_inputs,
     add_force,
     add_host_options,
+    add_profile,
     check_host_options,
     table_output,
     write_dataset_cli,
@@ -38,11 +40,14 @@ virt2phys_pkey (init_pkeys, then --pkey-map), the P_Key-change events of the mas
 VF, and each VF's virtual P_Key table. A --pkey-map file has one line per mapping,
 'VF PORT INDEX PHYS_INDEX' (what echo PHYS > iov/<vf>/ports/<port>/pkey_idx/<index> does).
 
+""" + PROFILE_EPILOG + """
+
 examples:
   madpipe snoop -r pcaps/opensm_partitions.pcap
   madpipe snoop -r pcaps/opensm_partitions.pcap --all      # every entry, 8 a line, not only P_Keys
   madpipe snoop -r capture.pcap --from getresp -T json | jq 'select(.type=="event")'
   madpipe snoop -r capture.pcap --host 0x4 --vfs 2 --pkey-map vfs.map
+  madpipe snoop -r capture.pcap --host 0x4 --vfs 100 --profile mainline   # VFs past 79: mainline only
   madpipe snoop -r monday/ -r today.pcap -j 2             # a heading and a result per capture
   madpipe snoop -r capture.pcap -w ports.csv                     # the tables as rows; or .parquet
   cat pcaps/opensm_partitions.pcap | madpipe snoop -r -         # a pipe (ibdump -w - | madpipe snoop -r -)
@@ -79,8 +84,7 @@ def register(sub) -> None:
     p.add_argument("--dask", metavar="SCHEDULER",
                    help="write the -w dataset of P_Key tables on dask.distributed: a scheduler address, "
                    "or 'local' for a LocalCluster of -j workers (pip install 'madpipe[dask]')")
-    p.add_argument("--profile", choices=("3.7", "new"), default="new",
-                   help="kernel profile: 3.7 (the seed commit) or new (mainline, per-VF events)")
+    add_profile(p)
     add_host_options(p, "mlx4 host view of the port at this LID",
                      "VF P_Key index mappings for the host view")
     p.set_defaults(func=run)
@@ -99,7 +103,7 @@ def run(args) -> int:
         return _run_live(args, files[0])
     v2p = None
     if args.pkey_map:
-        v2p = read_pkey_map(args.pkey_map, num_vfs=args.vfs)
+        v2p = read_pkey_map(args.pkey_map, num_vfs=args.vfs, profile=args.profile)
     options = {"rule": args.rule, "profile": args.profile, "host": args.host, "num_vfs": args.vfs,
                "port_num": args.port_num, "v2p": v2p}
     if len(files) == 1:

@@ -315,10 +315,10 @@ def pair_ports(a: dict[PortId, int | None], b: dict[PortId, int | None]
 
 
 def read_side(path: str | os.PathLike, rule: str, host: int | None, num_vfs: int, port_num: int,
-              v2p: np.ndarray | None) -> Side:
+              v2p: np.ndarray | None, profile="new") -> Side:
     from madpipe.pipeline.fabric.snoop import snoop_capture  # the kernels: imported once the CLI has planned numba
 
-    result = snoop_capture(path, rule, host=host, num_vfs=num_vfs, port_num=port_num, v2p=v2p)
+    result = snoop_capture(path, rule, profile, host=host, num_vfs=num_vfs, port_num=port_num, v2p=v2p)
     by_path, by_lid = node_infos(path)
     guids = {pid: port_guid(pid, by_path, by_lid) for pid in result.ports}
     return Side(os.fspath(path), result, guids)
@@ -326,15 +326,16 @@ def read_side(path: str | os.PathLike, rule: str, host: int | None, num_vfs: int
 
 def diff_captures(path_a: str | os.PathLike, path_b: str | os.PathLike, rule: str = "set", *,
                   host: int | None = None, num_vfs: int = 0, port_num: int = 1,
-                  v2p: np.ndarray | None = None) -> CaptureDiff:
+                  v2p: np.ndarray | None = None, profile="new") -> CaptureDiff:
     """Compare the P_Key state the SM left in two captures; see the module docstring.
 
-    ``host``, ``num_vfs``, ``port_num`` and ``v2p`` are ``snoop_capture``'s, applied to both.
+    ``host``, ``num_vfs``, ``port_num``, ``v2p`` and ``profile`` are ``snoop_capture``'s,
+    applied to both.
     """
     for path in (path_a, path_b):  # both readable before either is read whole
         CaptureReader(path).close()
-    a = read_side(path_a, rule, host, num_vfs, port_num, v2p)
-    b = read_side(path_b, rule, host, num_vfs, port_num, v2p)
+    a = read_side(path_a, rule, host, num_vfs, port_num, v2p, profile)
+    b = read_side(path_b, rule, host, num_vfs, port_num, v2p, profile)
     return diff_sides(a, b)
 
 

@@ -144,7 +144,7 @@ class HostView:
     pid: PortId
     port_num: int
     num_vfs: int
-    v2p: np.ndarray  # uint8[80, 2, 128] virt2phys_pkey after init_pkeys and the map file
+    v2p: np.ndarray  # uint8[F, 2, 128] virt2phys_pkey after init_pkeys and the map file (F: the profile's)
     phys: np.ndarray  # uint16[128] the physical table at the end
     master_events: list[int]  # frames that raised IB_EVENT_PKEY_CHANGE on the master
     vf_events: dict[int, list[int]]  # vf -> frames that raised its P_Key-change event

@@ -233,7 +233,7 @@ def snoop_capture(path: str | os.PathLike, rule: str = "set", profile: str = "ne
 
 def _run_kernel(items, profile, num_vfs=0, port_num=1, v2p=None):
     """smp_snoop over one port's MADs, as Sets with status 0 (the rule already chose them)."""
-    cache, init_v2p = snoop.init_pkeys(num_vfs=num_vfs, num_ports=2, pkey_table_len=128, master=0)
+    cache, init_v2p = snoop.init_pkeys(num_vfs=num_vfs, num_ports=2, pkey_table_len=128, master=0, profile=profile)
     v2p = init_v2p if v2p is None else v2p
     before = cache.copy().ravel()
     if not items:

@@ -65,6 +65,7 @@ from madpipe.pipeline.fabric.spool import spool_memory as default_spool_memory
 from madpipe.pipeline.ingest import readahead
 from madpipe.pipeline.ingest.reader import Ingest
 from madpipe.pipeline.mlx4 import snoop
+from madpipe.pipeline.mlx4.profiles import resolve
 
 #: P_KeyTable Sets and GetResps a Set's answer may be away from (see the module docstring).
 PAIR_WINDOW = 1 << 16
@@ -119,8 +120,9 @@ def snoop_capture(path: str | os.PathLike, rule: str = "set", profile: str = "ne
     """
     if rule not in FROM_RULES:
         raise ValueError(f"rule must be one of {FROM_RULES}, got {rule!r}")
-    if profile not in snoop.PROFILES:
-        raise ValueError(f"profile must be one of {snoop.PROFILES}, got {profile!r}")
+    resolve(profile)  # a one-line error for a name that is not a profile
+    if host is not None and v2p is not None:
+        snoop.check_v2p(v2p, profile)
     window = UNBOUNDED if pair_window is None else int(pair_window)
     if window < 0:
         raise ValueError(f"pair_window must be >= 0, got {pair_window}")

@@ -110,7 +110,8 @@ class SnoopPass:
         self.host = host
         self.host_slot = -1
         if host is not None:
-            self.host_cache, init_v2p = snoop.init_pkeys(num_vfs=num_vfs, num_ports=2, pkey_table_len=128, master=0)
+            self.host_cache, init_v2p = snoop.init_pkeys(num_vfs=num_vfs, num_ports=2, pkey_table_len=128,
+                                                         master=0, profile=profile)
             self.host_v2p = init_v2p if v2p is None else v2p
             self.host_num_vfs = num_vfs
             self.host_port_num = port_num

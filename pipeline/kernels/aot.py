@@ -92,14 +92,15 @@ KERNELS = {
     },
     "mlx4.snoop_kernels": {
         "smp_snoop_kernel": ("i8", "u1[:,::1] u1[::1] u2[::1] !u2[:,::1] u1[:,:,::1] !u2[::1] !u2[::1] "
-                                   "!u1[::1] i8 i8 i8 i8 b1 b1 b1 !u4[::1] !b1[::1] !i8[::1] "
+                                   "!u1[::1] i8 i8 i8 i8 i8 i8 b1 b1 b1 !u4[::1] !b1[::1] !i8[::1] "
                                    "!u8[:,::1] !i1[::1] !b1[::1] !b1[::1] !b1[::1] !b1[::1]"),
     },
     "mlx4.paravirt_kernels": {
-        "rewrite_kernel": ("i8", "u1[:,::1] !u1[:,::1] u1[::1] i4[::1] u4[::1] u1[:,:,::1] i8 i8 i8 "
-                                 "u1[::1] u1[:,::1] i8 !i4[::1] !i1[::1]"),
-        "rewrite_inplace_kernel": ("i8", "!u1[:,::1] u1[::1] i4[::1] u4[::1] u1[:,:,::1] i8 i8 i8 "
-                                         "u1[::1] u1[:,::1] i8 !i4[::1] !i1[::1]"),
+        "rewrite_kernel": ("i8", "u1[:,::1] !u1[:,::1] u1[::1] i4[::1] u4[::1] u1[:,:,::1] i8 i8 i8 i8 "
+                                 "u1[::1] u1[:,::1] i8 u1[::1] i8 u2[:,:,::1] u1[:,:,::1] !i4[::1] !i1[::1]"),
+        "rewrite_inplace_kernel": ("i8", "!u1[:,::1] u1[::1] i4[::1] u4[::1] u1[:,:,::1] i8 i8 i8 i8 "
+                                         "u1[::1] u1[:,::1] i8 u1[::1] i8 u2[:,:,::1] u1[:,:,::1] !i4[::1] "
+                                         "!i1[::1]"),
     },
     "decode.float_kernels": {
         "float_reprs": ("i8", "f8[::1] !u1[::1] !i8[::1] !u1[::1]"),
@@ -115,6 +116,9 @@ KERNELS = {
         "touch_lines": ("i8", "u1[:,::1]"),
     },
 }
+
+#: Modules of ``@njit(inline="always")`` helpers the KERNELS' modules import: in the build's key too.
+HELPER_MODULES = ("mlx4.eth_kernels",)
 
 _NUMBA_RESULT = {"void": "void", "i8": "i8", "i8x2": "UniTuple(i8, 2)", "i8x3": "UniTuple(i8, 3)", "i8x4": "UniTuple(i8, 4)"}
 
@@ -171,7 +175,7 @@ def source_key() -> str:
         spec = importlib.util.find_spec(compiler)
         if spec is not None and spec.origin:
             update(f"{spec.origin} {os.stat(spec.origin).st_mtime_ns}".encode())
-    files = [os.path.join(_PIPELINE, *m.split(".")) + ".py" for m in sorted(KERNELS)]
+    files = [os.path.join(_PIPELINE, *m.split(".")) + ".py" for m in sorted(KERNELS) + sorted(HELPER_MODULES)]
     files += [os.path.join(_KERNELS, "aot.py"), os.path.join(_KERNELS, "jit.py")]
     files += sorted(os.path.join(_CODECS, f) for f in os.listdir(_CODECS) if f.endswith(".py"))
     for path in files:

@@ -207,7 +207,7 @@ def _bind(fn, args, kwargs, how: str):
             compiled = aot.kernel(module, fn.__name__)
             compiled.py_func = fn  # as on numba's dispatchers
             return compiled
-        if module in aot.KERNELS or module.startswith("madpipe.codecs."):
+        if module in aot.KERNELS or module in aot.HELPER_MODULES or module.startswith("madpipe.codecs."):
             # A helper (or a codecs rule a kernel module wraps, njit(wire.mad_start)): compiled
             # into the kernels that call it, plain Python when Python calls it.
             return fn

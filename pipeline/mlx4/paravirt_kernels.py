@@ -12,10 +12,13 @@ Arguments, one row per command:
 - ``transition`` ``uint8[N]``: the mlx4 command opcode (``TRANSITION_*`` below, the numbers of
   ``include/linux/mlx4/cmd.h``);
 - ``slave`` ``int32[N]``, ``qpn`` ``uint32[N]`` (the command's input modifier);
-- ``v2p`` ``uint8[80, 2, 128]`` (``virt2phys_pkey``), ``active_ports`` ``uint8[80]``,
-  ``smi_enabled`` ``uint8[80, 2]``;
-- scalars ``base_proxy_sqpn``, ``master``, ``profile`` (``PROFILE_37`` or ``PROFILE_NEW``),
-  ``fw_reserved_qps``;
+- ``v2p`` ``uint8[F, 2, 128]`` (``virt2phys_pkey``), ``active_ports`` ``uint8[F]``,
+  ``smi_enabled`` ``uint8[F, 2]``, F = ``mfunc_max`` (``MLX4_MFUNC_MAX`` of the profile);
+- scalars ``base_proxy_sqpn``, ``master``, ``rules`` (the profile's ``RULE_*`` bits,
+  :attr:`~madpipe.pipeline.mlx4.profiles.Profile.rules`), ``mfunc_max``, ``fw_reserved_qps``;
+- Ethernet (``RULE_ETH_PORTS``, :mod:`.eth_reference`): ``port_types`` ``uint8[2]`` (2 = Ethernet),
+  ``last_vf`` (the last function ``mlx4_get_vf_indx`` knows: num_vfs, at most F - 1), ``vport``
+  ``uint16[F, 2, 8]`` (``eth_reference.VPORT_*`` columns), ``smac_registered`` ``uint8[F, 2, 128]``;
 - ``rc`` ``int32[N]`` and ``finding`` ``int8[N]`` (out).
 
 Only the bytes the C may change are written (pri/alt sched_queue, params2, pkey_index, the two
@@ -27,98 +30,79 @@ from __future__ import annotations
 import numpy as np
 
 from madpipe.pipeline.kernels.jit import njit
+from madpipe.pipeline.mlx4.eth_kernels import (
+    FINDING_NONE,
+    FINDING_REFUSED,
+    FINDING_SPILL,
+    MBOX_ALT_MGID_INDEX,
+    MBOX_ALT_SCHED_QUEUE,
+    MBOX_OPTPAR,
+    MBOX_PARAMS2_FPP,
+    MBOX_PRI_MGID_INDEX,
+    MBOX_PRI_PKEY_INDEX,
+    MBOX_PRI_SCHED_QUEUE,
+    MBOX_QKEY,
+    MBOX_RATE_LIMIT,
+    MBOX_SERVICE_TYPE,
+    OPTPAR_ALT_ADDR_PATH,
+    OPTPAR_PRIMARY_ADDR_PATH,
+    OPTPAR_SCHED_QUEUE,
+    RC_EINVAL,
+    RC_EPERM,
+    RC_OK,
+    RC_REFUSED,
+    RC_UNKNOWN_OPCODE,
+    RESERVED_QKEY_BASE,
+    RULE_ADJUST_SCHED_QUEUE,
+    RULE_CLEAR_FPP,
+    RULE_ETH_PORTS,
+    RULE_MLX_QP_RESERVED_EPERM,
+    RULE_RATE_LIMIT_EPERM,
+    RULE_VERIFY_BRACES,
+    RULE_XRC_LIKE_RC,
+    ST_MLX,
+    ST_RC,
+    ST_UC,
+    ST_UD,
+    ST_XRC,
+    TRANSITION_2ERR,
+    TRANSITION_2RST,
+    TRANSITION_INIT2INIT,
+    TRANSITION_INIT2RTR,
+    TRANSITION_QUERY,
+    TRANSITION_RST2INIT,
+    TRANSITION_RTR2RTS,
+    TRANSITION_RTS2RTS,
+    TRANSITION_RTS2SQD,
+    TRANSITION_SQD2RTS,
+    TRANSITION_SQD2SQD,
+    TRANSITION_SQERR2RTS,
+    port_counts,
+    rewrite_row_eth,
+    slave_convert_port,
+)
 
-# Mailbox byte offsets (checked against madpipe.codecs.qpc by the tests).
-MBOX_OPTPAR = 0
-MBOX_SERVICE_TYPE = 9
-MBOX_PRI_PKEY_INDEX = 35
-MBOX_PRI_MGID_INDEX = 41
-MBOX_PRI_SCHED_QUEUE = 64
-MBOX_ALT_MGID_INDEX = 85
-MBOX_ALT_SCHED_QUEUE = 108
-MBOX_PARAMS2_FPP = 155
-MBOX_QKEY = 176
-MBOX_RATE_LIMIT = 196
-MBOX_SIZE = 256
-
-# Transition codes: the mlx4 command opcodes.
-TRANSITION_RST2INIT = 0x19
-TRANSITION_INIT2RTR = 0x1A
-TRANSITION_RTR2RTS = 0x1B
-TRANSITION_RTS2RTS = 0x1C
-TRANSITION_SQERR2RTS = 0x1D
-TRANSITION_2ERR = 0x1E
-TRANSITION_RTS2SQD = 0x1F
-TRANSITION_SQD2RTS = 0x20
-TRANSITION_2RST = 0x21
-TRANSITION_QUERY = 0x22
-TRANSITION_INIT2INIT = 0x2D
-TRANSITION_SQD2SQD = 0x38
-
-# Service types and optpar bits (qp.h)
-ST_RC = 0
-ST_UC = 1
-ST_UD = 3
-ST_XRC = 6
-ST_MLX = 7
-OPTPAR_ALT_ADDR_PATH = 0x1
-OPTPAR_PRIMARY_ADDR_PATH = 0x80
-OPTPAR_SCHED_QUEUE = 0x10000
-
-PROFILE_37 = 0
-PROFILE_NEW = 1
-
-RC_OK = 0
-RC_EPERM = -1
-RC_EINVAL = -22
-RC_REFUSED = -34
-RC_UNKNOWN_OPCODE = -38
-
-FINDING_NONE = 0
-FINDING_SPILL = 1
-FINDING_REFUSED = 2
-
-MFUNC_MAX = 80
-V2P_ENTRIES = 20480
 LOOKAHEAD_ROWS = 8
-RESERVED_QKEY_BASE = 0xFFFF0000
 
 
 @njit(inline="always")
-def slave_convert_port(active_ports, slave, port):
-    """mlx4_slave_convert_port: the physical port (1-based) of a function's port, or RC_EINVAL."""
-    if slave == 0:
-        actv = 3
-    elif slave < 1 or slave >= MFUNC_MAX:
-        actv = 0
-    else:
-        actv = np.int64(active_ports[slave]) & 3
-    m = (actv & 1) + ((actv >> 1) & 1)
-    if port <= 0 or port > m:
-        return RC_EINVAL
-    n = 0
-    if (actv & 1) == 0:
-        n = 1
-    if port <= n:
-        port = n + 1
-    return port
+def rewrite_row(mailboxes, i, opcode, slave, in_modifier, v2p, base_proxy_sqpn, master, rules, mfunc_max,
+                active_ports, smi_enabled, fw_reserved_qps, last_vf):
+    """Rewrite row ``i`` of ``mailboxes`` in place, every port InfiniBand. Returns (rc, finding).
 
-
-@njit(inline="always")
-def rewrite_row(mailboxes, i, opcode, slave, in_modifier, v2p, base_proxy_sqpn, master, profile,
-                active_ports, smi_enabled, fw_reserved_qps):
-    """Rewrite row ``i`` of ``mailboxes`` in place. Returns (rc, finding).
-
-    Every field is read before any byte is written; bytes are stored only on success.
+    Every field is read before any byte is written; bytes are stored only on success. With the
+    Ethernet rule, :func:`.eth_kernels.rewrite_row_eth` does it instead (the same plus RoCE).
     """
-    new = profile == PROFILE_NEW
+    sched = (rules & RULE_ADJUST_SCHED_QUEUE) != 0
+    braces = (rules & RULE_VERIFY_BRACES) != 0
+    xrc = (rules & RULE_XRC_LIKE_RC) != 0
     do_sched = False
     do_verify = False
     do_pkey = False
     do_gid = False
     do_qkey = False
     if opcode == TRANSITION_RST2INIT:
-        do_sched = new
+        do_sched = sched
         do_pkey = True
         do_qkey = True
     elif opcode == TRANSITION_INIT2INIT:
@@ -126,13 +110,13 @@ def rewrite_row(mailboxes, i, opcode, slave, in_modifier, v2p, base_proxy_sqpn, 
         do_qkey = True
     elif (opcode == TRANSITION_INIT2RTR or opcode == TRANSITION_RTR2RTS or opcode == TRANSITION_RTS2RTS
           or opcode == TRANSITION_SQD2SQD or opcode == TRANSITION_SQD2RTS):
-        do_sched = new
+        do_sched = sched
         do_verify = True
         do_pkey = True
         do_gid = True
         do_qkey = True
     elif opcode == TRANSITION_SQERR2RTS:
-        do_sched = new
+        do_sched = sched
         do_qkey = True
     elif (opcode == TRANSITION_2ERR or opcode == TRANSITION_RTS2SQD or opcode == TRANSITION_2RST
           or opcode == TRANSITION_QUERY):
@@ -152,56 +136,51 @@ def rewrite_row(mailboxes, i, opcode, slave, in_modifier, v2p, base_proxy_sqpn, 
     params2 = np.int64(mailboxes[i, MBOX_PARAMS2_FPP])
     finding = np.int64(FINDING_NONE)  # typed: inlined into pycc, a literal would not unify
 
-    # adjust_qp_sched_queue (profile new; IB ports)
+    # adjust_qp_sched_queue (mainline; IB ports)
     if do_sched:
-        port = slave_convert_port(active_ports, slave, ((sq_pri >> 6) & 1) + 1) - 1
+        port = slave_convert_port(active_ports, slave, ((sq_pri >> 6) & 1) + 1, last_vf) - 1
         if port < 0:
             return RC_EINVAL, FINDING_NONE
         if (optpar & (OPTPAR_PRIMARY_ADDR_PATH | OPTPAR_SCHED_QUEUE)) != 0 or sq_pri != 0:
             sq_pri = (sq_pri & 0xBF) | ((port & 1) << 6)
         if (optpar & OPTPAR_ALT_ADDR_PATH) != 0:
-            port = slave_convert_port(active_ports, slave, ((sq_alt >> 6) & 1) + 1) - 1
+            port = slave_convert_port(active_ports, slave, ((sq_alt >> 6) & 1) + 1, last_vf) - 1
             if port < 0:
                 return RC_EINVAL, FINDING_NONE
             sq_alt = (sq_alt & 0xBF) | ((port & 1) << 6)
 
     # verify_qp_parameters (u8 slave); every verifying transition carries address paths
     if do_verify:
-        if not new:
-            if st == ST_RC or st == ST_UC:
-                if slave8 != master and (optpar & OPTPAR_PRIMARY_ADDR_PATH) != 0 and mgid_pri != 0:
-                    return RC_EINVAL, FINDING_NONE
-                if (optpar & OPTPAR_ALT_ADDR_PATH) != 0 and mgid_alt != 0:   # 3.7: no braces
-                    return RC_EINVAL, FINDING_NONE
-        else:
-            if slave8 != master:
+        if slave8 != master:
+            if (rules & RULE_CLEAR_FPP) != 0:
                 params2 = params2 & 0xF7
-                if mailboxes[i, MBOX_RATE_LIMIT] != 0 or mailboxes[i, MBOX_RATE_LIMIT + 1] != 0:
-                    return RC_EPERM, FINDING_NONE
-            if st == ST_RC or st == ST_XRC or st == ST_UC:
-                if slave8 != master:
-                    if (optpar & OPTPAR_PRIMARY_ADDR_PATH) != 0 and mgid_pri >= 1:
-                        return RC_EINVAL, FINDING_NONE
-                    if (optpar & OPTPAR_ALT_ADDR_PATH) != 0 and mgid_alt >= 1:
-                        return RC_EINVAL, FINDING_NONE
-            elif st == ST_MLX:
-                if opcode == TRANSITION_INIT2RTR and slave8 != master:
-                    qpn23 = in_modifier & 0x7FFFFF
-                    base_sqpn = base_proxy_sqpn - 8
-                    reserved = ((qpn23 >= base_sqpn and qpn23 < base_sqpn + 8 + 16 * MFUNC_MAX)
-                                or qpn23 < fw_reserved_qps)
-                    if reserved:
-                        port = ((sq_pri >> 6) & 1) + 1
-                        smi = False
-                        if slave8 >= 1 and slave8 < MFUNC_MAX:
-                            smi = smi_enabled[slave8, port - 1] != 0
-                        if not smi:
-                            return RC_EPERM, FINDING_NONE
+            if ((rules & RULE_RATE_LIMIT_EPERM) != 0
+                    and (mailboxes[i, MBOX_RATE_LIMIT] != 0 or mailboxes[i, MBOX_RATE_LIMIT + 1] != 0)):
+                return RC_EPERM, FINDING_NONE
+        if st == ST_RC or st == ST_UC or (xrc and st == ST_XRC):
+            if slave8 != master and (optpar & OPTPAR_PRIMARY_ADDR_PATH) != 0 and mgid_pri >= 1:
+                return RC_EINVAL, FINDING_NONE
+            # 3.7: no braces, the alternate path is checked for the master too
+            if (slave8 != master or not braces) and (optpar & OPTPAR_ALT_ADDR_PATH) != 0 and mgid_alt >= 1:
+                return RC_EINVAL, FINDING_NONE
+        elif st == ST_MLX and (rules & RULE_MLX_QP_RESERVED_EPERM) != 0:
+            if opcode == TRANSITION_INIT2RTR and slave8 != master:
+                qpn23 = in_modifier & 0x7FFFFF
+                base_sqpn = base_proxy_sqpn - 8
+                reserved = ((qpn23 >= base_sqpn and qpn23 < base_sqpn + 8 + 16 * mfunc_max)
+                            or qpn23 < fw_reserved_qps)
+                if reserved:
+                    port = ((sq_pri >> 6) & 1) + 1
+                    smi = False
+                    if slave8 >= 1 and slave8 < mfunc_max:
+                        smi = smi_enabled[slave8, port - 1] != 0
+                    if not smi:
+                        return RC_EPERM, FINDING_NONE
 
     # update_pkey_index: the flat read of virt2phys_pkey, refused outside the table
     if do_pkey:
         offset = (slave * 2 + ((sq_pri >> 6) & 1)) * 128 + pkey
-        if offset < 0 or offset >= V2P_ENTRIES:
+        if offset < 0 or offset >= mfunc_max * 256:
             return RC_REFUSED, FINDING_REFUSED
         if pkey >= 128:
             finding = np.int64(FINDING_SPILL)
@@ -211,7 +190,7 @@ def rewrite_row(mailboxes, i, opcode, slave, in_modifier, v2p, base_proxy_sqpn, 
     if do_gid:
         if st == ST_UD:
             mgid_pri = 0x80 | slave8
-        if st == ST_RC or st == ST_UC or (new and st == ST_XRC):
+        if st == ST_RC or st == ST_UC or (xrc and st == ST_XRC):
             if (optpar & OPTPAR_PRIMARY_ADDR_PATH) != 0:
                 mgid_pri = slave8 & 0x7F
             if (optpar & OPTPAR_ALT_ADDR_PATH) != 0:
@@ -228,8 +207,8 @@ def rewrite_row(mailboxes, i, opcode, slave, in_modifier, v2p, base_proxy_sqpn, 
     # adjust_proxy_tun_qkey (mlx4_get_parav_qkey)
     if do_qkey:
         qpn24 = in_modifier & 0xFFFFFF
-        base_tunnel_sqpn = base_proxy_sqpn + 8 * MFUNC_MAX
-        if qpn24 >= base_proxy_sqpn and qpn24 < base_tunnel_sqpn + 8 * MFUNC_MAX:
+        base_tunnel_sqpn = base_proxy_sqpn + 8 * mfunc_max
+        if qpn24 >= base_proxy_sqpn and qpn24 < base_tunnel_sqpn + 8 * mfunc_max:
             if qpn24 >= base_tunnel_sqpn:
                 qkey = RESERVED_QKEY_BASE + (qpn24 - base_tunnel_sqpn)
             else:
@@ -262,25 +241,38 @@ CHUNK_ROWS = 256
 
 
 @njit
-def _rewrite_rows(mailboxes, start, stop, transition, slave, qpn, v2p, base_proxy_sqpn, master, profile,
-                  active_ports, smi_enabled, fw_reserved_qps, rc, finding, read_ahead):
+def _rewrite_rows(mailboxes, start, stop, transition, slave, qpn, v2p, base_proxy_sqpn, master, rules, mfunc_max,
+                  active_ports, smi_enabled, fw_reserved_qps, port_types, last_vf, vport, smac_registered, rc,
+                  finding, read_ahead):
     """Rewrite rows start..stop - 1 of ``mailboxes`` in place; with ``read_ahead``, touch the rows
     LOOKAHEAD_ROWS on. Returns a sum of the bytes read ahead (kept only so that those reads stay)."""
     touched = 0
+    if (rules & RULE_ETH_PORTS) != 0:   # a loop of its own: its code would slow the InfiniBand one
+        counts = port_counts(active_ports, last_vf)
+        for i in range(start, stop):
+            if read_ahead:
+                touched += _touch_ahead(mailboxes, i)
+            r, f = rewrite_row_eth(mailboxes, i, np.int64(transition[i]), np.int64(slave[i]), np.int64(qpn[i]),
+                                   v2p, base_proxy_sqpn, master, rules, mfunc_max, active_ports, smi_enabled,
+                                   fw_reserved_qps, port_types, last_vf, vport, smac_registered, counts)
+            rc[i] = r
+            finding[i] = f
+        return touched
     for i in range(start, stop):
         if read_ahead:
             touched += _touch_ahead(mailboxes, i)
         r, f = rewrite_row(mailboxes, i, np.int64(transition[i]), np.int64(slave[i]),
-                           np.int64(qpn[i]), v2p, base_proxy_sqpn, master, profile, active_ports,
-                           smi_enabled, fw_reserved_qps)
+                           np.int64(qpn[i]), v2p, base_proxy_sqpn, master, rules, mfunc_max, active_ports,
+                           smi_enabled, fw_reserved_qps, last_vf)
         rc[i] = r
         finding[i] = f
     return touched
 
 
 @njit
-def rewrite_kernel(mailboxes, out, transition, slave, qpn, v2p, base_proxy_sqpn, master, profile,
-                   active_ports, smi_enabled, fw_reserved_qps, rc, finding):
+def rewrite_kernel(mailboxes, out, transition, slave, qpn, v2p, base_proxy_sqpn, master, rules, mfunc_max,
+                   active_ports, smi_enabled, fw_reserved_qps, port_types, last_vf, vport, smac_registered, rc,
+                   finding):
     """Rewrite every row of ``mailboxes`` into ``out``; ``mailboxes`` is not modified.
 
     A chunk of rows is copied, then rewritten in place while it is still in the cache: the input
@@ -293,16 +285,19 @@ def rewrite_kernel(mailboxes, out, transition, slave, qpn, v2p, base_proxy_sqpn,
         for i in range(start, stop):
             for k in range(src.shape[1]):
                 dst[i, k] = src[i, k]
-        _rewrite_rows(out, start, stop, transition, slave, qpn, v2p, base_proxy_sqpn, master, profile,
-                      active_ports, smi_enabled, fw_reserved_qps, rc, finding, False)
+        _rewrite_rows(out, start, stop, transition, slave, qpn, v2p, base_proxy_sqpn, master, rules, mfunc_max,
+                      active_ports, smi_enabled, fw_reserved_qps, port_types, last_vf, vport, smac_registered, rc,
+                      finding, False)
     return 0
 
 
 @njit
-def rewrite_inplace_kernel(mailboxes, transition, slave, qpn, v2p, base_proxy_sqpn, master, profile,
-                           active_ports, smi_enabled, fw_reserved_qps, rc, finding):
+def rewrite_inplace_kernel(mailboxes, transition, slave, qpn, v2p, base_proxy_sqpn, master, rules, mfunc_max,
+                           active_ports, smi_enabled, fw_reserved_qps, port_types, last_vf, vport, smac_registered,
+                           rc, finding):
     """Rewrite every row of ``mailboxes`` in place (rejected and refused rows stay as they were).
 
     Returns a sum of the bytes read ahead (kept only so that those reads stay)."""
     return _rewrite_rows(mailboxes, 0, mailboxes.shape[0], transition, slave, qpn, v2p, base_proxy_sqpn,
-                         master, profile, active_ports, smi_enabled, fw_reserved_qps, rc, finding, True)
+                         master, rules, mfunc_max, active_ports, smi_enabled, fw_reserved_qps, port_types,
+                         last_vf, vport, smac_registered, rc, finding, True)

@@ -34,7 +34,8 @@ Return codes (``rc``): 0 accepted; ``-EINVAL`` (-22) rejected by ``verify_qp_par
 profile new, by ``adjust_qp_sched_queue`` (a port the function does not own); ``-EPERM`` (-1)
 where mainline refuses (a VF setting a rate limit; a VF without SMI bringing an MLX QP on a
 reserved QP number to RTR); :data:`RC_REFUSED` (-34, ``-ERANGE``): madpipe refuses because the C
-would read ``virt2phys_pkey`` outside its ``u8[80][2][128]`` array; :data:`RC_UNKNOWN_OPCODE`
+would read ``virt2phys_pkey`` outside its ``u8[MLX4_MFUNC_MAX][2][128]`` array (or, on the
+Ethernet path, index past ``vf_oper`` or divide by zero); :data:`RC_UNKNOWN_OPCODE`
 (-38, ``-ENOSYS``) for an opcode that is not one of the twelve QP commands (only reachable through
 the raw kernels, the Python API validates names). Whenever ``rc != 0`` the output mailbox is the
 input mailbox: the C returns before the inbox reaches firmware.
@@ -45,20 +46,20 @@ function's port-1 row for port 2), reproduced bit for bit; 2 refused (would leav
 
 Model assumptions and what of mainline is left out:
 
-- Every port is InfiniBand. The Ethernet/RoCE branches (``mlx4_is_eth``: base GID index in
-  ``update_gid``, ``mlx4_get_slave_num_gids`` in verify, ``roce_verify_mac``,
-  ``update_vport_qp_param`` with VST VLAN and spoof-check state, the forced sched_queue write for
-  Ethernet ports) are not modelled.
+- Ports are InfiniBand unless the Device says Ethernet (``port_types``) and the profile has the
+  ``eth_ports`` rule (mainline): then the RoCE branches of :mod:`.eth_reference` run (per-slave GID
+  counts in verify, ``roce_verify_mac`` and ``update_vport_qp_param`` in INIT2RTR, the base GID
+  index in ``update_gid``, the forced sched_queue write), with the assumptions listed there.
 - The resource tracker is not modelled: the QP is taken to exist, be owned by the issuing
   function and be in the right state (no ``-ENOENT``/``-EBUSY``/``-EPERM`` from ``get_res``), and
   ``RST2INIT``'s MTT/CQ/SRQ checks pass. ``SUSPEND_QP``, ``UNSUSPEND_QP`` and ``UPDATE_QP`` are not
   among the transitions.
-- ``mlx4_is_qp_reserved`` is ``base_sqpn <= qpn < base_sqpn + 8 + 16*80`` (the master's view,
+- ``mlx4_is_qp_reserved`` is ``base_sqpn <= qpn < base_sqpn + 8 + 16*MLX4_MFUNC_MAX`` (the master's view,
   ``base_sqpn = base_proxy_sqpn - 8``) or ``qpn < fw_reserved_qps`` (``caps.reserved_qps_cnt[FW]``,
   default 0: pass the firmware's count when it matters).
 - ``mlx4_get_active_ports`` is an ``active_ports`` bitmask per function (bit p-1 set when physical
-  port p is assigned); as in C, function 0 always has every port and a function outside 1..79
-  has none. ``mlx4_vf_smi_enabled`` is an ``smi_enabled[slave][port-1]`` table.
+  port p is assigned); as in C, function 0 always has every port and a function outside
+  1..num_vfs (default: 1..MLX4_MFUNC_MAX - 1) has none. ``mlx4_vf_smi_enabled`` is an ``smi_enabled[slave][port-1]`` table.
 - ``MLX4_QP_BIT_FPP`` is cleared as mainline does today, ``params2 &= ~cpu_to_be32(FPP)``: bit 3
   of mailbox byte 155. Kernels between the introduction of that line and its endianness fix wrote
   ``&= ~MLX4_QP_BIT_FPP`` and on little-endian hosts cleared bit 3 of byte 152 instead; that
@@ -84,6 +85,7 @@ from __future__ import annotations
 import numpy as np
 
 from madpipe.codecs import qpc
+from madpipe.pipeline.mlx4 import eth_reference as eth
 from madpipe.pipeline.mlx4.device_reference import (
     FINDING_NONE,
     FINDING_REFUSED,
@@ -124,13 +126,17 @@ def update_pkey_index(dev: Device, slave: int, inbox: bytearray) -> int:
 
 
 def update_gid(dev: Device, inbox: bytearray, slave: int) -> None:
-    """resource_tracker.c ``update_gid`` (IB ports), ``u8 slave``."""
+    """resource_tracker.c ``update_gid`` (IB ports), ``u8 slave``; with the profile's Ethernet rule,
+    mainline's whole function (:func:`.eth_reference.update_gid`)."""
+    if dev.profile.eth_ports:
+        eth.update_gid(dev, inbox, slave)
+        return
     slave &= 0xFF                          # u8 parameter
     optpar = be32(inbox, qpc.MBOX_OPTPAR)
     ts = (be32(inbox, qpc.MBOX_FLAGS) >> 16) & 0xFF
     if ts == qpc.MLX4_QP_ST_UD:
         inbox[qpc.MBOX_PRI_MGID_INDEX] = (0x80 | slave) & 0xFF
-    if dev.new:
+    if dev.profile.xrc_like_rc:
         rc_like = ts in (qpc.MLX4_QP_ST_RC, qpc.MLX4_QP_ST_XRC, qpc.MLX4_QP_ST_UC)
     else:
         rc_like = ts in (qpc.MLX4_QP_ST_RC, qpc.MLX4_QP_ST_UC)
@@ -161,38 +167,31 @@ def verify_qp_parameters(dev: Device, in_modifier: int, inbox: bytearray, transi
     address_path_transitions = (QP_TRANS_INIT2RTR, QP_TRANS_RTR2RTS, QP_TRANS_RTS2RTS,
                                 QP_TRANS_SQD2SQD, QP_TRANS_SQD2RTS)
 
-    if not dev.new:
-        # Linux 3.7: the second "if" is not inside "if (slave != master)" (no braces).
-        if qp_type in (qpc.MLX4_QP_ST_RC, qpc.MLX4_QP_ST_UC):
-            if transition in address_path_transitions:
-                if slave != dev.master:
-                    # slaves have only gid index 0
-                    if optpar & qpc.MLX4_QP_OPTPAR_PRIMARY_ADDR_PATH:
-                        if inbox[qpc.MBOX_PRI_MGID_INDEX]:
-                            return RC_EINVAL
-                if optpar & qpc.MLX4_QP_OPTPAR_ALT_ADDR_PATH:
-                    if inbox[qpc.MBOX_ALT_MGID_INDEX]:
-                        return RC_EINVAL
-        return 0
-
+    prof = dev.profile
     if slave != dev.master:
-        inbox[qpc.MBOX_PARAMS2_FPP] &= ~qpc.MLX4_QP_BIT_FPP & 0xFF   # params2 &= ~cpu_to_be32(FPP)
+        if prof.clear_fpp:
+            inbox[qpc.MBOX_PARAMS2_FPP] &= ~qpc.MLX4_QP_BIT_FPP & 0xFF   # params2 &= ~cpu_to_be32(FPP)
         # setting QP rate-limit is disallowed for VFs
-        if inbox[qpc.MBOX_RATE_LIMIT] or inbox[qpc.MBOX_RATE_LIMIT + 1]:
+        if prof.rate_limit_eperm and (inbox[qpc.MBOX_RATE_LIMIT] or inbox[qpc.MBOX_RATE_LIMIT + 1]):
             return RC_EPERM
 
-    if qp_type in (qpc.MLX4_QP_ST_RC, qpc.MLX4_QP_ST_XRC, qpc.MLX4_QP_ST_UC):
+    rc_like = (qpc.MLX4_QP_ST_RC, qpc.MLX4_QP_ST_XRC, qpc.MLX4_QP_ST_UC) if prof.xrc_like_rc else (
+        qpc.MLX4_QP_ST_RC, qpc.MLX4_QP_ST_UC)
+    if qp_type in rc_like:
         if transition in address_path_transitions:
             if slave != dev.master:
+                # slaves have only gid index 0 on IB; on Ethernet, mlx4_get_slave_num_gids
                 if optpar & qpc.MLX4_QP_OPTPAR_PRIMARY_ADDR_PATH:
-                    num_gids = 1           # IB port
+                    num_gids = eth.num_gids(dev, slave, (inbox[qpc.MBOX_PRI_SCHED_QUEUE] >> 6 & 1) + 1)
                     if inbox[qpc.MBOX_PRI_MGID_INDEX] >= num_gids:
                         return RC_EINVAL
+            # Linux 3.7: this "if" is not inside "if (slave != master)" (no braces)
+            if slave != dev.master or not prof.verify_braces:
                 if optpar & qpc.MLX4_QP_OPTPAR_ALT_ADDR_PATH:
-                    num_gids = 1           # IB port
+                    num_gids = eth.num_gids(dev, slave, (inbox[qpc.MBOX_ALT_SCHED_QUEUE] >> 6 & 1) + 1)
                     if inbox[qpc.MBOX_ALT_MGID_INDEX] >= num_gids:
                         return RC_EINVAL
-    elif qp_type == qpc.MLX4_QP_ST_MLX:
+    elif qp_type == qpc.MLX4_QP_ST_MLX and prof.mlx_qp_reserved_eperm:
         qpn = in_modifier & 0x7FFFFF
         port = (inbox[qpc.MBOX_PRI_SCHED_QUEUE] >> 6 & 1) + 1
         if (transition == QP_TRANS_INIT2RTR and slave != dev.master
@@ -212,7 +211,7 @@ def adjust_qp_sched_queue(dev: Device, slave: int, inbox: bytearray) -> int:
         return RC_EINVAL
     pri_sched_queue = (inbox[pri] & ~(1 << 6) & 0xFF) | ((port & 1) << 6)
     if (optpar & (qpc.MLX4_QP_OPTPAR_PRIMARY_ADDR_PATH | qpc.MLX4_QP_OPTPAR_SCHED_QUEUE)
-            or inbox[pri]):                # || mlx4_is_eth(dev, port + 1): IB only
+            or inbox[pri] or eth.mlx4_is_eth(dev, port + 1)):
         inbox[pri] = pri_sched_queue
     if optpar & qpc.MLX4_QP_OPTPAR_ALT_ADDR_PATH:
         port = mlx4_slave_convert_port(dev, slave, (inbox[alt] >> 6 & 1) + 1) - 1
@@ -227,7 +226,7 @@ def adjust_qp_sched_queue(dev: Device, slave: int, inbox: bytearray) -> int:
 # err != 0, as the C never hands a rejected inbox to firmware.
 
 def rst2init_qp_wrapper(dev, slave, in_modifier, inbox):
-    if dev.new:
+    if dev.profile.adjust_sched_queue:
         err = adjust_qp_sched_queue(dev, slave, inbox)
         if err:
             return err, FINDING_NONE
@@ -244,24 +243,28 @@ def init2init_qp_wrapper(dev, slave, in_modifier, inbox):
 
 def _verify_pkey_gid_qkey(transition):
     def wrapper(dev, slave, in_modifier, inbox):
-        if dev.new:
+        if dev.profile.adjust_sched_queue:
             err = adjust_qp_sched_queue(dev, slave, inbox)
             if err:
                 return err, FINDING_NONE
         err = verify_qp_parameters(dev, in_modifier, inbox, transition, slave)
         if err:
             return err, FINDING_NONE
-        # (mainline INIT2RTR: roce_verify_mac() here, Ethernet only)
+        init2rtr_eth = transition == QP_TRANS_INIT2RTR and dev.profile.eth_ports
+        if init2rtr_eth and eth.roce_verify_mac(dev, slave, inbox):
+            return RC_EINVAL, FINDING_NONE
         finding = update_pkey_index(dev, slave, inbox)
         update_gid(dev, inbox, slave & 0xFF)
         adjust_proxy_tun_qkey(dev, in_modifier, inbox)
+        if init2rtr_eth:
+            eth.update_vport_qp_param(dev, inbox, slave & 0xFF, in_modifier & 0x7FFFFF)
         return 0, finding
     return wrapper
 
 
 def _verify_qkey_gid_pkey(transition):
     def wrapper(dev, slave, in_modifier, inbox):
-        if dev.new:
+        if dev.profile.adjust_sched_queue:
             err = adjust_qp_sched_queue(dev, slave, inbox)
             if err:
                 return err, FINDING_NONE
@@ -283,7 +286,7 @@ sqd2rts_qp_wrapper = _verify_qkey_gid_pkey(QP_TRANS_SQD2RTS)
 
 
 def sqerr2rts_qp_wrapper(dev, slave, in_modifier, inbox):
-    if dev.new:
+    if dev.profile.adjust_sched_queue:
         err = adjust_qp_sched_queue(dev, slave, inbox)
         if err:
             return err, FINDING_NONE

@@ -13,6 +13,7 @@ from madpipe.codecs import qpc
 from madpipe.pipeline.mlx4 import device_reference as device_ref
 from madpipe.pipeline.mlx4 import paravirt
 from madpipe.pipeline.mlx4 import paravirt_reference as ref
+from madpipe.pipeline.mlx4.profiles import resolve
 from madpipe.pipeline.mlx4.trace import Trace
 
 
@@ -31,10 +32,11 @@ class Setup(NamedTuple):
     model: str          # "kernel" or "reference"
 
 
-def default_vfs(slaves: np.ndarray, master: int) -> int:
-    """Enough VFs for every real function in the trace: its largest slave, at most 79."""
+def default_vfs(slaves: np.ndarray, master: int, profile="mainline") -> int:
+    """Enough VFs for every real function in the trace: its largest slave, at most the profile's
+    MLX4_MAX_NUM_VF (64 at 3.7, 126 on mainline)."""
     largest = int(slaves.max()) if slaves.size else 0
-    return max(master, min(largest, paravirt.MFUNC_MAX - 1))
+    return max(master, min(largest, resolve(profile).max_num_vf))
 
 
 def rewrite_trace(trace: Trace, v2p: np.ndarray, setup: Setup) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,12 +97,12 @@ class Report:
                        result, reason, changes)
 
     def _rejected_by_sched_queue(self, i: int) -> bool:
-        """Profile new runs adjust_qp_sched_queue before verify: which of the two said -EINVAL."""
-        if self.setup.profile != "new":
+        """Mainline runs adjust_qp_sched_queue before verify: which of the two said -EINVAL."""
+        if not resolve(self.setup.profile).adjust_sched_queue:
             return False
         if self._device is None:
             s = self.setup
-            self._device = device_ref.Device(self.v2p, s.base_proxy_sqpn, master=s.master, profile="new",
+            self._device = device_ref.Device(self.v2p, s.base_proxy_sqpn, master=s.master, profile=s.profile,
                                              fw_reserved_qps=s.base_proxy_sqpn - 8)
         inbox = bytearray(self.trace.mailbox[i].tobytes())
         return ref.adjust_qp_sched_queue(self._device, int(self.trace.slave[i]), inbox) != 0
@@ -119,7 +121,7 @@ class Report:
         port_index = (int(self.trace.mailbox[i, qpc.MBOX_PRI_SCHED_QUEUE]) >> 6) & 1
         flat = (slave * paravirt.MAX_PORTS + port_index) * paravirt.MAX_PORT_PKEYS + index
         return (f"P_Key index {index} on port {port_index + 1} of slave {slave}: the C would read "
-                f"virt2phys_pkey at flat index {flat}, outside its {device_ref.V2P_ENTRIES} entries; the row is "
+                f"virt2phys_pkey at flat index {flat}, outside its {self.v2p.size} entries; the row is "
                 f"kept as it came in")
 
     def counts(self) -> dict:
@@ -165,7 +167,7 @@ def _setup_text(r: Report) -> str:
     s = r.setup
     vfs = f"VFs 1..{s.num_vfs}" if s.num_vfs else "no VFs"
     return (f"profile {s.profile}, {s.model}, base_proxy_sqpn {s.base_proxy_sqpn:#x} "
-            f"(tunnels from {paravirt.base_tunnel_sqpn(s.base_proxy_sqpn):#x}), master {s.master}, {vfs}, "
+            f"(tunnels from {paravirt.base_tunnel_sqpn(s.base_proxy_sqpn, s.profile):#x}), master {s.master}, {vfs}, "
             f"virt2phys_pkey: init_pkeys" + (f" + {s.pkey_map}" if s.pkey_map else ""))
 
 

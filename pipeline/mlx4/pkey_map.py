@@ -18,9 +18,10 @@ from madpipe.codecs.errors import MadpipeError
 from madpipe.pipeline.mlx4 import snoop
 
 
-def read_pkey_map(path: str, num_vfs: int, master: int = 0) -> np.ndarray:
-    """init_pkeys' virt2phys_pkey with the file's assignments applied (uint8[80, 2, 128])."""
-    _, v2p = snoop.init_pkeys(num_vfs=num_vfs, num_ports=2, pkey_table_len=128, master=master)
+def read_pkey_map(path: str, num_vfs: int, master: int = 0, profile="mainline") -> np.ndarray:
+    """init_pkeys' virt2phys_pkey with the file's assignments applied (``uint8[F, 2, 128]``, F the
+    profile's MLX4_MFUNC_MAX)."""
+    _, v2p = snoop.init_pkeys(num_vfs=num_vfs, num_ports=2, pkey_table_len=128, master=master, profile=profile)
     try:
         with open(path, "rb") as f:
             data = f.read()

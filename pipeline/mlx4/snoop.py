@@ -3,19 +3,22 @@
 ::
 
     from madpipe.pipeline.mlx4 import snoop
-    cache, v2p = snoop.init_pkeys(num_vfs=4, num_ports=2, pkey_table_len=128, master=0)
-    res = snoop.smp_snoop(cache, v2p, mads, port_num=1, status=0, num_vfs=4, master=0, profile="new")
+    cache, v2p = snoop.init_pkeys(num_vfs=4, num_ports=2, pkey_table_len=128, master=0, profile="mainline")
+    res = snoop.smp_snoop(cache, v2p, mads, port_num=1, status=0, num_vfs=4, master=0, profile="mainline")
     res.master_event.nonzero()    # frames that raised IB_EVENT_PKEY_CHANGE on the master
 
 ``mads`` is ``uint8[N, 256]`` (the requests, in frame order); ``port_num`` ``uint8[N]`` (1-based)
 or one int; ``status`` ``uint16[N]``, the status of firmware's answer to each request (the
 GetResp with the same TID), or one int. ``cache`` (``phys_pkey_cache``, ``uint16[2, 128]``) is
-updated in place, ``v2p`` (``virt2phys_pkey``, ``uint8[80, 2, 128]``) only read. The result is a
-:class:`SnoopResult`.
+updated in place, ``v2p`` (``virt2phys_pkey``, ``uint8[F, 2, 128]``, F the profile's
+``MLX4_MFUNC_MAX``: 80 at 3.7, 128 on mainline) only read. The result is a :class:`SnoopResult`.
 
 ``profile="3.7"`` is the seed commit (no VF events; ``port_mgmt_change_events=True`` skips the
-snoop, as when the device reports port-management changes itself); ``profile="new"`` is
-mainline (per-VF P_Key-change events from ``__propagate_pkey_ev``). The rules, including what
+snoop, as when the device reports port-management changes itself); ``profile="mainline"`` (or
+its older name ``"new"``) is mainline (per-VF P_Key-change events from ``__propagate_pkey_ev``
+for functions up to 127); a :class:`~madpipe.pipeline.mlx4.profiles.Profile` of your own sizes
+and rules the run (``MAINLINE.derive(mfunc_max=80, max_num_vf=64)``: mainline rules, 80
+functions). The rules, including what
 happens to block numbers past the table, are in :mod:`madpipe.pipeline.mlx4.snoop_reference`.
 
 PortInfo state: ``port_lid`` (``uint16[2]``, the LID firmware holds on each port, what the kernel
@@ -25,7 +28,7 @@ updated in place); leave them out to start from zeros (no LID assigned yet). The
 the arrays used.
 
 ``result.slave_events`` is compact (:class:`~madpipe.pipeline.mlx4.slave_events.SlaveEvents`):
-the MADs that raised VF events and the functions as bits; ``.dense()`` is the ``bool[N, 80]``
+the MADs that raised VF events and the functions as bits; ``.dense()`` is the ``bool[N, F]``
 that releases up to 0.1 returned, which ``dense=True`` still returns (deprecated, for one
 release).
 
@@ -43,6 +46,7 @@ import numpy as np
 
 from madpipe.codecs import wire
 from madpipe.pipeline.mlx4 import snoop_reference as _ref
+from madpipe.pipeline.mlx4.profiles import PROFILES, Profile, resolve
 from madpipe.pipeline.mlx4.slave_events import SlaveEvents
 from madpipe.pipeline.mlx4.snoop_kernels import smp_snoop_kernel
 
@@ -50,8 +54,6 @@ FINDING_NONE = _ref.FINDING_NONE        # nothing out of range
 FINDING_SPILL = _ref.FINDING_SPILL      # P_KeyTable block past the port's row, inside the table: applied
 FINDING_REFUSED = _ref.FINDING_REFUSED  # would leave the kernel's table (or bad port): not applied
 
-PROFILES = _ref.PROFILES
-MLX4_MFUNC_MAX = _ref.MLX4_MFUNC_MAX
 MLX4_MAX_PORTS = _ref.MLX4_MAX_PORTS
 MLX4_MAX_PORT_PKEYS = _ref.MLX4_MAX_PORT_PKEYS
 MAD_SIZE = 256
@@ -64,12 +66,12 @@ class SnoopResult:
     pkey_change_bitmap  uint32[N]    bit i: P_Key i of the block changed (P_KeyTable Sets)
     master_event        bool[N]      IB_EVENT_PKEY_CHANGE on the master (bitmap non-zero)
     slave_events        SlaveEvents  which function got a P_Key-change EQE for which MAD
-                                     (profile new), compact: ``.dense()`` is the bool[N, 80]
+                                     (mainline), compact: ``.dense()`` is the bool[N, F]
                                      matrix, ``.pairs()`` its (mad, function) pairs; with
-                                     ``smp_snoop(..., dense=True)`` the bool[N, 80] itself
+                                     ``smp_snoop(..., dense=True)`` the bool[N, F] itself
     slave_rows          int64[E]     the MADs that raised any slave event, in order, and for each
     slave_bits          uint64[E, 2] the functions as bits (f: bit f % 64 of word f // 64). The
-                                     kernel writes only these, not 80 bytes for every MAD
+                                     kernel writes only these, not F bytes for every MAD
     finding             int8[N]      FINDING_NONE, FINDING_SPILL or FINDING_REFUSED
     lid_change          bool[N]      IB_EVENT_LID_CHANGE on the master: a Set(PortInfo) whose LID
                                      differs from the port's LID before it (profile new also
@@ -97,6 +99,7 @@ class SnoopResult:
     sm_lid: np.ndarray
     sm_sl: np.ndarray
     dense: bool = field(default=False, compare=False)
+    num_functions: int = field(default=128, compare=False)
     _dense_events: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -105,9 +108,9 @@ class SnoopResult:
     @property
     def slave_events(self) -> SlaveEvents | np.ndarray:
         """The slave events as :class:`SlaveEvents` (a view of slave_rows and slave_bits), or,
-        for a result of ``smp_snoop(..., dense=True)``, as the ``bool[N, 80]`` of releases up to
-        0.1 (made once, then the same array)."""
-        events = SlaveEvents(self.slave_rows, self.slave_bits, len(self.finding), MLX4_MFUNC_MAX)
+        for a result of ``smp_snoop(..., dense=True)``, as the ``bool[N, F]`` of releases up to
+        0.1 (made once, then the same array); F is the profile's ``MLX4_MFUNC_MAX``."""
+        events = SlaveEvents(self.slave_rows, self.slave_bits, len(self.finding), self.num_functions)
         if not self.dense:
             return events
         if self._dense_events is None:
@@ -115,7 +118,8 @@ class SnoopResult:
         return self._dense_events
 
     @classmethod
-    def empty(cls, n: int, port_lid, sm_lid, sm_sl, dense: bool = False) -> "SnoopResult":
+    def empty(cls, n: int, port_lid, sm_lid, sm_sl, dense: bool = False,
+              num_functions: int = 128) -> "SnoopResult":
         return cls(
             pkey_change_bitmap=np.zeros(n, dtype=np.uint32),
             master_event=np.zeros(n, dtype=np.bool_),
@@ -130,36 +134,42 @@ class SnoopResult:
             sm_lid=sm_lid,
             sm_sl=sm_sl,
             dense=dense,
+            num_functions=num_functions,
         )
 
 
-def init_pkeys(num_vfs: int = 4, num_ports: int = 2, pkey_table_len: int = 128, master: int = 0):
+def init_pkeys(num_vfs: int = 4, num_ports: int = 2, pkey_table_len: int = 128, master: int = 0,
+               profile="mainline"):
     """``init_pkeys`` of the seed commit: returns ``(cache, v2p)``.
 
+    ``v2p`` is ``uint8[F, 2, 128]``, F the profile's ``MLX4_MFUNC_MAX`` (128 on mainline, the
+    default; 80 at 3.7); ``num_vfs`` is at most its ``MLX4_MAX_NUM_VF`` (126; 64).
     ``v2p[slave, port - 1, i]`` for slave 0..num_vfs and i < pkey_table_len: ``i`` for the master
     (identity) and for index 0, ``pkey_table_len - 1`` (unassigned) otherwise;
     ``cache[port - 1, 0] = 0xFFFF``, everything else 0.
     """
-    _check_config(num_vfs, master, num_ports, pkey_table_len)
+    prof = resolve(profile)
+    _check_config(num_vfs, master, num_ports, pkey_table_len, prof)
     # The reference's loops, as whole-array writes (the tests compare the two).
     cache = np.zeros((MLX4_MAX_PORTS, MLX4_MAX_PORT_PKEYS), dtype=np.uint16)
-    v2p = np.zeros((MLX4_MFUNC_MAX, MLX4_MAX_PORTS, MLX4_MAX_PORT_PKEYS), dtype=np.uint8)
+    v2p = np.zeros(prof.v2p_shape, dtype=np.uint8)
     v2p[:num_vfs + 1, :num_ports, 1:pkey_table_len] = pkey_table_len - 1
     v2p[master, :num_ports, :pkey_table_len] = np.arange(pkey_table_len, dtype=np.uint8)
     cache[:num_ports, 0] = wire.IB_DEFAULT_PKEY_FULL
     return cache, v2p
 
 
-def smp_snoop(cache, v2p, mads, port_num, status, num_vfs: int = 4, master: int = 0, profile: str = "new", *,
+def smp_snoop(cache, v2p, mads, port_num, status, num_vfs: int = 4, master: int = 0, profile="new", *,
               num_ports: int = 2, pkey_table_len: int = 128, port_mgmt_change_events: bool = False,
               port_lid=None, sm_lid=None, sm_sl=None, dense: bool = False) -> SnoopResult:
     """Snoop a batch with the numba kernel; see the module docstring."""
     args = _prepare(cache, v2p, mads, port_num, status, num_vfs, master, profile, num_ports, pkey_table_len,
                     port_lid, sm_lid, sm_sl)
-    mads, port_num, status, port_lid, sm_lid, sm_sl = args
-    res = SnoopResult.empty(mads.shape[0], port_lid, sm_lid, sm_sl, _dense_requested(dense))
+    prof, mads, port_num, status, port_lid, sm_lid, sm_sl = args
+    res = SnoopResult.empty(mads.shape[0], port_lid, sm_lid, sm_sl, _dense_requested(dense), prof.mfunc_max)
     n_slave = smp_snoop_kernel(mads, port_num, status, cache, v2p, port_lid, sm_lid, sm_sl,
-                               num_vfs, master, num_ports, pkey_table_len, profile == "new",
+                               num_vfs, master, num_ports, pkey_table_len, prof.mfunc_max,
+                               prof.num_alias_guid_rec_in_port, prof.slave_events,
                                bool(port_mgmt_change_events), sys.byteorder == "little",
                                res.pkey_change_bitmap, res.master_event, res.slave_rows, res.slave_bits,
                                res.finding, res.lid_change, res.client_rereg, res.gid_change, res.snooped)
@@ -169,19 +179,19 @@ def smp_snoop(cache, v2p, mads, port_num, status, num_vfs: int = 4, master: int 
 
 
 def smp_snoop_reference(cache, v2p, mads, port_num, status, num_vfs: int = 4, master: int = 0,
-                        profile: str = "new", *, num_ports: int = 2, pkey_table_len: int = 128,
+                        profile="new", *, num_ports: int = 2, pkey_table_len: int = 128,
                         port_mgmt_change_events: bool = False, port_lid=None, sm_lid=None,
                         sm_sl=None, dense: bool = False) -> SnoopResult:
     """The same as :func:`smp_snoop`, computed by the pure-Python reference one MAD at a time."""
     args = _prepare(cache, v2p, mads, port_num, status, num_vfs, master, profile, num_ports, pkey_table_len,
                     port_lid, sm_lid, sm_sl)
-    mads, port_num, status, port_lid, sm_lid, sm_sl = args
-    res = SnoopResult.empty(mads.shape[0], port_lid, sm_lid, sm_sl, _dense_requested(dense))
+    prof, mads, port_num, status, port_lid, sm_lid, sm_sl = args
+    res = SnoopResult.empty(mads.shape[0], port_lid, sm_lid, sm_sl, _dense_requested(dense), prof.mfunc_max)
     state = _ref.SnoopState(cache, v2p, port_lid, sm_lid, sm_sl)
     n_slave = 0
     for n in range(mads.shape[0]):
         out = _ref.smp_snoop_one(state, mads[n], int(port_num[n]), int(status[n]), num_vfs=num_vfs, master=master,
-                                 profile=profile, num_ports=num_ports, pkey_table_len=pkey_table_len,
+                                 profile=prof, num_ports=num_ports, pkey_table_len=pkey_table_len,
                                  port_mgmt_change_events=bool(port_mgmt_change_events))
         res.pkey_change_bitmap[n] = out.pkey_change_bitmap
         res.master_event[n] = out.master_event
@@ -203,10 +213,16 @@ def smp_snoop_reference(cache, v2p, mads, port_num, status, num_vfs: int = 4, ma
 
 # -- argument checks ---------------------------------------------------------------------------
 
+def check_v2p(v2p, profile="new") -> None:
+    """Raise a one-line ValueError unless ``v2p`` is a ``uint8[F, 2, 128]`` for ``profile``."""
+    prof = resolve(profile)
+    _check_array("v2p", v2p, np.uint8, prof.v2p_shape, profile=prof)
+
+
 def _dense_requested(dense) -> bool:
     if dense:
         warnings.warn("smp_snoop(..., dense=True) is deprecated and goes in the next release: "
-                      "use result.slave_events.dense() for the bool[N, 80] matrix",
+                      "use result.slave_events.dense() for the bool[N, F] matrix",
                       DeprecationWarning, stacklevel=3)
     return bool(dense)
 
@@ -218,23 +234,25 @@ def _check_int(name: str, value, low: int, high: int) -> None:
         raise ValueError(f"{name} must be in {low}..{high}, got {value}")
 
 
-def _check_config(num_vfs, master, num_ports, pkey_table_len, profile="new") -> None:
-    _check_int("num_vfs", num_vfs, 0, MLX4_MFUNC_MAX - 1)
+def _check_config(num_vfs, master, num_ports, pkey_table_len, prof: Profile) -> None:
+    _check_int("num_vfs", num_vfs, 0, (1 << 31) - 1)
+    if num_vfs > prof.max_num_vf:
+        raise ValueError(f"num_vfs must be in 0..{prof.max_num_vf} (MLX4_MAX_NUM_VF of profile {prof.name}), "
+                         f"got {num_vfs}")
     _check_int("master", master, 0, num_vfs)
     _check_int("num_ports", num_ports, 1, MLX4_MAX_PORTS)
     _check_int("pkey_table_len", pkey_table_len, 1, MLX4_MAX_PORT_PKEYS)
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {', '.join(repr(p) for p in PROFILES)}, got {profile!r}")
 
 
-def _check_array(name: str, arr, dtype, shape, *, writeable: bool = False) -> None:
+def _check_array(name: str, arr, dtype, shape, *, writeable: bool = False, profile: Profile | None = None) -> None:
     if not isinstance(arr, np.ndarray):
         raise ValueError(f"{name} must be a numpy array of {np.dtype(dtype).name}, got {type(arr).__name__}")
     if arr.dtype != dtype:
         raise ValueError(f"{name} must have dtype {np.dtype(dtype).name}, got {arr.dtype}")
     if len(shape) != arr.ndim or any(want is not None and want != got for want, got in zip(shape, arr.shape)):
         want = "[" + ", ".join("N" if s is None else str(s) for s in shape) + "]"
-        raise ValueError(f"{name} must have shape {want}, got {list(arr.shape)}")
+        why = "" if profile is None else f" for profile {profile.name} (MLX4_MFUNC_MAX {profile.mfunc_max})"
+        raise ValueError(f"{name} must have shape {want}{why}, got {list(arr.shape)}")
     if not arr.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous (use np.ascontiguousarray)")
     if writeable and not arr.flags.writeable:
@@ -261,19 +279,20 @@ def _state(name: str, value, dtype):
 
 def _prepare(cache, v2p, mads, port_num, status, num_vfs, master, profile, num_ports, pkey_table_len,
              port_lid, sm_lid, sm_sl):
-    _check_config(num_vfs, master, num_ports, pkey_table_len, profile)
+    prof = resolve(profile)
+    _check_config(num_vfs, master, num_ports, pkey_table_len, prof)
     _check_array("cache", cache, np.uint16, (MLX4_MAX_PORTS, MLX4_MAX_PORT_PKEYS), writeable=True)
-    _check_array("v2p", v2p, np.uint8, (MLX4_MFUNC_MAX, MLX4_MAX_PORTS, MLX4_MAX_PORT_PKEYS))
+    _check_array("v2p", v2p, np.uint8, prof.v2p_shape, profile=prof)
     _check_array("mads", mads, np.uint8, (None, MAD_SIZE))
     n = mads.shape[0]
     port_num = _per_mad("port_num", port_num, np.uint8, n, 0xFF)
     status = _per_mad("status", status, np.uint16, n, 0xFFFF)
-    return (mads, port_num, status, _state("port_lid", port_lid, np.uint16), _state("sm_lid", sm_lid, np.uint16),
+    return (prof, mads, port_num, status, _state("port_lid", port_lid, np.uint16), _state("sm_lid", sm_lid, np.uint16),
             _state("sm_sl", sm_sl, np.uint8))
 
 
 __all__ = [
-    "FINDING_NONE", "FINDING_REFUSED", "FINDING_SPILL", "PROFILES", "SlaveEvents", "SnoopResult", "init_pkeys",
+    "FINDING_NONE", "FINDING_REFUSED", "FINDING_SPILL", "PROFILES", "Profile", "SlaveEvents", "SnoopResult", "init_pkeys",
     "smp_snoop",
     "smp_snoop_reference",
 ]

@@ -33,10 +33,8 @@ from madpipe.codecs.wire import (
 )
 from madpipe.pipeline.kernels.jit import njit
 
-MLX4_MFUNC_MAX = 80
 MLX4_MAX_PORTS = 2
 MLX4_MAX_PORT_PKEYS = 128
-NUM_ALIAS_GUID_REC_IN_PORT = 16
 
 FINDING_SPILL = 1
 FINDING_REFUSED = 2
@@ -46,7 +44,7 @@ LANE_LOW_BYTES = 0x00FF00FF00FF00FF
 
 
 @njit
-def pkey_block_masks(virt2phys_pkey, num_vfs, master, pkey_table_len):
+def pkey_block_masks(virt2phys_pkey, num_vfs, master, pkey_table_len, mfunc_max):
     """``mask[port - 1, blk, slave]`` bit ``i``: value ``32 * blk + i`` appears in the VF's row.
 
     Rows are scanned over ``0:pkey_table_len``; the master and functions past ``num_vfs`` get no
@@ -54,7 +52,7 @@ def pkey_block_masks(virt2phys_pkey, num_vfs, master, pkey_table_len):
     of ``__propagate_pkey_ev`` for every block a MAD can reach without leaving the table (0..7).
     Slaves last, so a changed block reads its functions' masks from one run of memory.
     """
-    mask = np.zeros((MLX4_MAX_PORTS, 8, MLX4_MFUNC_MAX), dtype=np.uint32)
+    mask = np.zeros((MLX4_MAX_PORTS, 8, mfunc_max), dtype=np.uint32)
     for slave in range(num_vfs + 1):
         if slave == master:
             continue
@@ -93,7 +91,8 @@ def _lanes_differing(x, little_endian):
 
 @njit
 def smp_snoop_kernel(mads, port_num, status, phys_pkey_cache, virt2phys_pkey, port_lid, sm_lid, sm_sl,
-                     num_vfs, master, num_ports, pkey_table_len, profile_new, port_mgmt_change_events,
+                     num_vfs, master, num_ports, pkey_table_len, mfunc_max, num_alias_guid_rec,
+                     profile_new, port_mgmt_change_events,
                      little_endian,
                      pkey_change_bitmap, master_event, slave_rows, slave_bits, finding, lid_change,
                      client_rereg, gid_change, snooped):
@@ -101,7 +100,8 @@ def smp_snoop_kernel(mads, port_num, status, phys_pkey_cache, virt2phys_pkey, po
 
     mads uint8[N, 256]; port_num uint8[N]; status uint16[N]; phys_pkey_cache uint16[2, 128],
     port_lid uint16[2], sm_lid uint16[2], sm_sl uint8[2] (updated); virt2phys_pkey
-    uint8[80, 2, 128] (read). Outputs, zeroed by the caller: pkey_change_bitmap uint32[N],
+    uint8[mfunc_max, 2, 128] (read). Sizes from the profile: mfunc_max (MLX4_MFUNC_MAX, at most
+    128), num_alias_guid_rec (NUM_ALIAS_GUID_REC_IN_PORT); profile_new: its slave_events rule. Outputs, zeroed by the caller: pkey_change_bitmap uint32[N],
     master_event, lid_change, client_rereg, gid_change, snooped bool[N], finding int8[N].
     Slave events, sparse (most MADs raise none): for the e-th MAD that raised any,
     slave_rows[e] (int64) is its index and slave_bits[e] (uint64[2]) the functions (f: bit f % 64
@@ -109,7 +109,7 @@ def smp_snoop_kernel(mads, port_num, status, phys_pkey_cache, virt2phys_pkey, po
     """
     n_mads = mads.shape[0]
     mads64 = mads.view(np.uint64)
-    masks = pkey_block_masks(virt2phys_pkey, num_vfs, master, pkey_table_len)
+    masks = pkey_block_masks(virt2phys_pkey, num_vfs, master, pkey_table_len, mfunc_max)
     # The cache in wire order (big-endian P_Keys), four to a word, for the whole batch: a Set's
     # block is compared with it and copied into it word for word, no byte swapping per MAD.
     # Written back to phys_pkey_cache at the end.
@@ -196,7 +196,7 @@ def smp_snoop_kernel(mads, port_num, status, phys_pkey_cache, virt2phys_pkey, po
             if profile_new:
                 attr_mod = ((np.int64(mads[n, MAD_ATTR_MOD]) << 24) | (np.int64(mads[n, MAD_ATTR_MOD + 1]) << 16)
                             | (np.int64(mads[n, MAD_ATTR_MOD + 2]) << 8) | np.int64(mads[n, MAD_ATTR_MOD + 3]))
-                if attr_mod >= NUM_ALIAS_GUID_REC_IN_PORT:
+                if attr_mod >= num_alias_guid_rec:
                     finding[n] = FINDING_REFUSED
                     continue
                 gid_change[n] = True

@@ -6,7 +6,8 @@ Written line by line from the C (``drivers/infiniband/hw/mlx4/mad.c``: ``ib_proc
 numba kernels in :mod:`madpipe.pipeline.mlx4.snoop_kernels` must agree with it bit for bit; the tests
 check that. Users call it through :func:`madpipe.pipeline.mlx4.snoop.smp_snoop_reference`.
 
-Two profiles:
+Two built-in profiles (:mod:`madpipe.pipeline.mlx4.profiles`; a derived one follows its
+``slave_events`` rule and its sizes):
 
 - ``"3.7"``: the seed commit (mlx4: Implement QP paravirtualization and maintain
   phys_pkey_cache for smp_snoop, v3.7-rc1). The master keeps ``phys_pkey_cache`` and raises one
@@ -14,7 +15,7 @@ Two profiles:
   raises nothing on the master; PortInfo events go to the master only. With
   ``port_mgmt_change_events`` (``MLX4_DEV_CAP_FLAG_PORT_MNG_CHG_EV``) ``ib_process_mad`` skips
   ``smp_snoop`` altogether.
-- ``"new"``: mainline. Same P_Key bookkeeping plus ``__propagate_pkey_ev`` (one P_Key-change
+- ``"mainline"`` (alias ``"new"``): mainline. Same P_Key bookkeeping plus ``__propagate_pkey_ev`` (one P_Key-change
   EQE per VF that maps a changed index), LID-change and client-reregister forwarded to every
   VF (``mlx4_gen_slaves_port_mgt_ev``), and Set(GUIDInfo) handed to the alias-GUID code. The
   port-management-change capability is tested inside each case; for the three cases modelled
@@ -22,7 +23,8 @@ Two profiles:
 
 State (all numpy arrays, read and written one element at a time, named as in the kernel):
 
-- ``phys_pkey_cache`` ``uint16[2, 128]`` and ``virt2phys_pkey`` ``uint8[80, 2, 128]``.
+- ``phys_pkey_cache`` ``uint16[2, 128]`` and ``virt2phys_pkey`` ``uint8[F, 2, 128]``, F the
+  profile's ``MLX4_MFUNC_MAX`` (80 at 3.7, 128 on mainline: :mod:`.profiles`).
 - ``port_lid`` ``uint16[2]``: the LID firmware holds for each port, i.e. what
   ``ib_query_port`` returns as ``prev_lid`` before a Set(PortInfo) is passed to firmware. A
   Set(PortInfo) answered with status 0 stores its LID there (firmware applied it), even when
@@ -48,8 +50,11 @@ kernel's array, refuse what would leave it, and report both):
 - A ``port_num`` outside ``1..num_ports`` (the IB core never hands one to the driver) on a Set
   of PortInfo, P_KeyTable or GUIDInfo that firmware accepted: refused with ``FINDING_REFUSED``.
 
-The kernel loops over ``caps.sqp_demux`` functions and skips inactive ones; the model takes
-functions ``0..num_vfs`` other than the master as the active VFs.
+Mainline's ``__propagate_pkey_ev`` loops ``for (slave = 0; slave < dev->dev->caps.sqp_demux;
+slave++)`` (mad.c:339) and skips the master and inactive functions (``mlx4_is_slave_active``);
+``caps.sqp_demux`` is ``MLX4_MAX_NUM_SLAVES`` = 128 on a mainline master. The model takes
+functions ``0..num_vfs`` as the active ones (``num_vfs`` at most ``MLX4_MAX_NUM_VF``, 126), so
+function 127 has a row but never an event.
 """
 from __future__ import annotations
 
@@ -79,9 +84,10 @@ from madpipe.codecs.wire import (
     PORT_INFO_SM_LID,
     SMP_DATA,
 )
+from madpipe.pipeline.mlx4.profiles import PROFILES, resolve
 
-# Sizes (include/linux/mlx4/device.h, drivers/infiniband/hw/mlx4/mlx4_ib.h)
-MLX4_MFUNC_MAX = 80
+# Sizes (include/linux/mlx4/device.h, drivers/infiniband/hw/mlx4/mlx4_ib.h); MLX4_MFUNC_MAX is the
+# profile's.
 MLX4_MAX_PORTS = 2
 MLX4_MAX_PORT_PKEYS = 128
 NUM_ALIAS_GUID_REC_IN_PORT = 16
@@ -90,7 +96,7 @@ FINDING_NONE = 0
 FINDING_SPILL = 1
 FINDING_REFUSED = 2
 
-PROFILES = ("3.7", "new")
+__all__ = ["PROFILES", "SnoopOutcome", "SnoopState", "init_pkeys", "propagate_pkey_ev", "smp_snoop_one"]
 
 
 @dataclass
@@ -135,13 +141,14 @@ def _be32(buf: bytes, offset: int) -> int:
     return (buf[offset] << 24) | (buf[offset + 1] << 16) | (buf[offset + 2] << 8) | buf[offset + 3]
 
 
-def init_pkeys(num_vfs: int, num_ports: int, pkey_table_len: int = 128, master: int = 0):
+def init_pkeys(num_vfs: int, num_ports: int, pkey_table_len: int = 128, master: int = 0, profile="mainline"):
     """``init_pkeys`` (main.c, master only): returns ``(phys_pkey_cache, virt2phys_pkey)``.
 
-    ``pkey_table_len`` is ``phys_caps.pkey_phys_table_len[port]`` (the same for every port).
+    ``pkey_table_len`` is ``phys_caps.pkey_phys_table_len[port]`` (the same for every port);
+    ``virt2phys_pkey`` has the profile's ``MLX4_MFUNC_MAX`` rows.
     """
     phys_pkey_cache = np.zeros((MLX4_MAX_PORTS, MLX4_MAX_PORT_PKEYS), dtype=np.uint16)
-    virt2phys_pkey = np.zeros((MLX4_MFUNC_MAX, MLX4_MAX_PORTS, MLX4_MAX_PORT_PKEYS), dtype=np.uint8)
+    virt2phys_pkey = np.zeros(resolve(profile).v2p_shape, dtype=np.uint8)
     for slave in range(num_vfs + 1):
         for port in range(1, num_ports + 1):
             for i in range(pkey_table_len):
@@ -157,13 +164,19 @@ def init_pkeys(num_vfs: int, num_ports: int, pkey_table_len: int = 128, master: 
     return phys_pkey_cache, virt2phys_pkey
 
 
-def active_slaves(num_vfs: int, master: int) -> list[int]:
-    """The functions the master sends VF events to: ``0..num_vfs`` except the master."""
-    return [slave for slave in range(num_vfs + 1) if slave != master]
+def active_slaves(num_vfs: int, master: int, profile="mainline") -> list[int]:
+    """The functions the master sends VF events to, in the C's order.
+
+    Mainline: ``for (slave = 0; slave < caps.sqp_demux; slave++)``, skipping the master and the
+    inactive (``mlx4_is_slave_active``: here, past ``num_vfs``). The seed sends none, but its
+    PortInfo events were written ``for (slave = 0; slave <= num_vfs; ++slave)``: the same list.
+    """
+    sqp_demux = resolve(profile).max_num_slaves
+    return [slave for slave in range(sqp_demux) if slave != master and slave <= num_vfs]
 
 
 def propagate_pkey_ev(virt2phys_pkey, port_num: int, block: int, change_bitmap: int, *,
-                      num_vfs: int, master: int, pkey_table_len: int = 128) -> list[int]:
+                      num_vfs: int, master: int, pkey_table_len: int = 128, profile="mainline") -> list[int]:
     """``__propagate_pkey_ev`` (profile new): the VFs that get one P_Key-change EQE.
 
     A VF gets it when any changed index ``i + 32 * block`` equals any entry of its
@@ -173,7 +186,7 @@ def propagate_pkey_ev(virt2phys_pkey, port_num: int, block: int, change_bitmap: 
     changed entries spilled into the other port's cache row.
     """
     slaves = []
-    for slave in active_slaves(num_vfs, master):
+    for slave in active_slaves(num_vfs, master, profile):
         row = virt2phys_pkey[slave, port_num - 1, 0:pkey_table_len].tolist()
         for i in range(32):
             if not change_bitmap & (1 << i):
@@ -185,9 +198,10 @@ def propagate_pkey_ev(virt2phys_pkey, port_num: int, block: int, change_bitmap: 
 
 
 def smp_snoop_one(state: SnoopState, mad, port_num: int, status: int, *, num_vfs: int, master: int = 0,
-                  profile: str = "new", num_ports: int = 2, pkey_table_len: int = 128,
+                  profile="new", num_ports: int = 2, pkey_table_len: int = 128,
                   port_mgmt_change_events: bool = False) -> SnoopOutcome:
     """Snoop one MAD (the request) whose firmware answer had ``status``; updates ``state``."""
+    profile = resolve(profile)
     mad = bytes(mad)
     out = SnoopOutcome()
     mgmt_class = mad[MAD_MGMT_CLASS]
@@ -238,9 +252,9 @@ def _snoop_port_info(state, data, port_num, prev_lid, out, *, profile, num_vfs, 
 
     if data[PORT_INFO_CLIENTREREG_RESV_SUBNETTO] & 0x80:
         out.client_rereg = True
-        if profile == "new":
+        if profile.slave_events:
             # handle_client_rereg_event: mlx4_gen_slaves_port_mgt_ev first, then the master
-            for slave in active_slaves(num_vfs, master):
+            for slave in active_slaves(num_vfs, master, profile):
                 out.events.append((slave, port_num, "MLX4_EQ_PORT_INFO_CLIENT_REREG_MASK"))
         out.events.append(("master", port_num, "IB_EVENT_CLIENT_REREGISTER"))
 
@@ -248,8 +262,8 @@ def _snoop_port_info(state, data, port_num, prev_lid, out, *, profile, num_vfs, 
         out.lid_change = True
         # handle_lid_change_event: the master first, then every VF (profile new)
         out.events.append(("master", port_num, "IB_EVENT_LID_CHANGE"))
-        if profile == "new":
-            for slave in active_slaves(num_vfs, master):
+        if profile.slave_events:
+            for slave in active_slaves(num_vfs, master, profile):
                 out.events.append((slave, port_num, "MLX4_EQ_PORT_INFO_LID_CHANGE_MASK"))
 
 
@@ -276,9 +290,10 @@ def _snoop_pkey_table(state, data, attr_mod, port_num, out, *, profile, num_vfs,
     if pkey_change_bitmap:
         out.master_event = True
         out.events.append(("master", port_num, "IB_EVENT_PKEY_CHANGE"))
-        if profile == "new":
+        if profile.slave_events:
             out.slave_events = propagate_pkey_ev(state.virt2phys_pkey, port_num, bn, pkey_change_bitmap,
-                                                 num_vfs=num_vfs, master=master, pkey_table_len=pkey_table_len)
+                                                 num_vfs=num_vfs, master=master, pkey_table_len=pkey_table_len,
+                                                 profile=profile)
             for slave in out.slave_events:
                 out.events.append((slave, port_num, "MLX4_DEV_PMC_SUBTYPE_PKEY_TABLE"))
 
@@ -286,10 +301,10 @@ def _snoop_pkey_table(state, data, attr_mod, port_num, out, *, profile, num_vfs,
 def _snoop_guid_info(attr_mod, out, *, profile):
     # "paravirtualized master's guid is guid 0 -- does not change": no IB_EVENT_GID_CHANGE on
     # the master in either profile
-    if profile == "new":
+    if profile.slave_events:
         # mlx4_ib_update_cache_on_guid_change(dev, attr_mod, ...) reads
         # ports_guid[port - 1].all_rec_per_port[attr_mod] without a bounds check
-        if attr_mod >= NUM_ALIAS_GUID_REC_IN_PORT:
+        if attr_mod >= profile.num_alias_guid_rec_in_port:
             out.finding = FINDING_REFUSED
             return
         out.gid_change = True

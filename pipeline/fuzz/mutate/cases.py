@@ -41,21 +41,26 @@ class BatchConfig:
 
 def batch_config(seed: int, batch_no: int) -> BatchConfig:
     r = CaseRng(seed ^ 0x5EED_BA7C, np.array([batch_no]))
+    snoop_profile = "new" if batch_no % 2 == 0 else "3.7"
     num_vfs = int(r.pick("num_vfs", [1, 2, 3, 4, 8, 16, 63, 78, 79])[0])
+    if snoop_profile == "3.7":
+        num_vfs = min(num_vfs, 64)                      # MLX4_MAX_NUM_VF at 3.7
+    elif r.chance("past 80 functions", 0.3)[0]:
+        num_vfs = int(r.pick("many vfs", [80, 100, 125, 126])[0])   # mainline's 128-function tables
     master = 0 if r.chance("master?", 0.85)[0] else int(r.below("master", num_vfs + 1)[0])
-    p = 8 * (1 + int(r.below("P", (1 << 21) - 2 * 80 - 2)[0]))
+    p = 8 * (1 + int(r.below("P", (1 << 21) - 2 * 128 - 2)[0]))
     if r.chance("P small", 0.5)[0]:
         p = int(r.pick("P choice", [8, 16, 64, 128, 0x40, 0x1000])[0])
     return BatchConfig(
         batch_no=batch_no,
-        snoop_profile="new" if batch_no % 2 == 0 else "3.7",
+        snoop_profile=snoop_profile,
         num_vfs=num_vfs,
         snoop_master=master,
         pkey_table_len=int(r.pick("table_len", [128, 128, 128, 128, 64, 127, 1])[0]),
         port_mgmt_change_events=bool(r.chance("pmce", 0.1)[0]),
         random_cache=bool(r.chance("random cache", 0.5)[0]),
         paravirt_profile="3.7" if (batch_no // 2) % 2 == 0 else "new",
-        paravirt_master=0 if r.chance("pv master?", 0.8)[0] else int(r.below("pv master", 80)[0]),
+        paravirt_master=0 if r.chance("pv master?", 0.8)[0] else int(r.below("pv master", 64)[0]),
         base_proxy_sqpn=p,
         fw_reserved_qps=int(r.pick("fw reserved", [0, 0, 0, 64, 0x10000])[0]),
         rng_key=(seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF, batch_no & 0xFFFFFFFF),

@@ -32,7 +32,7 @@ def snoop_state(cfg):
     """The batch's starting state: init_pkeys, VF rows set as an operator would, maybe a random cache."""
     from madpipe.pipeline.mlx4 import snoop
 
-    cache, v2p = snoop.init_pkeys(cfg.num_vfs, 2, cfg.pkey_table_len, cfg.snoop_master)
+    cache, v2p = snoop.init_pkeys(cfg.num_vfs, 2, cfg.pkey_table_len, cfg.snoop_master, profile=cfg.snoop_profile)
     rng = cfg.rng("snoop state")
     for slave in range(cfg.num_vfs + 1):
         if slave == cfg.snoop_master:
