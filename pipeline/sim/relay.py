@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from madpipe.pipeline.sim.processes import busy_port
@@ -63,6 +64,10 @@ class Relay:
     It listens on ``host``:``listen_base``..+10 and talks to ibsim at ``host``:``sim_base``..+10.
     A CONNECT is forwarded with the client's data port replaced by a relay socket of its own, so
     ibsim sends that slot's traffic to the relay, which passes it on to the client.
+
+    ``answer_hook(connection, datagram) -> datagram``, when set, may rewrite what ibsim sends a
+    client before it is recorded and passed on (the fuzzer's malicious fabric); it runs on the
+    relay's thread.
     """
 
     def __init__(self, listen_base: int, sim_base: int, host: str = "127.0.0.1"):
@@ -79,6 +84,7 @@ class Relay:
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self.error: BaseException | None = None
+        self.answer_hook: Callable[[Connection, bytes], bytes] | None = None
 
     def _sock(self, bind: tuple[str, int]) -> socket.socket:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -249,5 +255,7 @@ class Relay:
         self._send(self._upstream[conn.index], data)
 
     def _from_sim_data(self, data: bytes, conn: Connection, ts: int) -> None:
+        if self.answer_hook is not None:
+            data = self.answer_hook(conn, data)
         self.datagrams.append(Datagram(ts, conn.index, FROM_SIM, data))
         self._send(self._slot_socks[conn.slot], data, conn.client)
