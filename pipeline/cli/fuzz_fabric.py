@@ -24,8 +24,8 @@ EXAMPLE = """  opensm    (alone) opensm --once against ibsim (--sim, default net
 
 FABRIC_EXAMPLES = """
   madpipe fuzz --target diags --tool smpquery --seed 1 --count 200 -w diag-findings/
-  madpipe fuzz --target opensm --seed 1 --count 100 -w osm-findings/
-  madpipe fuzz --target diags --tool ibnetdiscover --seed 1 --replay 1:37 --only 5"""
+  madpipe fuzz --target opensm --seed 1 --count 100 --keep 1 -w osm-findings/
+  madpipe fuzz --target diags --tool ibnetdiscover --replay 1:137 --only 1"""
 
 
 def add_arguments(p) -> None:

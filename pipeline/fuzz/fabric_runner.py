@@ -89,15 +89,17 @@ def plan_of(edits: list[tuple[str, Edit]]) -> dict[str, list[Edit]]:
     return plan
 
 
-def minimise(target: FabricTarget, out: Outcome, signature, budget: float = 90.0) -> tuple[list[int], Outcome | None]:
+def minimise(target: FabricTarget, out: Outcome, signature, budget: float | None = None
+             ) -> tuple[list[int], Outcome | None]:
     """The fewest of the case's edits (1-based numbers) that still give ``signature``, and that run.
 
     Runs of edits are dropped while the finding stays, halves first, then quarters, down to one
     edit at a time, last first (a hang costs a run of ``hang_seconds``: halving keeps them few).
     (all, None) when the whole case does not give it again (a finding that depends on timing).
-    After ``budget`` seconds it stops with what it has (hangs and slow tools make every try long).
+    After ``budget`` seconds (default 15 hang timeouts) it stops with what it has: a hang makes
+    every try as long as the hang timeout.
     """
-    deadline = time.monotonic() + budget
+    deadline = time.monotonic() + (15 * target.hang_seconds if budget is None else budget)
     edits = out.edits
     keep = list(range(1, len(edits) + 1))
     last = target.run_case(out.case, plan_of(edits))

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from madpipe.codecs import mad as madc
-from madpipe.codecs import perf
+from madpipe.codecs import perf, wire
 from madpipe.codecs import smp as smpc
-from madpipe.codecs import wire
 from madpipe.codecs.field_table import Field
 from madpipe.pipeline.fuzz.mutate.fields import interesting_for, mad_fields
 from madpipe.pipeline.fuzz.mutate.rng import CaseRng

@@ -87,8 +87,12 @@ def first_hca(topology: str) -> str | None:
     return m.group(1) if m else None
 
 
-def _allow_core() -> None:  # in the child, before the tool: let a crash leave its core
-    resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+def _allow_core() -> None:  # in the child, before the tool: let a crash leave its core (as far as allowed)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))
+    except (ValueError, OSError):
+        pass
 
 
 class FabricTarget:

@@ -63,7 +63,7 @@ def crash_site(frames: list[str]) -> str | None:
         if not m or _NOISE.match(m.group(2)) or _LIBC_SOURCE.match(m.group(3) or ""):
             continue
         if m.group(3):
-            return f"{m.group(2)} ({m.group(3)})"
+            return f"{m.group(2)} ({os.path.basename(m.group(3))})"
         lib = os.path.basename(m.group(4) or "")
         if lib.startswith(("libc.so", "libc-")):
             continue
