@@ -271,3 +271,28 @@ def test_a_planted_bug_is_found_minimised_saved_and_replayed(kind, planted, tmp_
     text = capsys.readouterr().out
     assert ("crash:" if kind == "crash" else "sanitizer:") in text and "attr.num_ports" in text
     assert leftover_processes() == []
+
+
+def test_the_relay_times_out_a_request_no_response_matches_as_the_kernel_does():
+    """umad2sim has no send timeouts: a lost or rewritten answer would leave opensm waiting for ever.
+    With send_timeout the relay returns the request with status 110 (ETIMEDOUT), as a kernel would."""
+    from madpipe.codecs import mad as madc
+    from madpipe.pipeline.sim.capture import SimCapture
+    from madpipe.pipeline.sim.protocol import SimClient, SimRequest
+
+    need_fabric_tools()
+    mad = build.smp_mad(madc.IB_MGMT_METHOD_GET, smpc.IB_SMP_ATTR_NODE_INFO, b"", tid=0x4242, directed=True)
+    with SimCapture("net.2sw2path4hca") as sim:
+        sim.relay.send_timeout = 0.3
+        sim.relay.answer_hook = lambda conn, d: d[:40] + bytes(8) + d[48:]  # the answer's TID zeroed
+        with SimClient(sim.host, sim.port, node="Hca1") as client:
+            client.send(SimRequest(0xFFFF, 0xFFFF, 0, 0, 0, mad))
+            answer = client.recv(2.0)
+            assert answer is not None and answer.response and answer.tid == 0
+            timed_out = client.recv(2.0)
+            assert timed_out is not None and not timed_out.response and timed_out.status == 110
+            assert timed_out.tid & 0xFFFFFFFF == 0x4242
+            sim.relay.answer_hook = None  # an answer that matches: no timeout after it
+            client.send(SimRequest(0xFFFF, 0xFFFF, 0, 0, 0, mad))
+            assert client.recv(2.0).response and client.recv(0.8) is None
+        assert sim.relay.counts["timed out (emulated)"] == 1

@@ -46,7 +46,8 @@ DIAGS = ("ibnetdiscover", "smpquery", "perfquery")
 DEFAULT_RATE = {"opensm": 0.05, "ibnetdiscover": 0.1, "smpquery": 1.0, "perfquery": 1.0}
 SMPQUERY_OPS = ("nodeinfo", "portinfo", "switchinfo", "pkeys", "nodedesc")
 DR_PATHS = ("0", "0,1", "0,1,1", "0,1,2", "0,1,3")
-DIAG_TIMEOUT_MS = "200"  # libibmad's per-MAD timeout: an answer the tool drops costs little
+DIAG_TIMEOUT_MS = "200"
+OPENSM_SEND_TIMEOUT = 0.8  # opensm's transaction timeout (200 ms) times its tries (4), as the kernel does  # libibmad's per-MAD timeout: an answer the tool drops costs little
 CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGTRAP,
                  signal.SIGSYS}
 
@@ -126,6 +127,8 @@ class FabricTarget:
         self.sim.start()
         try:
             self.sim.relay.answer_hook = self._hook
+            if kind == "opensm":  # its sweep waits on the kernel's send timeouts, which umad2sim lacks
+                self.sim.relay.send_timeout = OPENSM_SEND_TIMEOUT
             self._fabric_up()
         except BaseException:
             self.close()
