@@ -74,7 +74,7 @@ class Outcome:
     output: str
     exchanges: list[Exchange]
     findings: list[Finding] = field(default_factory=list)
-    requests: list[int] = field(default_factory=list)  # TIDs the tool sent
+    requests: list[tuple[int, int]] = field(default_factory=list)  # (TID, attribute) of what the tool sent
     datagrams: list = field(default_factory=list)
 
     @property
@@ -246,8 +246,9 @@ class FabricTarget:
             self._armed = False
         out = Outcome(case, tool, [tool, *args], rc, output, list(self._exchanges))
         out.datagrams = list(relay.datagrams)
-        out.requests = [SimRequest.unpack(d.data).tid for d in out.datagrams
-                        if d.direction == "to_sim" and len(d.data) == SIM_REQUEST_SIZE]
+        out.requests = [(int.from_bytes(d.data[SIM_REQUEST_MAD_OFFSET + 8:SIM_REQUEST_MAD_OFFSET + 16], "big"),
+                         int.from_bytes(d.data[SIM_REQUEST_MAD_OFFSET + 16:SIM_REQUEST_MAD_OFFSET + 18], "big"))
+                        for d in out.datagrams if d.direction == "to_sim" and len(d.data) == SIM_REQUEST_SIZE]
         self._judge(out)
         if out.tool != "opensm" and (out.returncode is None or out.returncode < 0) and self._why != "ibsim":
             # A client that dies never says DISCONNECT: ibsim keeps its slot (10 in all), so start afresh.
@@ -321,8 +322,11 @@ class FabricTarget:
     def _wrong_answer(self, out: Outcome) -> None:
         args = [a for a in out.argv[1:] if a not in ("-t", DIAG_TIMEOUT_MS, "-D")]
         op = args[0]
-        asked = {t & 0xFFFFFFFF for t in out.requests}
-        answer = next((x for x in out.exchanges if x.tid & 0xFFFFFFFF in asked), None)
+        attr = checks.SMPQUERY_ATTRS.get(op)
+        # What smpquery printed is the last answer it took (libibmad matches TID bits 0-31) to a
+        # query for that attribute: a redirect or a retry asks again.
+        asked = {tid & 0xFFFFFFFF for tid, attr_id in out.requests if attr_id == attr}
+        answer = next((x for x in reversed(out.exchanges) if x.tid & 0xFFFFFFFF in asked), None)
         if answer is None:
             return
         port = int(args[2]) if op == "portinfo" and len(args) > 2 else 0
