@@ -134,7 +134,10 @@ def print_summary(s, opts, stats, out) -> None:
     mutated = sorted(((k[8:], n) for k, n in stats.items() if k.startswith("mutated ")), key=lambda kv: -kv[1])
     if mutated:
         out.write("  mutated answers: " + ", ".join(f"{k} {n:,}" for k, n in mutated) + "\n")
-    rest = {k: n for k, n in stats.items() if not k.startswith("mutated") and k not in ("exchanges", "runs")}
+    fields = sorted(((k[6:], n) for k, n in stats.items() if k.startswith("field ")), key=lambda kv: -kv[1])
+    if fields:
+        out.write(f"  {len(fields)} fields edited, most: " + ", ".join(f"{k} {n:,}" for k, n in fields[:8]) + "\n")
+    rest = {k: n for k, n in stats.items() if not k.startswith(("mutated", "field ")) and k not in ("exchanges", "runs")}
     if rest:
         out.write("  " + ", ".join(f"{n:,} {k}" for k, n in sorted(rest.items())) + "\n")
     if not s.groups:

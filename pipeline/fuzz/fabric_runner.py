@@ -203,6 +203,8 @@ def stats_of(target: FabricTarget) -> Counter:
     c = Counter(target.stats)
     for name, n in target.mutated.items():
         c[f"mutated {name}"] = n
+    for name, n in target.fields.items():
+        c[f"field {name}"] = n
     return c
 
 
