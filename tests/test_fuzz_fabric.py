@@ -192,6 +192,8 @@ def test_a_short_seeded_run_ends_cleanly(argv, tmp_path, capsys):
     summary = lines[-1]
     assert summary["type"] == "summary" and summary["runs"] == int(argv[argv.index("--count") + 1])
     assert summary["stats"]["exchanges"] >= 200 and summary["stats"]["mutated"] > 0
+    edited = {k for k in summary["stats"] if k.startswith("field ")}
+    assert len(edited) >= 10 and sum(summary["stats"][k] for k in edited) >= summary["stats"]["mutated"]
     assert leftover_processes() == []
     assert _udp_ports() <= before
     for rec in lines[:-1]:  # every finding kept names how to get it again
