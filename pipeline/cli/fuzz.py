@@ -93,7 +93,7 @@ def register(sub) -> None:
                    help="files: the full madpipe report (matplotlib, ~1 s) on one case in N (default 64; 1 = all)")
     p.add_argument("--hang-seconds", type=float, metavar="S",
                    help="files: a command running longer than S seconds is a hang (default 20); opensm, "
-                   "diags: a tool that sends and gets no MAD for S seconds (default 5)")
+                   "diags: a tool that sends and gets no MAD for S seconds (default 5; opensm 15)")
     p.add_argument("--replay", metavar="SEED:CASE", help="replay one case and say what each target makes of it")
     p.add_argument("-x", dest="hex", action="store_true", help="with --replay: hex dump of the frame")
     fuzz_fabric.add_arguments(p)

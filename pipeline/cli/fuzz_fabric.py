@@ -16,7 +16,8 @@ EXAMPLE = """  opensm    (alone) opensm --once against ibsim (--sim, default net
             and modifier, status; ibsim is restarted for every case
   diags     (alone) the same for ibnetdiscover, smpquery and perfquery (--tool to choose) against
             a fabric opensm brought up first. Findings: crash (signal; gdb's backtrace of the core
-            names the crash site), hang (no MAD for --hang-seconds, default 5), a sanitizer report
+            names the crash site), hang (no MAD for --hang-seconds: diags 5, opensm 15, longer
+            than its 10 s sweep interval, after which it sweeps again), a sanitizer report
             (an ASan/UBSan build: --opensm-binary, --diags-dir), and for smpquery nodeinfo,
             portinfo and switchinfo a wrong answer (a printed value the answer does not say).
             Each kept finding is minimised to the fewest edits and, with -w DIR, saved as a
@@ -53,7 +54,9 @@ def options(args, seed: int, count):
         raise MadpipeError(f"--target {args.target[0]} mutates the fabric's answers: drop --corpus")
     if args.rate is not None and not 0 < args.rate <= 1:
         raise MadpipeError(f"--rate must be in (0, 1], got {args.rate:g}")
-    hang = 5.0 if args.hang_seconds is None else args.hang_seconds
+    from madpipe.pipeline.fuzz.targets.fabric import DEFAULT_HANG_SECONDS
+
+    hang = DEFAULT_HANG_SECONDS[args.target[0]] if args.hang_seconds is None else args.hang_seconds
     if hang <= 0 or args.tool_seconds <= 0:
         raise MadpipeError("--hang-seconds and --tool-seconds must be positive")
     if args.tool and args.target[0] == "opensm":

@@ -44,7 +44,7 @@ class FabricOptions:
     topology: str = DEFAULT_TOPOLOGY
     rate: float | None = None            # share of answers mutated (default: per tool)
     keep: int = 3
-    hang_seconds: float = 5.0
+    hang_seconds: float | None = None    # default: diags 5 s, opensm 15 s (DEFAULT_HANG_SECONDS)
     tool_seconds: float = 20.0
     opensm_binary: str | None = None
     diags_dir: str | None = None
@@ -96,10 +96,10 @@ def minimise(target: FabricTarget, out: Outcome, signature, budget: float | None
     Runs of edits are dropped while the finding stays, halves first, then quarters, down to one
     edit at a time, last first (a hang costs a run of ``hang_seconds``: halving keeps them few).
     (all, None) when the whole case does not give it again (a finding that depends on timing).
-    After ``budget`` seconds (default 15 hang timeouts) it stops with what it has: a hang makes
-    every try as long as the hang timeout.
+    After ``budget`` seconds (default 60) it stops with what it has: a hang makes every try as
+    long as the hang timeout.
     """
-    deadline = time.monotonic() + (15 * target.hang_seconds if budget is None else budget)
+    deadline = time.monotonic() + (60.0 if budget is None else budget)
     edits = out.edits
     keep = list(range(1, len(edits) + 1))
     last = target.run_case(out.case, plan_of(edits))

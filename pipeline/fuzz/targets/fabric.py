@@ -46,6 +46,9 @@ DIAGS = ("ibnetdiscover", "smpquery", "perfquery")
 DEFAULT_RATE = {"opensm": 0.05, "ibnetdiscover": 0.1, "smpquery": 1.0, "perfquery": 1.0}
 SMPQUERY_OPS = ("nodeinfo", "portinfo", "switchinfo", "pkeys", "nodedesc")
 DR_PATHS = ("0", "0,1", "0,1,1", "0,1,2", "0,1,3")
+#: No MAD for this long is a hang. opensm waits its sweep interval (10 s) before it sweeps again
+#: after a failed sweep: a shorter timeout would call that wait a hang.
+DEFAULT_HANG_SECONDS = {"diags": 5.0, "opensm": 15.0}
 DIAG_TIMEOUT_MS = "200"
 OPENSM_SEND_TIMEOUT = 0.8  # opensm's transaction timeout (200 ms) times its tries (4), as the kernel does  # libibmad's per-MAD timeout: an answer the tool drops costs little
 CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGTRAP,
@@ -100,7 +103,7 @@ class FabricTarget:
     """Tools run against a fabric whose answers are mutated; ``run_case(N)`` judges case N."""
 
     def __init__(self, kind: str, seed: int, workdir: str, *, tools=None, topology: str = DEFAULT_TOPOLOGY,
-                 rate: float | None = None, hang_seconds: float = 5.0, tool_seconds: float = 20.0,
+                 rate: float | None = None, hang_seconds: float | None = None, tool_seconds: float = 20.0,
                  opensm_binary: str | None = None, diags_dir: str | None = None,
                  allow_network_exposure: bool = False):
         if kind not in ("opensm", "diags"):
@@ -114,7 +117,8 @@ class FabricTarget:
         self.mutators = {t: AnswerMutator(seed, DEFAULT_RATE[t] if rate is None else rate) for t in self.tools}
         self.binaries = {t: self._binary(t, opensm_binary, diags_dir) for t in self.tools + ("opensm",)}
         self.topology = find_topology(topology)
-        self.hang_seconds, self.tool_seconds = hang_seconds, tool_seconds
+        self.hang_seconds = DEFAULT_HANG_SECONDS[kind] if hang_seconds is None else hang_seconds
+        self.tool_seconds = tool_seconds
         self.workdir = workdir
         self.stats: Counter = Counter()
         self.mutated: Counter = Counter()  # attribute -> mutated answers
