@@ -179,6 +179,7 @@ def _udp_ports() -> set[int]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", [
     ["--target", "diags", "--seed", "1", "--count", "60"],
     ["--target", "opensm", "--seed", "1", "--count", "6", "--hang-seconds", "2"],
@@ -245,6 +246,7 @@ def _case_with_num_ports_past_8(seed: int) -> int:
     pytest.fail("no case in 4000 mutates NumPorts past 8")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["crash", "asan"])
 def test_a_planted_bug_is_found_minimised_saved_and_replayed(kind, planted, tmp_path, capsys, monkeypatch):
     need_fabric_tools("smpquery", "ibnetdiscover")
