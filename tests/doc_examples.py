@@ -68,6 +68,8 @@ SHORTER = {
     "--count 100000": "--count 4096",
     "--seconds 60": "--seconds 5",
     "-max_total_time=600": "-max_total_time=5",
+    "--count 200 -w diag-findings/": "--count 40 -w diag-findings/",
+    "--target opensm --seed 1 --count 100": "--target opensm --seed 1 --count 1",
 }
 #: madpipe bench's examples get this appended (its --n defaults to 1M; the last --n wins).
 BENCH_SHORTER = " --n 10000 --repeat 1"
@@ -79,6 +81,7 @@ TOOLS = {
     r"madpipe replay .*--(sim|umad)|^ibsim ": ("ibsim",),
     r"--target all": ("tshark", "ibsim", "opensm"),
     r"\| *jq ": ("jq",),
+    r"--target (opensm|diags)": ("ibsim", "opensm", "ibnetdiscover", "smpquery", "perfquery"),
     r"^python fuzz/atheris": ("python-atheris",),
 }
 #: Command patterns whose block is marked slow (seconds or more each).

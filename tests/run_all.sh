@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
-APT_PACKAGES="tshark opensm ibsim-utils infiniband-diags gcc python3-dev"
+APT_PACKAGES="tshark opensm ibsim-utils infiniband-diags gcc gdb python3-dev"  # gdb: fuzz opensm/diags crash backtraces
 missing=""
 for pkg in $APT_PACKAGES; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"

@@ -35,6 +35,7 @@ EXAMPLE = """targets (--target, several allowed; default codecs snoop paravirt; 
             and snoop disagreeing on the frames read, skipped (and why) or where the file ended.
             Each kept finding is minimised (its edits dropped while it stays); -w DIR gets the
             minimised files and DIR/findings.jsonl
+{fabric}
 
 Case N of seed S is the same in every run with the same corpus: --replay S:N shows it again,
 with what was mutated and what each target says. Findings are grouped by kind; the first --keep
@@ -46,10 +47,11 @@ examples:
   madpipe fuzz --target files --seed 1 --count 100000 -w file-findings/
   madpipe fuzz --target files --replay 1:1274 -w case.jsonl
   madpipe fuzz --seconds 60 --target all --corpus pcaps/infiniband_endace_erf_2008.pcap
-  madpipe fuzz --replay 1:123456 -x"""
+  madpipe fuzz --replay 1:123456 -x{fabric_examples}"""
 
 
 def register(sub) -> None:
+    from madpipe.pipeline.cli import fuzz_fabric
     from madpipe.pipeline.fuzz.runner import TARGETS
 
     p = sub.add_parser(
@@ -59,8 +61,9 @@ def register(sub) -> None:
         "paths out of range, P_KeyTable blocks past the table, P_Key indices past 127 in QP-context "
         "mailboxes, bad CRCs, reserved bits, responses without requests. Feed them to the targets "
         "and report what breaks, deduplicated, with a seed and case number that replay it. --target files "
-        "mutates whole capture, trace and map files instead and runs madpipe's commands on them (below).",
-        epilog=EXAMPLE,
+        "mutates whole capture, trace and map files instead and runs madpipe's commands on them; "
+        "--target opensm and diags mutate the answers a simulated fabric gives those tools (below).",
+        epilog=EXAMPLE.format(fabric=fuzz_fabric.EXAMPLE, fabric_examples=fuzz_fabric.FABRIC_EXAMPLES),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--seed", type=integer, help="the run's seed (default: a new one, printed in the summary)")
@@ -68,8 +71,9 @@ def register(sub) -> None:
     how.add_argument("--count", "-c", type=integer, help="number of cases (default 10000)")
     how.add_argument("--seconds", type=float, metavar="S", help="run for S seconds instead of a count")
     p.add_argument("--start", type=integer, default=0, metavar="N", help="first case number (default 0)")
-    p.add_argument("--target", nargs="+", metavar="T", choices=(*TARGETS, "all", "files"),
-                   help=f"targets: {', '.join(TARGETS)}, all (default codecs snoop paravirt); or files, alone")
+    p.add_argument("--target", nargs="+", metavar="T", choices=(*TARGETS, "all", "files", "opensm", "diags"),
+                   help=f"targets: {', '.join(TARGETS)}, all (default codecs snoop paravirt); or files, opensm, "
+                   "diags, alone")
     p.add_argument("--corpus", metavar="DIR|CAPTURE", help="seed frames from a capture or a directory of captures")
     p.add_argument("-w", dest="write", metavar="FILE", help="write findings as a capture (ERF, link type 197) "
                    "and as JSON Lines in FILE with the extension .jsonl; --target files: a directory for the "
@@ -87,10 +91,12 @@ def register(sub) -> None:
                    "with its UDP ports open on every interface (default: refuse)")
     p.add_argument("--report-every", type=integer, default=64, metavar="N",
                    help="files: the full madpipe report (matplotlib, ~1 s) on one case in N (default 64; 1 = all)")
-    p.add_argument("--hang-seconds", type=float, default=20.0, metavar="S",
-                   help="files: a command running longer than S seconds is a hang (default 20)")
+    p.add_argument("--hang-seconds", type=float, metavar="S",
+                   help="files: a command running longer than S seconds is a hang (default 20); opensm, "
+                   "diags: a tool that sends and gets no MAD for S seconds (default 5; opensm 15)")
     p.add_argument("--replay", metavar="SEED:CASE", help="replay one case and say what each target makes of it")
     p.add_argument("-x", dest="hex", action="store_true", help="with --replay: hex dump of the frame")
+    fuzz_fabric.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -100,8 +106,10 @@ def _targets(args):
 
     if not args.target:
         return list(DEFAULT_TARGETS)
-    if "files" in args.target and len(set(args.target)) > 1:
-        raise MadpipeError("--target files runs alone: its cases are whole files, the other targets' are frames")
+    for alone in ("files", "opensm", "diags"):
+        if alone in args.target and len(set(args.target)) > 1:
+            raise MadpipeError(f"--target {alone} runs alone: its cases are "
+                               f"{'whole files' if alone == 'files' else 'tool runs'}, the other targets' are frames")
     if "all" in args.target:  # every target but the outside tools that are not there, said so
         chosen = []
         for target in TARGETS:
@@ -127,7 +135,7 @@ def run(args) -> int:
     from madpipe.pipeline.sim.netns import PrivateNetwork, contain
 
     network = PrivateNetwork()
-    if set(args.target or ()) & {"ibsim", "all"} and shutil.which("ibsim"):
+    if set(args.target or ()) & {"ibsim", "all", "opensm", "diags"} and shutil.which("ibsim"):
         contain(network, args.allow_network_exposure, "madpipe fuzz")
     try:
         return _run(args)
@@ -160,6 +168,10 @@ def _run(args) -> int:
     targets = _targets(args)
     if targets == ["files"]:
         return run_files(args, seed, count)
+    if targets in (["opensm"], ["diags"]):
+        from madpipe.pipeline.cli import fuzz_fabric
+
+        return fuzz_fabric.run(args, seed, count)
     opts = fuzz.Options(seed=seed, count=count, seconds=args.seconds, targets=tuple(targets), corpus=args.corpus,
                         jobs=args.jobs, roundtrip_every=args.roundtrip_every, keep=args.keep, start=args.start,
                         allow_network_exposure=args.allow_network_exposure)
@@ -205,6 +217,10 @@ def run_replay(args) -> int:
     check_new_output(args.write, args.force)
     if targets == ["files"]:
         return replay_files(args, seed, index)
+    if targets in (["opensm"], ["diags"]):
+        from madpipe.pipeline.cli import fuzz_fabric
+
+        return fuzz_fabric.replay(args, seed, index)
     opts = fuzz.Options(seed=seed, allow_network_exposure=args.allow_network_exposure)
     one, findings = fuzz.replay(seed, index, targets, args.corpus, opts)
     out = sys.stdout
@@ -221,6 +237,8 @@ def run_files(args, seed: int, count) -> int:
     from madpipe.pipeline.fuzz import files_runner
     from madpipe.pipeline.fuzz.output import Progress, print_files_text, summary_json
 
+    if args.hang_seconds is None:
+        args.hang_seconds = 20.0
     if args.report_every < 0 or args.hang_seconds <= 0:
         raise MadpipeError("--report-every must be 0 or more and --hang-seconds positive")
     if args.corpus:
@@ -253,7 +271,7 @@ def replay_files(args, seed: int, index: int) -> int:
     from madpipe.pipeline.fuzz import files_runner
     from madpipe.pipeline.fuzz.output import print_files_replay
 
-    seed_file, edits, minimal, data, findings = files_runner.replay(seed, index, main, args.hang_seconds)
+    seed_file, edits, minimal, data, findings = files_runner.replay(seed, index, main, args.hang_seconds or 20.0)
     print_files_replay(seed, index, seed_file, edits, minimal, data, findings, sys.stdout,
                        format=args.format, hex=args.hex)
     if args.write:

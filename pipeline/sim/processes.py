@@ -152,17 +152,18 @@ def tail_lines(text: str, lines: int = 4) -> str:
 
 
 def run_tool(argv: list[str], env: dict, cwd: str, timeout: float, name: str | None = None,
-             abort=None) -> ToolRun:
+             abort=None, preexec_fn=None) -> ToolRun:
     """Run one tool to its end; output merged.
 
     The tool is stopped by its pid after ``timeout`` seconds, or as soon as ``abort()`` returns
     a reason (the simulator it talks to is gone: umad2sim would wait for it forever).
+    ``preexec_fn`` runs in the child before the tool (the fuzzer lifts its core-size limit there).
     """
     name = name or os.path.basename(argv[0])
     start = time.time_ns()
     deadline = time.monotonic() + timeout
     with tempfile.TemporaryFile(mode="w+", dir=cwd, errors="replace") as log:
-        proc = _spawn(argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+        proc = _spawn(argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
         try:
             while True:
                 try:

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from madpipe.pipeline.sim.processes import busy_port
@@ -24,6 +25,9 @@ from madpipe.pipeline.sim.protocol import (
     SIM_CTL_DISCONNECT,
     SIM_CTL_ERROR,
     SIM_CTL_GET_PORTINFO,
+    SIM_REQUEST_MAD_OFFSET,
+    SIM_REQUEST_SIZE,
+    SIM_STATUS_UNDELIVERABLE,
     SimError,
     client_info,
     parse_client_info,
@@ -63,6 +67,16 @@ class Relay:
     It listens on ``host``:``listen_base``..+10 and talks to ibsim at ``host``:``sim_base``..+10.
     A CONNECT is forwarded with the client's data port replaced by a relay socket of its own, so
     ibsim sends that slot's traffic to the relay, which passes it on to the client.
+
+    ``answer_hook(connection, datagram) -> datagram``, when set, may rewrite what ibsim sends a
+    client before it is recorded and passed on (the fuzzer's malicious fabric); it runs on the
+    relay's thread.
+
+    ``send_timeout`` (seconds), when set, does what the kernel's MAD layer does and umad2sim does
+    not: a request no response matches (class and TID bits 0-47) within that time comes back to
+    its sender with status 110 (ETIMEDOUT), as ibsim returns what it cannot deliver; umad2sim
+    hands that to the tool as a timed-out send. Without it, a tool that relies on send timeouts
+    (opensm) waits for ever on an answer that was lost or rewritten.
     """
 
     def __init__(self, listen_base: int, sim_base: int, host: str = "127.0.0.1"):
@@ -79,6 +93,9 @@ class Relay:
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self.error: BaseException | None = None
+        self.answer_hook: Callable[[Connection, bytes], bytes] | None = None
+        self.send_timeout: float | None = None
+        self._outstanding: dict[tuple[int, int, int], tuple[float, bytes, Connection]] = {}
 
     def _sock(self, bind: tuple[str, int]) -> socket.socket:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -132,11 +149,13 @@ class Relay:
     def _loop(self) -> None:
         try:
             while True:
-                for key, _ev in self._sel.select():
+                for key, _ev in self._sel.select(0.05 if self._outstanding else None):
                     kind, arg = key.data
                     if kind == "wake":
                         return
                     self._drain(key.fileobj, kind, arg)
+                if self._outstanding:
+                    self._expire(time.monotonic())
         except Exception as exc:  # noqa: BLE001 - the thread's error, raised again by stop()
             self.error = exc
 
@@ -240,14 +259,41 @@ class Relay:
                 return
         self.counts["not forwarded (buffer full)"] += 1
 
+    @staticmethod
+    def _match_key(conn: Connection, data: bytes) -> tuple[int, int, int] | None:
+        """(connection, class, TID bits 0-47) of a MAD, or None when the datagram is not one."""
+        if len(data) != SIM_REQUEST_SIZE:
+            return None
+        mad = data[SIM_REQUEST_MAD_OFFSET:]
+        return conn.index, mad[1], int.from_bytes(mad[8:16], "big") & 0xFFFF_FFFF_FFFF
+
+    def _expire(self, now: float) -> None:
+        for key, (deadline, data, conn) in list(self._outstanding.items()):
+            if deadline <= now:
+                del self._outstanding[key]
+                if conn.end_ns is None:
+                    timed_out = data[:16] + SIM_STATUS_UNDELIVERABLE.to_bytes(4, "big") + data[20:]
+                    self._send(self._slot_socks[conn.slot], timed_out, conn.client)
+                    self.counts["timed out (emulated)"] += 1
+
     def _from_client_data(self, data: bytes, slot: int, ts: int) -> None:
         conn = self._slots.get(slot)
         if conn is None:
             self.counts["from unattached client"] += 1
             return
+        key = self._match_key(conn, data) if self.send_timeout is not None else None
+        if key is not None and not data[SIM_REQUEST_MAD_OFFSET + 3] & 0x80:  # a request: it awaits a response
+            self._outstanding[key] = (time.monotonic() + self.send_timeout, data, conn)
         self.datagrams.append(Datagram(ts, conn.index, TO_SIM, data))
         self._send(self._upstream[conn.index], data)
 
     def _from_sim_data(self, data: bytes, conn: Connection, ts: int) -> None:
+        if self.answer_hook is not None:
+            data = self.answer_hook(conn, data)
+        if self._outstanding:
+            key = self._match_key(conn, data)
+            status = int.from_bytes(data[16:20], "big") if key is not None else 0
+            if key is not None and (data[SIM_REQUEST_MAD_OFFSET + 3] & 0x80 or status == SIM_STATUS_UNDELIVERABLE):
+                self._outstanding.pop(key, None)  # matched as the kernel would: class, TID, a response
         self.datagrams.append(Datagram(ts, conn.index, FROM_SIM, data))
         self._send(self._slot_socks[conn.slot], data, conn.client)
