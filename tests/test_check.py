@@ -156,6 +156,9 @@ def test_bundled_captures_pass_against_their_file(capture, conf, capsys):
     assert {r["guid"] for r in ok if r["facing"] is None} >= BUNDLED_CAS  # every CA checked...
     assert {r["facing"] for r in ok if r["facing"] is not None} == BUNDLED_CAS  # ...and the switch port facing it
     assert recs[-1]["passed"] is True and recs[-1]["violation"] == 0
+    # each port named by its node's NodeDescription: ibsim's net.2sw2path4hca calls them so
+    assert {r["guid"]: r["node_description"] for r in ok if r["guid"] in BUNDLED_CAS} == {
+        0x100001: "Hca1", 0x100004: "Hca2", 0x100007: "Hca3", 0x10000A: "Hca4"}
 
 
 @pytest.mark.parametrize("capture, given, other", [

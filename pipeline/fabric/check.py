@@ -121,6 +121,7 @@ class PortCheck:
     extra: list[int] = field(default_factory=list)
     membership: list[tuple[int, int]] = field(default_factory=list)  # (held, required)
     why: str = ""  # not checked: why; never programmed: where the capture met the port
+    node: str | None = None  # the node's NodeDescription, when the capture has it
 
 
 @dataclass
@@ -159,16 +160,17 @@ def check_snoop(result: FabricSnoop, fabric: Fabric, policy: Policy, path: str =
     checks, seen = [], set()
     for pid in sorted(result.ports, key=port_order):
         held = {int(k) for k in result.ports[pid].table if int(k) & PARTITION_MASK}
+        node = result.ports[pid].node
         info = fabric.node(pid)
         if info is None:
             checks.append(PortCheck("not checked", None, pid, held=held,
-                                    why="no NodeInfo answer in the capture names this port"))
+                                    why="no NodeInfo answer in the capture names this port", node=node))
             continue
         if pid.port and info.node_type == smp.NODE_TYPE_SWITCH:
             peer = fabric.peer(pid, info)
             if peer is None or peer.node_type == smp.NODE_TYPE_SWITCH:
                 why = "a link between switches" if peer else "the capture does not say what it faces"
-                checks.append(PortCheck("not checked", info.node_guid, pid, held=held, why=why))
+                checks.append(PortCheck("not checked", info.node_guid, pid, held=held, why=why, node=node))
                 continue
             guid, facing = info.node_guid, peer.port_guid
             required = tables.get(facing, set())
@@ -178,7 +180,7 @@ def check_snoop(result: FabricSnoop, fabric: Fabric, policy: Policy, path: str =
             seen.add(guid)
         missing, extra, wrong = compare(required, held)
         status = "violation" if missing or extra or wrong else "ok"
-        checks.append(PortCheck(status, guid, pid, facing, required, held, missing, extra, wrong))
+        checks.append(PortCheck(status, guid, pid, facing, required, held, missing, extra, wrong, node=node))
     for guid in sorted(set(tables) - seen):
         if tables[guid]:
             checks.append(PortCheck("never programmed", guid, required=tables[guid], missing=sorted(tables[guid]),

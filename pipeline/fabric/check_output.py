@@ -8,6 +8,7 @@ from collections import Counter
 from madpipe.pipeline.decode.output import jsonl
 from madpipe.pipeline.fabric.check import CaptureCheck, PortCheck
 from madpipe.pipeline.fabric.diff import FULL_MEMBER, PARTITION_MASK
+from madpipe.pipeline.fabric.model import titled
 from madpipe.pipeline.fabric.partitions_conf import DEFAULT_PKEY, Policy
 
 
@@ -25,8 +26,9 @@ def _key(pkey: int, names: dict[int, str]) -> str:
 
 
 def port_label(p: PortCheck) -> str:
-    """``lid 0x0004 path 1,3,1 port 0 guid 0x...``; a switch port says what it faces."""
-    text = p.pid.label() if p.pid is not None else "port"
+    """``lid 0x0004 path 1,3,1 port 0 "Hca2" guid 0x...`` (the node's NodeDescription when the
+    capture has it); a switch port says what it faces."""
+    text = titled(p.pid.label(), p.node) if p.pid is not None else "port"
     if p.guid is not None:
         text += f" guid 0x{p.guid:016x}"
     if p.facing is not None:
@@ -92,7 +94,7 @@ def print_json(c: CaptureCheck, out) -> None:
     for p in c.ports:
         rec = {"type": "port", "status": p.status,
                **(p.pid.as_json() if p.pid else {"lid": None, "dr_path": None, "port": None}),
-               "guid": p.guid, "facing": p.facing, "pkeys": sorted(p.held), "required": sorted(p.required),
+               "node_description": p.node, "guid": p.guid, "facing": p.facing, "pkeys": sorted(p.held), "required": sorted(p.required),
                "missing": p.missing, "extra": p.extra,
                "membership": [{"held": h, "required": w} for h, w in p.membership]}
         if p.why:
