@@ -108,15 +108,17 @@ def test_snoop_kernel_and_reference_agree_on_drawn_sets(mads, ports):
 
 @pytest.mark.slow
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(S.qp_command(base_proxy_sqpn=64), min_size=1, max_size=10), st.sampled_from(["3.7", "new"]))
+@given(st.lists(S.qp_command(base_proxy_sqpn=64), min_size=1, max_size=10), st.sampled_from(["3.7", "new", "mainline"]))
 def test_paravirt_kernel_and_reference_agree_on_drawn_commands(commands, profile):
     from madpipe.pipeline.mlx4 import paravirt
+    from madpipe.pipeline.mlx4.profiles import resolve
 
     boxes = np.frombuffer(b"".join(c[0] for c in commands), dtype=np.uint8).reshape(-1, 256).copy()
     names = np.array([c[1] for c in commands])
     slaves = np.array([c[2] for c in commands])
     qpns = np.array([c[3] for c in commands], dtype=np.uint32)
-    v2p = np.tile(np.arange(128, dtype=np.uint8), (80, 2, 1))
+    functions = resolve(profile).v2p_shape[0]  # 80 at 3.7, 128 on mainline
+    v2p = np.tile(np.arange(128, dtype=np.uint8), (functions, 2, 1))
     kw = dict(base_proxy_sqpn=64, profile=profile, return_findings=True)
     k = paravirt.rewrite(boxes, names, slaves, qpns, v2p, **kw)
     r = paravirt.rewrite_reference(boxes, names, slaves, qpns, v2p, **kw)
