@@ -1,7 +1,7 @@
 """numba helpers of the paravirt kernels for mainline's Ethernet (RoCE) port path.
 
-Inlined (``inline="always"``) into the Ethernet loop of :mod:`.paravirt_kernels`, a loop of its
-own: inlined into the one row loop, this code slowed every InfiniBand row 1.2-1.5x. The semantics are those of
+Inlined (``inline="always"``) into :func:`.paravirt_kernels.make_rewrite_row`'s row, whose
+InfiniBand variant compiles their calls out. The semantics are those of
 :mod:`.eth_reference`, whose docstring quotes the C and lists the model's assumptions. The AOT
 build's key covers this file (``aot.HELPER_MODULES``); numba's own JIT cache is keyed on the
 kernel module alone (``MADPIPE_NO_CACHE=1`` rebuilds after editing this one).
@@ -129,8 +129,8 @@ def port_counts(active_ports, last_vf):
 
 
 @njit(inline="always")
-def is_eth(rules_eth, port_types, port):
-    return rules_eth and port >= 1 and port <= 2 and port_types[port - 1] == PORT_TYPE_ETH
+def is_eth(port_types, port):
+    return port >= 1 and port <= 2 and port_types[port - 1] == PORT_TYPE_ETH
 
 
 @njit(inline="always")
@@ -173,14 +173,14 @@ def base_gid_ix(active_ports, last_vf, counts, slave, port):
 
 
 @njit(inline="always")
-def vport_fields(vport, slave, rules_eth, port_types, port, st, reserved, optpar, param3_hi, vlan_control, fvl_rx,
+def vport_fields(vport, slave, port_types, port, st, reserved, optpar, param3_hi, vlan_control, fvl_rx,
                  vlan_index, fl, feup, sq_pri, qos_vport, grh):
     """update_vport_qp_param on the fields it writes (vport[slave, port - 1]); returns them all."""
     vp = vport[slave, port - 1]
     if vp[VPORT_DEFAULT_VLAN] != VGT:
         if reserved:
             return optpar, param3_hi, vlan_control, fvl_rx, vlan_index, fl, feup, sq_pri, qos_vport, grh
-        if st == 3 or (st == 7 and is_eth(rules_eth, port_types, port)):    # UD, or MLX on Ethernet
+        if st == 3 or (st == 7 and is_eth(port_types, port)):    # UD, or MLX on Ethernet
             optpar = optpar | (1 << 21)                          # MLX4_QP_OPTPAR_VLAN_STRIPPING
             param3_hi = param3_hi & 0xBF                         # param3 &= ~MLX4_STRIP_VLAN (bit 30)
         vlan_control = vlan_control & 0x80                       # keep MLX4_CTRL_ETH_SRC_CHECK_IF_COUNTER
@@ -224,195 +224,3 @@ def qp_reserved(in_modifier, base_proxy_sqpn, mfunc_max, fw_reserved_qps):
     qpn23 = in_modifier & 0x7FFFFF
     base_sqpn = base_proxy_sqpn - 8
     return (qpn23 >= base_sqpn and qpn23 < base_sqpn + 8 + 16 * mfunc_max) or qpn23 < fw_reserved_qps
-
-
-@njit(inline="always")
-def rewrite_row_eth(mailboxes, i, opcode, slave, in_modifier, v2p, base_proxy_sqpn, master, rules, mfunc_max,
-                active_ports, smi_enabled, fw_reserved_qps, port_types, last_vf, vport, smac_registered, counts):
-    """paravirt_kernels.rewrite_row with mainline's Ethernet branches (RULE_ETH_PORTS), in a loop of
-    its own for batches that have an Ethernet port or a VF's vport state (the InfiniBand loop keeps
-    its lean code). ``counts``: :func:`port_counts` for the batch."""
-    sched = (rules & RULE_ADJUST_SCHED_QUEUE) != 0
-    braces = (rules & RULE_VERIFY_BRACES) != 0
-    xrc = (rules & RULE_XRC_LIKE_RC) != 0
-    eth = (rules & RULE_ETH_PORTS) != 0
-    do_sched = False
-    do_verify = False
-    do_pkey = False
-    do_gid = False
-    do_qkey = False
-    if opcode == TRANSITION_RST2INIT:
-        do_sched = sched
-        do_pkey = True
-        do_qkey = True
-    elif opcode == TRANSITION_INIT2INIT:
-        do_pkey = True
-        do_qkey = True
-    elif (opcode == TRANSITION_INIT2RTR or opcode == TRANSITION_RTR2RTS or opcode == TRANSITION_RTS2RTS
-          or opcode == TRANSITION_SQD2SQD or opcode == TRANSITION_SQD2RTS):
-        do_sched = sched
-        do_verify = True
-        do_pkey = True
-        do_gid = True
-        do_qkey = True
-    elif opcode == TRANSITION_SQERR2RTS:
-        do_sched = sched
-        do_qkey = True
-    elif (opcode == TRANSITION_2ERR or opcode == TRANSITION_RTS2SQD or opcode == TRANSITION_2RST
-          or opcode == TRANSITION_QUERY):
-        return RC_OK, FINDING_NONE
-    else:
-        return RC_UNKNOWN_OPCODE, FINDING_NONE
-    init2rtr_eth = eth and opcode == TRANSITION_INIT2RTR
-
-    slave8 = slave & 0xFF
-    optpar = ((np.int64(mailboxes[i, MBOX_OPTPAR]) << 24) | (np.int64(mailboxes[i, MBOX_OPTPAR + 1]) << 16)
-              | (np.int64(mailboxes[i, MBOX_OPTPAR + 2]) << 8) | np.int64(mailboxes[i, MBOX_OPTPAR + 3]))
-    st = np.int64(mailboxes[i, MBOX_SERVICE_TYPE])
-    sq_pri = np.int64(mailboxes[i, MBOX_PRI_SCHED_QUEUE])
-    sq_alt = np.int64(mailboxes[i, MBOX_ALT_SCHED_QUEUE])
-    pkey = np.int64(mailboxes[i, MBOX_PRI_PKEY_INDEX])
-    mgid_pri = np.int64(mailboxes[i, MBOX_PRI_MGID_INDEX])
-    mgid_alt = np.int64(mailboxes[i, MBOX_ALT_MGID_INDEX])
-    params2 = np.int64(mailboxes[i, MBOX_PARAMS2_FPP])
-    finding = np.int64(FINDING_NONE)  # typed: inlined into pycc, a literal would not unify
-
-    # adjust_qp_sched_queue (mainline; an Ethernet port's primary sched_queue is always rewritten)
-    if do_sched:
-        port = slave_convert_port(active_ports, slave, ((sq_pri >> 6) & 1) + 1, last_vf) - 1
-        if port < 0:
-            return RC_EINVAL, FINDING_NONE
-        if ((optpar & (OPTPAR_PRIMARY_ADDR_PATH | OPTPAR_SCHED_QUEUE)) != 0 or sq_pri != 0
-                or is_eth(eth, port_types, port + 1)):
-            sq_pri = (sq_pri & 0xBF) | ((port & 1) << 6)
-        if (optpar & OPTPAR_ALT_ADDR_PATH) != 0:
-            port = slave_convert_port(active_ports, slave, ((sq_alt >> 6) & 1) + 1, last_vf) - 1
-            if port < 0:
-                return RC_EINVAL, FINDING_NONE
-            sq_alt = (sq_alt & 0xBF) | ((port & 1) << 6)
-    pri_port = ((sq_pri >> 6) & 1) + 1
-    alt_port = ((sq_alt >> 6) & 1) + 1
-
-    # verify_qp_parameters (u8 slave); every verifying transition carries address paths
-    if do_verify:
-        if slave8 != master:
-            if (rules & RULE_CLEAR_FPP) != 0:
-                params2 = params2 & 0xF7
-            if ((rules & RULE_RATE_LIMIT_EPERM) != 0
-                    and (mailboxes[i, MBOX_RATE_LIMIT] != 0 or mailboxes[i, MBOX_RATE_LIMIT + 1] != 0)):
-                return RC_EPERM, FINDING_NONE
-        if st == ST_RC or st == ST_UC or (xrc and st == ST_XRC):
-            if slave8 != master and (optpar & OPTPAR_PRIMARY_ADDR_PATH) != 0:
-                num_gids = np.int64(1)
-                if is_eth(eth, port_types, pri_port):
-                    num_gids = slave_num_gids(active_ports, last_vf, counts, slave8, pri_port)
-                    if num_gids < 0:
-                        return RC_REFUSED, FINDING_REFUSED
-                if mgid_pri >= num_gids:
-                    return RC_EINVAL, FINDING_NONE
-            # 3.7: no braces, the alternate path is checked for the master too
-            if (slave8 != master or not braces) and (optpar & OPTPAR_ALT_ADDR_PATH) != 0:
-                num_gids = np.int64(1)
-                if is_eth(eth, port_types, alt_port):
-                    num_gids = slave_num_gids(active_ports, last_vf, counts, slave8, alt_port)
-                    if num_gids < 0:
-                        return RC_REFUSED, FINDING_REFUSED
-                if mgid_alt >= num_gids:
-                    return RC_EINVAL, FINDING_NONE
-        elif st == ST_MLX and (rules & RULE_MLX_QP_RESERVED_EPERM) != 0:
-            if (opcode == TRANSITION_INIT2RTR and slave8 != master
-                    and qp_reserved(in_modifier, base_proxy_sqpn, mfunc_max, fw_reserved_qps)):
-                smi = False
-                if slave8 >= 1 and slave8 < mfunc_max:
-                    smi = smi_enabled[slave8, pri_port - 1] != 0
-                if not smi:
-                    return RC_EPERM, FINDING_NONE
-
-    # roce_verify_mac (mainline INIT2RTR; int slave)
-    if init2rtr_eth and is_eth(eth, port_types, pri_port) and st != ST_MLX:
-        if slave < 0 or slave >= mfunc_max:
-            return RC_REFUSED, FINDING_REFUSED
-        if smac_registered[slave, pri_port - 1, mailboxes[i, MBOX_PRI_GRH_MYLMC] & 0x7F] == 0:
-            return RC_EINVAL, FINDING_NONE
-
-    # update_pkey_index: the flat read of virt2phys_pkey, refused outside the table
-    if do_pkey:
-        offset = (slave * 2 + ((sq_pri >> 6) & 1)) * 128 + pkey
-        if offset < 0 or offset >= mfunc_max * 256:
-            return RC_REFUSED, FINDING_REFUSED
-        if pkey >= 128:
-            finding = np.int64(FINDING_SPILL)
-        pkey = np.int64(v2p[offset >> 8, (offset >> 7) & 1, offset & 127])
-
-    # update_gid (u8 slave); mainline's Ethernet ports add the VF's base GID index
-    if do_gid:
-        if st == ST_UD:
-            if is_eth(eth, port_types, pri_port):
-                base, ok = base_gid_ix(active_ports, last_vf, counts, slave8, pri_port)
-                if not ok:
-                    return RC_REFUSED, FINDING_REFUSED
-                mgid_pri = (base | 0x80) & 0xFF
-            else:
-                mgid_pri = 0x80 | slave8
-        elif st == ST_RC or st == ST_UC or (xrc and st == ST_XRC):
-            if (optpar & OPTPAR_PRIMARY_ADDR_PATH) != 0:
-                if is_eth(eth, port_types, pri_port):
-                    base, ok = base_gid_ix(active_ports, last_vf, counts, slave8, pri_port)
-                    if not ok:
-                        return RC_REFUSED, FINDING_REFUSED
-                    mgid_pri = (mgid_pri + base) & 0x7F
-                else:
-                    mgid_pri = slave8 & 0x7F
-            if (optpar & OPTPAR_ALT_ADDR_PATH) != 0:
-                if is_eth(eth, port_types, alt_port):
-                    base, ok = base_gid_ix(active_ports, last_vf, counts, slave8, alt_port)
-                    if not ok:
-                        return RC_REFUSED, FINDING_REFUSED
-                    mgid_alt = (mgid_alt + base) & 0x7F
-                else:
-                    mgid_alt = slave8 & 0x7F
-
-    # update_vport_qp_param (mainline INIT2RTR, u8 slave): VST, spoof check
-    if init2rtr_eth:
-        if slave8 >= mfunc_max:
-            return RC_REFUSED, FINDING_REFUSED
-        vport_port = 2 if (sq_pri & 0x40) != 0 else 1
-        reserved = qp_reserved(in_modifier, base_proxy_sqpn, mfunc_max, fw_reserved_qps)
-        optpar, param3_hi, vlan_control, fvl_rx, vlan_index, fl, feup, sq_pri, qos_vport, grh = vport_fields(
-            vport, slave8, eth, port_types, vport_port, st, reserved, optpar,
-            np.int64(mailboxes[i, MBOX_PARAM3]), np.int64(mailboxes[i, MBOX_PRI_VLAN_CONTROL]),
-            np.int64(mailboxes[i, MBOX_PRI_FVL_RX]), np.int64(mailboxes[i, MBOX_PRI_VLAN_INDEX]),
-            np.int64(mailboxes[i, MBOX_PRI_FL]), np.int64(mailboxes[i, MBOX_PRI_FEUP]), sq_pri,
-            np.int64(mailboxes[i, MBOX_QOS_VPORT]), np.int64(mailboxes[i, MBOX_PRI_GRH_MYLMC]))
-        mailboxes[i, MBOX_OPTPAR + 1] = (optpar >> 16) & 0xFF
-        mailboxes[i, MBOX_PARAM3] = param3_hi
-        mailboxes[i, MBOX_PRI_VLAN_CONTROL] = vlan_control
-        mailboxes[i, MBOX_PRI_FVL_RX] = fvl_rx
-        mailboxes[i, MBOX_PRI_VLAN_INDEX] = vlan_index
-        mailboxes[i, MBOX_PRI_FL] = fl
-        mailboxes[i, MBOX_PRI_FEUP] = feup
-        mailboxes[i, MBOX_QOS_VPORT] = qos_vport
-        mailboxes[i, MBOX_PRI_GRH_MYLMC] = grh
-
-    # commit
-    mailboxes[i, MBOX_PRI_SCHED_QUEUE] = sq_pri
-    mailboxes[i, MBOX_ALT_SCHED_QUEUE] = sq_alt
-    mailboxes[i, MBOX_PARAMS2_FPP] = params2
-    mailboxes[i, MBOX_PRI_PKEY_INDEX] = pkey
-    mailboxes[i, MBOX_PRI_MGID_INDEX] = mgid_pri
-    mailboxes[i, MBOX_ALT_MGID_INDEX] = mgid_alt
-
-    # adjust_proxy_tun_qkey (mlx4_get_parav_qkey)
-    if do_qkey:
-        qpn24 = in_modifier & 0xFFFFFF
-        base_tunnel_sqpn = base_proxy_sqpn + 8 * mfunc_max
-        if qpn24 >= base_proxy_sqpn and qpn24 < base_tunnel_sqpn + 8 * mfunc_max:
-            if qpn24 >= base_tunnel_sqpn:
-                qkey = RESERVED_QKEY_BASE + (qpn24 - base_tunnel_sqpn)
-            else:
-                qkey = RESERVED_QKEY_BASE + (qpn24 - base_proxy_sqpn)
-            mailboxes[i, MBOX_QKEY] = (qkey >> 24) & 0xFF
-            mailboxes[i, MBOX_QKEY + 1] = (qkey >> 16) & 0xFF
-            mailboxes[i, MBOX_QKEY + 2] = (qkey >> 8) & 0xFF
-            mailboxes[i, MBOX_QKEY + 3] = qkey & 0xFF
-    return RC_OK, finding
