@@ -16,7 +16,6 @@ reproduces it.
 """
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -173,14 +172,7 @@ def run(opts: FabricOptions, progress=None, on_finding=None) -> Summary:
                     g = summary.groups[f.signature] = Group(f.target, f.kind, f.severity, f.key)
                 g.count += 1
                 if len(g.examples) < opts.keep:
-                    rec = example(opts, target, f, out)
-                    rec["group"] = list(summary.groups).index(f.signature) + 1
-                    g.examples.append(rec)
-                    if log is not None:
-                        log.write(json.dumps(rec) + "\n")
-                        log.flush()
-                    if on_finding is not None:
-                        on_finding(rec)
+                    summary.keep_example(f.signature, example(opts, target, f, out), log, on_finding)
             case += 1
             summary.seconds = time.monotonic() - t0
             summary.stats[opts.kind] = stats_of(target)

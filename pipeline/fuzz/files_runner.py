@@ -14,7 +14,6 @@ a time while the finding stays) and, with ``-w DIR``, written to DIR as the file
 from __future__ import annotations
 
 import hashlib
-import json
 import multiprocessing
 import os
 import shutil
@@ -137,13 +136,7 @@ def run(opts: FilesOptions, command, progress=None, on_finding=None) -> Summary:
                 g.count += n
                 for rec in examples:
                     if len(g.examples) < opts.keep:
-                        rec["group"] = list(summary.groups).index(sig) + 1
-                        g.examples.append(rec)
-                        if log is not None:
-                            log.write(json.dumps(rec) + "\n")
-                            log.flush()
-                        if on_finding is not None:
-                            on_finding(rec)
+                        summary.keep_example(sig, rec, log, on_finding)
             summary.seconds = time.monotonic() - t0
             if progress is not None:
                 progress(summary)

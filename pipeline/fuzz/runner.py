@@ -31,6 +31,7 @@ from their own modules.
 from __future__ import annotations
 
 import importlib
+import json
 import multiprocessing
 import os
 import shutil
@@ -112,6 +113,17 @@ class Summary:
 
     def findings(self, severity: str | None = None) -> list[Group]:
         return [g for g in self.groups.values() if severity is None or g.severity == severity]
+
+    def keep_example(self, sig, rec: dict, log=None, on_finding=None) -> None:
+        """Keep ``rec`` as an example of group ``sig``: numbered by its group, written to ``log`` as
+        a JSON line (flushed: a killed run keeps what it found), handed to ``on_finding``."""
+        rec["group"] = list(self.groups).index(sig) + 1
+        self.groups[sig].examples.append(rec)
+        if log is not None:
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+        if on_finding is not None:
+            on_finding(rec)
 
 
 def _make_targets(opts: Options, workdir: str, names) -> list:
