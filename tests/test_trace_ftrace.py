@@ -34,7 +34,7 @@ EXAMPLE = DATA / "paravirt_example.jsonl"
 VFS_MAP = DATA / "paravirt_vfs.map"
 HEADER = """# tracer: nop
 #
-# entries-in-buffer/entries-written: 12/12   #P:4
+# entries-in-buffer/entries-written: 10/10   #P:4
 #
 #           TASK-PID     CPU#  |||||  TIMESTAMP  FUNCTION
 #              | |         |   |||||     |         |
@@ -62,6 +62,18 @@ def ftrace_text(trace, *, extra=()):
         if i in dict(extra):
             lines.append(dict(extra)[i])
     return "\n".join(lines) + "\n"
+
+
+BUNDLED = DATA / "paravirt_example_ftrace.txt"
+BUNDLED_NOTE = """# The bundled example trace (paravirt_example.jsonl) as the kprobe events of `madpipe paravirt
+# --trace-recipe` print it in the trace file, built by tests/test_trace_ftrace.py from the kernel's
+# print code; not recorded on mlx4 hardware.
+"""
+
+
+def test_bundled_example_is_the_example_trace_in_ftrace_form():
+    """The README's ftrace example: the JSON example's commands, as this module's kernel_line prints them."""
+    assert BUNDLED.read_text() == BUNDLED_NOTE + ftrace_text(read_trace(EXAMPLE))
 
 
 SCHED = ("          <idle>-0       [001] d..2. 5123.456800: sched_switch: prev_comm=swapper/1 prev_pid=0 "
