@@ -291,15 +291,27 @@ def _append(path, line: str) -> None:
         os.close(fd)
 
 
-def _tracefs():
-    for path in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
-        if os.path.exists(f"{path}/uprobe_events"):
-            return path
-    return None
+TRACEFS = "/sys/kernel/tracing"
+
+
+def _mounted() -> bool:
+    return os.path.exists(f"{TRACEFS}/trace")
+
+
+@pytest.fixture
+def tracefs():
+    """tracefs, mounted for the test if it was not (as root), and unmounted again after."""
+    mounted_here = False
+    if not _mounted() and os.geteuid() == 0 and shutil.which("mount"):
+        mounted_here = subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS],
+                                      capture_output=True).returncode == 0
+    yield TRACEFS if _mounted() else None
+    if mounted_here:
+        subprocess.run(["umount", TRACEFS], capture_output=True)
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the recipe's register arguments are x86-64's")
-def test_real_kernel_prints_what_we_read(tmp_path):
+def test_real_kernel_prints_what_we_read(tmp_path, tracefs):
     """The recipe's fetch arguments, as a uprobe on a stand-in with the wrappers' signature.
 
     The kernel parses the same ``slave=%si:s32 op=+24(%dx):x16 ... mbox0=+0(+0(%cx)):x8[64]``,
@@ -311,10 +323,8 @@ def test_real_kernel_prints_what_we_read(tmp_path):
         pytest.skip("uprobe events need root")
     if not shutil.which("gcc") or not shutil.which("objdump"):
         pytest.skip("gcc and objdump (binutils) build the stand-in")
-    tracefs = _tracefs()
-    if tracefs is None:
-        pytest.skip("no uprobe_events in tracefs (tracefs not mounted or CONFIG_UPROBE_EVENTS off); "
-                    "mount -t tracefs nodev /sys/kernel/tracing")
+    if tracefs is None or not os.path.exists(f"{tracefs}/uprobe_events"):
+        pytest.skip("no uprobe_events in tracefs (it cannot be mounted, or CONFIG_UPROBE_EVENTS is off)")
     trace = read_trace(EXAMPLE)
     records = tmp_path / "in.bin"
     write_trace(records, trace.transition, trace.slave, trace.in_mod, trace.mailbox, binary=True)
@@ -350,3 +360,21 @@ def test_real_kernel_prints_what_we_read(tmp_path):
     np.testing.assert_array_equal(got.slave, trace.slave)
     np.testing.assert_array_equal(got.in_mod, trace.in_mod)
     np.testing.assert_array_equal(got.mailbox, trace.mailbox)
+
+
+def test_recipe_stops_cleanly_where_it_cannot_record(tmp_path, tracefs):
+    """Run as written on this machine: without kprobe events or without mlx4_core it says which in
+    one line, exits 1, writes no file and leaves no event or tracing instance behind."""
+    if os.geteuid() != 0:
+        pytest.skip("the recipe runs as root")
+    with open("/proc/kallsyms") as f:
+        if "mlx4_INIT2RTR_QP_wrapper" in f.read():
+            pytest.skip("an mlx4 master: the recipe would record until stopped")
+    script = tmp_path / "record-qp.sh"
+    script.write_text(trace_ftrace.recipe())
+    out = tmp_path / "qp.txt"
+    run = subprocess.run(["sh", str(script), str(out)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1 and not out.exists()
+    assert run.stderr in ("no kprobe_events: a kernel with CONFIG_KPROBE_EVENTS is needed\n",
+                          "mlx4_core is not loaded\n")
+    assert not os.path.exists(f"{TRACEFS}/instances/{trace_ftrace.GROUP}")

@@ -112,6 +112,7 @@ cleanup() {{
   rmdir $T/instances/{group} 2>/dev/null || true
   for t in {names}; do echo "-:{group}/{prefix}$t" >> $T/kprobe_events 2>/dev/null || true; done
 }}
+cleanup  # what an interrupted earlier run may have left
 trap cleanup INT TERM EXIT
 for t in {names}; do
   echo "p:{group}/{prefix}$t mlx4_${{t}}_QP_wrapper $ARGS" >> $T/kprobe_events || {{
