@@ -103,7 +103,7 @@ def test_ftrace_rewrites_to_the_same_bytes_as_the_json_trace(tmp_path, capsys):
             outs.append(out.read_bytes())
         assert outs[0] == outs[1] and len(outs[0]) > 0
     err = capsys.readouterr().err
-    assert "skipped 1 lines of other events" in err and "sched_switch 1" in err
+    assert "skipped 1 line of other events" in err and "sched_switch 1" in err
     assert "lost 3 events" in err and "line" in err
 
 

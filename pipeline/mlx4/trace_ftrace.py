@@ -140,7 +140,7 @@ class FtraceSkips:
             n = sum(self.other_events.values())
             names = ", ".join(f"{name} {count}" for name, count in self.other_events.most_common(5))
             more = ", ..." if len(self.other_events) > 5 else ""
-            parts.append(f"skipped {n} lines of other events, not QP-modify records with "
+            parts.append(f"skipped {n} line{'s' if n != 1 else ''} of other events, not QP-modify records with "
                          f"{'..'.join(MBOX_FIELDS[::3])} ({names}{more})")
         if self.lost_lines:
             where = ", ".join(str(n) for n in self.lost_lines[:5])
