@@ -39,6 +39,8 @@ PLACEHOLDERS: dict[str, str | list[str] | dict[str, str] | None] = {
     "b.conf": "pcaps/partitions-b.conf",
     "/etc/opensm/partitions.conf": "pcaps/partitions-a.conf",  # opensm's default -P file
     "trace.jsonl": "tests/data/paravirt_example.jsonl",
+    "qp.txt": "tests/data/paravirt_example_ftrace.txt",  # what record-qp.sh writes on a real master
+    "vfs.map": "tests/data/paravirt_vfs.map",
     "monday/": ["pcaps/opensm_partitions.pcap"],
     "captures/": ["pcaps/opensm_partitions.pcap", "pcaps/opensm_partitions_changed.pcap"],
     # ibdump's default file name in two folders: the common case of several nodes' captures.
@@ -99,6 +101,7 @@ NOT_RUN = {
     r"^bash tests/run_all\.sh": "the whole test suite (CI runs it)",
     r"python -m pytest": "the test suite itself",
     r"^pip install": "an install: tests/test_doc_examples.py checks the extra it names exists",
+    r"^sudo sh record-qp\.sh": "kprobes on mlx4_core, as root, on a master with mlx4 hardware",
 }
 #: Examples known to fail as written (a command line, or text a Python block holds) -> why: a
 #: strict xfail, so the change that fixes one fails here until its line is removed.

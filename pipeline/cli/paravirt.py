@@ -12,7 +12,8 @@ from madpipe.pipeline.mlx4 import snoop
 from madpipe.pipeline.mlx4.paravirt_report import Report, Setup, default_vfs, print_json, print_text, rewrite_trace
 from madpipe.pipeline.mlx4.pkey_map import read_pkey_map
 from madpipe.pipeline.mlx4.profiles import resolve
-from madpipe.pipeline.mlx4.trace import read_trace_with_format, write_trace
+from madpipe.pipeline.mlx4.trace import read_trace_with_skips, write_trace
+from madpipe.pipeline.mlx4.trace_ftrace import recipe
 
 #: P = base_sqpn + 8. mlx4_init_qp_table() puts base_sqpn = ALIGN(reserved_qps_cnt[FW], 8), right
 #: after the QPs firmware reserves; ConnectX firmware commonly reserves 64 (log_rsvd_qps = 6), so
@@ -23,6 +24,9 @@ EXAMPLE = """trace formats (madpipe.pipeline.mlx4.trace; the file's first bytes 
   JSON Lines  {"transition": "INIT2RTR", "slave": 3, "in_mod": 291, "mailbox": "<512 hex digits>"}
   binary      b"madpipe-qptrace\\0", u32 version 1, u32 record size 264, then records of
               u8 opcode, u8 0, u16 slave, u32 in_mod (little-endian), 256-byte mailbox
+  ftrace      a real master's commands: trace_pipe text of the kprobe events that
+              --trace-recipe sets on mlx4_core's QP-modify wrappers (Linux 4.20+, root);
+              other events' lines are skipped and counted, lost events reported
 
 OUT has one record per input record, in order: accepted commands as the master hands them to
 firmware, rejected and refused ones as they came in (firmware never sees them; they are listed).
@@ -53,6 +57,8 @@ check) are taken to be 0 .. P-9, i.e. base_sqpn = P - 8.
 
 examples:
   madpipe paravirt -r tests/data/paravirt_example.jsonl --pkey-map tests/data/paravirt_vfs.map
+  madpipe paravirt --trace-recipe > record-qp.sh     # on the master, as root: sh record-qp.sh qp.txt
+  madpipe paravirt -r qp.txt -w qp.jsonl             # its ftrace text, rewritten (written as JSON Lines)
   madpipe paravirt -r trace.bin -w rewritten.bin --profile 3.7
   madpipe paravirt -r trace.jsonl --vfs 126 --profile mainline       # 126 VFs: mainline only
   madpipe paravirt -r trace.jsonl -w out.bin --binary -q
@@ -71,8 +77,11 @@ def register(sub) -> None:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("-r", dest="read", metavar="TRACE", required=True,
-                   help="trace to read, JSON Lines or binary (- for standard input)")
+    p.add_argument("-r", dest="read", metavar="TRACE",
+                   help="trace to read, JSON Lines, binary or ftrace text (- for standard input)")
+    p.add_argument("--trace-recipe", action="store_true",
+                   help="print a shell script that records a running mlx4 master's QP-modify commands "
+                   "with kprobe events, as ftrace text -r reads, and exit")
     p.add_argument("-w", dest="write", metavar="OUT",
                    help="write the rewritten trace here, in the input's encoding unless --binary or --json "
                    "(- for standard output; the report then goes to standard error)")
@@ -103,6 +112,8 @@ def register(sub) -> None:
 
 
 def _check_options(args) -> None:
+    if not args.read:
+        raise MadpipeError("give -r TRACE (or --trace-recipe to print how to record one)")
     prof = resolve(args.profile)
     p = args.base_proxy_sqpn
     top = (1 << 24) - 16 * prof.mfunc_max
@@ -138,8 +149,13 @@ def _virt2phys(args, num_vfs: int) -> np.ndarray:
 
 
 def run(args) -> int:
+    if args.trace_recipe:
+        sys.stdout.write(recipe())
+        return 0
     _check_options(args)
-    trace, encoding = read_trace_with_format(args.read)
+    trace, encoding, skips = read_trace_with_skips(args.read)
+    if skips.summary():  # on stderr, so that -T json and -w - stay what scripts read
+        print(f"madpipe paravirt: {args.read}: {skips.summary()}", file=sys.stderr)
     num_vfs = args.vfs if args.vfs is not None else default_vfs(trace.slave, args.master, args.profile)
     v2p = _virt2phys(args, num_vfs)
     setup = Setup(args.profile, args.base_proxy_sqpn, args.master, num_vfs, args.pkey_map,
@@ -150,7 +166,7 @@ def run(args) -> int:
         raise MadpipeError(str(exc)) from None
     written = None
     if args.write:
-        binary = (args.encoding or encoding) == "binary"
+        binary = (args.encoding or encoding) == "binary"  # ftrace text is written as JSON Lines
         write_trace(args.write, trace.transition, trace.slave, trace.in_mod, out, binary=binary)
         written = (args.write, "binary" if binary else "json")
     report = Report(trace, out, rc, finding, v2p, setup, encoding, written)

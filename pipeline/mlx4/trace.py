@@ -3,7 +3,7 @@
 One record is one command a function sent the mlx4 master: the transition, the issuing function
 (``slave``), the command's input modifier (``in_mod``, whose low 24 bits are the QP number) and
 the 256-byte QP-context mailbox (optpar, reserved, ``struct mlx4_qp_context``; see
-``madpipe.codecs.qpc``). Two encodings, told apart by the first bytes of the file:
+``madpipe.codecs.qpc``). Three encodings, told apart by the first bytes of the file:
 
 **JSON Lines** (text, one object per line, blank lines ignored, other keys ignored)::
 
@@ -28,6 +28,10 @@ little-endian except inside the mailbox, which is kept byte for byte::
              4   4  u32 in_mod
              8 256  mailbox
 
+**ftrace text**: the ``trace`` or ``trace_pipe`` output of the kprobe events that
+``madpipe paravirt --trace-recipe`` sets on a running mlx4 master (read only; see
+:mod:`madpipe.pipeline.mlx4.trace_ftrace` for the event layout and what is skipped).
+
 A binary trace is a numpy structured array (:data:`RECORD`) after the header, so
 ``np.fromfile(path, RECORD, offset=24)`` reads one too. Errors are :class:`TraceError`, one line
 naming the file, the line or record number (1-based) and the field.
@@ -43,6 +47,7 @@ import numpy as np
 
 from madpipe.codecs.errors import MadpipeError
 from madpipe.pipeline.mlx4 import paravirt
+from madpipe.pipeline.mlx4.trace_ftrace import FtraceError, FtraceSkips, looks_like_ftrace, read_ftrace
 
 MAGIC = b"madpipe-qptrace\0"
 VERSION = 1
@@ -86,7 +91,14 @@ def read_trace(path) -> Trace:
 
 
 def read_trace_with_format(path) -> tuple[Trace, str]:
-    """:func:`read_trace`, and the encoding it found: ``"binary"`` or ``"json"`` (JSON Lines)."""
+    """:func:`read_trace`, and the encoding it found: ``"binary"``, ``"json"`` (JSON Lines) or ``"ftrace"``."""
+    trace, encoding, _ = read_trace_with_skips(path)
+    return trace, encoding
+
+
+def read_trace_with_skips(path) -> tuple[Trace, str, FtraceSkips]:
+    """:func:`read_trace_with_format`, and what an ftrace text had besides QP-modify records
+    (other events, lost events; empty for the other encodings)."""
     try:
         if path == "-":
             data = sys.stdin.buffer.read()
@@ -96,8 +108,15 @@ def read_trace_with_format(path) -> tuple[Trace, str]:
     except OSError as exc:
         raise TraceError(f"{_label(path)}: cannot read: {exc.strerror or exc}") from None
     if data.startswith(MAGIC):
-        return _read_binary(_label(path), data), "binary"
-    return _read_jsonl(_label(path), data), "json"
+        return _read_binary(_label(path), data), "binary", FtraceSkips()
+    text = data.decode("utf-8", errors="replace")  # a task name in other events' lines may be anything
+    if looks_like_ftrace(text):
+        try:
+            arrays, skips = read_ftrace(text, SLAVE_MAX)
+        except FtraceError as exc:
+            raise TraceError(f"{_label(path)}: {exc}") from None
+        return Trace(*arrays), "ftrace", skips
+    return _read_jsonl(_label(path), data), "json", FtraceSkips()
 
 
 def _read_binary(label: str, data: bytes) -> Trace:
