@@ -133,7 +133,7 @@ def _write_repr(x, bits, out, pos):
         # A power of two: the bounds are closer below than above, so the nearest decimal of a
         # length can fail where a farther one above passes; rare enough to leave to Python.
         return -1
-    s = 1075 - exponent  # x = m * 2**-s, 0 < s < 67 in this range
+    s = 1075 - exponent  # x = m * 2**-s, 0 <= s < 67 in this range
     even = (m & _ONE) == _ZERO
     # The decimals that read back fill an interval 2**-s wide around x: from the first j with
     # 10**j > 2**s on, the nearest j-digit decimal is always inside, and whenever one of j
