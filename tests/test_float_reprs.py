@@ -68,3 +68,33 @@ def test_json_times_are_repr_also_where_the_kernel_leaves_them():
     pieces = [text[a:b] for a, b in zip([0] + ends[:-1].tolist(), ends.tolist())]
     assert pieces == [repr(x) for x in (chunk["ts_ns"] / 1e9).tolist()]
     assert written(chunk["ts_ns"] / 1e9)[1] is None  # the Python path was taken
+
+
+def _plain(fn):
+    return getattr(fn, "py_func", fn)
+
+
+def test_search_going_down_writes_what_counting_up_writes():
+    """_write_repr starts at the digit count where a decimal surely reads back and goes down;
+    the plain search counts up from 0 digits. Same bytes, and the same values left to Python
+    (ties, decimals over 64 bits), on every workload (plain Python: a sample of each)."""
+    write, counting_up = _plain(fk._write_repr), _plain(fk._write_repr_counting_up)
+    rng = np.random.default_rng(11)
+    values = [v for w in workloads(rng).values() for v in w[:400].tolist()]
+    values += [0.5, 2.5, 0.125, 1e-4 * 3, 1700000000.5, 4503599627370495.5, 1e15 + 0.5, 0.0001220703125,
+               9007199254740991.0, 123.456, 2 / 3]
+    out_a, out_b = np.zeros(64, np.uint8), np.zeros(64, np.uint8)
+    compared = 0
+    for x in values:
+        bits = np.array([x], np.float64).view(np.uint64)[0]
+        a = abs(x)
+        m = (int(bits) & ((1 << 52) - 1)) | (1 << 52)
+        if x != x or a < 1e-4 or a >= 2.0 ** 53 or m == 1 << 52:
+            continue  # left to Python before either search
+        s = 1075 - ((int(bits) >> 52) & 0x7FF)
+        got = write(x, bits, out_a, 0)
+        want = counting_up(np.uint64(m), s, m % 2 == 0, x < 0, out_b, 0)
+        assert got == want, x
+        assert bytes(out_a[:max(got, 0)]) == bytes(out_b[:max(want, 0)]), x
+        compared += 1
+    assert compared > 2000

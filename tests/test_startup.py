@@ -118,3 +118,19 @@ def test_a_small_fuzz_run_and_a_replay_compile_nothing(tmp_path):
                               env=user_env(MADPIPE_CACHE_DIR=str(cache)))
         assert done.stderr.splitlines()[-1] == "0 python False", (argv, done.stderr[-2000:])
         assert not cache.exists() or list(cache.iterdir()) == []
+
+
+def test_snoop_without_node_descriptions_imports_no_construct(tmp_path):
+    """construct's schemas (codecs.smp) cost ~30 ms of a start-up: `madpipe snoop` on a capture
+    of P_KeyTable Sets alone never imports them; one holding NodeDescriptions does, to name nodes."""
+    from madpipe.pipeline.bench import workload
+
+    path = tmp_path / "sets.pcap"
+    mads, _, _ = workload.changing_sets(40)
+    workload.write_capture(str(path), workload.mad_frames(mads, ports=1))
+    probe = ("import sys\nfrom madpipe.pipeline.cli.main import main\ncode = main(sys.argv[1:])\n"
+             "print('RESULT', code, 'construct' in sys.modules, file=sys.stderr)")
+    for capture, imported in ((path, False), (SMALL, True)):
+        done = subprocess.run([sys.executable, "-c", probe, "snoop", "-r", str(capture), "-T", "json"],
+                              capture_output=True, text=True, env=user_env(MADPIPE_CACHE_DIR=str(tmp_path)))
+        assert done.stderr.splitlines()[-1] == f"RESULT 0 {imported}", (capture, done.stderr[-2000:])

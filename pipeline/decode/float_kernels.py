@@ -10,7 +10,9 @@ the same bytes for the values it can prove, and leaves the rest to Python (``don
 - for j = 0, 1, ... fractional digits, the j-digit decimal nearest x, c / 10**j, is tested
   against those bounds in exact 128-bit integer arithmetic; the first j that passes gives
   Python's digits (a shorter decimal would have passed at a smaller j; the nearest of its
-  length is the one dtoa picks);
+  length is the one dtoa picks). Passing is monotone in j, and from the first j with
+  10**j > 2**-e on every j passes, so the search starts there and goes down (~2 tries, not
+  ~10; ``_write_repr_counting_up`` is the plain search, and the tests hold the two equal);
 - only fixed notation (1e-4 <= x < 2**53, as repr writes it there), j <= 19; x halfway between
   two j-digit decimals that read back, or anything else outside that, is left to Python.
 
@@ -131,8 +133,35 @@ def _write_repr(x, bits, out, pos):
         # A power of two: the bounds are closer below than above, so the nearest decimal of a
         # length can fail where a farther one above passes; rare enough to leave to Python.
         return -1
-    s = 1075 - exponent  # x = m * 2**-s, s > 0 in this range
+    s = 1075 - exponent  # x = m * 2**-s, 0 <= s < 67 in this range
     even = (m & _ONE) == _ZERO
+    # The decimals that read back fill an interval 2**-s wide around x: from the first j with
+    # 10**j > 2**s on, the nearest j-digit decimal is always inside, and whenever one of j
+    # digits is inside so is one of j + 1 (the nearest of j + 1 digits is no farther). So the
+    # shortest is found going down from that j while the one below still reads back: about two
+    # tries where counting up from j = 0 took ten, and the same answer as counting up.
+    top = ((s * 78913) >> 18) + 1  # floor(s * log10(2)) + 1, exact for s < 1651
+    if top > MAX_DIGITS:
+        return _write_repr_counting_up(m, s, even, negative, out, pos)
+    j = top
+    c, state = _nearest(m, j, s)
+    if state == 2:
+        return _write_repr_counting_up(m, s, even, negative, out, pos)
+    while j > 0:
+        below, below_state = _nearest(m, j - 1, s)  # below 2**64 as c is: fewer digits
+        if not _reads_back(below, j - 1, m, s, even):  # (on a tie, both neighbours or neither)
+            break
+        j -= 1
+        c, state = below, below_state
+    if state == 1:  # x halfway between two decimals that read back: dtoa's choice, Python's job
+        return -1
+    return _digits_out(c, j, negative, out, pos)
+
+
+@njit
+def _write_repr_counting_up(m, s, even, negative, out, pos):
+    """_write_repr's search the plain way, j = 0, 1, ...: for the values where the shortcut does
+    not apply (more than MAX_DIGITS digits, a decimal over 64 bits)."""
     for j in range(MAX_DIGITS + 1):
         c, state = _nearest(m, j, s)
         if state == 2:

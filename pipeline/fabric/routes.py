@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from madpipe.codecs import smp as smpc
 from madpipe.codecs import wire
 from madpipe.pipeline.fabric import kernels as kf
 from madpipe.pipeline.fabric.model import Capacities, NodeNames, PortId
@@ -89,10 +88,15 @@ class Routes:
 
     def _learn_names(self, ids: np.ndarray, hdr: np.ndarray, data: np.ndarray) -> None:
         # One answer per node and sweep: few rows, so each route's last one is taken in Python.
-        rows = np.flatnonzero((hdr[:, wire.MAD_ATTR_ID] == 0) & (hdr[:, wire.MAD_ATTR_ID + 1] == smpc.IB_SMP_ATTR_NODE_DESC))
+        rows = np.flatnonzero((hdr[:, wire.MAD_ATTR_ID] == 0) & (hdr[:, wire.MAD_ATTR_ID + 1] == wire.IB_SMP_ATTR_NODE_DESC))
+        if not len(rows):
+            return
+        # Here, not at the top: codecs.smp builds construct's schemas (~30 ms of every start-up).
+        from madpipe.codecs.smp import node_description_text
+
         last = {int(ids[j]): j for j in rows.tolist()}
         for i, j in last.items():
-            self.names.text[self.route[i]] = smpc.node_description_text(data[j].tobytes())
+            self.names.text[self.route[i]] = node_description_text(data[j].tobytes())
 
     def finish(self) -> None:
         # A switch has one LID, on port 0; a CA port's PortInfo carries its own LID.
