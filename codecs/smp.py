@@ -32,7 +32,6 @@ from construct import (
     BitsInteger,
     BitStruct,
     Bytes,
-    Bytewise,
     Construct,
     Int8ub,
     Int16ub,
@@ -42,7 +41,7 @@ from construct import (
     Struct,
 )
 
-from madpipe.codecs.attributes import name_in, schema_in
+from madpipe.codecs.attributes import byte_run, name_in, schema_in
 from madpipe.codecs.mad import MADHeader
 
 # The attribute IDs and sizes are defined in wire (no construct: the kernels import them there).
@@ -166,11 +165,6 @@ def dr_status(status: int) -> int:
 
 # --------------------------------------------------------------------------- attributes
 
-def _resv_bytes(name: str, size: int):
-    """A reserved byte run at the end of a BitStruct (bytes, not a 0/1 bit string)."""
-    return name / Bytewise(Bytes(size))
-
-
 _NOTICE_FIELDS = (
     "is_generic" / BitsInteger(1),
     "notice_type" / BitsInteger(7),
@@ -179,7 +173,7 @@ _NOTICE_FIELDS = (
     "issuer_lid" / BitsInteger(16),
     "notice_toggle" / BitsInteger(1),
     "notice_count" / BitsInteger(15),
-    _resv_bytes("data_details", 54),
+    byte_run("data_details", 54),
 )
 
 Notice = BitStruct(*_NOTICE_FIELDS)
@@ -193,7 +187,7 @@ sent there (kernel struct ib_mad_notice_attr is 64 bytes); see NoticeWithIssuerG
 80-byte form used by SubnAdm Report.
 """
 
-NoticeWithIssuerGID = BitStruct(*_NOTICE_FIELDS, _resv_bytes("issuer_gid", 16))
+NoticeWithIssuerGID = BitStruct(*_NOTICE_FIELDS, byte_run("issuer_gid", 16))
 NoticeWithIssuerGID.__doc__ = """IBA 13.4.8.2 Notice, attribute 0x0002, 80-byte form (SubnAdm Report).
 
 Notice followed by issuer_gid, 16 bytes at byte 64 (opensm ib_mad_notice_attr_t).
@@ -257,7 +251,7 @@ SwitchInfo = BitStruct(
     "resv0" / BitsInteger(3),
     "resv1" / BitsInteger(8),
     "multicast_fdb_top" / BitsInteger(16),
-    _resv_bytes("resv2", 44),
+    byte_run("resv2", 44),
 )
 SwitchInfo.__doc__ = """IBA 14.2.5.4 SwitchInfo, attribute 0x0012, 20 bytes + 44 reserved.
 
@@ -380,7 +374,7 @@ def pkey_switch_port(attr_mod: int) -> int:
 
 SLtoVLMappingTable = BitStruct(
     "sl_to_vl" / Array(16, BitsInteger(4)),
-    _resv_bytes("resv0", 56),
+    byte_run("resv0", 56),
 )
 SLtoVLMappingTable.__doc__ = """IBA 14.2.5.8 SLtoVLMappingTable, attribute 0x0017, 8 bytes + 56 reserved.
 
@@ -450,7 +444,7 @@ SMInfo = BitStruct(
     "act_count" / BitsInteger(32),
     "priority" / BitsInteger(4),
     "sm_state" / BitsInteger(4),
-    _resv_bytes("resv0", 43),
+    byte_run("resv0", 43),
 )
 SMInfo.__doc__ = """IBA 14.2.5.13 SMInfo, attribute 0x0020, 21 bytes + 43 reserved.
 
@@ -470,7 +464,7 @@ VendorDiag.__doc__ = """IBA 14.2.5.14 VendorDiag, attribute 0x0030, 64 bytes.
 LedInfo = BitStruct(
     "led_mask" / BitsInteger(1),
     "resv0" / BitsInteger(31),
-    _resv_bytes("resv1", 60),
+    byte_run("resv1", 60),
 )
 LedInfo.__doc__ = """IBA 14.2.5.15 LedInfo, attribute 0x0031, 4 bytes + 60 reserved.
 
