@@ -1,11 +1,12 @@
-"""Attribute tables of a MAD class: the name and schema of each attribute ID, and the fallbacks.
+"""Attribute tables of a MAD class: the name and schema of each attribute ID, and the fallbacks;
+and the byte runs of bit-packed attribute schemas.
 
 Each class module (smp, perf) keeps its table, ``attr_id -> (name, schema)``, and a raw schema
-for IDs it does not know; these two functions give both modules the same rules.
+for IDs it does not know; these functions give both modules the same rules.
 """
 from __future__ import annotations
 
-from construct import Construct
+from construct import Bytes, Bytewise, Construct
 
 from madpipe.codecs.compiled import compiled
 
@@ -26,3 +27,8 @@ def schema_in(table: dict[int, tuple[str, Construct]], raw: Construct, attr_id: 
     """The attribute's schema (``raw`` when the ID is unknown); ``fast``: compiled, cached."""
     schema = table.get(attr_id, ("", raw))[1]
     return compiled(schema) if fast else schema
+
+
+def byte_run(name: str, size: int) -> Construct:
+    """A run of whole bytes inside a BitStruct (bytes, not a 0/1 bit string): a GID, reserved bytes."""
+    return name / Bytewise(Bytes(size))

@@ -15,7 +15,6 @@ from construct import (
     BitsInteger,
     BitStruct,
     Bytes,
-    Bytewise,
     Construct,
     Int8ub,
     Int16ub,
@@ -24,7 +23,7 @@ from construct import (
     Struct,
 )
 
-from madpipe.codecs.attributes import name_in, schema_in
+from madpipe.codecs.attributes import byte_run, name_in, schema_in
 from madpipe.codecs.mad import IB_MGMT_CLASS_PERF_MGMT, MAD_HEADER_SIZE, MADHeader
 
 __all__ = [
@@ -107,11 +106,6 @@ IB_PMA_SEL_PORT_RCV_PACKETS = 0x8000
 IB_PMA_ALL_PORTS = 0xFF  # port_select value for "all ports" (when IB_PMA_CLASS_CAP_ALLPORTSELECT)
 
 
-def _resv_bytes(name: str, size: int):
-    """A reserved byte run inside a BitStruct (bytes, not a 0/1 bit string)."""
-    return name / Bytewise(Bytes(size))
-
-
 PerfMAD = Struct(
     "hdr" / MADHeader,
     "resv" / Bytes(40),
@@ -128,7 +122,7 @@ ClassPortInfo = BitStruct(
     "capability_mask" / BitsInteger(16),
     "capability_mask2" / BitsInteger(27),
     "resp_time_value" / BitsInteger(5),
-    _resv_bytes("redirect_gid", 16),
+    byte_run("redirect_gid", 16),
     "redirect_tc" / BitsInteger(8),
     "redirect_sl" / BitsInteger(4),
     "redirect_fl" / BitsInteger(20),
@@ -137,7 +131,7 @@ ClassPortInfo = BitStruct(
     "resv0" / BitsInteger(8),
     "redirect_qp" / BitsInteger(24),
     "redirect_qkey" / BitsInteger(32),
-    _resv_bytes("trap_gid", 16),
+    byte_run("trap_gid", 16),
     "trap_tc" / BitsInteger(8),
     "trap_sl" / BitsInteger(4),
     "trap_fl" / BitsInteger(20),
@@ -146,7 +140,7 @@ ClassPortInfo = BitStruct(
     "trap_hl" / BitsInteger(8),
     "trap_qp" / BitsInteger(24),
     "trap_qkey" / BitsInteger(32),
-    _resv_bytes("resv1", IB_PMA_DATA_SIZE - 72),
+    byte_run("resv1", IB_PMA_DATA_SIZE - 72),
 )
 ClassPortInfo.__doc__ = """IBA 13.4.8.1 ClassPortInfo, attribute 0x0001, 72 bytes + 120 reserved.
 
@@ -182,7 +176,7 @@ PortCounters = BitStruct(
     "port_xmit_pkts" / BitsInteger(32),
     "port_rcv_pkts" / BitsInteger(32),
     "port_xmit_wait" / BitsInteger(32),
-    _resv_bytes("resv2", IB_PMA_DATA_SIZE - 44),
+    byte_run("resv2", IB_PMA_DATA_SIZE - 44),
 )
 PortCounters.__doc__ = """IBA 16.1.3.5 PortCounters, attribute 0x0012, 44 bytes + 148 reserved.
 

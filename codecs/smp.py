@@ -1,4 +1,5 @@
-"""IBA 14.2: Subnet Management Packets (SMPs) and every SMP attribute.
+"""IBA 14.2: Subnet Management Packets (SMPs) and every SMP attribute (the table attributes, one
+block per SMP, are written in :mod:`madpipe.codecs.smp_tables` and imported from here).
 
 Two MAD formats carry SMPs, both 256 bytes:
 
@@ -28,11 +29,9 @@ form is correct but not faster; byte-aligned attributes (``PKeyTable``, ``NodeIn
 from __future__ import annotations
 
 from construct import (
-    Array,
     BitsInteger,
     BitStruct,
     Bytes,
-    Bytewise,
     Construct,
     Int8ub,
     Int16ub,
@@ -42,8 +41,22 @@ from construct import (
     Struct,
 )
 
-from madpipe.codecs.attributes import name_in, schema_in
+from madpipe.codecs.attributes import byte_run, name_in, schema_in
 from madpipe.codecs.mad import MADHeader
+from madpipe.codecs.smp_tables import (
+    IB_NUM_PKEY_ELEMENTS_IN_BLOCK,
+    GUIDInfo,
+    LinearForwardingTable,
+    MulticastForwardingTable,
+    PKeyTable,
+    RandomForwardingEntry,
+    RandomForwardingTable,
+    SLtoVLMappingTable,
+    VLArbElement,
+    VLArbitrationTable,
+    pkey_block,
+    pkey_switch_port,
+)
 
 # The attribute IDs and sizes are defined in wire (no construct: the kernels import them there).
 from madpipe.codecs.wire import (
@@ -85,8 +98,6 @@ __all__ = [
     "SMP_ATTRIBUTES", "attribute_name", "attribute_schema", "pkey_block", "pkey_switch_port", "smp_direction",
     "dr_status", "node_description_text",
 ]
-
-IB_NUM_PKEY_ELEMENTS_IN_BLOCK = 32
 
 # Value names (IBA 14.2.5.3 NodeType, 14.2.5.6 PortState/PortPhysicalState, 14.2.5.13 SMState).
 NODE_TYPE_NAMES = {NODE_TYPE_CA: "CA", NODE_TYPE_SWITCH: "Switch", NODE_TYPE_ROUTER: "Router"}
@@ -166,11 +177,6 @@ def dr_status(status: int) -> int:
 
 # --------------------------------------------------------------------------- attributes
 
-def _resv_bytes(name: str, size: int):
-    """A reserved byte run at the end of a BitStruct (bytes, not a 0/1 bit string)."""
-    return name / Bytewise(Bytes(size))
-
-
 _NOTICE_FIELDS = (
     "is_generic" / BitsInteger(1),
     "notice_type" / BitsInteger(7),
@@ -179,7 +185,7 @@ _NOTICE_FIELDS = (
     "issuer_lid" / BitsInteger(16),
     "notice_toggle" / BitsInteger(1),
     "notice_count" / BitsInteger(15),
-    _resv_bytes("data_details", 54),
+    byte_run("data_details", 54),
 )
 
 Notice = BitStruct(*_NOTICE_FIELDS)
@@ -193,7 +199,7 @@ sent there (kernel struct ib_mad_notice_attr is 64 bytes); see NoticeWithIssuerG
 80-byte form used by SubnAdm Report.
 """
 
-NoticeWithIssuerGID = BitStruct(*_NOTICE_FIELDS, _resv_bytes("issuer_gid", 16))
+NoticeWithIssuerGID = BitStruct(*_NOTICE_FIELDS, byte_run("issuer_gid", 16))
 NoticeWithIssuerGID.__doc__ = """IBA 13.4.8.2 Notice, attribute 0x0002, 80-byte form (SubnAdm Report).
 
 Notice followed by issuer_gid, 16 bytes at byte 64 (opensm ib_mad_notice_attr_t).
@@ -257,7 +263,7 @@ SwitchInfo = BitStruct(
     "resv0" / BitsInteger(3),
     "resv1" / BitsInteger(8),
     "multicast_fdb_top" / BitsInteger(16),
-    _resv_bytes("resv2", 44),
+    byte_run("resv2", 44),
 )
 SwitchInfo.__doc__ = """IBA 14.2.5.4 SwitchInfo, attribute 0x0012, 20 bytes + 44 reserved.
 
@@ -268,14 +274,6 @@ Bit offsets (libibmad fields.c IB_SW_*): 0 linear_fdb_cap:16 | 16 random_fdb_cap
 96 lids_per_port:16 | 112 partition_enforcement_cap:16 | 128 inbound_enforcement_cap:1 |
 129 outbound_enforcement_cap:1 | 130 filter_raw_inbound_cap:1 | 131 filter_raw_outbound_cap:1 |
 132 enhanced_port0:1 | 133 resv0:3 | 136 resv1:8 | 144 multicast_fdb_top:16 | byte 20 resv2[44].
-"""
-
-GUIDInfo = Struct(
-    "guids" / Array(8, Int64ub),
-)
-GUIDInfo.__doc__ = """IBA 14.2.5.5 GUIDInfo, attribute 0x0014: one block of 8 be64 GUIDs, 64 bytes.
-
-attr_mod = block number; guids[i] is GUID index 8 * block + i.
 """
 
 PortInfo = BitStruct(
@@ -357,100 +355,13 @@ Bit offsets (libibmad fields.c IB_PORT_*; kernel struct ib_port_info names in br
 507 link_speed_ext_enabled:5.
 """
 
-PKeyTable = Struct(
-    "pkeys" / Array(IB_NUM_PKEY_ELEMENTS_IN_BLOCK, Int16ub),
-)
-PKeyTable.__doc__ = """IBA 14.2.5.7 P_KeyTable, attribute 0x0016: one block of 32 be16 P_Keys, 64 bytes.
-
-Bit 15 of a P_Key is the membership type (1 = full member), bits 0-14 the base.
-attr_mod: bits 0-15 block number (pkey_block), bits 16-31 port number on a switch
-(pkey_switch_port); pkeys[i] is P_Key index 32 * block + i.
-"""
-
-
-def pkey_block(attr_mod: int) -> int:
-    """P_KeyTable block number: bits 0-15 of the attribute modifier."""
-    return attr_mod & 0xFFFF
-
-
-def pkey_switch_port(attr_mod: int) -> int:
-    """P_KeyTable port number (switches only): bits 16-31 of the attribute modifier."""
-    return (attr_mod >> 16) & 0xFFFF
-
-
-SLtoVLMappingTable = BitStruct(
-    "sl_to_vl" / Array(16, BitsInteger(4)),
-    _resv_bytes("resv0", 56),
-)
-SLtoVLMappingTable.__doc__ = """IBA 14.2.5.8 SLtoVLMappingTable, attribute 0x0017, 8 bytes + 56 reserved.
-
-sl_to_vl[sl] is the VL for SL sl, 4 bits each, SL0 in the high nibble of byte 0.
-attr_mod: bits 0-7 output port, bits 8-15 input port (switches).
-"""
-
-VLArbElement = BitStruct(
-    "resv" / BitsInteger(4),
-    "vl" / BitsInteger(4),
-    "weight" / BitsInteger(8),
-)
-VLArbElement.__doc__ = """IBA 14.2.5.9 one VL/Weight element of a VLArbitrationTable block, 2 bytes.
-
-resv:4 | vl:4 | weight:8 (struct ib_vl_weight_elem).
-"""
-
-VLArbitrationTable = Struct(
-    "entries" / Array(32, VLArbElement),
-)
-VLArbitrationTable.__doc__ = """IBA 14.2.5.9 VLArbitrationTable, attribute 0x0018: 32 VLArbElement, 64 bytes.
-
-attr_mod: bits 16-31 block (1 low-priority 0-31, 2 low 32-63, 3 high 0-31, 4 high 32-63),
-bits 0-15 output port (switches).
-"""
-
-LinearForwardingTable = Struct(
-    "ports" / Array(64, Int8ub),
-)
-LinearForwardingTable.__doc__ = """IBA 14.2.5.10 LinearForwardingTable, attribute 0x0019: 64 port bytes.
-
-attr_mod = block number; ports[i] is the output port for LID 64 * block + i (255 = none).
-"""
-
-RandomForwardingEntry = BitStruct(
-    "lid" / BitsInteger(16),
-    "valid" / BitsInteger(1),
-    "lmc" / BitsInteger(3),
-    "resv" / BitsInteger(4),
-    "port" / BitsInteger(8),
-)
-RandomForwardingEntry.__doc__ = """IBA 14.2.5.11 one LID/Port element of a RandomForwardingTable, 4 bytes.
-
-lid:16 | valid:1 | lmc:3 | resv:4 | port:8.
-"""
-
-RandomForwardingTable = Struct(
-    "entries" / Array(16, RandomForwardingEntry),
-)
-RandomForwardingTable.__doc__ = """IBA 14.2.5.11 RandomForwardingTable, attribute 0x001A: 16 entries.
-
-attr_mod = block number.
-"""
-
-MulticastForwardingTable = Struct(
-    "port_masks" / Array(32, Int16ub),
-)
-MulticastForwardingTable.__doc__ = """IBA 14.2.5.12 MulticastForwardingTable, attribute 0x001B: 32 PortMasks.
-
-attr_mod: bits 28-31 position (which 16 ports), bits 0-8 block; port_masks[i] covers
-MLID 0xC000 + 32 * block + i, bit p = port 16 * position + p.
-"""
-
 SMInfo = BitStruct(
     "guid" / BitsInteger(64),
     "sm_key" / BitsInteger(64),
     "act_count" / BitsInteger(32),
     "priority" / BitsInteger(4),
     "sm_state" / BitsInteger(4),
-    _resv_bytes("resv0", 43),
+    byte_run("resv0", 43),
 )
 SMInfo.__doc__ = """IBA 14.2.5.13 SMInfo, attribute 0x0020, 21 bytes + 43 reserved.
 
@@ -470,7 +381,7 @@ VendorDiag.__doc__ = """IBA 14.2.5.14 VendorDiag, attribute 0x0030, 64 bytes.
 LedInfo = BitStruct(
     "led_mask" / BitsInteger(1),
     "resv0" / BitsInteger(31),
-    _resv_bytes("resv1", 60),
+    byte_run("resv1", 60),
 )
 LedInfo.__doc__ = """IBA 14.2.5.15 LedInfo, attribute 0x0031, 4 bytes + 60 reserved.
 

@@ -188,6 +188,25 @@ def pytest_runtest_setup(item):
             require_tool(name)
 
 
+def stop_leftover_processes() -> list[int]:
+    """The pids of the processes madpipe's sim started (ibsim, opensm, diags) that were still
+    running, after stopping them."""
+    from madpipe.pipeline.sim.processes import _stop_all, leftover_processes
+
+    left = leftover_processes()
+    _stop_all()
+    return left
+
+
+@pytest.fixture
+def no_process_left():
+    """Fail a test that leaves an ibsim, opensm or diag of ours running (after stopping it); a module
+    that starts them asks for it with ``pytestmark = pytest.mark.usefixtures("no_process_left")``."""
+    yield
+    left = stop_leftover_processes()
+    assert not left, f"processes left running: {left}"
+
+
 @pytest.fixture(scope="session")
 def tshark() -> str:
     """Path of tshark (skip or fail as require_tool says)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from madpipe.pipeline.kernels import aot, guard
+from madpipe.pipeline.kernels import aot, aot_build, guard
 
 ROOT = Path(__file__).parent.parent
 PCAPS = ROOT / "pcaps"
@@ -272,14 +272,14 @@ def test_the_key_names_the_cpu_the_build_targets(monkeypatch):
 PATCHES = r"""
 from numba.core.codegen import AOTCPUCodegen, get_host_cpu_features
 import numba.pycc.compiler as pycc_compiler
-from madpipe.pipeline.kernels import aot
+from madpipe.pipeline.kernels import aot_build
 
 def state():
     return (AOTCPUCodegen("probe", "host")._tm_features == get_host_cpu_features() != "",
             pycc_compiler.Flags().release_gil)
 
 before = state()
-with aot._pycc_private_settings(host_features=True):
+with aot_build.pycc_private_settings(host_features=True):
     inside = state()
 print(before, inside, state())
 """
@@ -322,15 +322,15 @@ def test_a_failed_build_falls_back_to_the_jit_once_and_says_why(tmp_path):
 
 
 def test_old_builds_are_pruned_newest_kept(tmp_path):
-    for n in range(aot.KEEP_BUILDS + 3):
+    for n in range(aot_build.KEEP_BUILDS + 3):
         path = tmp_path / f"madpipe_kernels_{n:016x}.cpython-311-x86_64-linux-gnu.so"
         path.write_bytes(b"")
         os.utime(path, (1000 + n, 1000 + n))
     (tmp_path / "build-failed.txt").write_text("x")
-    aot._prune(str(tmp_path), keep=aot.KEEP_BUILDS)
+    aot_build._prune(str(tmp_path), keep=aot_build.KEEP_BUILDS)
     left = sorted(p.name for p in tmp_path.iterdir())
     assert "build-failed.txt" in left
-    assert [int(n[16:32], 16) for n in left if n.endswith(".so")] == list(range(3, aot.KEEP_BUILDS + 3))
+    assert [int(n[16:32], 16) for n in left if n.endswith(".so")] == list(range(3, aot_build.KEEP_BUILDS + 3))
 
 
 def test_build_kernels_prints_the_build_it_finds(built):

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from madpipe.pipeline.check.partitions_conf import PolicyError, parse_policy, read_policy
 from madpipe.pipeline.cli.main import main
-from madpipe.pipeline.fabric.partitions_conf import PolicyError, parse_policy, read_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 PCAPS = ROOT / "pcaps"

@@ -25,18 +25,13 @@ from madpipe.codecs.capture import CaptureReader
 from madpipe.pipeline.cli.main import main
 from madpipe.pipeline.fuzz.mutate.answers import AnswerMutator, Edit, answer_key, apply_edits, get_field
 from madpipe.pipeline.fuzz.targets import fabric_checks as checks
-from madpipe.pipeline.sim.processes import _stop_all, find_tool, leftover_processes
+from madpipe.pipeline.sim.processes import find_tool, leftover_processes
 
 DATA = Path(__file__).parent / "data"
 GETRESP = 0x81
 
 
-@pytest.fixture(autouse=True)
-def no_process_left():
-    yield
-    left = leftover_processes()
-    _stop_all()
-    assert not left, f"processes left running: {left}"
+pytestmark = pytest.mark.usefixtures("no_process_left")
 
 
 def node_info_answer(num_ports=8, local_port=1, node_type=smpc.NODE_TYPE_SWITCH, **mad) -> bytes:

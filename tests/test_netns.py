@@ -22,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import stop_leftover_processes
 from test_sim import PCAPS, TOPOLOGY, need_sim_tools
 
 from madpipe.codecs import mad as madc
@@ -30,7 +31,6 @@ from madpipe.codecs.frame import decode_frame
 from madpipe.pipeline.cli.main import main
 from madpipe.pipeline.sim.capture import SimCapture
 from madpipe.pipeline.sim.netns import PrivateNetwork, namespace_id
-from madpipe.pipeline.sim.processes import _stop_all, leftover_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,8 +40,7 @@ def back_outside():
     """Every test starts and ends in the test process's own network namespace, nothing left running."""
     before = namespace_id()
     yield
-    left = leftover_processes()
-    _stop_all()
+    left = stop_leftover_processes()
     assert not left, f"processes left running: {left}"
     assert namespace_id() == before, "the test thread was left inside a private network namespace"
 

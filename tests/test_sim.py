@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import REQUIRE_TOOLS_ENV, require_tool
+from conftest import REQUIRE_TOOLS_ENV, require_tool, stop_leftover_processes
 
 from madpipe.codecs import build
 from madpipe.codecs import mad as madc
@@ -33,7 +33,7 @@ from madpipe.pipeline.fabric.snoop import snoop_capture
 from madpipe.pipeline.sim import replay as sim_replay
 from madpipe.pipeline.sim.capture import SimCapture, parse_ibnetdiscover_ports, parse_smpquery_pkeys
 from madpipe.pipeline.sim.packets import datagrams_to_packets
-from madpipe.pipeline.sim.processes import _stop_all, find_tool, find_umad2sim, leftover_processes, stop_process
+from madpipe.pipeline.sim.processes import find_tool, find_umad2sim, leftover_processes, stop_process
 from madpipe.pipeline.sim.protocol import (
     SIM_CTL_CONNECT,
     SIM_CTL_DISCONNECT,
@@ -75,13 +75,7 @@ CHANGES_B = {
 }
 
 
-@pytest.fixture(autouse=True)
-def no_process_left():
-    """Fail a test that leaves an ibsim, opensm or diag of ours running (after stopping it)."""
-    yield
-    left = leftover_processes()
-    _stop_all()
-    assert not left, f"processes left running: {left}"
+pytestmark = pytest.mark.usefixtures("no_process_left")
 
 
 def need_sim_tools(*extra: str) -> None:
@@ -291,8 +285,7 @@ def opensm_runs(tmp_path_factory):
             pkeys_b = capture.query_pkeys()
             capture.write(out / "ab.pcap")
     finally:
-        left = leftover_processes()
-        _stop_all()
+        left = stop_leftover_processes()
     assert not left
     return {"capture_a": out / "a.pcap", "capture_ab": out / "ab.pcap", "ports": ports,
             "pkeys_a": pkeys_a, "pkeys_b": pkeys_b, "run_b": run_b}

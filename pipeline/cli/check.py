@@ -1,6 +1,6 @@
 """`madpipe check --partitions FILE CAPTURE...`: the P_Key tables of each capture against opensm's
-partitions.conf. Arguments only: the reading is :mod:`madpipe.pipeline.fabric.partitions_conf`,
-the check :mod:`madpipe.pipeline.fabric.check`, the output :mod:`madpipe.pipeline.fabric.check_output`.
+partitions.conf. Arguments only: the reading is :mod:`madpipe.pipeline.check.partitions_conf`,
+the check :mod:`madpipe.pipeline.check.tables`, the output :mod:`madpipe.pipeline.check.output`.
 """
 from __future__ import annotations
 
@@ -64,9 +64,9 @@ def input_files(argv: list[str]) -> list[str]:
 
 def run(args) -> int:
     from madpipe.codecs.errors import MadpipeError
-    from madpipe.pipeline.fabric.check import check_capture
-    from madpipe.pipeline.fabric.check_output import print_json, print_text
-    from madpipe.pipeline.fabric.partitions_conf import read_policy
+    from madpipe.pipeline.check.output import print_json, print_text
+    from madpipe.pipeline.check.partitions_conf import read_policy
+    from madpipe.pipeline.check.tables import check_capture
     from madpipe.pipeline.ingest.live import seekable
 
     policy = read_policy(args.partitions)

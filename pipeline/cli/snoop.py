@@ -144,7 +144,8 @@ def _run_live(args, path: str) -> int:
     from dataclasses import replace
 
     from madpipe.pipeline.decode.output import jsonl
-    from madpipe.pipeline.fabric.live import event_header, event_record, event_text, snoop_stream
+    from madpipe.pipeline.fabric.live.output import event_header, event_record, event_text
+    from madpipe.pipeline.fabric.live.snoop import snoop_stream
 
     out = sys.stdout
     seen = []

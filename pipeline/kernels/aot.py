@@ -9,13 +9,13 @@ Even from numba's warm cache, a JIT process imports numba (0.3 s) and sets up it
   ``/proc/cpuinfo``). Loading it takes a millisecond and imports no numba.
 - Where: :func:`cache_dir` (``$MADPIPE_CACHE_DIR``, else ``$XDG_CACHE_HOME/madpipe`` or
   ``~/.cache/madpipe``; no home: a private folder in the temporary one); the newest
-  :data:`KEEP_BUILDS` builds stay (other installed versions load theirs).
+  :data:`.aot_build.KEEP_BUILDS` builds stay (other installed versions load theirs).
 - When: never at import. ``madpipe build-kernels`` (or ``python -m madpipe.pipeline.kernels.aot``)
   builds it, else the first kernel call of a large job (:mod:`.jit` decides), with a line on
   stderr before and after (20-25 s); small jobs only load an existing build. Always in a
   subprocess (numba is imported there, never in the process that asked), under a file lock
   (parallel jobs build once), renamed into place when whole (a process loads all or nothing).
-- Key (:func:`source_key`): every kernel module, ``codecs/``, this file and ``jit.py``, the
+- Key (:func:`source_key`): every kernel module, ``codecs/``, this file, ``aot_build.py`` and ``jit.py``, the
   numpy, Python, numba and llvmlite installed, the CPU and numba's CPU overrides: an edited
   kernel never runs stale, another kind of CPU never loads it.
 - Guarantees: each kernel computes what numba's JIT computes for its signature (tests: every
@@ -27,25 +27,11 @@ Even from numba's warm cache, a JIT process imports numba (0.3 s) and sets up it
   next version or ``madpipe build-kernels``, and the kernels run under numba's JIT
   (``MADPIPE_JIT=aot`` makes that an error).
 
-numba's API: pycc, numba's only ahead-of-time compiler, is pending deprecation since 0.57 (its
-warning goes to the build's stderr, kept in ``build-failed.txt`` if the build fails); a numba
-without it fails the build (ImportError), and the JIT path applies. Public ``CC`` cannot ask for
-two things, so in the build process only, around ``CC.compile`` only,
-:func:`_pycc_private_settings` patches two private names of numba 0.68, then restores them:
-
-1. ``numba.pycc.compiler.Flags``: ``CC.export`` takes no compiler flags and pycc makes its
-   wrappers with ``Flags()``; a subclass setting ``release_gil`` stands in, so a reader thread
-   walks the next chunk while a kernel runs. Renamed in numba: the build stops with an error
-   (JIT path). Kept but unused: the kernels hold the GIL (right, but slower; a test fails).
-2. ``numba.core.codegen.AOTCPUCodegen._customize_tm_features``: pycc names the CPU model but
-   leaves its features to LLVM's defaults for it, which may hold instructions a VM hides (a
-   build that loads, then dies on AVX-512). It returns the host's reported features instead, as
-   numba's JIT uses (``NUMBA_CPU_FEATURES``, otherwise JIT-only, included). Renamed in numba:
-   the build stops with an error (JIT path); a test checks that both patches take effect.
+The compile itself, in the build process, is :mod:`.aot_build`'s (with the two private settings of
+numba it needs, and why).
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.machinery
 import importlib.util
 import os
@@ -120,15 +106,8 @@ KERNELS = {
 #: Modules of ``@njit(inline="always")`` helpers the KERNELS' modules import: in the build's key too.
 HELPER_MODULES = ("mlx4.eth_kernels",)
 
-_NUMBA_RESULT = {"void": "void", "i8": "i8", "i8x2": "UniTuple(i8, 2)", "i8x3": "UniTuple(i8, 3)", "i8x4": "UniTuple(i8, 4)"}
-
 _module = None  # the loaded extension, once
 _failure: str | None = None  # why it could not be loaded or built, once
-
-
-def numba_signature(result: str, args: str) -> str:
-    """The pycc signature string of a KERNELS entry."""
-    return f"{_NUMBA_RESULT[result]}({', '.join(t.lstrip('!') for t in args.split())})"
 
 
 def export_name(module: str, kernel: str) -> str:
@@ -176,7 +155,7 @@ def source_key() -> str:
         if spec is not None and spec.origin:
             update(f"{spec.origin} {os.stat(spec.origin).st_mtime_ns}".encode())
     files = [os.path.join(_PIPELINE, *m.split(".")) + ".py" for m in sorted(KERNELS) + sorted(HELPER_MODULES)]
-    files += [os.path.join(_KERNELS, "aot.py"), os.path.join(_KERNELS, "jit.py")]
+    files += [os.path.join(_KERNELS, f) for f in ("aot.py", "aot_build.py", "jit.py")]
     files += sorted(os.path.join(_CODECS, f) for f in os.listdir(_CODECS) if f.endswith(".py"))
     for path in files:
         with open(path, "rb") as f:
@@ -209,7 +188,7 @@ def _failure_file(directory: str) -> str:
     return os.path.join(directory, "build-failed.txt")
 
 
-def _import(path: str, name: str):
+def import_file(path: str, name: str):
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -241,7 +220,7 @@ def load(build: bool = True, quiet: bool = False):
                 if not quiet:
                     print(f"madpipe: {exc}; numba's JIT compiles the kernels instead", file=sys.stderr, flush=True)
                 raise
-        _module = _import(path, module_name(key))
+        _module = import_file(path, module_name(key))
     except Exception as exc:  # a broken cache or build must not stop the command: JIT instead
         _failure = str(exc) if isinstance(exc, RuntimeError) else f"{type(exc).__name__}: {exc}"
         return None
@@ -333,87 +312,6 @@ def _last_error(text: str, returncode: int) -> str:
     return lines[-1] if lines else f"exit status {returncode}"
 
 
-@contextlib.contextmanager
-def _pycc_private_settings(host_features: bool):
-    """Inside the build process: pycc's wrappers release the GIL and, with ``host_features``,
-    its code generator targets the features this CPU reports (the module docstring says why and
-    what breaks when numba changes). Restored on exit."""
-    import numba.pycc.compiler as pycc_compiler
-    from numba.core.codegen import AOTCPUCodegen
-    from numba.core.compiler import Flags
-
-    if getattr(pycc_compiler, "Flags", None) is not Flags:
-        raise RuntimeError("numba.pycc.compiler.Flags is not numba's Flags: the GIL-releasing build "
-                           "needs updating for this numba")
-    if host_features and "_customize_tm_features" not in vars(AOTCPUCodegen):
-        raise RuntimeError("numba's AOTCPUCodegen has no _customize_tm_features: the host-CPU build "
-                           "needs updating for this numba")
-
-    class GilReleasingFlags(Flags):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.release_gil = True
-
-    features = AOTCPUCodegen._customize_tm_features
-    pycc_compiler.Flags = GilReleasingFlags
-    if host_features:
-        AOTCPUCodegen._customize_tm_features = AOTCPUCodegen._get_host_cpu_features
-    try:
-        yield
-    finally:
-        pycc_compiler.Flags = Flags
-        AOTCPUCodegen._customize_tm_features = features
-
-
-def build(directory: str, key: str) -> str:
-    """Compile every KERNELS entry into ``directory`` (run in a process with numba enabled)."""
-    import tempfile
-
-    from numba.pycc import CC
-
-    from madpipe.pipeline.kernels import jit
-
-    jit.resolve()  # numba dispatchers: pycc compiles each entry with the helpers it calls
-    os.makedirs(directory, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=directory, prefix=".build-") as tmp:
-        cc = CC(module_name(key))
-        cc.output_dir = tmp
-        cc.verbose = False
-        if host_cpu():
-            cc.target_cpu = "host"  # see host_cpu: the key names this CPU
-        for module, kernels in KERNELS.items():
-            mod = importlib.import_module(f"madpipe.pipeline.{module}")
-            for name, (result, args) in kernels.items():
-                fn = getattr(mod, name)
-                cc.export(export_name(module, name), numba_signature(result, args))(fn.py_func)
-        with _pycc_private_settings(host_features=bool(host_cpu())):
-            cc.compile()
-        built = [f for f in os.listdir(tmp) if f.startswith(module_name(key)) and f.endswith(".so")]
-        if not built:
-            raise RuntimeError(f"pycc wrote no module into {tmp}")
-        _import(os.path.join(tmp, built[0]), module_name(key))  # a build that does not load is not kept
-        final = module_path(key, directory)
-        os.replace(os.path.join(tmp, built[0]), final)  # atomic: a reader sees all of it or nothing
-    _prune(directory, keep=KEEP_BUILDS)
-    return final
-
-
-#: Builds kept in the cache (newest first): other installed versions may still load theirs.
-KEEP_BUILDS = 8
-
-
-def _prune(directory: str, keep: int) -> None:
-    """Remove all but the ``keep`` newest builds (each edit of a kernel makes one)."""
-    builds = [os.path.join(directory, f) for f in os.listdir(directory)
-              if f.startswith("madpipe_kernels_") and f.endswith(".so")]
-    builds.sort(key=os.path.getmtime, reverse=True)
-    for old in builds[keep:]:
-        try:
-            os.remove(old)
-        except OSError:
-            pass
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m madpipe.pipeline.kernels.aot [--force]``: ``madpipe build-kernels``."""
     argv = sys.argv[1:] if argv is None else argv
@@ -422,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         if key != source_key():  # another madpipe on this Python's path: never store it as ours
             raise SystemExit(f"RuntimeError: this process imports {_PIPELINE}, whose sources are not "
                              f"those of key {key}")
+        from madpipe.pipeline.kernels.aot_build import build
+
         print(build(cache_dir(), key))
         return 0
     try:

@@ -1,15 +1,15 @@
-"""``madpipe check``'s output: a :class:`~madpipe.pipeline.fabric.check.CaptureCheck` as text (the
+"""``madpipe check``'s output: a :class:`~madpipe.pipeline.check.tables.CaptureCheck` as text (the
 ports that break the policy, as ``madpipe diff`` shows ports, then a summary) or JSON Lines.
 """
 from __future__ import annotations
 
 from collections import Counter
 
+from madpipe.pipeline.check.partitions_conf import DEFAULT_PKEY, Policy
+from madpipe.pipeline.check.tables import CaptureCheck, PortCheck
 from madpipe.pipeline.decode.output import jsonl
-from madpipe.pipeline.fabric.check import CaptureCheck, PortCheck
 from madpipe.pipeline.fabric.diff import FULL_MEMBER, PARTITION_MASK
 from madpipe.pipeline.fabric.model import titled
-from madpipe.pipeline.fabric.partitions_conf import DEFAULT_PKEY, Policy
 
 
 def partition_names(policy: Policy) -> dict[int, str]:

@@ -23,9 +23,9 @@ import os
 from dataclasses import dataclass, field
 
 from madpipe.codecs import smp
+from madpipe.pipeline.check.partitions_conf import DEFAULT_PKEY, Member, Policy
 from madpipe.pipeline.fabric.diff import FULL_MEMBER, PARTITION_MASK, NodeGuids, node_infos, port_order
 from madpipe.pipeline.fabric.model import FabricSnoop, PortId
-from madpipe.pipeline.fabric.partitions_conf import DEFAULT_PKEY, Member, Policy
 
 NODE_TYPE_KEYWORDS = {"ALL_CAS": smp.NODE_TYPE_CA, "ALL_SWITCHES": smp.NODE_TYPE_SWITCH,
                       "ALL_ROUTERS": smp.NODE_TYPE_ROUTER}
