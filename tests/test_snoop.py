@@ -5,15 +5,16 @@ Run once more with NUMBA_DISABLE_JIT=1: the kernels then run as plain Python.
 """
 from __future__ import annotations
 
-import importlib
+import os
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from madpipe.pipeline.kernels import jit
 from madpipe.pipeline.mlx4 import snoop
 from madpipe.pipeline.mlx4 import snoop_reference as reference_snoop
 
@@ -111,11 +112,14 @@ def assert_dense_as_before(res, cache, v2p, mads, port_num, status, **kw):
 
 # -- jit switch ---------------------------------------------------------------------------------
 
-def test_jit_cache_switch(monkeypatch):
-    monkeypatch.setenv("MADPIPE_NO_CACHE", "1")
-    assert importlib.reload(jit).CACHE is False
-    monkeypatch.delenv("MADPIPE_NO_CACHE")
-    assert importlib.reload(jit).CACHE is True
+def test_jit_cache_switch():
+    # In fresh processes: reloading jit here would reset this process's binding state under
+    # kernels already made (a helper left unbound is then an untyped global to numba).
+    probe = "from madpipe.pipeline.kernels import jit; print(jit.CACHE)"
+    env = {k: v for k, v in os.environ.items() if k != "MADPIPE_NO_CACHE"}
+    for extra, printed in (({"MADPIPE_NO_CACHE": "1"}, "False"), ({}, "True")):
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=dict(env, **extra))
+        assert done.stdout.strip() == printed, done.stderr[-2000:]
 
 
 # -- init_pkeys (seed commit, main.c) --------------------------------------------------------------
