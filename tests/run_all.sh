@@ -38,8 +38,8 @@ MADPIPE_JIT=1 python3 -m pytest -q -p no:cacheprovider tests/test_snoop.py tests
 # The kernels as plain Python (their reference semantics, and what a debugger steps through): all
 # but the tests that would repeat the first pass's work unchanged. test_aot.py picks each
 # process's compile mode itself; the documentation's examples and the real-tool runs (opensm,
-# ibsim, namespaces) are command lines in subprocesses, which the environment would only slow;
-# the benchmarks time, and as Python time nothing of interest.
+# ibsim, namespaces) and the import checks are command lines in subprocesses, which the
+# environment would only slow; the benchmarks time, and as Python time nothing of interest.
 NUMBA_DISABLE_JIT=1 python3 -m pytest -q -p no:cacheprovider --ignore=tests/test_doc_examples.py \
   --ignore=tests/test_aot.py --ignore=tests/test_benchmarks.py --ignore=tests/test_fuzz_fabric.py \
-  --ignore=tests/test_sim.py --ignore=tests/test_netns.py "$@"
+  --ignore=tests/test_sim.py --ignore=tests/test_netns.py --ignore=tests/test_imports.py "$@"
