@@ -50,6 +50,8 @@ from madpipe.pipeline.mlx4 import paravirt
 from madpipe.pipeline.mlx4.trace_ftrace import FtraceError, FtraceSkips, looks_like_ftrace, read_ftrace
 
 MAGIC = b"madpipe-qptrace\0"
+#: How much of a text trace is decoded to tell ftrace text from JSON Lines (an event line is ~1.4 KB).
+SNIFF_BYTES = 64 * 1024
 VERSION = 1
 HEADER = np.dtype([("magic", "S16"), ("version", "<u4"), ("record_size", "<u4")])
 RECORD = np.dtype([("transition", "u1"), ("reserved", "u1"), ("slave", "<u2"), ("in_mod", "<u4"),
@@ -109,8 +111,10 @@ def read_trace_with_skips(path) -> tuple[Trace, str, FtraceSkips]:
         raise TraceError(f"{_label(path)}: cannot read: {exc.strerror or exc}") from None
     if data.startswith(MAGIC):
         return _read_binary(_label(path), data), "binary", FtraceSkips()
-    text = data.decode("utf-8", errors="replace")  # a task name in other events' lines may be anything
-    if looks_like_ftrace(text):
+    # Told apart by the first line that is not blank: decoding and splitting a whole JSON Lines
+    # trace (hundreds of MB) to look at it would cost as much as reading it.
+    if looks_like_ftrace(data[:SNIFF_BYTES].decode("utf-8", errors="replace")):
+        text = data.decode("utf-8", errors="replace")  # a task name in other events' lines may be anything
         try:
             arrays, skips = read_ftrace(text, SLAVE_MAX)
         except FtraceError as exc:
