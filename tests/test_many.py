@@ -246,6 +246,21 @@ def test_two_captures_on_a_local_dask_cluster_give_the_serial_rows(tmp_path, cap
         same_rows(dask, serial)
 
 
+@pytest.mark.slow
+def test_the_local_cluster_workers_log_only_critical(capfd):
+    # CI caught a worker's heartbeat traceback, logged while `--dask local` shut its cluster down
+    # on a loaded machine, on the CLI's stderr; errors that matter come back through futures.
+    # The workers are processes that share this one's stderr, so capfd sees what they print.
+    import logging
+
+    distributed = pytest.importorskip("distributed")
+    with many.local_cluster(distributed, 1) as cluster, distributed.Client(cluster) as client:
+        client.run(lambda: logging.getLogger("distributed.worker").error("heartbeat noise"))
+        client.run(lambda: logging.getLogger("distributed.worker").critical("a worker is lost"))
+    err = capfd.readouterr().err
+    assert "heartbeat noise" not in err and "a worker is lost" in err
+
+
 def test_dask_flags(tmp_path, capsys):
     code, _, err = run(capsys, "snoop", "-r", A, "--dask", "local")
     assert code == 2 and "give -w DIR" in err

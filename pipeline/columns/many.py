@@ -12,6 +12,7 @@ before it imports one.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -290,6 +291,17 @@ def _replace_dataset(out: str, force: bool) -> None:
         shutil.rmtree(os.path.join(out, name))
 
 
+def local_cluster(distributed, jobs: int | None):
+    """A LocalCluster of ``jobs`` single-thread worker processes, quiet below CRITICAL.
+
+    A task's error comes back through its future; what the workers would log besides is
+    shutdown noise: a worker still heartbeating while the scheduler closes logs a traceback
+    ("Failed to communicate with scheduler during heartbeat") on a loaded machine."""
+    return distributed.LocalCluster(n_workers=jobs or default_jobs(), threads_per_worker=1,
+                                    processes=True, dashboard_address=":0",
+                                    silence_logs=logging.CRITICAL)
+
+
 def _on_dask(items: list, scheduler, jobs: int | None, progress: Progress | None) -> list[dict]:
     from madpipe.codecs.errors import require
 
@@ -297,8 +309,7 @@ def _on_dask(items: list, scheduler, jobs: int | None, progress: Progress | None
     client, cluster = scheduler, None
     if isinstance(scheduler, str):
         if scheduler == "local":
-            cluster = distributed.LocalCluster(n_workers=jobs or default_jobs(), threads_per_worker=1,
-                                               processes=True, dashboard_address=":0")
+            cluster = local_cluster(distributed, jobs)
             client = distributed.Client(cluster)
         else:
             try:
