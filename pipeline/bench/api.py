@@ -2,7 +2,8 @@
 
 - snoop: ``snoop.smp_snoop`` (checks, result arrays, kernel) on the SM traffic of the snoop
   group and on SubnSets that each change their block (every MAD an event on the master and,
-  profile new, on the VFs), against the memory-touch kernel over the same MADs;
+  profile new, on the VFs), against the memory-touch kernel over the same MADs (the cache lines
+  smp_snoop reads; the two-line touch too, for the figures of earlier runs);
   ``slave_events.dense()`` of the latter, what the compact events save.
 - paravirt: ``paravirt.rewrite`` into a new array, into a caller's buffer (``out=``) and in
   place, against ``np.copy`` (a new array, as rewrite without ``out=`` makes) and a copy into a
@@ -24,6 +25,7 @@ from contextlib import redirect_stdout
 import numpy as np
 
 from madpipe.pipeline.bench import workload
+from madpipe.pipeline.bench.runner import TOUCH, TOUCH_TWO
 
 #: Events in the events figures at most (a 1M-event JSON output is ~700 MB).
 MAX_EVENTS = 1_000_000
@@ -39,12 +41,14 @@ def _snoop_calls(bench) -> None:
     from madpipe.pipeline.bench import kernels as kernels_bench
     from madpipe.pipeline.mlx4 import snoop
 
-    touch = "memory touch (2 lines/MAD)"
     for label, (mads, port_num, status) in (("SM traffic", workload.sm_mads(bench.n, bench.seed)),
                                             ("every Set changes", workload.changing_sets(bench.n, bench.seed))):
         kernels_bench.touch_lines(mads[:2])  # compile or load outside the timing
-        base = f"{touch}, {label}"
-        bench.measure("api", base, bench.n, lambda mads=mads: kernels_bench.touch_lines(mads))
+        kernels_bench.touch_snooped(mads[:2])
+        base = f"{TOUCH}, {label}"
+        bench.measure("api", base, bench.n, lambda mads=mads: kernels_bench.touch_snooped(mads))
+        bench.measure("api", f"{TOUCH_TWO}, {label}", bench.n, lambda mads=mads: kernels_bench.touch_lines(mads),
+                      baseline=base)
         for profile in ("new", "3.7"):
             def call(upto=bench.n, profile=profile, mads=mads, port_num=port_num, status=status):
                 cache, v2p = snoop.init_pkeys(num_vfs=4, profile=profile)

@@ -100,6 +100,7 @@ KERNELS = {
     },
     "bench.kernels": {
         "touch_lines": ("i8", "u1[:,::1]"),
+        "touch_snooped": ("i8", "u1[:,::1]"),
     },
 }
 
