@@ -38,6 +38,26 @@ class MissingExtra(MadpipeError, ImportError):
     """An optional dependency is not installed: the message names the extra that brings it."""
 
 
+def read_text(path, error: type[MadpipeError] = MadpipeError) -> str:
+    """A small text file (UTF-8) read whole; one that cannot be read or is not text raises
+    ``error`` in one line naming the path, and for a bad byte its line, column and offset."""
+    import os
+
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise error(f"{path}:{line}:{col}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                    f"{exc.start})") from None
+
+
 def require(module: str, extra: str):
     """Import an optional dependency or fail with one line naming ``madpipe[extra]``."""
     import importlib

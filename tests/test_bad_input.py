@@ -103,7 +103,7 @@ def test_pkey_map_that_is_not_text(tmp_path):
     for argv in (("snoop", "-r", cap), ("diff", cap, cap)):
         code, _, err = run(*argv, "--host", "0x2", "--vfs", "2", "--pkey-map", path)
         assert code == 2 and err.count("\n") == 1, err
-        assert err.endswith(f"{path}, line 3: not UTF-8 text (byte 0xff at offset 35)\n")
+        assert err.endswith(f"{path}:3:7: not UTF-8 text (byte 0xff at offset 35)\n")
 
 
 def _blocks(data: bytes) -> list[tuple[int, int, int]]:

@@ -90,7 +90,7 @@ def test_unreadable_and_binary_files_are_one_line(tmp_path, capsys):
     bad.write_bytes(b"Default=0x7fff : ALL;\nst\xffrage=1 : ALL;\n")
     rc = main(["check", "--partitions", str(bad), str(PCAPS / "opensm_partitions.pcap")])
     assert rc == 2
-    assert capsys.readouterr().err.strip() == f"madpipe check: {bad}:2:3: not UTF-8 text (byte 0xff)"
+    assert capsys.readouterr().err.strip() == f"madpipe check: {bad}:2:3: not UTF-8 text (byte 0xff at offset 24)"
     rc = main(["check", "--partitions", str(tmp_path / "none.conf"), str(PCAPS / "opensm_partitions.pcap")])
     assert rc == 2 and "cannot read" in capsys.readouterr().err
 

@@ -18,7 +18,7 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 
-from madpipe.codecs.errors import MadpipeError
+from madpipe.codecs.errors import MadpipeError, read_text
 
 DEFAULT_PKEY = 0x7FFF
 PKEY_BASE_MASK = 0x7FFF
@@ -243,15 +243,5 @@ def parse_policy(text: str, path: str = "<partitions>") -> Policy:
 def read_policy(path: str | os.PathLike) -> Policy:
     """:func:`parse_policy` of a file; a file that cannot be read or is not text is one line too."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise PolicyError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise PolicyError(f"{path}:{line}:{col}: not UTF-8 text (byte 0x{data[exc.start]:02x})") from None
+    text = read_text(path, PolicyError)
     return parse_policy(text, path)

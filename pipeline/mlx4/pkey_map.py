@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from madpipe.codecs.errors import MadpipeError
+from madpipe.codecs.errors import MadpipeError, read_text
 from madpipe.pipeline.mlx4 import snoop
 
 
@@ -22,17 +22,7 @@ def read_pkey_map(path: str, num_vfs: int, master: int = 0, profile="mainline") 
     """init_pkeys' virt2phys_pkey with the file's assignments applied (``uint8[F, 2, 128]``, F the
     profile's MLX4_MFUNC_MAX)."""
     _, v2p = snoop.init_pkeys(num_vfs=num_vfs, num_ports=2, pkey_table_len=128, master=master, profile=profile)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise MadpipeError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        lines = data.decode("utf-8").split("\n")
-    except UnicodeDecodeError as exc:
-        lineno = data.count(b"\n", 0, exc.start) + 1
-        raise MadpipeError(f"{path}, line {lineno}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
-                           f"{exc.start})") from None
+    lines = read_text(path).split("\n")
     for n, line in enumerate(lines, 1):
         text = line.split("#", 1)[0].strip()
         if not text:
