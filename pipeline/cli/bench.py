@@ -7,7 +7,9 @@ import sys
 from madpipe.codecs.errors import MadpipeError
 
 EXAMPLE = """Each figure is the median of --repeat runs (min-max shown) and its ratio to the baseline of
-its group, measured in the same run: a memory-touch kernel over the same MADs (snoop), a memory
+its group, measured in the same run: with --repeat 2 or more, each run follows a run of its
+baseline and the ratio is the median of these pairs, so load that comes and goes meets both
+alike. Baselines: a memory-touch kernel over the cache lines the snoop reads (snoop), a memory
 copy of the mailboxes (paravirt), reading the capture file (capture), a small run with plain-Python kernels
 (startup); the api group times the public Python calls (smp_snoop, paravirt.rewrite with and
 without out=, snoop's event writers into a pipe) against the same kinds of baselines, on SM
@@ -39,7 +41,8 @@ def register(sub) -> None:
     p.add_argument("--n", type=int, default=1_000_000, help="MADs, mailboxes and frames per run (default 1M)")
     p.add_argument("--what", default="snoop,paravirt,capture,startup,api",
                    help="comma-separated groups: snoop, paravirt, capture, startup, api (default all)")
-    p.add_argument("--repeat", type=int, default=5, help="runs per figure; the median is reported (default 5)")
+    p.add_argument("--repeat", type=int, default=5,
+                   help="runs per figure (and pairs with its baseline); medians are reported (default 5)")
     p.add_argument("--subset", type=int, default=20_000, help="items for the slow ways (default 20000)")
     p.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
     p.add_argument("-T", dest="format", choices=("text", "json"), default="text")
