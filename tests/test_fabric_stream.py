@@ -762,7 +762,7 @@ def test_event_line_kernels_equal_the_python_formats():
 
 
 def test_json_event_kernel_writes_every_decimal_length_across_word_edges(monkeypatch):
-    """json_kernels appends words of up to 16 bytes at any offset in a uint64 word: every length
+    """json_kernels (and text_kernels) append words of up to 16 bytes at any offset in a uint64 word: every length
     of each decimal it writes (frame to 19 digits, index past 4 digits, P_Keys of 1..5) at every
     offset (port texts of 8 lengths shift each record), against Python's % format; formatted
     97 events at a time by the writer's threads, written in order."""
@@ -796,6 +796,12 @@ def test_json_event_kernel_writes_every_decimal_length_across_word_edges(monkeyp
     fast = io.StringIO()
     fabric_output._events_json(Events, fast)
     assert fast.getvalue() == events_as_python_formats(Events, [fabric_output._port_json(p) for p in ports] + [""])
+    # The text writer appends words too: labels of every width from 0 to 40 shift each line.
+    titles = [p.label() for p in ports]
+    for width in (0, 1, 7, 13, 28, 40):
+        fast = io.StringIO()
+        fabric_output._events_text(Events, 10**9, fast, width=width)
+        assert fast.getvalue() == events_as_python_formats(Events, [f"{t:<{width}}" for t in titles] + [""], 10**9)
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "latin-1"])

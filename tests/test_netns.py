@@ -28,6 +28,7 @@ from test_sim import PCAPS, TOPOLOGY, need_sim_tools
 from madpipe.codecs import mad as madc
 from madpipe.codecs.capture import CaptureReader
 from madpipe.codecs.frame import decode_frame
+from madpipe.codecs.wire import IB_SMP_ATTR_PKEY_TABLE
 from madpipe.pipeline.cli.main import main
 from madpipe.pipeline.sim.capture import SimCapture
 from madpipe.pipeline.sim.netns import PrivateNetwork, namespace_id
@@ -285,19 +286,35 @@ def readme_capture_commands() -> list[list[str]]:
 def _masked(packet: bytes, get_tids: set[bytes]) -> bytes:
     """An SMP without what opensm and the diags vary from run to run on their own (measured
     outside any namespace): the TID (libibmad starts it at random; opensm numbers its MADs in
-    the order its threads send them), a Get's data (uninitialized), the data of a Get's answer
-    (the port's state at that moment: opensm has Gets and Sets to one port in flight at once,
-    so an answer may come before or after a Set it raced), a directed route's path bytes past
-    the hop count (uninitialized), and the CRCs computed over them (checked apart)."""
+    the order its threads send them), the data of every attribute but P_KeyTable, a directed
+    route's path bytes past the hop count (uninitialized), and the CRCs computed over them
+    (checked apart). The data: a Get's is uninitialized, and opensm has Gets and Sets to one port
+    in flight at once, so an answer may come before or after a Set it raced, and the next Set
+    of that port (PortInfo, SwitchInfo) is built from whichever answer came.
+    The P_Key tables, what these captures are for, opensm computes from partitions.conf alone:
+    their Sets and the answers to them are compared byte for byte, and so is every header."""
     mad = bytearray(packet[28:28 + madc.MAD_SIZE])
     tid, mad[8:16] = bytes(mad[8:16]), bytes(8)
-    if mad[3] == madc.IB_MGMT_METHOD_GET or (mad[3] == madc.IB_MGMT_METHOD_GET_RESP and tid in get_tids):
+    attr_id = int.from_bytes(mad[16:18], "big")
+    answers_get = mad[3] == madc.IB_MGMT_METHOD_GET_RESP and tid in get_tids
+    if attr_id != IB_SMP_ATTR_PKEY_TABLE or mad[3] == madc.IB_MGMT_METHOD_GET or answers_get:
         mad[64:128] = bytes(64)  # SMP data, LID-routed and directed-route alike
     if mad[1] == madc.IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE:
         hops = mad[7]
         mad[128 + hops + 1:192] = bytes(63 - hops)
         mad[192 + hops + 1:256] = bytes(63 - hops)
     return bytes(packet[:28]) + bytes(mad)
+
+
+def _described(counter: Counter) -> list[str]:
+    """What a failure names: each SMP's method, attribute, modifier and its data's first bytes."""
+    out = []
+    for (_, packet), count in sorted(counter.items()):
+        mad = packet[28:]
+        out.append(f"{count} x method 0x{mad[3]:02x} attr 0x{int.from_bytes(mad[16:18], 'big'):04x} "
+                   f"mod 0x{int.from_bytes(mad[20:24], 'big'):08x} status 0x{int.from_bytes(mad[4:6], 'big'):04x} "
+                   f"data {mad[64:96].hex()}")
+    return out
 
 
 def _comparable(records: list[tuple[int, bytes]]) -> Counter:
@@ -329,5 +346,9 @@ def test_bundled_captures_regenerate_inside_the_namespace(tmp_path, capsys):
         assert head == bundled_head and len(made) == len(expected), bundled.name
         assert os.path.getsize(argv[w]) == os.path.getsize(bundled)
         # every record alike but for the timestamps and what the tools vary run to run
-        assert _comparable(made) == _comparable(expected)
+        got, want = _comparable(made), _comparable(expected)
+        pkey_sets = [p for _, p in made if p[31] == madc.IB_MGMT_METHOD_SET
+                     and int.from_bytes(p[44:46], "big") == IB_SMP_ATTR_PKEY_TABLE]
+        assert pkey_sets, bundled.name  # the tables compared byte for byte are there
+        assert got == want, (bundled.name, _described(got - want), _described(want - got))
         assert all(r["icrc_ok"] and r["vcrc_ok"] for r in (decode_frame(p) for _, p in made))

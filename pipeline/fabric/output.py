@@ -253,9 +253,9 @@ def _writes_ascii_as_is(out) -> bool:
     return as_is and os.linesep == "\n"  # stdout translates "\n" to os.linesep
 
 
-def _write_events(events: RecordList, out, ports: list[str], times_of, kernel, extra: int, words: bool) -> None:
-    """Every spooled event through a line writer (text_kernels.event_lines, or
-    json_kernels.event_json_lines, which writes ``words``: uint64): ``ports[slot]`` the port's
+def _write_events(events: RecordList, out, ports: list[str], times_of, kernel, extra: int) -> None:
+    """Every spooled event through a line writer (text_kernels.event_lines or
+    json_kernels.event_json_lines, both writing into uint64 words): ``ports[slot]`` the port's
     text (the last, "", for slot -1), ``times_of(chunk)`` the ASCII bytes of each time and where
     each ends; ``extra`` bytes a line besides those pieces and the changes. Port texts are ASCII
     by construction (labels of integers; json.dumps escapes the rest).
@@ -268,12 +268,12 @@ def _write_events(events: RecordList, out, ports: list[str], times_of, kernel, e
 
     def lines(chunk: np.ndarray, buf: np.ndarray) -> tuple[np.ndarray, int]:
         times, time_ends = times_of(chunk)
-        room = len(times) + kt.CHANGE_BYTES * _change_count(chunk) + len(chunk) * (longest + extra) + 8
+        room = len(times) + kt.CHANGE_BYTES * _change_count(chunk) + len(chunk) * (longest + extra) + 16
         if 8 * len(buf) < room:
             buf = np.empty(room // 8 + 1, np.uint64)
         used = kernel(_column(chunk, "frame"), times, time_ends, _column(chunk, "slot"), port_bytes, port_ends,
                       _column(chunk, "block"), _column(chunk, "bitmap"), _column(chunk, "old"),
-                      _column(chunk, "new"), _column(chunk, "unconfirmed"), buf if words else buf.view(np.uint8))
+                      _column(chunk, "new"), _column(chunk, "unconfirmed"), buf)
         return buf, used
 
     free = [np.empty(0, np.uint64) for _ in range(FORMAT_THREADS + 1)]
@@ -314,13 +314,13 @@ def _events_text(events: RecordList, t0_ns: int, out, width: int = PORT_COLUMN, 
     times are text_kernels.relative_time_text's."""
     titles = [pid.label() for pid in events.ports] if titles is None else titles
     _write_events(events, out, [f"{title:<{width}}" for title in titles] + [""],
-                  lambda chunk: _relative_times(chunk, t0_ns), kt.event_lines, 48 + len(kt.UNCONFIRMED), False)
+                  lambda chunk: _relative_times(chunk, t0_ns), kt.event_lines, 48 + len(kt.UNCONFIRMED))
 
 
 def _events_json(events: RecordList, out) -> None:
     """The events as JSON Lines (_EVENT_JSON); the times are Python's float reprs, as json writes."""
     _write_events(events, out, [_port_json(pid) for pid in events.ports] + [""], _float_reprs,
-                  kj.event_json_lines, 128, True)
+                  kj.event_json_lines, 128)
 
 
 def _float_reprs(chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

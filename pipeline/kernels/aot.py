@@ -70,7 +70,7 @@ KERNELS = {
         "pkey_lines": ("i8", "u2[:,::1] i8[::1] !u1[:,::1]"),
         "relative_times": ("i8", "i8[::1] i8 !u1[::1] !i8[::1]"),
         "event_lines": ("i8", "i8[::1] u1[::1] i8[::1] i4[::1] u1[::1] i8[::1] u2[::1] u4[::1] u2[:,::1] "
-                              "u2[:,::1] u1[::1] !u1[::1]"),
+                              "u2[:,::1] u1[::1] !u8[::1]"),
     },
     "fabric.json_kernels": {
         "event_json_lines": ("i8", "i8[::1] u1[::1] i8[::1] i4[::1] u1[::1] i8[::1] u2[::1] u4[::1] "
@@ -104,8 +104,8 @@ KERNELS = {
     },
 }
 
-#: Modules of ``@njit(inline="always")`` helpers the KERNELS' modules import: in the build's key too.
-HELPER_MODULES = ("mlx4.eth_kernels",)
+#: Modules of helpers (``@njit``, inlined or not) the KERNELS' modules import: in the build's key too.
+HELPER_MODULES = ("fabric.word_text", "mlx4.eth_kernels")
 
 _module = None  # the loaded extension, once
 _failure: str | None = None  # why it could not be loaded or built, once

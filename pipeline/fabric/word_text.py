@@ -1,0 +1,149 @@
+"""Text appended to a ``uint64`` array a word at a time: the machinery of the event writers.
+
+``madpipe snoop``'s event lines (text_kernels.event_lines) and JSON Lines
+(json_kernels.event_json_lines) are mostly the decimals and hex digits of small numbers, ~550
+and ~700 bytes an event of 32 changes; written a byte at a time, the stores and the digit loops
+were the cost. Here:
+
+- the output is a ``uint64`` array (the bytes little-endian): text is appended as words of up
+  to 8 bytes (16 with :func:`append16`) into an accumulator, and each append stores one
+  aligned word, with no branch on where the word boundary falls (:func:`append`);
+- decimals come from a table of the 10000 four-digit strings, one word each (40 KB), hex
+  digits from arithmetic on the nibbles (:func:`hex4`);
+- every text appended is ASCII, so a word's top bit is 0 and all arithmetic stays in int64,
+  meaning the same as plain Python (NUMBA_DISABLE_JIT=1) once masked to 63 bits.
+
+A buffer must hold what is appended and one word more (:func:`append16` stores the word after).
+"""
+import numpy as np
+
+from madpipe.pipeline.kernels.jit import njit
+
+#: Bits below the top one: every word of ASCII text fits, and masking with it keeps plain
+#: Python's unbounded shifts equal to numba's 64-bit ones.
+LOW63 = (1 << 63) - 1
+
+
+def text_word(text: str) -> int:
+    """Up to 8 ASCII bytes as one little-endian word."""
+    return int.from_bytes(text.encode("ascii"), "little")
+
+
+def text_words(text: str) -> tuple[np.ndarray, int]:
+    """A constant text as words of 8 bytes (the last one shorter), for append_text, and its length."""
+    return np.array([text_word(text[i:i + 8]) for i in range(0, len(text), 8)], np.int64), len(text)
+
+
+def _four_digit_words() -> np.ndarray:
+    """"0000".."9999", each as one word of 4 bytes (computed by numpy: 10000 text_word calls took
+    10 ms of every start-up)."""
+    i = np.arange(10000, dtype=np.int32)
+    return sum((48 + i // 10 ** (3 - d) % 10) << (8 * d) for d in range(4)).astype(np.int32)
+
+
+#: "0000".."9999", each as one word of 4 bytes.
+FOUR_DIGITS = _four_digit_words()
+
+@njit
+def append(words, w, acc, fill, value, k):
+    """Append k bytes (1..8, ``value`` little-endian, ASCII) to the text in ``words``: ``w`` the
+    word being filled, ``fill`` its bytes used, ``acc`` those bytes. Returns the new (w, acc, fill).
+    Word w is stored every time; the bytes carried into the next word are stored by the next
+    append, or at the end by the caller (``words[w] = acc``)."""
+    acc |= (value << (8 * fill)) & LOW63
+    words[np.uint64(w)] = acc  # (an unsigned index: no test for a negative one)
+    total = fill + k
+    if total >= 8:  # the bytes past the word start the next one (a select, not a branch)
+        acc = (value >> (56 - 8 * fill)) >> 8
+    return w + (total >> 3), acc, total & 7
+
+
+@njit
+def append_text(words, w, acc, fill, text, length):
+    """Append a constant text: ``text`` its words (text_words), ``length`` its bytes."""
+    for j in range(text.shape[0] - 1):
+        w, acc, fill = append(words, w, acc, fill, np.int64(text[j]), 8)
+    return append(words, w, acc, fill, np.int64(text[text.shape[0] - 1]), length - 8 * (text.shape[0] - 1))
+
+
+@njit
+def short_decimal(v):
+    """v (0..9999) in decimal: (its word, its length)."""
+    k = 1 + (v >= 10) + (v >= 100) + (v >= 1000)
+    return np.int64(FOUR_DIGITS[v]) >> (8 * (4 - k)), np.int64(k)
+
+
+@njit
+def upto8(v):
+    """v (0..99999999) in decimal: (its word, its length)."""
+    if v < 10000:
+        return short_decimal(v)
+    hi = v // 10000
+    word, k = short_decimal(hi)
+    return word | (np.int64(FOUR_DIGITS[v - hi * 10000]) << (8 * k)), k + 4
+
+
+@njit
+def eight_digits(v):
+    """v (0..99999999) as exactly 8 digits: one word."""
+    hi = v // 10000
+    return (np.int64(FOUR_DIGITS[hi]) | (np.int64(FOUR_DIGITS[v - hi * 10000]) << 32)) & LOW63
+
+
+@njit
+def append_decimal(words, w, acc, fill, v):
+    """Append a non-negative int64 in decimal."""
+    if v >= 100000000:
+        low = v % 100000000
+        v //= 100000000
+        if v >= 100000000:
+            middle = v % 100000000
+            word, k = upto8(v // 100000000)
+            w, acc, fill = append(words, w, acc, fill, word, k)
+            w, acc, fill = append(words, w, acc, fill, eight_digits(middle), 8)
+        else:
+            word, k = upto8(v)
+            w, acc, fill = append(words, w, acc, fill, word, k)
+        return append(words, w, acc, fill, eight_digits(low), 8)
+    word, k = upto8(v)
+    return append(words, w, acc, fill, word, k)
+
+
+@njit
+def append_piece(words, w, acc, fill, text, ends, n):
+    """Append piece n of ASCII bytes cut by ends (text[ends[n - 1]:ends[n]], from 0 for n = 0)."""
+    p = ends[n - 1] if n > 0 else 0
+    end = ends[n]
+    while p < end:
+        k = min(8, end - p)
+        word = np.int64(0)
+        for j in range(k):
+            word |= np.int64(text[p + j]) << (8 * j)
+        w, acc, fill = append(words, w, acc, fill, word, k)
+        p += k
+    return w, acc, fill
+
+
+@njit
+def append16(words, w, acc, fill, lo, hi, k):
+    """Append k bytes (1..16: ``lo`` then ``hi``, little-endian, ASCII), as append."""
+    acc |= (lo << (8 * fill)) & LOW63
+    words[np.uint64(w)] = acc
+    spill = (lo >> (56 - 8 * fill)) >> 8
+    nxt = spill | ((hi << (8 * fill)) & LOW63)
+    words[np.uint64(w + 1)] = nxt
+    total = fill + k
+    if total >= 16:
+        acc = (hi >> (56 - 8 * fill)) >> 8
+    elif total >= 8:
+        acc = nxt
+    return w + (total >> 3), acc, total & 7
+
+
+@njit
+def hex4(v):
+    """v (0..0xFFFF) as four lower-case hex digits: one word of 4 bytes. Each nibble goes to its
+    own byte; adding 6 carries into bit 4 of the byte exactly for a..f, which then moves up by
+    the 0x27 from ":" to "a"."""
+    x = ((v >> 12) & 0xF) | (((v >> 8) & 0xF) << 8) | (((v >> 4) & 0xF) << 16) | ((v & 0xF) << 24)
+    return x + 0x30303030 + (((x + 0x06060606) >> 4) & 0x01010101) * 0x27
