@@ -289,8 +289,10 @@ def _masked(packet: bytes, get_tids: set[bytes]) -> bytes:
     the order its threads send them), the data of every attribute but P_KeyTable, a directed
     route's path bytes past the hop count (uninitialized), and the CRCs computed over them
     (checked apart). The data: a Get's is uninitialized, and opensm has Gets and Sets to one port
-    in flight at once, so an answer may come before or after a Set it raced, and the next Set
-    of that port (PortInfo, SwitchInfo) is built from whichever answer came.
+    in flight at once, so an answer may come before or after a Set it raced; a later Set of that
+    port (PortInfo, SwitchInfo) may be built from whichever answer came. CI saw a directed-route
+    SMP whose data differed once more after the answers to Gets were masked (which attribute,
+    its message did not say; a failure now names each differing SMP).
     The P_Key tables, what these captures are for, opensm computes from partitions.conf alone:
     their Sets and the answers to them are compared byte for byte, and so is every header."""
     mad = bytearray(packet[28:28 + madc.MAD_SIZE])
