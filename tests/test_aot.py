@@ -62,6 +62,7 @@ for profile in ("3.7", "new"):
 paravirt.rewrite(mbox, transition, slave, qpn, v2p, base_proxy_sqpn=0x48, profile="mainline",
                  port_types=np.array([2, 2], np.uint8), num_vfs=8)   # the Ethernet path: same signature
 kernels_bench.touch_lines(mads)
+kernels_bench.touch_snooped(mads)
 
 CODES = {"uint8": "u1", "uint16": "u2", "uint32": "u4", "uint64": "u8", "int8": "i1", "int16": "i2",
          "int32": "i4", "int64": "i8", "bool": "b1", "float64": "f8"}
