@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from madpipe.codecs import qpc
 from madpipe.pipeline.cli.main import main
+from madpipe.pipeline.mlx4 import eth_reference as eth_ref
 from madpipe.pipeline.mlx4 import paravirt, snoop
 from madpipe.pipeline.mlx4.trace import read_trace, write_trace
 
@@ -413,3 +415,106 @@ def test_a_small_trace_does_not_load_numba():
     env = {k: v for k, v in os.environ.items() if k not in ("MADPIPE_JIT", "NUMBA_DISABLE_JIT")}
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.splitlines()[-1] == "False 0"
+
+
+# -- the Ethernet (RoCE) path from the command line ------------------------------------------------
+
+VF_STATE = ("# vf port settings (ip link set DEV vf N ...)\n"
+            "1 2 vlan 100 qos 3 spoofchk on mac-index 5 smac 5   # VST 802.1Q\n"
+            "2 2 vlan 200 proto 802.1ad state disable vlan-index 7 qos-vport 9 smac 0\n"
+            "3 2 smac 0,1,2\n")
+
+
+def with_smac(m, index):
+    """A mailbox whose primary path names source-MAC index ``index`` (roce_verify_mac reads it)."""
+    m[eth_ref.MBOX_PRI_GRH_MYLMC] = index
+    return m
+
+
+# Commands on port 2: INIT2RTR applies the vport state (update_vport_qp_param), UD and RC alike;
+# roce_verify_mac accepts only a source MAC the VF registered.
+ETH_COMMANDS = [
+    ("INIT2RTR", 1, 0x1210, with_smac(mailbox(UD, port=2), 5)),
+    ("INIT2RTR", 2, 0x1220, mailbox(UD, port=2)),
+    ("INIT2RTR", 3, 0x1230, mailbox(RC, port=2)),
+    ("INIT2RTR", 1, 0x1211, mailbox(UD, port=1)),      # port 1 stays InfiniBand
+    ("RST2INIT", 2, 0x1221, mailbox(UD, port=2)),
+    ("INIT2RTR", 1, 0x1212, mailbox(UD, port=2)),      # VF 1 did not register MAC 0: -EINVAL
+]
+
+
+def test_port_type_and_vf_state_give_the_apis_rewrite(tmp_path, capsys):
+    # The file means what the API's arrays say, set by hand here from the module docstring's words.
+    trace = write(tmp_path / "eth.jsonl", ETH_COMMANDS)
+    state = tmp_path / "vfs.txt"
+    state.write_text(VF_STATE)
+    out = tmp_path / "out.jsonl"
+    code, text, err = run(capsys, "-r", trace, "--port-type", "2=eth", "--vf-state", state, "-w", out)
+    assert code == 0, err
+    assert "port 1 InfiniBand, port 2 Ethernet, VF state" in text
+    vport = paravirt.vport_state("mainline")
+    vport[1, 1, :] = [100, 3, 0, 1, 0, 5, 0, 0]          # vlan, qos, link auto, spoofchk, vlan_idx, mac_idx
+    vport[2, 1, :] = [200, 0, 2, 0, 7, 0, 9, 1]          # state disable, vlan_idx 7, qos_vport 9, 802.1ad
+    smac = np.zeros((128, 2, 128), np.uint8)
+    smac[1, 1, 5] = 1
+    smac[2, 1, 0] = 1
+    smac[3, 1, [0, 1, 2]] = 1
+    t = read_trace(str(trace))
+    _, v2p = snoop.init_pkeys(num_vfs=3, profile="mainline")
+    want, rc = paravirt.rewrite(t.mailbox, t.transition, t.slave, t.in_mod, v2p, base_proxy_sqpn=P,
+                                profile="mainline", fw_reserved_qps=P - 8, port_types=[1, 2], num_vfs=3,
+                                vport=vport, smac_registered=smac)
+    assert np.array_equal(read_trace(str(out)).mailbox, want)
+    # and the state reached the mailboxes: VF 1's QoS 3 and MAC index 5, VF 2's qos_vport 9;
+    # VF 1's unregistered MAC refused
+    assert rc.tolist() == [0, 0, 0, 0, 0, paravirt.RC_EINVAL]
+    assert (want[0, qpc.MBOX_PRI_SCHED_QUEUE] >> 3) & 7 == 3 and want[0, eth_ref.MBOX_PRI_GRH_MYLMC] & 0x7F == 5
+    assert want[1, eth_ref.MBOX_QOS_VPORT] == 9 and want[1, eth_ref.MBOX_PRI_VLAN_INDEX] == 7
+    assert want[3, eth_ref.MBOX_QOS_VPORT] == 0      # port 1: no vport rewrite
+    ib = tmp_path / "ib.jsonl"
+    assert run(capsys, "-r", trace, "-w", ib)[0] == 0
+    assert not np.array_equal(read_trace(str(ib)).mailbox, want)   # the options changed something
+    records, summary = run_json(capsys, "-r", trace, "--port-type", "2=eth", "--vf-state", state)
+    assert summary["port_types"] == ["ib", "eth"] and summary["vf_state"] == str(state)
+    assert [r["rc"] for r in records] == rc.tolist()
+
+
+def _state(tmp_path, text):
+    p = tmp_path / "vfs.txt"
+    p.write_text(text)
+    return str(p)
+
+
+@pytest.mark.parametrize("argv,words", [
+    (lambda d: ["--port-type", "3=eth"], "--port-type: expected 1=ib, 1=eth, 2=ib or 2=eth, got '3=eth'"),
+    (lambda d: ["--port-type", "2=roce"], "--port-type: expected 1=ib"),
+    (lambda d: ["--port-type", "2=eth", "--port-type", "2=ib"], "--port-type: port 2 given twice"),
+    (lambda d: ["--vf-state", _state(d, "1 2 vlan 5\n")], "--vf-state sets the VFs' Ethernet vport state"),
+    (lambda d: ["--port-type", "1=eth", "--profile", "3.7"], "profile 3.7 has no Ethernet rules"),
+    (lambda d: ["--port-type", "2=eth", "--vf-state", _state(d, "1 2 vlan\n")], "vfs.txt:1: expected 'VF PORT'"),
+    (lambda d: ["--port-type", "2=eth", "--vf-state", _state(d, "\n1 2 color red\n")],
+     "vfs.txt:2: unknown setting 'color'"),
+    (lambda d: ["--port-type", "2=eth", "--vf-state", _state(d, "1 2 vlan 4096\n")],
+     "vfs.txt:1, vlan: 4096 is outside 0..4095"),
+    (lambda d: ["--port-type", "2=eth", "--vf-state", _state(d, "1 2 qos x\n")], "vfs.txt:1, qos: not an integer: 'x'"),
+    (lambda d: ["--port-type", "2=eth", "--vf-state", _state(d, "1 2 spoofchk yes\n")],
+     "vfs.txt:1, spoofchk: expected off or on, got 'yes'"),
+    (lambda d: ["--port-type", "2=eth", "--vf-state", _state(d, "1 3 vlan 5\n")], "vfs.txt:1, port: 3 is outside 1..2"),
+    (lambda d: ["--port-type", "2=eth", "--vf-state", _state(d, "1 2 smac 1,128\n")],
+     "vfs.txt:1, smac: 128 is outside 0..127"),
+    (lambda d: ["--port-type", "2=eth", "--vf-state", d / "none.txt"], "none.txt: cannot read"),
+])
+def test_ethernet_option_errors_are_one_line(tmp_path, capsys, argv, words):
+    trace = write(tmp_path / "eth.jsonl", ETH_COMMANDS)
+    code, out, err = run(capsys, "-r", trace, *argv(tmp_path))
+    assert code == 2 and out == ""
+    assert err.startswith("madpipe paravirt: ") and words in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_the_readmes_vf_state_file_is_the_one_its_example_runs_with(tmp_path, capsys):
+    shown = (DATA / "paravirt_vf_state.txt").read_text()
+    assert shown in (Path(__file__).parent.parent / "README.md").read_text()
+    code, out, err = run(capsys, "-r", EXAMPLE, "--port-type", "2=eth", "--vf-state", DATA / "paravirt_vf_state.txt",
+                         "-w", tmp_path / "o.jsonl")
+    assert code == 0 and "port 2 Ethernet, VF state" in out, err

@@ -14,6 +14,7 @@ from madpipe.pipeline.mlx4.pkey_map import read_pkey_map
 from madpipe.pipeline.mlx4.profiles import resolve
 from madpipe.pipeline.mlx4.trace import read_trace_with_skips, write_trace
 from madpipe.pipeline.mlx4.trace_ftrace import recipe
+from madpipe.pipeline.mlx4.vf_state import read_vf_state
 
 #: P = base_sqpn + 8. mlx4_init_qp_table() puts base_sqpn = ALIGN(reserved_qps_cnt[FW], 8), right
 #: after the QPs firmware reserves; ConnectX firmware commonly reserves 64 (log_rsvd_qps = 6), so
@@ -61,6 +62,7 @@ examples:
   madpipe paravirt -r qp.txt -w qp.jsonl             # its ftrace text, rewritten (written as JSON Lines)
   madpipe paravirt -r trace.bin -w rewritten.bin --profile 3.7
   madpipe paravirt -r trace.jsonl --vfs 126 --profile mainline       # 126 VFs: mainline only
+  madpipe paravirt -r trace.jsonl --port-type 2=eth --vf-state vfs.txt  # port 2 RoCE, VST/spoof check per VF
   madpipe paravirt -r trace.jsonl -w out.bin --binary -q
   madpipe paravirt -r trace.jsonl -T json | jq -c 'select(.type=="command" and .rc!=0)'"""
 
@@ -102,6 +104,12 @@ def register(sub) -> None:
                    help="number of VFs init_pkeys sets up, 0..MLX4_MAX_NUM_VF (126 on mainline, 64 at "
                    "3.7; default: the trace's largest slave)")
     p.add_argument("--pkey-map", metavar="FILE", help="VF P_Key index mappings, 'VF PORT INDEX PHYS' a line")
+    p.add_argument("--port-type", metavar="PORT=ib|eth", action="append", default=[],
+                   help="a physical port's link layer (default ib for both): eth runs mainline's Ethernet "
+                   "(RoCE) branches of the wrappers for QPs on that port; repeat for port 2")
+    p.add_argument("--vf-state", metavar="FILE",
+                   help="each VF's vport state on an Ethernet port, as 'ip link set DEV vf N' sets it: "
+                   "'VF PORT vlan 100 qos 3 spoofchk on ...' a line (README: QP-context rewriting)")
     p.add_argument("-T", dest="format", choices=("text", "json"), default="text",
                    help="output format (default text; json = JSON Lines with a 'type' key)")
     p.add_argument("-q", dest="quiet", action="store_true",
@@ -129,9 +137,30 @@ def _check_options(args) -> None:
                                f"got {args.vfs}")
         if args.master > args.vfs:
             raise MadpipeError(f"--master {args.master} is not one of the functions 0..{args.vfs} (--vfs)")
+    args.port_types = _port_types(args.port_type)
+    if 2 in args.port_types and not prof.eth_ports:
+        raise MadpipeError(f"--port-type eth: profile {args.profile} has no Ethernet rules (mainline's "
+                           "wrappers are modelled; use --profile mainline)")
+    if args.vf_state and 2 not in args.port_types:
+        raise MadpipeError("--vf-state sets the VFs' Ethernet vport state: give --port-type PORT=eth too")
     if args.encoding and not args.write:
         raise MadpipeError(f"--{args.encoding} chooses the encoding of -w OUT: give -w OUT too")
     check_new_output(args.write, args.force)
+
+
+def _port_types(given: list[str]) -> tuple[int, int]:
+    """--port-type PORT=ib|eth, each port at most once: (type of port 1, of port 2), 1 IB, 2 Ethernet."""
+    types = [1, 1]
+    seen = set()
+    for text in given:
+        port, _, kind = text.partition("=")
+        if port not in ("1", "2") or kind not in ("ib", "eth"):
+            raise MadpipeError(f"--port-type: expected 1=ib, 1=eth, 2=ib or 2=eth, got {text!r}")
+        if port in seen:
+            raise MadpipeError(f"--port-type: port {port} given twice")
+        seen.add(port)
+        types[int(port) - 1] = 2 if kind == "eth" else 1
+    return types[0], types[1]
 
 
 def _virt2phys(args, num_vfs: int) -> np.ndarray:
@@ -158,8 +187,11 @@ def run(args) -> int:
         print(f"madpipe paravirt: {args.read}: {skips.summary()}", file=sys.stderr)
     num_vfs = args.vfs if args.vfs is not None else default_vfs(trace.slave, args.master, args.profile)
     v2p = _virt2phys(args, num_vfs)
+    vport = smac = None
+    if args.vf_state:
+        vport, smac = read_vf_state(args.vf_state, num_vfs, args.profile)
     setup = Setup(args.profile, args.base_proxy_sqpn, args.master, num_vfs, args.pkey_map,
-                  "reference" if args.reference else "kernel")
+                  "reference" if args.reference else "kernel", args.port_types, args.vf_state, vport, smac)
     try:
         out, rc, finding = rewrite_trace(trace, v2p, setup)
     except ValueError as exc:  # the checks above should leave nothing for the API to refuse

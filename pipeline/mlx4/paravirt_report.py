@@ -30,6 +30,18 @@ class Setup(NamedTuple):
     num_vfs: int
     pkey_map: str | None
     model: str          # "kernel" or "reference"
+    port_types: tuple[int, int] = (1, 1)    # per physical port: 1 InfiniBand, 2 Ethernet
+    vf_state: str | None = None             # the --vf-state file
+    vport: np.ndarray | None = None         # its vport state (paravirt.vport_state when None)
+    smac_registered: np.ndarray | None = None
+
+    def eth_options(self) -> dict:
+        """The Ethernet device state for paravirt.rewrite and device_reference.Device. The VF
+        count bounds the functions that share an Ethernet port's GIDs; InfiniBand ports never
+        ask, and get the API's default."""
+        eth = 2 in self.port_types
+        return {"port_types": np.array(self.port_types, np.uint8), "num_vfs": self.num_vfs if eth else None,
+                "vport": self.vport, "smac_registered": self.smac_registered}
 
 
 def default_vfs(slaves: np.ndarray, master: int, profile="mainline") -> int:
@@ -46,7 +58,7 @@ def rewrite_trace(trace: Trace, v2p: np.ndarray, setup: Setup) -> tuple[np.ndarr
     rewrite = paravirt.rewrite_reference if setup.model == "reference" else paravirt.rewrite
     return rewrite(trace.mailbox, trace.transition, trace.slave, trace.in_mod, v2p,
                    base_proxy_sqpn=setup.base_proxy_sqpn, master=setup.master, profile=setup.profile,
-                   fw_reserved_qps=setup.base_proxy_sqpn - 8, return_findings=True)
+                   fw_reserved_qps=setup.base_proxy_sqpn - 8, return_findings=True, **setup.eth_options())
 
 
 # -- the report -----------------------------------------------------------------------------------------
@@ -103,7 +115,7 @@ class Report:
         if self._device is None:
             s = self.setup
             self._device = device_ref.Device(self.v2p, s.base_proxy_sqpn, master=s.master, profile=s.profile,
-                                             fw_reserved_qps=s.base_proxy_sqpn - 8)
+                                             fw_reserved_qps=s.base_proxy_sqpn - 8, **s.eth_options())
         inbox = bytearray(self.trace.mailbox[i].tobytes())
         return ref.adjust_qp_sched_queue(self._device, int(self.trace.slave[i]), inbox) != 0
 
@@ -168,7 +180,15 @@ def _setup_text(r: Report) -> str:
     vfs = f"VFs 1..{s.num_vfs}" if s.num_vfs else "no VFs"
     return (f"profile {s.profile}, {s.model}, base_proxy_sqpn {s.base_proxy_sqpn:#x} "
             f"(tunnels from {paravirt.base_tunnel_sqpn(s.base_proxy_sqpn, s.profile):#x}), master {s.master}, {vfs}, "
-            f"virt2phys_pkey: init_pkeys" + (f" + {s.pkey_map}" if s.pkey_map else ""))
+            f"virt2phys_pkey: init_pkeys" + (f" + {s.pkey_map}" if s.pkey_map else "") + _eth_text(s))
+
+
+def _eth_text(s: Setup) -> str:
+    """The ports' types, when one is Ethernet, and the VF state file."""
+    if s.port_types == (1, 1) and not s.vf_state:
+        return ""
+    kinds = ", ".join(f"port {i + 1} {'Ethernet' if t == 2 else 'InfiniBand'}" for i, t in enumerate(s.port_types))
+    return f", {kinds}" + (f", VF state {s.vf_state}" if s.vf_state else "")
 
 
 def _where(c: Command) -> str:
@@ -234,5 +254,6 @@ def print_json(r: Report, out, quiet: bool = False) -> None:
     s = r.setup
     _jsonl({"type": "summary", **r.counts(), "encoding": r.encoding, "profile": s.profile, "model": s.model,
            "base_proxy_sqpn": s.base_proxy_sqpn, "master": s.master, "vfs": s.num_vfs, "pkey_map": s.pkey_map,
+           "port_types": ["eth" if t == 2 else "ib" for t in s.port_types], "vf_state": s.vf_state,
            "written": r.written[0] if r.written else None,
            "written_encoding": r.written[1] if r.written else None}, out)
