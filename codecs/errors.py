@@ -1,4 +1,5 @@
 """Errors that the CLI turns into one line on stderr and exit status 2."""
+import os
 
 
 class MadpipeError(Exception):
@@ -41,8 +42,6 @@ class MissingExtra(MadpipeError, ImportError):
 def read_text(path, error: type[MadpipeError] = MadpipeError) -> str:
     """A small text file (UTF-8) read whole; one that cannot be read or is not text raises
     ``error`` in one line naming the path, and for a bad byte its line, column and offset."""
-    import os
-
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:

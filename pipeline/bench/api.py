@@ -25,7 +25,7 @@ from contextlib import redirect_stdout
 import numpy as np
 
 from madpipe.pipeline.bench import workload
-from madpipe.pipeline.bench.runner import TOUCH, TOUCH_TWO
+from madpipe.pipeline.bench.targets import TOUCH, TOUCH_TWO
 
 #: Events in the events figures at most (a 1M-event JSON output is ~700 MB).
 MAX_EVENTS = 1_000_000

@@ -314,7 +314,7 @@ def _events_text(events: RecordList, t0_ns: int, out, width: int = PORT_COLUMN, 
     times are text_kernels.relative_time_text's."""
     titles = [pid.label() for pid in events.ports] if titles is None else titles
     _write_events(events, out, [f"{title:<{width}}" for title in titles] + [""],
-                  lambda chunk: _relative_times(chunk, t0_ns), kt.event_lines, 48 + len(kt.UNCONFIRMED))
+                  lambda chunk: _relative_times(chunk, t0_ns), kt.event_lines, 48 + kt.UNCONFIRMED_LF_BYTES)
 
 
 def _events_json(events: RecordList, out) -> None:

@@ -164,7 +164,6 @@ def relative_times(ts_ns, t0_ns, out, ends):
     return pos
 
 
-UNCONFIRMED = _ascii(" (unconfirmed)")
 UNCONFIRMED_LF, UNCONFIRMED_LF_BYTES = text_words(" (unconfirmed)\n")
 SPACES = 0x2020202020202020
 HEX_PREFIX = 0x783020  # " 0x"
@@ -216,7 +215,7 @@ def event_lines(frame, times, time_ends, slot, labels, label_ends, block, bitmap
     """Event n's line, one after another, into ``words`` (uint64, the bytes little-endian, as
     word_text appends them); returns the bytes used. Pieces are ASCII texts cut by ends (time n,
     label slot[n] (negative counts from the end)); ``words`` must hold them all plus
-    CHANGE_BYTES a change and 48 + len(UNCONFIRMED) bytes a line, and 16 bytes more."""
+    CHANGE_BYTES a change and 48 + UNCONFIRMED_LF_BYTES bytes a line, and 16 bytes more."""
     w = 0
     acc = np.int64(0)
     fill = 0
