@@ -702,7 +702,7 @@ def events_as_python_formats(events, ports, t0_ns=None):
 def test_relative_times_are_exact_and_the_kernel_writes_them():
     from decimal import ROUND_HALF_EVEN, Decimal
 
-    from madpipe.pipeline.fabric import output as fabric_output
+    from madpipe.pipeline.fabric import event_lines
     from madpipe.pipeline.fabric import text_kernels as kt
 
     rng = np.random.default_rng(6)
@@ -717,7 +717,7 @@ def test_relative_times_are_exact_and_the_kernel_writes_them():
         assert kt.relative_time_text(t, t0) == want, delta
     chunk = np.zeros(len(ts), EVENT_DTYPE)
     chunk["ts_ns"] = ts
-    buf, ends = fabric_output._relative_times(chunk, t0)
+    buf, ends = event_lines.relative_times(chunk, t0)
     text = buf.tobytes().decode("ascii")
     ends = ends.tolist()
     assert [text[a:b] for a, b in zip([0] + ends[:-1], ends)] == [kt.relative_time_text(t, t0) for t in ts.tolist()]
@@ -792,7 +792,9 @@ def test_json_event_kernel_writes_every_decimal_length_across_word_edges(monkeyp
         spool = [chunk[:1], chunk[1:1000], chunk[1000:]]
 
     Events.ports = ports
-    monkeypatch.setattr(fabric_output, "FORMAT_RECORDS", 97)
+    from madpipe.pipeline.fabric import event_lines
+
+    monkeypatch.setattr(event_lines, "FORMAT_RECORDS", 97)
     fast = io.StringIO()
     fabric_output._events_json(Events, fast)
     assert fast.getvalue() == events_as_python_formats(Events, [fabric_output._port_json(p) for p in ports] + [""])

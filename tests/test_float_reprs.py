@@ -1,5 +1,5 @@
 """decode.float_kernels.float_reprs writes repr(float) byte for byte, or leaves the value to
-Python; fabric.output._float_reprs (the JSON outputs' ts) is repr for every value either way."""
+Python; fabric.event_lines.float_reprs (the JSON outputs' ts) is repr for every value either way."""
 import numpy as np
 import pytest
 
@@ -56,14 +56,14 @@ def test_edges():
 
 
 def test_json_times_are_repr_also_where_the_kernel_leaves_them():
-    from madpipe.pipeline.fabric import output
+    from madpipe.pipeline.fabric import event_lines
     from madpipe.pipeline.fabric.spool import EVENT_DTYPE
 
     chunk = np.zeros(7, EVENT_DTYPE)
     # 2**30 s and 0 are left to Python (a power of two, zero); the others the kernel writes
     chunk["ts_ns"] = [1_700_000_000_000_001_400, 2 ** 30 * 10 ** 9, 0, 5, 1_700_000_000_015_625_000,
                       1_073_741_824_000_000_000, 1_700_000_000_000_000_000]
-    data, ends = output._float_reprs(chunk)
+    data, ends = event_lines.float_reprs(chunk)
     text = data.tobytes().decode("ascii")
     pieces = [text[a:b] for a, b in zip([0] + ends[:-1].tolist(), ends.tolist())]
     assert pieces == [repr(x) for x in (chunk["ts_ns"] / 1e9).tolist()]

@@ -16,9 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from madpipe.codecs.errors import MadpipeError
-from madpipe.pipeline.decode import float_kernels
 from madpipe.pipeline.decode.output import jsonl
-from madpipe.pipeline.fabric import json_kernels as kj
+from madpipe.pipeline.fabric import event_lines as el
 from madpipe.pipeline.fabric import snoop  # snoop.snoop_capture looked up at each call: tests swap it there
 from madpipe.pipeline.fabric import text_kernels as kt
 from madpipe.pipeline.fabric.model import FINDING_TEXT, FabricSnoop, HostView, PortId
@@ -185,9 +184,7 @@ def _columns(chunk: np.ndarray, *names):
     return zip(*(chunk[name].tolist() for name in names))
 
 
-def _port_json(pid: PortId) -> str:
-    """``**pid.as_json()`` inside a JSON Lines record, as jsonl writes it."""
-    return json.dumps(pid.as_json(), separators=(",", ":"))[1:-1]
+_port_json = el.port_json
 
 
 def _pkey_lines(states: list) -> list[str]:
@@ -206,29 +203,8 @@ def _pkey_lines(states: list) -> list[str]:
     return [text[a:b] for a, b in zip([0] + ends[:-1], ends)]
 
 
-def _column(chunk: np.ndarray, name: str) -> np.ndarray:
-    """A field of spooled records as the kernels take it: a C-contiguous, aligned copy (a view of
-    one record would be contiguous but, inside the packed record, not aligned)."""
-    return chunk[name].copy()
-
-
-def _change_count(chunk: np.ndarray) -> int:
-    """How many changes the chunk's events hold (bits set in their bitmaps)."""
-    return int(_POPCOUNT[_column(chunk, "bitmap").view(np.uint8)].sum(dtype=np.int64))
-
-
-_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)
-
-
 _EVENT_TEXT = "%7d %s  %s %5d 0x%08x  %s%s\n"
 _EVENT_JSON = '{"type":"event","frame":%d,"ts":%r,%s,"block":%d,"bitmap":%d,"changes":[%s],"unconfirmed":%s}\n'
-
-
-def _pieces(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """ASCII bytes of texts end to end, and where each ends (UnicodeEncodeError if not ASCII)."""
-    data = np.frombuffer(bytearray("".join(texts).encode("ascii")), np.uint8)  # writable, as kernels take
-    return data, np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)))
-
 
 _ASCII_SAMPLE = "".join(map(chr, range(32, 127))) + "\n"
 
@@ -253,93 +229,55 @@ def _writes_ascii_as_is(out) -> bool:
     return as_is and os.linesep == "\n"  # stdout translates "\n" to os.linesep
 
 
-def _write_events(events: RecordList, out, ports: list[str], times_of, kernel, extra: int) -> None:
-    """Every spooled event through a line writer (text_kernels.event_lines or
-    json_kernels.event_json_lines, both writing into uint64 words): ``ports[slot]`` the port's
-    text (the last, "", for slot -1), ``times_of(chunk)`` the ASCII bytes of each time and where
-    each ends; ``extra`` bytes a line besides those pieces and the changes. Port texts are ASCII
-    by construction (labels of integers; json.dumps escapes the rest).
-
-    Chunks are formatted by two threads (the kernels release the GIL), written in order by this
-    one: with a million events, formatting is most of ``madpipe snoop``'s time. Buffers are
-    reused: their pages are mapped once, not per chunk."""
-    port_bytes, port_ends = _pieces(ports)
-    longest = max(map(len, ports))
-
-    def lines(chunk: np.ndarray, buf: np.ndarray) -> tuple[np.ndarray, int]:
-        times, time_ends = times_of(chunk)
-        room = len(times) + kt.CHANGE_BYTES * _change_count(chunk) + len(chunk) * (longest + extra) + 16
-        if 8 * len(buf) < room:
-            buf = np.empty(room // 8 + 1, np.uint64)
-        used = kernel(_column(chunk, "frame"), times, time_ends, _column(chunk, "slot"), port_bytes, port_ends,
-                      _column(chunk, "block"), _column(chunk, "bitmap"), _column(chunk, "old"),
-                      _column(chunk, "new"), _column(chunk, "unconfirmed"), buf)
-        return buf, used
-
+def _write_events(events: RecordList, out, lines, done: tuple[list, int] = ([], 0)) -> None:
+    """Every spooled event through ``lines(chunk, buffer)`` (an event_lines.format_chunk):
+    chunks formatted by two threads (the kernels release the GIL), written in order by this one:
+    with a million events, formatting is most of ``madpipe snoop``'s time. Buffers are reused:
+    their pages are mapped once, not per chunk. ``done``: futures of the first events' lines,
+    formatted already (lines_ahead), and how many events they hold."""
     free = [np.empty(0, np.uint64) for _ in range(FORMAT_THREADS + 1)]
-    ahead: deque = deque()
+    ahead: deque = deque(done[0])
+    skip = done[1]
 
     def write_oldest() -> None:
         buf, used = ahead.popleft().result()
         _write_ascii(out, buf.view(np.uint8)[:used])
-        free.append(buf)
+        if len(free) <= FORMAT_THREADS:
+            free.append(buf)
 
     with ThreadPoolExecutor(FORMAT_THREADS) as pool:
         for records in events.spool:
-            for start in range(0, len(records), FORMAT_RECORDS):
-                if len(ahead) == FORMAT_THREADS:
+            if skip >= len(records):
+                skip -= len(records)
+                continue
+            records, skip = records[skip:], 0
+            for start in range(0, len(records), el.FORMAT_RECORDS):
+                while len(ahead) >= FORMAT_THREADS:
                     write_oldest()
-                ahead.append(pool.submit(lines, records[start:start + FORMAT_RECORDS], free.pop()))
+                ahead.append(pool.submit(lines, records[start:start + el.FORMAT_RECORDS], free.pop()))
         while ahead:
             write_oldest()
 
 
 #: Threads formatting event lines (_write_events).
 FORMAT_THREADS = 2
-#: Events formatted at a time: their text (~700 bytes an event of 32 JSON changes) is still in
-#: the CPU's caches when it is written out.
-FORMAT_RECORDS = 1 << 13
-
-
-def _relative_times(chunk: np.ndarray, t0_ns: int) -> tuple[np.ndarray, np.ndarray]:
-    """text_kernels.relative_times of the chunk's events: (ASCII bytes, where each ends)."""
-    buf = np.empty(24 * len(chunk), np.uint8)
-    ends = np.empty(len(chunk), np.int64)
-    used = kt.relative_times(_column(chunk, "ts_ns"), t0_ns, buf, ends)
-    return buf[:used], ends
 
 
 def _events_text(events: RecordList, t0_ns: int, out, width: int = PORT_COLUMN, titles: list[str] | None = None) -> None:
     """The event lines (_EVENT_TEXT), the ports by ``titles`` (by slot; their labels when None);
     times are text_kernels.relative_time_text's."""
     titles = [pid.label() for pid in events.ports] if titles is None else titles
-    _write_events(events, out, [f"{title:<{width}}" for title in titles] + [""],
-                  lambda chunk: _relative_times(chunk, t0_ns), kt.event_lines, 48 + kt.UNCONFIRMED_LF_BYTES)
+    ports = el.Ports([f"{title:<{width}}" for title in titles] + [""])
+    _write_events(events, out, lambda chunk, buf: el.format_chunk(
+        chunk, buf, ports, lambda chunk: el.relative_times(chunk, t0_ns), kt.event_lines,
+        48 + kt.UNCONFIRMED_LF_BYTES))
 
 
 def _events_json(events: RecordList, out) -> None:
-    """The events as JSON Lines (_EVENT_JSON); the times are Python's float reprs, as json writes."""
-    _write_events(events, out, [_port_json(pid) for pid in events.ports] + [""], _float_reprs,
-                  kj.event_json_lines, 128)
-
-
-def _float_reprs(chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """repr() of each event's ts in seconds, as ASCII bytes end to end and where each ends: by
-    decode.float_kernels, and Python's repr for the values it leaves (exact ties, powers of two)."""
-    seconds = chunk["ts_ns"] / 1e9
-    n = len(seconds)
-    out = np.empty(n * float_kernels.REPR_BYTES, np.uint8)
-    ends = np.empty(n, np.int64)
-    done = np.empty(n, np.uint8)
-    used = float_kernels.float_reprs(seconds, out, ends, done)
-    if done.all():
-        return out[:used], ends
-    left = np.flatnonzero(done == 0)
-    texts = [repr(x) for x in seconds[left].tolist()]
-    extra, extra_ends = _pieces(texts)
-    at = np.concatenate(([0], ends[:-1]))[left]  # where each belongs in what the kernel wrote
-    lengths = np.diff(np.concatenate(([0], extra_ends)))
-    data = np.insert(out[:used], np.repeat(at, lengths), extra)
-    lengths_all = np.diff(np.concatenate(([0], ends)))
-    lengths_all[left] = lengths
-    return data, np.cumsum(lengths_all)
+    """The events as JSON Lines (_EVENT_JSON); the times are Python's float reprs, as json writes.
+    Lines a LinesAhead formatted while the snoop ran are written first, when their ports hold."""
+    texts = [el.port_json(pid) for pid in events.ports]
+    ports = el.Ports(texts + [""])
+    ahead = getattr(events.spool, "ahead", None)
+    done = ahead.take(texts) if ahead is not None else ([], 0)
+    _write_events(events, out, lambda chunk, buf: el.json_chunk(chunk, buf, ports), done)

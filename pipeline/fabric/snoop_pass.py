@@ -264,6 +264,8 @@ class SnoopPass:
             ev["old"] = old[take]
             ev["new"] = data[take].view(">u2")
             self.events.append(ev)
+            if self.events.ahead is not None:
+                self.events.ahead.add(ev, self.port_id)
         found = np.flatnonzero(finding)
         if len(found):
             fi = np.zeros(len(found), FINDING_DTYPE)
@@ -298,11 +300,15 @@ class SnoopPass:
         self.events.close()
         self.findings.close()
 
+    def port_id(self, slot: int) -> PortId:
+        """The port at ``slot`` as the result names it, from what the pass has met so far: its LID
+        and the first directed route that reached it."""
+        pid = self.pids[slot]
+        dr = next((r[1] for r in self.slot_routes[slot] if r[0] == "dr"), None)
+        return PortId(pid.lid, dr, pid.port)
+
     def result(self, ing: Ingest) -> FabricSnoop:
-        full = []
-        for slot, pid in enumerate(self.pids):
-            dr = next((r[1] for r in self.slot_routes[slot] if r[0] == "dr"), None)
-            full.append(PortId(pid.lid, dr, pid.port))
+        full = [self.port_id(slot) for slot in range(len(self.pids))]
         result = FabricSnoop({}, RecordList(self.events, events_of, full), RecordList(self.findings, findings_of, full),
                              self.counts, ing.error, ing.skipped, first_ts_ns=self.first_ts_ns)
         behind: dict[int, list[tuple]] = {}  # LID -> the routes that lead to it, in lid_of's order
