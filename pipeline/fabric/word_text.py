@@ -8,7 +8,8 @@ were the cost. Here:
 - the output is a ``uint64`` array (the bytes little-endian): text is appended as words of up
   to 8 bytes (16 with :func:`append16`) into an accumulator, and each append stores one
   aligned word, with no branch on where the word boundary falls (:func:`append`);
-- decimals come from a table of the 10000 four-digit strings, one word each (40 KB), hex
+- decimals come from a table of the 10000 four-digit strings, one word each (40 KB; indexed
+  unsigned: no test for a negative index), hex
   digits from arithmetic on the nibbles (:func:`hex4`);
 - every text appended is ASCII, so a word's top bit is 0 and all arithmetic stays in int64,
   meaning the same as plain Python (NUMBA_DISABLE_JIT=1) once masked to 63 bits.
@@ -30,7 +31,10 @@ def text_word(text: str) -> int:
 
 
 def text_words(text: str) -> tuple[np.ndarray, int]:
-    """A constant text as words of 8 bytes (the last one shorter), for append_text, and its length."""
+    """A constant text (up to 24 bytes) as words of 8 bytes (the last one shorter), for
+    append_text, and its length."""
+    if len(text) > 24:
+        raise ValueError(f"append_text takes up to 24 bytes, not {len(text)}: {text!r}")
     return np.array([text_word(text[i:i + 8]) for i in range(0, len(text), 8)], np.int64), len(text)
 
 
@@ -60,17 +64,22 @@ def append(words, w, acc, fill, value, k):
 
 @njit
 def append_text(words, w, acc, fill, text, length):
-    """Append a constant text: ``text`` its words (text_words), ``length`` its bytes."""
-    for j in range(text.shape[0] - 1):
-        w, acc, fill = append(words, w, acc, fill, np.int64(text[j]), 8)
-    return append(words, w, acc, fill, np.int64(text[text.shape[0] - 1]), length - 8 * (text.shape[0] - 1))
+    """Append a constant text of up to 24 bytes: ``text`` its words (text_words), ``length`` its
+    bytes. (No loop: small enough to be compiled into each caller, with no call to pay.)"""
+    if length <= 8:
+        return append(words, w, acc, fill, np.int64(text[0]), length)
+    w, acc, fill = append(words, w, acc, fill, np.int64(text[0]), 8)
+    if length <= 16:
+        return append(words, w, acc, fill, np.int64(text[1]), length - 8)
+    w, acc, fill = append(words, w, acc, fill, np.int64(text[1]), 8)
+    return append(words, w, acc, fill, np.int64(text[2]), length - 16)
 
 
 @njit
 def short_decimal(v):
     """v (0..9999) in decimal: (its word, its length)."""
     k = 1 + (v >= 10) + (v >= 100) + (v >= 1000)
-    return np.int64(FOUR_DIGITS[v]) >> (8 * (4 - k)), np.int64(k)
+    return np.int64(FOUR_DIGITS[np.uint64(v)]) >> (8 * (4 - k)), np.int64(k)
 
 
 @njit
@@ -80,33 +89,39 @@ def upto8(v):
         return short_decimal(v)
     hi = v // 10000
     word, k = short_decimal(hi)
-    return word | (np.int64(FOUR_DIGITS[v - hi * 10000]) << (8 * k)), k + 4
+    return word | (np.int64(FOUR_DIGITS[np.uint64(v - hi * 10000)]) << (8 * k)), k + 4
 
 
 @njit
 def eight_digits(v):
     """v (0..99999999) as exactly 8 digits: one word."""
     hi = v // 10000
-    return (np.int64(FOUR_DIGITS[hi]) | (np.int64(FOUR_DIGITS[v - hi * 10000]) << 32)) & LOW63
+    return (np.int64(FOUR_DIGITS[np.uint64(hi)]) | (np.int64(FOUR_DIGITS[np.uint64(v - hi * 10000)]) << 32)) & LOW63
 
 
 @njit
 def append_decimal(words, w, acc, fill, v):
     """Append a non-negative int64 in decimal."""
+    if v < 100000000:  # the common case, small enough to be compiled into the caller
+        word, k = upto8(v)
+        return append(words, w, acc, fill, word, k)
+    return _append_long_decimal(words, w, acc, fill, v)
+
+
+@njit
+def _append_long_decimal(words, w, acc, fill, v):
+    """append_decimal of v >= 10**8."""
+    low = v % 100000000
+    v //= 100000000
     if v >= 100000000:
-        low = v % 100000000
-        v //= 100000000
-        if v >= 100000000:
-            middle = v % 100000000
-            word, k = upto8(v // 100000000)
-            w, acc, fill = append(words, w, acc, fill, word, k)
-            w, acc, fill = append(words, w, acc, fill, eight_digits(middle), 8)
-        else:
-            word, k = upto8(v)
-            w, acc, fill = append(words, w, acc, fill, word, k)
-        return append(words, w, acc, fill, eight_digits(low), 8)
-    word, k = upto8(v)
-    return append(words, w, acc, fill, word, k)
+        middle = v % 100000000
+        word, k = upto8(v // 100000000)
+        w, acc, fill = append(words, w, acc, fill, word, k)
+        w, acc, fill = append(words, w, acc, fill, eight_digits(middle), 8)
+    else:
+        word, k = upto8(v)
+        w, acc, fill = append(words, w, acc, fill, word, k)
+    return append(words, w, acc, fill, eight_digits(low), 8)
 
 
 @njit
