@@ -107,8 +107,7 @@ def run(args) -> int:
     options = {"rule": args.rule, "profile": args.profile, "host": args.host, "num_vfs": args.vfs,
                "port_num": args.port_num, "v2p": v2p}
     if len(files) == 1:
-        ahead = "json" if args.format == "json" else None  # formatted on the other core meanwhile
-        result = snoop.snoop_capture(files[0], **options, format_ahead=ahead)
+        result = snoop.snoop_capture(files[0], **options)
         out = sys.stdout
         if args.format == "json":
             print_json(result, out)

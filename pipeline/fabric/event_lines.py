@@ -1,7 +1,6 @@
-"""Spooled event records into ``madpipe snoop``'s event lines, a chunk at a time: the work that
-:mod:`~madpipe.pipeline.fabric.output` (at print time) and :mod:`~madpipe.pipeline.fabric.lines_ahead`
-(while the snoop still runs) share. The line kernels are text_kernels.event_lines and
-json_kernels.event_json_lines, both writing into ``uint64`` words.
+"""Spooled event records into ``madpipe snoop``'s event lines, a chunk at a time (what
+:mod:`~madpipe.pipeline.fabric.output` runs on its threads). The line kernels are
+text_kernels.event_lines and json_kernels.event_json_lines, both writing into ``uint64`` words.
 """
 from __future__ import annotations
 

@@ -229,30 +229,23 @@ def _writes_ascii_as_is(out) -> bool:
     return as_is and os.linesep == "\n"  # stdout translates "\n" to os.linesep
 
 
-def _write_events(events: RecordList, out, lines, done: tuple[list, int] = ([], 0)) -> None:
+def _write_events(events: RecordList, out, lines) -> None:
     """Every spooled event through ``lines(chunk, buffer)`` (an event_lines.format_chunk):
     chunks formatted by two threads (the kernels release the GIL), written in order by this one:
     with a million events, formatting is most of ``madpipe snoop``'s time. Buffers are reused:
-    their pages are mapped once, not per chunk. ``done``: futures of the first events' lines,
-    formatted already (lines_ahead), and how many events they hold."""
+    their pages are mapped once, not per chunk."""
     free = [np.empty(0, np.uint64) for _ in range(FORMAT_THREADS + 1)]
-    ahead: deque = deque(done[0])
-    skip = done[1]
+    ahead: deque = deque()
 
     def write_oldest() -> None:
         buf, used = ahead.popleft().result()
         _write_ascii(out, buf.view(np.uint8)[:used])
-        if len(free) <= FORMAT_THREADS:
-            free.append(buf)
+        free.append(buf)
 
     with ThreadPoolExecutor(FORMAT_THREADS) as pool:
         for records in events.spool:
-            if skip >= len(records):
-                skip -= len(records)
-                continue
-            records, skip = records[skip:], 0
             for start in range(0, len(records), el.FORMAT_RECORDS):
-                while len(ahead) >= FORMAT_THREADS:
+                if len(ahead) == FORMAT_THREADS:
                     write_oldest()
                 ahead.append(pool.submit(lines, records[start:start + el.FORMAT_RECORDS], free.pop()))
         while ahead:
@@ -274,10 +267,6 @@ def _events_text(events: RecordList, t0_ns: int, out, width: int = PORT_COLUMN, 
 
 
 def _events_json(events: RecordList, out) -> None:
-    """The events as JSON Lines (_EVENT_JSON); the times are Python's float reprs, as json writes.
-    Lines a LinesAhead formatted while the snoop ran are written first, when their ports hold."""
-    texts = [el.port_json(pid) for pid in events.ports]
-    ports = el.Ports(texts + [""])
-    ahead = getattr(events.spool, "ahead", None)
-    done = ahead.take(texts) if ahead is not None else ([], 0)
-    _write_events(events, out, lambda chunk, buf: el.json_chunk(chunk, buf, ports), done)
+    """The events as JSON Lines (_EVENT_JSON); the times are Python's float reprs, as json writes."""
+    ports = el.Ports([el.port_json(pid) for pid in events.ports] + [""])
+    _write_events(events, out, lambda chunk, buf: el.json_chunk(chunk, buf, ports))

@@ -152,10 +152,8 @@ def _port_id(route: tuple, port: int, lid_of: dict) -> PortId:
 
 def snoop_capture(path: str | os.PathLike, rule: str = "set", profile: str = "new", *,
                   host: int | None = None, num_vfs: int = 0, port_num: int = 1,
-                  v2p: np.ndarray | None = None, pair_window: int | None = None,
-                  format_ahead: str | None = None) -> FabricSnoop:
-    """Run the fabric snoop over a capture file; see the module docstring. (``format_ahead``,
-    how soon the fast snoop formats its events, changes nothing in a result: taken and ignored.)
+                  v2p: np.ndarray | None = None, pair_window: int | None = None) -> FabricSnoop:
+    """Run the fabric snoop over a capture file; see the module docstring.
 
     With ``host`` (a LID), that port is also run as an mlx4 master's port ``port_num`` with
     ``num_vfs`` VFs and the given ``virt2phys_pkey`` (``init_pkeys``'s when None): the result's

@@ -59,7 +59,6 @@ import numpy as np
 
 from madpipe.pipeline.fabric import kernels as kf
 from madpipe.pipeline.fabric.model import FROM_RULES, FabricSnoop
-from madpipe.pipeline.fabric.lines_ahead import LinesAhead
 from madpipe.pipeline.fabric.routes import Routes
 from madpipe.pipeline.fabric.snoop_pass import UNBOUNDED, SnoopPass, extract_buffers
 from madpipe.pipeline.fabric.spool import spool_memory as default_spool_memory
@@ -109,8 +108,7 @@ def snoop_ports(phys_pkey_cache: np.ndarray, slot: np.ndarray, attr_mod: np.ndar
 def snoop_capture(path: str | os.PathLike, rule: str = "set", profile: str = "new", *,
                   host: int | None = None, num_vfs: int = 0, port_num: int = 1,
                   v2p: np.ndarray | None = None, pair_window: int | None = PAIR_WINDOW,
-                  batch: int = 1 << 16, spool_memory: int | None = None,
-                  format_ahead: str | None = None) -> FabricSnoop:
+                  batch: int = 1 << 16, spool_memory: int | None = None) -> FabricSnoop:
     """Run the fabric snoop over a capture file; see the module docstring.
 
     With ``host`` (a LID), that port is also run as an mlx4 master's port ``port_num`` with
@@ -118,10 +116,7 @@ def snoop_capture(path: str | os.PathLike, rule: str = "set", profile: str = "ne
     ``host`` is a :class:`~madpipe.pipeline.fabric.model.HostView`. ``pair_window`` None pairs over
     the whole capture (memory then grows with the number of Sets). ``spool_memory``: bytes of
     event (and of finding) records held in memory before they spill to a temporary file (None:
-    :func:`~madpipe.pipeline.fabric.spool.spool_memory`). ``format_ahead="json"``: the events'
-    JSON Lines are formatted on another core while the snoop runs (up to ``spool_memory`` bytes
-    of them, :mod:`~madpipe.pipeline.fabric.lines_ahead`), for ``print_json`` to write; the
-    result is the same, only sooner printed.
+    :func:`~madpipe.pipeline.fabric.spool.spool_memory`).
     """
     if rule not in FROM_RULES:
         raise ValueError(f"rule must be one of {FROM_RULES}, got {rule!r}")
@@ -131,8 +126,6 @@ def snoop_capture(path: str | os.PathLike, rule: str = "set", profile: str = "ne
     window = UNBOUNDED if pair_window is None else int(pair_window)
     if window < 0:
         raise ValueError(f"pair_window must be >= 0, got {pair_window}")
-    if format_ahead not in (None, "json"):
-        raise ValueError(f"format_ahead must be None or 'json', got {format_ahead!r}")
     if spool_memory is None:
         spool_memory = default_spool_memory()
     buffers = extract_buffers(batch)
@@ -140,8 +133,6 @@ def snoop_capture(path: str | os.PathLike, rule: str = "set", profile: str = "ne
 
     def one_pass(learn: bool):
         run = SnoopPass(routes, rule, profile, window, host, num_vfs, port_num, v2p, spool_memory, batch)
-        if format_ahead:
-            run.events.ahead = LinesAhead(spool_memory)
         ing = Ingest(path, batch)
         for raw in readahead.ahead(ing.raw(sets=READ_AHEAD_SETS), sets=READ_AHEAD_SETS):
             run.batch(raw, buffers, learn)

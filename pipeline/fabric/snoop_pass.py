@@ -264,8 +264,6 @@ class SnoopPass:
             ev["old"] = old[take]
             ev["new"] = data[take].view(">u2")
             self.events.append(ev)
-            if self.events.ahead is not None:
-                self.events.ahead.add(ev, self.port_id)
         found = np.flatnonzero(finding)
         if len(found):
             fi = np.zeros(len(found), FINDING_DTYPE)

@@ -52,8 +52,6 @@ class Spool:
         self.file = None
         self.on_disk = 0
         self.count = 0
-        #: A lines_ahead.LinesAhead formatting the records as they come, or None.
-        self.ahead = None
 
     def append(self, records: np.ndarray) -> None:
         if not len(records):
@@ -89,8 +87,6 @@ class Spool:
                 yield chunk[start:start + CHUNK]
 
     def close(self) -> None:
-        if self.ahead is not None:
-            self.ahead.close()
         if self.file is not None:
             self.file.close()
             self.file = None
