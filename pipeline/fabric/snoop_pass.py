@@ -14,7 +14,16 @@ from madpipe.codecs import wire
 from madpipe.pipeline.fabric import kernels as kf
 from madpipe.pipeline.fabric.model import FabricSnoop, HostView, PortId, PortState
 from madpipe.pipeline.fabric.routes import KeyTable, Routes, route_of_key
-from madpipe.pipeline.fabric.spool import EVENT_DTYPE, FINDING_DTYPE, RecordList, Spool, events_of, findings_of
+from madpipe.pipeline.fabric.spool import (
+    ARENA_BYTES,
+    EVENT_DTYPE,
+    FINDING_DTYPE,
+    RecordList,
+    RecordArena,
+    Spool,
+    events_of,
+    findings_of,
+)
 from madpipe.pipeline.ingest import kernels as ki
 from madpipe.pipeline.ingest.reader import Ingest
 from madpipe.pipeline.mlx4 import snoop
@@ -106,6 +115,7 @@ class SnoopPass:
                              ts_ns=(np.int64, ()), attr_mod=(np.uint32, ()), data=(np.uint8, (64,)))
         self.answers = _Rows(rows, seq=(np.int64, ()), tid=(np.uint64, ()), slot=(np.int32, ()), status=(np.int32, ()))
         self.events = Spool(EVENT_DTYPE, spool_memory)
+        self.event_arena = RecordArena(EVENT_DTYPE, min(ARENA_BYTES, spool_memory))
         self.findings = Spool(FINDING_DTYPE, spool_memory)
         self.host = host
         self.host_slot = -1
@@ -254,7 +264,7 @@ class SnoopPass:
         if len(changed):
             # When every item changed its table (an SM rewriting blocks), slices, not gathers.
             take = slice(None) if len(changed) == n else changed
-            ev = np.empty(len(changed), EVENT_DTYPE)  # every field is set below
+            ev = self.event_arena.take(len(changed))  # every field is set below
             ev["frame"] = items["frame"][take]
             ev["ts_ns"] = items["ts_ns"][take]
             ev["slot"] = slot[take]
@@ -295,6 +305,7 @@ class SnoopPass:
 
     # -- the result ---------------------------------------------------------------------------
     def close(self) -> None:
+        self.event_arena.close()
         self.events.close()
         self.findings.close()
 
@@ -306,6 +317,7 @@ class SnoopPass:
         return PortId(pid.lid, dr, pid.port)
 
     def result(self, ing: Ingest) -> FabricSnoop:
+        self.event_arena.close()  # no more events
         full = [self.port_id(slot) for slot in range(len(self.pids))]
         result = FabricSnoop({}, RecordList(self.events, events_of, full), RecordList(self.findings, findings_of, full),
                              self.counts, ing.error, ing.skipped, first_ts_ns=self.first_ts_ns)

@@ -44,8 +44,7 @@ class _HandedOn(Spool):
 
 def port_ids(run: SnoopPass) -> list[PortId]:
     """Every slot's port as the result will name it (its LID, its directed route, its port)."""
-    return [PortId(pid.lid, next((r[1] for r in run.slot_routes[slot] if r[0] == "dr"), None), pid.port)
-            for slot, pid in enumerate(run.pids)]
+    return [run.port_id(slot) for slot in range(len(run.pids))]
 
 
 def port_titles(run: SnoopPass) -> dict[PortId, str]:
