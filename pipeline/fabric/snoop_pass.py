@@ -12,6 +12,7 @@ import numpy as np
 
 from madpipe.codecs import wire
 from madpipe.pipeline.fabric import kernels as kf
+from madpipe.pipeline.fabric import record_kernels as kr
 from madpipe.pipeline.fabric.model import FabricSnoop, HostView, PortId, PortState
 from madpipe.pipeline.fabric.routes import KeyTable, Routes, route_of_key
 from madpipe.pipeline.fabric.spool import (
@@ -262,17 +263,11 @@ class SnoopPass:
         block = (attr_mod & 0xFFFF).astype(np.uint16)
         changed = np.flatnonzero(bitmap)
         if len(changed):
-            # When every item changed its table (an SM rewriting blocks), slices, not gathers.
-            take = slice(None) if len(changed) == n else changed
-            ev = self.event_arena.take(len(changed))  # every field is set below
-            ev["frame"] = items["frame"][take]
-            ev["ts_ns"] = items["ts_ns"][take]
-            ev["slot"] = slot[take]
-            ev["block"] = block[take]
-            ev["bitmap"] = bitmap[take]
-            ev["unconfirmed"] = items["unconfirmed"][take]
-            ev["old"] = old[take]
-            ev["new"] = data[take].view(">u2")
+            ev = self.event_arena.take(len(changed))
+            kr.event_records(changed, np.ascontiguousarray(items["frame"], np.int64),
+                             np.ascontiguousarray(items["ts_ns"], np.int64), slot, block, bitmap,
+                             np.ascontiguousarray(items["unconfirmed"], np.bool_), old, data,
+                             ev.view(np.uint8).reshape(len(ev), EVENT_DTYPE.itemsize))
             self.events.append(ev)
         found = np.flatnonzero(finding)
         if len(found):

@@ -66,6 +66,10 @@ KERNELS = {
                                "!i8[::1] !u8[::1] !i4[::1] !i4[::1] i8"),
         "note_applied": ("i8", "i4[::1] u4[::1] i1[::1] !u2[::1] !i8[::1] i8"),
     },
+    "fabric.record_kernels": {
+        "event_records": ("void", "i8[::1] i8[::1] i8[::1] i4[::1] u2[::1] u4[::1] b1[::1] u2[:,::1] u1[:,::1] "
+                                  "!u1[:,::1]"),
+    },
     "fabric.text_kernels": {
         "pkey_lines": ("i8", "u2[:,::1] i8[::1] !u1[:,::1]"),
         "relative_times": ("i8", "i8[::1] i8 !u1[::1] !i8[::1]"),
