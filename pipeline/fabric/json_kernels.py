@@ -16,7 +16,6 @@ from madpipe.pipeline.fabric.word_text import (
     append,
     append16,
     append_decimal,
-    append_piece,
     append_text,
     short_decimal,
     text_words,
@@ -60,35 +59,14 @@ def _pkey(v, after):
 
 
 @njit
-def _append_changes(words, w, acc, fill, bits, index, old, new, n):
-    """Event n's changes, "[index + i,old,new]" for the bits i of ``bits``, joined by commas."""
-    first = True
-    for i in range(32):
-        if not (bits >> i) & 1:
-            continue
-        at = index + i
-        if at < 10000:
-            word = INDEX_WORDS[np.uint64(at)]
-            k = word >> 56
-            word &= 0xFFFFFFFFFFFFFF
-            if first:
-                word >>= 8  # no comma before the first
-                k -= 1
-            w, acc, fill = append(words, w, acc, fill, word, k)
-        else:
-            if first:
-                w, acc, fill = append(words, w, acc, fill, np.int64(OPEN_INDEX >> 8), 1)
-            else:
-                w, acc, fill = append(words, w, acc, fill, np.int64(OPEN_INDEX), 2)
-            w, acc, fill = append_decimal(words, w, acc, fill, at)
-            w, acc, fill = append(words, w, acc, fill, np.int64(COMMA), 1)
-        first = False
-        lo, ko = _pkey(np.int64(old[n, i]), COMMA)
-        word, kn = _pkey(np.int64(new[n, i]), CLOSE)
-        hi = (word >> (56 - 8 * ko)) >> 8
-        lo = lo | ((word << (8 * ko)) & LOW63)
-        w, acc, fill = append16(words, w, acc, fill, lo, hi, ko + kn)
-    return w, acc, fill
+def _append_long_index(words, w, acc, fill, at, first):
+    """An index past 9999 (a block past the kernel's tables): "[at," (",[at," after the first)."""
+    if first:
+        w, acc, fill = append(words, w, acc, fill, np.int64(OPEN_INDEX >> 8), 1)
+    else:
+        w, acc, fill = append(words, w, acc, fill, np.int64(OPEN_INDEX), 2)
+    w, acc, fill = append_decimal(words, w, acc, fill, at)
+    return append(words, w, acc, fill, np.int64(COMMA), 1)
 
 
 @njit
@@ -107,10 +85,22 @@ def event_json_lines(frame, times, time_ends, slot, ports, port_ends, block, bit
         w, acc, fill = append_text(words, w, acc, fill, JSON_FRAME, FRAME_BYTES)
         w, acc, fill = append_decimal(words, w, acc, fill, np.int64(frame[n]))
         w, acc, fill = append_text(words, w, acc, fill, JSON_TS, TS_BYTES)
-        w, acc, fill = append_piece(words, w, acc, fill, times, time_ends, n)
-        w, acc, fill = append(words, w, acc, fill, np.int64(COMMA), 1)
         s = np.int64(slot[n])
-        w, acc, fill = append_piece(words, w, acc, fill, ports, port_ends, s + n_ports if s < 0 else s)
+        s = s + n_ports if s < 0 else s
+        for piece in range(2):  # the time, a comma, the port (append_piece's loop, here: see below)
+            if piece == 0:
+                text, p, end = times, time_ends[n - 1] if n > 0 else 0, time_ends[n]
+            else:
+                text, p, end = ports, port_ends[s - 1] if s > 0 else 0, port_ends[s]
+            while p < end:
+                k = min(8, end - p)
+                word = np.int64(0)
+                for j in range(k):
+                    word |= np.int64(text[p + j]) << (8 * j)
+                w, acc, fill = append(words, w, acc, fill, word, k)
+                p += k
+            if piece == 0:
+                w, acc, fill = append(words, w, acc, fill, np.int64(COMMA), 1)
         w, acc, fill = append_text(words, w, acc, fill, JSON_BLOCK, BLOCK_BYTES)
         b = np.int64(block[n])
         w, acc, fill = append_decimal(words, w, acc, fill, b)
@@ -118,7 +108,31 @@ def event_json_lines(frame, times, time_ends, slot, ports, port_ends, block, bit
         bits = np.int64(bitmap[n])
         w, acc, fill = append_decimal(words, w, acc, fill, bits)
         w, acc, fill = append_text(words, w, acc, fill, JSON_CHANGES, CHANGES_BYTES)
-        w, acc, fill = _append_changes(words, w, acc, fill, bits, b * 32, old, new, n)
+        # The changes, "[index,old,new]" for each bit i of bits (index = block * 32 + i), joined
+        # by commas: written here, as the pieces above, not by helpers, whose calls (with arrays,
+        # each counted in and out) cost more than the text.
+        index = b * 32
+        first = True
+        for i in range(32):
+            if not (bits >> i) & 1:
+                continue
+            at = index + i
+            if at < 10000:
+                word = INDEX_WORDS[np.uint64(at)]
+                k = word >> 56
+                word &= 0xFFFFFFFFFFFFFF
+                if first:
+                    word >>= 8  # no comma before the first
+                    k -= 1
+                w, acc, fill = append(words, w, acc, fill, word, k)
+            else:
+                w, acc, fill = _append_long_index(words, w, acc, fill, at, first)
+            first = False
+            lo, ko = _pkey(np.int64(old[n, i]), COMMA)
+            word, kn = _pkey(np.int64(new[n, i]), CLOSE)
+            hi = (word >> (56 - 8 * ko)) >> 8
+            lo = lo | ((word << (8 * ko)) & LOW63)
+            w, acc, fill = append16(words, w, acc, fill, lo, hi, ko + kn)
         if unconfirmed[n]:
             w, acc, fill = append_text(words, w, acc, fill, JSON_TRUE, TRUE_BYTES)
         else:

@@ -19,24 +19,26 @@ NEW = EVENT_DTYPE.fields["new"][1]
 
 
 @njit
-def _put(out, j, at, v, k):
-    """k bytes of v, little-endian, at out[j, at]."""
-    for b in range(k):
-        out[j, at + b] = (v >> (8 * b)) & 0xFF
-
-
-@njit
 def event_records(changed, frame, ts_ns, slot, block, bitmap, unconfirmed, old, data, out):
     """Record j (``out[j]``, the bytes of an EVENT_DTYPE record) for item ``changed[j]``: its
     frame, ts_ns, slot, block, bitmap and unconfirmed, the 32 entries its block held before
     (``old``) and the P_Keys of its SMP data (big-endian on the wire) as the new ones."""
+    # Each field's bytes written here, not by a helper: a call with an array argument costs two
+    # atomic reference counts, more than the bytes it writes.
     for j in range(changed.shape[0]):
         i = changed[j]
-        _put(out, j, FRAME, frame[i], 8)
-        _put(out, j, TS_NS, ts_ns[i], 8)
-        _put(out, j, SLOT, slot[i], 4)
-        _put(out, j, BLOCK, block[i], 2)
-        _put(out, j, BITMAP, bitmap[i], 4)
+        f = frame[i]
+        t = ts_ns[i]
+        for b in range(8):
+            out[j, FRAME + b] = (f >> (8 * b)) & 0xFF
+            out[j, TS_NS + b] = (t >> (8 * b)) & 0xFF
+        s = slot[i]
+        m = bitmap[i]
+        for b in range(4):
+            out[j, SLOT + b] = (s >> (8 * b)) & 0xFF
+            out[j, BITMAP + b] = (m >> (8 * b)) & 0xFF
+        out[j, BLOCK] = block[i] & 0xFF
+        out[j, BLOCK + 1] = block[i] >> 8
         out[j, UNCONFIRMED] = 1 if unconfirmed[i] else 0
         for e in range(32):
             v = old[i, e]
