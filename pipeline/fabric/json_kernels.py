@@ -16,6 +16,7 @@ from madpipe.pipeline.fabric.word_text import (
     append,
     append16,
     append_decimal,
+    decimal16,
     append_text,
     short_decimal,
     text_words,
@@ -33,6 +34,7 @@ JSON_FALSE, FALSE_BYTES = text_words('],"unconfirmed":false}\n')
 COMMA = 0x2C
 CLOSE = 0x5D  # "]"
 OPEN_INDEX = 0x5B2C  # ",[" as a word
+DECIMAL16 = 10 ** 16  # below it decimal16 writes a number
 
 
 def _index_words() -> np.ndarray:
@@ -83,7 +85,13 @@ def event_json_lines(frame, times, time_ends, slot, ports, port_ends, block, bit
     n_ports = port_ends.shape[0]
     for n in range(frame.shape[0]):
         w, acc, fill = append_text(words, w, acc, fill, JSON_FRAME, FRAME_BYTES)
-        w, acc, fill = append_decimal(words, w, acc, fill, np.int64(frame[n]))
+        v = np.int64(frame[n])
+        if v < DECIMAL16:  # the decimals of this loop appended here, not by a call (see below)
+            a, ka, c, kc = decimal16(v)
+            w, acc, fill = append(words, w, acc, fill, a, ka)
+            w, acc, fill = append(words, w, acc, fill, c, kc)
+        else:
+            w, acc, fill = append_decimal(words, w, acc, fill, v)
         w, acc, fill = append_text(words, w, acc, fill, JSON_TS, TS_BYTES)
         s = np.int64(slot[n])
         s = s + n_ports if s < 0 else s
@@ -103,10 +111,14 @@ def event_json_lines(frame, times, time_ends, slot, ports, port_ends, block, bit
                 w, acc, fill = append(words, w, acc, fill, np.int64(COMMA), 1)
         w, acc, fill = append_text(words, w, acc, fill, JSON_BLOCK, BLOCK_BYTES)
         b = np.int64(block[n])
-        w, acc, fill = append_decimal(words, w, acc, fill, b)
+        a, ka, c, kc = decimal16(b)
+        w, acc, fill = append(words, w, acc, fill, a, ka)
+        w, acc, fill = append(words, w, acc, fill, c, kc)
         w, acc, fill = append_text(words, w, acc, fill, JSON_BITMAP, BITMAP_BYTES)
         bits = np.int64(bitmap[n])
-        w, acc, fill = append_decimal(words, w, acc, fill, bits)
+        a, ka, c, kc = decimal16(bits)
+        w, acc, fill = append(words, w, acc, fill, a, ka)
+        w, acc, fill = append(words, w, acc, fill, c, kc)
         w, acc, fill = append_text(words, w, acc, fill, JSON_CHANGES, CHANGES_BYTES)
         # The changes, "[index,old,new]" for each bit i of bits (index = block * 32 + i), joined
         # by commas: written here, as the pieces above, not by helpers, whose calls (with arrays,

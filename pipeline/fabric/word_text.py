@@ -100,6 +100,19 @@ def eight_digits(v):
 
 
 @njit
+def decimal16(v):
+    """v (0..10**16 - 1) in decimal as two words: (first, its length, second, its length), the
+    second empty (length 0) below 10**8. Arrays apart, so that a kernel's own loop can append
+    them without a call."""
+    if v < 100000000:
+        word, k = upto8(v)
+        return word, k, np.int64(0), np.int64(0)
+    hi = v // 100000000
+    word, k = upto8(hi)
+    return word, k, eight_digits(v - hi * 100000000), np.int64(8)
+
+
+@njit
 def append_decimal(words, w, acc, fill, v):
     """Append a non-negative int64 in decimal."""
     if v < 100000000:  # the common case, small enough to be compiled into the caller
