@@ -118,21 +118,21 @@ def _reads_back(c, j, m, s, even):
 
 
 @njit
-def _write_repr(x, bits, out, pos):
-    """repr(x) (``bits``: x's IEEE bits) at out[pos]; returns the position after it, or -1 where
-    Python must write it."""
+def _shortest(x, bits):
+    """repr(x)'s digits (``bits``: x's IEEE bits): (c, j, True) for |x| = c / 10**j, or (0, 0,
+    False) where Python must write it. No array: float_reprs' loop calls it for every value."""
     if x != x or x == 0.0:
-        return -1
+        return _ZERO, np.int64(0), False
     negative = x < 0.0
     a = -x if negative else x
     if a < 1e-4 or a >= 9007199254740992.0:
-        return -1
+        return _ZERO, np.int64(0), False
     exponent = np.int64((bits >> np.uint64(52)) & np.uint64(0x7FF))
     m = (bits & np.uint64(0xFFFFFFFFFFFFF)) | (_ONE << np.uint64(52))
     if m == (_ONE << np.uint64(52)):
         # A power of two: the bounds are closer below than above, so the nearest decimal of a
         # length can fail where a farther one above passes; rare enough to leave to Python.
-        return -1
+        return _ZERO, np.int64(0), False
     s = 1075 - exponent  # x = m * 2**-s, 0 <= s < 67 in this range
     even = (m & _ONE) == _ZERO
     # The decimals that read back fill an interval 2**-s wide around x: from the first j with
@@ -142,11 +142,11 @@ def _write_repr(x, bits, out, pos):
     # tries where counting up from j = 0 took ten, and the same answer as counting up.
     top = ((s * 78913) >> 18) + 1  # floor(s * log10(2)) + 1, exact for s < 1651
     if top > MAX_DIGITS:
-        return _write_repr_counting_up(m, s, even, negative, out, pos)
+        return _shortest_counting_up(m, s, even)
     j = top
     c, state = _nearest(m, j, s)
     if state == 2:
-        return _write_repr_counting_up(m, s, even, negative, out, pos)
+        return _shortest_counting_up(m, s, even)
     while j > 0:
         below, below_state = _nearest(m, j - 1, s)  # below 2**64 as c is: fewer digits
         if not _reads_back(below, j - 1, m, s, even):  # (on a tie, both neighbours or neither)
@@ -154,25 +154,44 @@ def _write_repr(x, bits, out, pos):
         j -= 1
         c, state = below, below_state
     if state == 1:  # x halfway between two decimals that read back: dtoa's choice, Python's job
+        return _ZERO, np.int64(0), False
+    return c, np.int64(j), True
+
+
+@njit
+def _write_repr(x, bits, out, pos):
+    """repr(x) (``bits``: x's IEEE bits) at out[pos]; returns the position after it, or -1 where
+    Python must write it."""
+    c, j, ok = _shortest(x, bits)
+    if not ok:
         return -1
-    return _digits_out(c, j, negative, out, pos)
+    return _digits_out(c, j, x < 0.0, out, pos)
+
+
+@njit
+def _shortest_counting_up(m, s, even):
+    """_shortest's search the plain way, j = 0, 1, ...: for the values where the shortcut does not
+    apply (more than MAX_DIGITS digits, a decimal over 64 bits)."""
+    for j in range(MAX_DIGITS + 1):
+        c, state = _nearest(m, j, s)
+        if state == 2:
+            return _ZERO, np.int64(0), False
+        if state == 1:  # x halfway between two decimals of this length: if either reads back,
+            if _reads_back(c, j, m, s, even) or _reads_back(c + _ONE, j, m, s, even):
+                return _ZERO, np.int64(0), False  # dtoa's choice; else a longer one will read back
+            continue
+        if _reads_back(c, j, m, s, even):
+            return c, np.int64(j), True
+    return _ZERO, np.int64(0), False
 
 
 @njit
 def _write_repr_counting_up(m, s, even, negative, out, pos):
-    """_write_repr's search the plain way, j = 0, 1, ...: for the values where the shortcut does
-    not apply (more than MAX_DIGITS digits, a decimal over 64 bits)."""
-    for j in range(MAX_DIGITS + 1):
-        c, state = _nearest(m, j, s)
-        if state == 2:
-            return -1
-        if state == 1:  # x halfway between two decimals of this length: if either reads back,
-            if _reads_back(c, j, m, s, even) or _reads_back(c + _ONE, j, m, s, even):
-                return -1  # which one dtoa writes is its business; else a longer one will
-            continue
-        if _reads_back(c, j, m, s, even):
-            return _digits_out(c, j, negative, out, pos)
-    return -1
+    """_write_repr by the plain search (the tests hold the two equal)."""
+    c, j, ok = _shortest_counting_up(m, s, even)
+    if not ok:
+        return -1
+    return _digits_out(c, j, negative, out, pos)
 
 
 @njit
@@ -204,15 +223,35 @@ def _digits_out(c, j, negative, out, pos):
 def float_reprs(values, out, ends, done):
     """repr() of each of values (float64[N]) into out (REPR_BYTES a value), ending at ends[n];
     done[n] 1 where written, 0 where not (the piece is empty: Python writes it). Returns the
-    bytes used."""
+    bytes used. (_digits_out's steps written out here: a call with an array costs more.)"""
     pos = 0
     bits = values.view(np.uint64)
     for n in range(values.shape[0]):
-        end = _write_repr(values[n], bits[n], out, pos)
-        if end < 0:
-            done[n] = 0
-        else:
+        c, j, ok = _shortest(values[n], bits[n])
+        if ok:
+            if values[n] < 0.0:
+                out[pos] = 45  # "-"
+                pos += 1
+            whole = c // POW10[j]
+            frac = c - whole * POW10[j]
+            count = 1
+            while count < 20 and whole >= POW10[count]:
+                count += 1
+            for k in range(count - 1, -1, -1):
+                out[pos + k] = 48 + np.int64(whole % np.uint64(10))
+                whole //= np.uint64(10)
+            pos += count
+            out[pos] = 46  # "."
+            if j == 0:
+                out[pos + 1] = 48
+                pos += 2
+            else:
+                for k in range(j, 0, -1):
+                    out[pos + k] = 48 + np.int64(frac % np.uint64(10))
+                    frac //= np.uint64(10)
+                pos += j + 1
             done[n] = 1
-            pos = end
+        else:
+            done[n] = 0
         ends[n] = pos
     return pos
