@@ -41,12 +41,12 @@ CHUNK = 1 << 16
 
 #: Records a RecordArena hands out as plain arrays before it starts an arena (a small capture
 #: never starts its helper thread).
-ARENA_AFTER = 1 << 17
+ARENA_AFTER = 1 << 14
 #: Bytes an arena holds at most (EVENT_DTYPE: 1.7M records; never more than the spool keeps in
 #: memory: a spilled spool's arena is freed with its last view); only pages written take memory.
 ARENA_BYTES = 256 << 20
 #: Bytes the helper thread maps ahead of what is handed out.
-MAP_AHEAD = 32 << 20
+MAP_AHEAD = 16 << 20
 #: Bytes of a page (the smallest; a huge page is mapped by its first write).
 PAGE = 4096
 
