@@ -12,7 +12,6 @@ before it imports one.
 """
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
@@ -297,6 +296,8 @@ def local_cluster(distributed, jobs: int | None):
     A task's error comes back through its future; what the workers would log besides is
     shutdown noise: a worker still heartbeating while the scheduler closes logs a traceback
     ("Failed to communicate with scheduler during heartbeat") on a loaded machine."""
+    import logging  # here: every command imports this module, and logging costs ~10 ms
+
     return distributed.LocalCluster(n_workers=jobs or default_jobs(), threads_per_worker=1,
                                     processes=True, dashboard_address=":0",
                                     silence_logs=logging.CRITICAL)
