@@ -5,7 +5,6 @@ after it)."""
 from __future__ import annotations
 
 import numpy as np
-
 import pytest
 
 from madpipe.pipeline.fabric import record_kernels, spool

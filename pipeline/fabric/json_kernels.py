@@ -16,8 +16,8 @@ from madpipe.pipeline.fabric.word_text import (
     append,
     append16,
     append_decimal,
-    decimal16,
     append_text,
+    decimal16,
     short_decimal,
     text_words,
 )

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
 from madpipe.pipeline.fabric.model import FINDING_TEXT, Event, Finding
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 #: Bytes of event (and of finding) records kept in memory before they go to a temporary file:
 #: at least this many, more when memory allows (:func:`spool_memory`).
@@ -66,8 +70,8 @@ class RecordArena:
         self.arena: np.ndarray | None = None
         self.used = 0  # records handed out of the arena
         self.mapped = 0  # bytes of the arena mapped (written once), from its start
-        self.pending = None  # (future, end) of the helper's range being mapped
-        self.pool = None
+        self.pending: tuple[Future, int] | None = None  # the helper's range being mapped: (future, end)
+        self.pool: ThreadPoolExecutor | None = None
 
     def take(self, n: int) -> np.ndarray:
         """An array of n records (their contents unset)."""
@@ -127,7 +131,7 @@ class Spool:
         self.memory = memory
         self.chunks: list[np.ndarray] = []
         self.held = 0
-        self.file = None
+        self.file: IO[bytes] | None = None
         self.on_disk = 0
         self.count = 0
 
@@ -144,7 +148,7 @@ class Spool:
                 self.file = tempfile.TemporaryFile(prefix="madpipe-spool-")
             self.file.seek(0, os.SEEK_END)
             for chunk in self.chunks:
-                self.file.write(np.ascontiguousarray(chunk).view(np.uint8))  # its buffer, no copy
+                self.file.write(np.ascontiguousarray(chunk).view(np.uint8).data)  # its buffer, no copy
                 self.on_disk += len(chunk)
             self.chunks, self.held = [], 0
 
