@@ -12,7 +12,7 @@ the same bytes for the values it can prove, and leaves the rest to Python (``don
   Python's digits (a shorter decimal would have passed at a smaller j; the nearest of its
   length is the one dtoa picks). Passing is monotone in j, and from the first j with
   10**j > 2**-e on every j passes, so the search starts there and goes down (~2 tries, not
-  ~10; ``_write_repr_counting_up`` is the plain search, and the tests hold the two equal);
+  ~10; ``_shortest_counting_up`` is the plain search, and the tests hold the two equal);
 - only fixed notation (1e-4 <= x < 2**53, as repr writes it there), j <= 19; x halfway between
   two j-digit decimals that read back, or anything else outside that, is left to Python.
 
@@ -159,16 +159,6 @@ def _shortest(x, bits):
 
 
 @njit
-def _write_repr(x, bits, out, pos):
-    """repr(x) (``bits``: x's IEEE bits) at out[pos]; returns the position after it, or -1 where
-    Python must write it."""
-    c, j, ok = _shortest(x, bits)
-    if not ok:
-        return -1
-    return _digits_out(c, j, x < 0.0, out, pos)
-
-
-@njit
 def _shortest_counting_up(m, s, even):
     """_shortest's search the plain way, j = 0, 1, ...: for the values where the shortcut does not
     apply (more than MAX_DIGITS digits, a decimal over 64 bits)."""
@@ -186,44 +176,10 @@ def _shortest_counting_up(m, s, even):
 
 
 @njit
-def _write_repr_counting_up(m, s, even, negative, out, pos):
-    """_write_repr by the plain search (the tests hold the two equal)."""
-    c, j, ok = _shortest_counting_up(m, s, even)
-    if not ok:
-        return -1
-    return _digits_out(c, j, negative, out, pos)
-
-
-@njit
-def _digits_out(c, j, negative, out, pos):
-    """c / 10**j in fixed notation as repr writes it: "123.45", "0.00012", "17.0"."""
-    if negative:
-        out[pos] = 45  # "-"
-        pos += 1
-    whole = c // POW10[j]
-    frac = c - whole * POW10[j]
-    count = 1
-    while count < 20 and whole >= POW10[count]:
-        count += 1
-    for k in range(count - 1, -1, -1):
-        out[pos + k] = 48 + np.int64(whole % np.uint64(10))
-        whole //= np.uint64(10)
-    pos += count
-    out[pos] = 46  # "."
-    if j == 0:
-        out[pos + 1] = 48
-        return pos + 2
-    for k in range(j, 0, -1):
-        out[pos + k] = 48 + np.int64(frac % np.uint64(10))
-        frac //= np.uint64(10)
-    return pos + j + 1
-
-
-@njit
 def float_reprs(values, out, ends, done):
     """repr() of each of values (float64[N]) into out (REPR_BYTES a value), ending at ends[n];
     done[n] 1 where written, 0 where not (the piece is empty: Python writes it). Returns the
-    bytes used. (_digits_out's steps written out here: a call with an array costs more.)"""
+    bytes used. The digits are written here, not by a helper: a call with the array costs more."""
     pos = 0
     bits = values.view(np.uint64)
     for n in range(values.shape[0]):
