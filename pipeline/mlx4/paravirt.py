@@ -37,6 +37,7 @@ import numpy as np
 
 from madpipe.codecs import qpc
 from madpipe.codecs.errors import MadpipeError
+from madpipe.pipeline.kernels import populate
 from madpipe.pipeline.mlx4 import device_reference as device_ref
 from madpipe.pipeline.mlx4 import eth_reference as eth_ref
 from madpipe.pipeline.mlx4 import paravirt_kernels as K
@@ -285,12 +286,19 @@ def rewrite(mailboxes, transition, slave, qpn, v2p, *, base_proxy_sqpn, master=0
         smi_enabled, fw_reserved_qps, (port_types, num_vfs, vport, smac_registered))
     p, master, active_ports, smi_enabled, fw_reserved, port_types, last_vf, vport, smac = opts
     n = mailboxes.shape[0]
-    out = np.empty_like(mailboxes) if out is None else _out(out, mailboxes)
+    fresh = out is None
+    out = np.empty_like(mailboxes) if fresh else _out(out, mailboxes)
     rc = np.empty(n, dtype=np.int32)
     finding = np.empty(n, dtype=np.int8)
+    # A new output: every row is written, so its pages are mapped on another core meanwhile
+    # (0.83x the call's time for 1M mailboxes; for smp_snoop's flags and rewrite_inplace's return
+    # codes, 5-6 MB, it gained nothing measurable).
+    mapping = populate.ahead(out, rc, finding) if fresh else None
     K.rewrite_kernel(mailboxes, out, codes, slaves, qpns, v2p, p, master, _kernel_rules(prof, port_types, vport),
                      prof.mfunc_max,
                      active_ports, smi_enabled, fw_reserved, port_types, last_vf, vport, smac, rc, finding)
+    if mapping is not None:
+        mapping.result()
     return (out, rc, finding) if return_findings else (out, rc)
 
 
