@@ -28,6 +28,7 @@ from madpipe.codecs.capture import CaptureReader, CaptureWriter
 from madpipe.codecs.frame import decode_frame
 from madpipe.pipeline.bench import workload
 from madpipe.pipeline.cli.main import main
+from madpipe.pipeline.fabric import event_lines
 from madpipe.pipeline.fabric import kernels as kf
 from madpipe.pipeline.fabric import reference as reference_fabric
 from madpipe.pipeline.fabric import snoop as fabric_snoop  # cli() swaps its snoop_capture
@@ -702,7 +703,6 @@ def events_as_python_formats(events, ports, t0_ns=None):
 def test_relative_times_are_exact_and_the_kernel_writes_them():
     from decimal import ROUND_HALF_EVEN, Decimal
 
-    from madpipe.pipeline.fabric import event_lines
     from madpipe.pipeline.fabric import text_kernels as kt
 
     rng = np.random.default_rng(6)
@@ -754,7 +754,7 @@ def test_event_line_kernels_equal_the_python_formats():
         assert fast.getvalue().count("\n") == n
     fast = io.StringIO()
     fabric_output._events_json(Events, fast)
-    assert fast.getvalue() == events_as_python_formats(Events, [fabric_output._port_json(p) for p in ports] + [""])
+    assert fast.getvalue() == events_as_python_formats(Events, [event_lines.port_json(p) for p in ports] + [""])
     named = chunk["slot"] >= 0  # (slot -1, the printers' empty sentinel, names no port: not JSON)
     records = [json.loads(line) for line, ok in zip(fast.getvalue().splitlines(), named) if ok]
     assert [r["frame"] for r in records] == chunk["frame"][named].tolist()
@@ -792,12 +792,10 @@ def test_json_event_kernel_writes_every_decimal_length_across_word_edges(monkeyp
         spool = [chunk[:1], chunk[1:1000], chunk[1000:]]
 
     Events.ports = ports
-    from madpipe.pipeline.fabric import event_lines
-
     monkeypatch.setattr(event_lines, "FORMAT_RECORDS", 97)
     fast = io.StringIO()
     fabric_output._events_json(Events, fast)
-    assert fast.getvalue() == events_as_python_formats(Events, [fabric_output._port_json(p) for p in ports] + [""])
+    assert fast.getvalue() == events_as_python_formats(Events, [event_lines.port_json(p) for p in ports] + [""])
     # The text writer appends words too: labels of every width from 0 to 40 shift each line.
     titles = [p.label() for p in ports]
     for width in (0, 1, 7, 13, 28, 40):

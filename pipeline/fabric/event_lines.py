@@ -51,7 +51,6 @@ class Ports:
     as the kernels take them, and the longest's length (to size a chunk's buffer)."""
 
     def __init__(self, texts: list[str]):
-        self.texts = texts
         self.data, self.ends = pieces(texts)
         self.longest = max(map(len, texts))
 

@@ -146,7 +146,7 @@ def print_json(r: FabricSnoop, out) -> None:
     for pid in sorted(r.ports, key=_port_order):
         st = r.ports[pid]
         capacity = "null" if st.capacity is None else int(st.capacity)
-        out.write(f'{{"type":"port",{_port_json(pid)},"node_description":{json.dumps(st.node)},"capacity":{capacity},'
+        out.write(f'{{"type":"port",{el.port_json(pid)},"node_description":{json.dumps(st.node)},"capacity":{capacity},'
                   f'"pkeys":[{",".join(map(str, st.table.tolist()))}]}}\n')
     if isinstance(r.events, RecordList):
         _events_json(r.events, out)
@@ -155,7 +155,7 @@ def print_json(r: FabricSnoop, out) -> None:
             jsonl({"type": "event", "frame": e.frame, "ts": e.ts, **e.port.as_json(), "block": e.block,
                    "bitmap": e.bitmap, "changes": [list(c) for c in e.changes], "unconfirmed": e.unconfirmed}, out)
     if isinstance(r.findings, RecordList):
-        ports = [_port_json(pid) for pid in r.findings.ports]
+        ports = [el.port_json(pid) for pid in r.findings.ports]
         texts = {kind: json.dumps(text) for kind, text in FINDING_TEXT.items()}
         for chunk in r.findings.spool:
             out.write("".join([f'{{"type":"finding","frame":{frame},{ports[slot]},"block":{block},"kind":{kind},'
@@ -182,9 +182,6 @@ def print_json(r: FabricSnoop, out) -> None:
 
 def _columns(chunk: np.ndarray, *names):
     return zip(*(chunk[name].tolist() for name in names))
-
-
-_port_json = el.port_json
 
 
 def _pkey_lines(states: list) -> list[str]:
