@@ -10,6 +10,7 @@ import numpy as np
 
 from madpipe.pipeline.decode import float_kernels
 from madpipe.pipeline.fabric import json_kernels as kj
+from madpipe.pipeline.fabric import record_kernels as kr
 from madpipe.pipeline.fabric import text_kernels as kt
 from madpipe.pipeline.fabric.model import PortId
 
@@ -33,8 +34,7 @@ def pieces(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def column(chunk: np.ndarray, name: str) -> np.ndarray:
-    """A field of spooled records as the kernels take it: a C-contiguous, aligned copy (a view of
-    one record would be contiguous but, inside the packed record, not aligned)."""
+    """A field of spooled records as a C-contiguous copy (a view steps over whole records)."""
     return chunk[name].copy()
 
 
@@ -65,9 +65,7 @@ def format_chunk(chunk: np.ndarray, buf: np.ndarray, ports: Ports, times_of, ker
     room = len(times) + kt.CHANGE_BYTES * change_count(chunk) + len(chunk) * (ports.longest + extra) + 16
     if 8 * len(buf) < room:
         buf = np.empty(room // 8 + 1, np.uint64)
-    used = kernel(column(chunk, "frame"), times, time_ends, column(chunk, "slot"), ports.data, ports.ends,
-                  column(chunk, "block"), column(chunk, "bitmap"), column(chunk, "old"),
-                  column(chunk, "new"), column(chunk, "unconfirmed"), buf)
+    used = kernel(kr.words(chunk), times, time_ends, ports.data, ports.ends, buf)
     return buf, used
 
 

@@ -10,6 +10,7 @@ the four-digit table, ran slower.)
 """
 import numpy as np
 
+from madpipe.pipeline.fabric.record_kernels import BLOCK_UNCONFIRMED, FRAME, NEW, OLD, SLOT_BITMAP
 from madpipe.pipeline.fabric.word_text import (
     FOUR_DIGITS,
     LOW63,
@@ -72,20 +73,20 @@ def _append_long_index(words, w, acc, fill, at, first):
 
 
 @njit
-def event_json_lines(frame, times, time_ends, slot, ports, port_ends, block, bitmap, old, new, unconfirmed,
-                     words):
+def event_json_lines(records, times, time_ends, ports, port_ends, words):
     """Event n's JSON Lines record (fabric.output._EVENT_JSON), one after another, into ``words``
-    (uint64, the bytes little-endian); returns the bytes used. Pieces are ASCII texts cut by ends:
-    time n (Python's float reprs), the JSON members of port slot[n] (negative counts from the
-    end). ``words`` must hold the pieces plus 26 bytes a change and 128 bytes a record, and 8
-    bytes more."""
+    (uint64, the bytes little-endian); returns the bytes used. ``records``: the events
+    (fabric.spool.EVENT_DTYPE) as fabric.record_kernels.words gives them. Pieces are ASCII texts
+    cut by ends: time n (Python's float reprs), the JSON members of port ``slot`` (negative counts
+    from the end). ``words`` must hold the pieces plus 26 bytes a change and 128 bytes a record,
+    and 8 bytes more."""
     w = 0
     acc = np.int64(0)
     fill = 0
     n_ports = port_ends.shape[0]
-    for n in range(frame.shape[0]):
+    for n in range(records.shape[0]):
         w, acc, fill = append_text(words, w, acc, fill, JSON_FRAME, FRAME_BYTES)
-        v = np.int64(frame[n])
+        v = records[n, FRAME]
         if v < DECIMAL16:  # the decimals of this loop appended here, not by a call (see below)
             a, ka, c, kc = decimal16(v)
             w, acc, fill = append(words, w, acc, fill, a, ka)
@@ -93,8 +94,9 @@ def event_json_lines(frame, times, time_ends, slot, ports, port_ends, block, bit
         else:
             w, acc, fill = append_decimal(words, w, acc, fill, v)
         w, acc, fill = append_text(words, w, acc, fill, JSON_TS, TS_BYTES)
-        s = np.int64(slot[n])
-        s = s + n_ports if s < 0 else s
+        slot_bitmap = records[n, SLOT_BITMAP]
+        s = slot_bitmap & 0xFFFFFFFF
+        s = s - (1 << 32) + n_ports if s >= 1 << 31 else s  # an int32: negative counts from the end
         for piece in range(2):  # the time, a comma, the port (append_piece's loop, here: see below)
             if piece == 0:
                 text, p, end = times, time_ends[n - 1] if n > 0 else 0, time_ends[n]
@@ -110,12 +112,13 @@ def event_json_lines(frame, times, time_ends, slot, ports, port_ends, block, bit
             if piece == 0:
                 w, acc, fill = append(words, w, acc, fill, np.int64(COMMA), 1)
         w, acc, fill = append_text(words, w, acc, fill, JSON_BLOCK, BLOCK_BYTES)
-        b = np.int64(block[n])
+        block_unconfirmed = records[n, BLOCK_UNCONFIRMED]
+        b = block_unconfirmed & 0xFFFF
         a, ka, c, kc = decimal16(b)
         w, acc, fill = append(words, w, acc, fill, a, ka)
         w, acc, fill = append(words, w, acc, fill, c, kc)
         w, acc, fill = append_text(words, w, acc, fill, JSON_BITMAP, BITMAP_BYTES)
-        bits = np.int64(bitmap[n])
+        bits = (slot_bitmap >> 32) & 0xFFFFFFFF
         a, ka, c, kc = decimal16(bits)
         w, acc, fill = append(words, w, acc, fill, a, ka)
         w, acc, fill = append(words, w, acc, fill, c, kc)
@@ -140,12 +143,13 @@ def event_json_lines(frame, times, time_ends, slot, ports, port_ends, block, bit
             else:
                 w, acc, fill = _append_long_index(words, w, acc, fill, at, first)
             first = False
-            lo, ko = _pkey(np.int64(old[n, i]), COMMA)
-            word, kn = _pkey(np.int64(new[n, i]), CLOSE)
+            lane = 16 * (i & 3)
+            lo, ko = _pkey((records[n, OLD + (i >> 2)] >> lane) & 0xFFFF, COMMA)
+            word, kn = _pkey((records[n, NEW + (i >> 2)] >> lane) & 0xFFFF, CLOSE)
             hi = (word >> (56 - 8 * ko)) >> 8
             lo = lo | ((word << (8 * ko)) & LOW63)
             w, acc, fill = append16(words, w, acc, fill, lo, hi, ko + kn)
-        if unconfirmed[n]:
+        if (block_unconfirmed >> 16) & 0xFF:
             w, acc, fill = append_text(words, w, acc, fill, JSON_TRUE, TRUE_BYTES)
         else:
             w, acc, fill = append_text(words, w, acc, fill, JSON_FALSE, FALSE_BYTES)

@@ -6,6 +6,7 @@ batches (once, or twice when a late answer renamed a port); the docstring of
 """
 from __future__ import annotations
 
+import sys
 from collections import Counter
 
 import numpy as np
@@ -28,6 +29,9 @@ from madpipe.pipeline.fabric.spool import (
 from madpipe.pipeline.ingest import kernels as ki
 from madpipe.pipeline.ingest.reader import Ingest
 from madpipe.pipeline.mlx4 import snoop
+
+#: The event records are written as words in the host's order (fabric.record_kernels).
+LITTLE_ENDIAN = sys.byteorder == "little"
 
 #: A pair_window that bounds nothing (snoop_capture's ``pair_window=None``).
 UNBOUNDED = 1 << 62
@@ -263,11 +267,14 @@ class SnoopPass:
         block = (attr_mod & 0xFFFF).astype(np.uint16)
         changed = np.flatnonzero(bitmap)
         if len(changed):
-            ev = self.event_arena.take(len(changed))
-            kr.event_records(changed, np.ascontiguousarray(items["frame"], np.int64),
-                             np.ascontiguousarray(items["ts_ns"], np.int64), slot, block, bitmap,
-                             np.ascontiguousarray(items["unconfirmed"], np.bool_), old, data,
-                             ev.view(np.uint8).reshape(len(ev), EVENT_DTYPE.itemsize))
+            columns = (changed, np.ascontiguousarray(items["frame"], np.int64),
+                       np.ascontiguousarray(items["ts_ns"], np.int64), slot, block, bitmap,
+                       np.ascontiguousarray(items["unconfirmed"], np.bool_))
+            if LITTLE_ENDIAN:
+                ev = self.event_arena.take(len(changed))
+                kr.event_records(*columns, old.view(np.int64), data.view(np.int64), kr.words(ev))
+            else:
+                ev = kr.records_by_numpy(*columns, old, data)
             self.events.append(ev)
         found = np.flatnonzero(finding)
         if len(found):

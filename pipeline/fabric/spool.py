@@ -26,7 +26,7 @@ SPOOL_MEMORY_MAX = 1 << 30
 
 def spool_memory() -> int:
     """How many bytes of records a spool keeps in memory: an eighth of the memory available now,
-    within SPOOL_MEMORY..SPOOL_MEMORY_MAX. A million events are 155 MB; spilled, writing and
+    within SPOOL_MEMORY..SPOOL_MEMORY_MAX. A million events are 160 MB; spilled, writing and
     reading them back cost ~0.15 s of a 1-2 s ``madpipe snoop``."""
     try:
         with open("/proc/meminfo") as f:
@@ -35,8 +35,18 @@ def spool_memory() -> int:
         return SPOOL_MEMORY
     return max(SPOOL_MEMORY, min(SPOOL_MEMORY_MAX, available // 8))
 
-EVENT_DTYPE = np.dtype([("frame", "<i8"), ("ts_ns", "<i8"), ("slot", "<i4"), ("block", "<u2"),
-                        ("bitmap", "<u4"), ("unconfirmed", "u1"), ("old", "<u2", (32,)), ("new", "<u2", (32,))])
+#: An event record: 160 bytes, every field at a multiple of its size and the record a multiple
+#: of 8 (the last 5 bytes are 0), so kernels write and read it as RECORD_WORDS 64-bit words
+#: (fabric.record_kernels): a packed 155-byte record took a store a byte.
+EVENT_DTYPE = np.dtype({
+    "names": ["old", "new", "frame", "ts_ns", "slot", "bitmap", "block", "unconfirmed"],
+    "formats": [("<u2", (32,)), ("<u2", (32,)), "<i8", "<i8", "<i4", "<u4", "<u2", "u1"],
+    "offsets": [0, 64, 128, 136, 144, 148, 152, 154],
+    "itemsize": 160,
+})
+#: EVENT_DTYPE's words: old (0-7), new (8-15), frame, ts_ns, slot | bitmap << 32, block |
+#: unconfirmed << 16.
+RECORD_WORDS = EVENT_DTYPE.itemsize // 8
 FINDING_DTYPE = np.dtype([("frame", "<i8"), ("slot", "<i4"), ("block", "<u2"), ("kind", "i1")])
 
 
@@ -56,7 +66,7 @@ PAGE = 4096
 
 
 class RecordArena:
-    """Record arrays whose pages are mapped already. A million events are 155 MB of fresh pages,
+    """Record arrays whose pages are mapped already. A million events are 160 MB of fresh pages,
     and faulting them in (the kernel zeroes each) took a tenth of a snoop's time on the thread
     that writes the records. Here they are views, one after another, of an arena whose pages a
     helper thread maps (a write of 0 to each) ``MAP_AHEAD`` bytes ahead of what is handed out,

@@ -17,6 +17,7 @@ Outputs are passed in; the Python side (fabric.output) sizes them, decodes once 
 """
 import numpy as np
 
+from madpipe.pipeline.fabric.record_kernels import BLOCK_UNCONFIRMED, FRAME, NEW, OLD, SLOT_BITMAP
 from madpipe.pipeline.fabric.word_text import (
     LOW63,
     append,
@@ -185,9 +186,9 @@ def _padded(v, width):
 
 
 @njit
-def _append_changes(words, w, acc, fill, bits, index, old, new, n):
-    """Event n's changes, "[index + i] 0x%04x->0x%04x" (old[n, i], new[n, i]) for the bits i of
-    ``bits``, joined by spaces: two appends a change, its index and both P_Keys."""
+def _append_changes(words, w, acc, fill, bits, index, records, n):
+    """Event n's changes, "[index + i] 0x%04x->0x%04x" (its old and new entry i) for the bits i
+    of ``bits``, joined by spaces: two appends a change, its index and both P_Keys."""
     first = True
     for i in range(32):
         if not (bits >> i) & 1:
@@ -205,23 +206,26 @@ def _append_changes(words, w, acc, fill, bits, index, old, new, n):
             w, acc, fill = append(words, w, acc, fill, opening, k_open)
             w, acc, fill = append_decimal(words, w, acc, fill, at)
             w, acc, fill = append(words, w, acc, fill, np.int64(CLOSE_HEX), 4)
-        lo = hex4(np.int64(old[n, i])) | (np.int64(ARROW_HEX) << 32)
-        w, acc, fill = append16(words, w, acc, fill, lo, hex4(np.int64(new[n, i])), 12)
+        lane = 16 * (i & 3)
+        lo = hex4((records[n, OLD + (i >> 2)] >> lane) & 0xFFFF) | (np.int64(ARROW_HEX) << 32)
+        w, acc, fill = append16(words, w, acc, fill, lo, hex4((records[n, NEW + (i >> 2)] >> lane) & 0xFFFF), 12)
     return w, acc, fill
 
 
 @njit
-def event_lines(frame, times, time_ends, slot, labels, label_ends, block, bitmap, old, new, unconfirmed, words):
+def event_lines(records, times, time_ends, labels, label_ends, words):
     """Event n's line, one after another, into ``words`` (uint64, the bytes little-endian, as
-    word_text appends them); returns the bytes used. Pieces are ASCII texts cut by ends (time n,
-    label slot[n] (negative counts from the end)); ``words`` must hold them all plus
+    word_text appends them); returns the bytes used. ``records``: the events
+    (fabric.spool.EVENT_DTYPE) as fabric.record_kernels.words gives them. Pieces are ASCII texts
+    cut by ends (time n, the label of its slot (negative counts from the end)); ``words`` must
+    hold them all plus
     CHANGE_BYTES a change and 48 + UNCONFIRMED_LF_BYTES bytes a line, and 16 bytes more."""
     w = 0
     acc = np.int64(0)
     fill = 0
     n_labels = label_ends.shape[0]
-    for n in range(frame.shape[0]):
-        f = np.int64(frame[n])
+    for n in range(records.shape[0]):
+        f = records[n, FRAME]
         if f < 10000000:
             word, k = _padded(f, 7)
             w, acc, fill = append(words, w, acc, fill, word | (np.int64(32) << (8 * k)), k + 1)
@@ -230,17 +234,20 @@ def event_lines(frame, times, time_ends, slot, labels, label_ends, block, bitmap
             w, acc, fill = append(words, w, acc, fill, np.int64(32), 1)
         w, acc, fill = append_piece(words, w, acc, fill, times, time_ends, n)
         w, acc, fill = append(words, w, acc, fill, np.int64(0x2020), 2)
-        s = np.int64(slot[n])
-        w, acc, fill = append_piece(words, w, acc, fill, labels, label_ends, s + n_labels if s < 0 else s)
-        b = np.int64(block[n])
+        slot_bitmap = records[n, SLOT_BITMAP]
+        s = slot_bitmap & 0xFFFFFFFF
+        s = s - (1 << 32) + n_labels if s >= 1 << 31 else s  # an int32: negative counts from the end
+        w, acc, fill = append_piece(words, w, acc, fill, labels, label_ends, s)
+        block_unconfirmed = records[n, BLOCK_UNCONFIRMED]
+        b = block_unconfirmed & 0xFFFF
         word, k = _padded(b, 5)  # a uint16: at most 5 digits
         w, acc, fill = append(words, w, acc, fill, np.int64(32) | (word << 8), k + 1)
-        bits = np.int64(bitmap[n])
+        bits = (slot_bitmap >> 32) & 0xFFFFFFFF
         lo = np.int64(HEX_PREFIX) | (hex4(bits >> 16) << 24) | ((hex4(bits & 0xFFFF) << 56) & LOW63)
         hi = (hex4(bits & 0xFFFF) >> 8) | (np.int64(0x2020) << 24)
         w, acc, fill = append16(words, w, acc, fill, lo, hi, 13)
-        w, acc, fill = _append_changes(words, w, acc, fill, bits, b * 32, old, new, n)
-        if unconfirmed[n]:
+        w, acc, fill = _append_changes(words, w, acc, fill, bits, b * 32, records, n)
+        if (block_unconfirmed >> 16) & 0xFF:
             w, acc, fill = append_text(words, w, acc, fill, UNCONFIRMED_LF, UNCONFIRMED_LF_BYTES)
         else:
             w, acc, fill = append(words, w, acc, fill, np.int64(10), 1)
