@@ -37,7 +37,7 @@ FNV_OFFSET = 0x811C9DC5
 MASK32 = 0xFFFFFFFF
 
 
-@njit
+@njit(inline="always")  # a call with an array costs two atomic reference counts
 def _words_used(keys, row):
     """Route keys (kernels_ingest.route_key): only the leading words for the hop count can be set."""
     return (5 + np.int64(keys[row, 4]) + 3) // 4
@@ -52,7 +52,7 @@ def _mix(h, word):
     return h ^ (h >> 16)
 
 
-@njit
+@njit(inline="always")
 def _hash_key(words, row, used, last):
     h = np.int64(FNV_OFFSET)
     for w in range(used):

@@ -51,7 +51,7 @@ REC_ERF_NOT_IB = 128  # + the ERF type (7 bits)
 LOOKAHEAD = 4096
 
 
-@njit
+@njit(inline="always")  # a call with an array costs two atomic reference counts
 def _u32(buf, pos, big):
     if big:
         return (np.uint32(buf[pos]) << 24) | (np.uint32(buf[pos + 1]) << 16) | (np.uint32(buf[pos + 2]) << 8) | np.uint32(buf[pos + 3])
@@ -84,15 +84,15 @@ def scan_pcap(buf, end, big, scale, erf, max_record, rec_off, pkt_off, pkt_len, 
         body = pos + 16
         rec_off[n] = pos
         ts_ns[n] = np.int64(sec) * 1000000000 + np.int64(frac) * scale
-        c = REC_OK
+        c = np.int64(REC_OK)  # typed: numba's inliner leaves a literal 0 that the codes below cannot unify with
         start = body
         length = np.int64(incl)
         wire = np.int64(orig)
         if not erf and np.int64(frac) * scale >= 1000000000:
-            c = REC_TS_FRACTION
+            c = np.int64(REC_TS_FRACTION)
         if erf:
             if incl < 16:
-                c = REC_ERF_SHORT
+                c = np.int64(REC_ERF_SHORT)
             else:
                 rtype = buf[body + 8]
                 wlen = (np.int64(buf[body + 14]) << 8) | np.int64(buf[body + 15])
@@ -100,12 +100,12 @@ def scan_pcap(buf, end, big, scale, erf, max_record, rec_off, pkt_off, pkt_len, 
                 more = rtype & 0x80
                 while more and c == REC_OK:
                     if start + 8 > body + incl:
-                        c = REC_ERF_EXT_RUNS_PAST
+                        c = np.int64(REC_ERF_EXT_RUNS_PAST)
                     else:
                         more = buf[start] & 0x80
                         start += 8
                 if c == REC_OK and (rtype & 0x7F) != 21:
-                    c = REC_ERF_NOT_IB + (rtype & 0x7F)
+                    c = np.int64(REC_ERF_NOT_IB) + (rtype & 0x7F)
                 length = body + incl - start
                 if wlen < length:
                     length = wlen
@@ -129,7 +129,7 @@ def scan_pcap(buf, end, big, scale, erf, max_record, rec_off, pkt_off, pkt_len, 
 
 
 # Where the MAD starts in a packet, or -1 (decode_frame's rule, written once in codecs.wire).
-mad_start = njit(wire.mad_start)
+mad_start = njit(inline="always")(wire.mad_start)
 
 
 @njit
@@ -189,7 +189,7 @@ def route_key_words(hops):
     return (5 + hops + 3) // 4
 
 
-@njit
+@njit(inline="always")
 def route_key(buf, off, m, key, row):
     """Write the route key of the SMP whose MAD is at ``buf[m]`` (packet at ``buf[off]``) to key[row]
     (the switch-port bytes 68..71 are zeroed; the caller sets them when it wants them)."""
