@@ -1,6 +1,7 @@
 """Spooled event records into ``madpipe snoop``'s event lines, a chunk at a time (what
 :mod:`~madpipe.pipeline.fabric.output` runs on its threads). The line kernels are
-text_kernels.event_lines and json_kernels.event_json_lines, both writing into ``uint64`` words.
+text_kernels.event_lines and json_kernels.event_json_lines, both appending words of up to 8
+bytes (fabric.word_text): texts they copy from are padded, and buffers have slack, for that.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from madpipe.pipeline.fabric import json_kernels as kj
 from madpipe.pipeline.fabric import record_kernels as kr
 from madpipe.pipeline.fabric import text_kernels as kt
 from madpipe.pipeline.fabric.model import PortId
+from madpipe.pipeline.fabric.word_text import PIECE_PAD, SLACK
 
 #: Events formatted at a time: their text (~700 bytes an event of 32 JSON changes) is still in
 #: the CPU's caches when it is written out.
@@ -33,6 +35,13 @@ def pieces(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return data, np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)))
 
 
+def padded(text: np.ndarray) -> np.ndarray:
+    """ASCII bytes with PIECE_PAD bytes of 0 after them, as the kernels copy pieces from."""
+    out = np.zeros(len(text) + PIECE_PAD, np.uint8)
+    out[:len(text)] = text
+    return out
+
+
 def column(chunk: np.ndarray, name: str) -> np.ndarray:
     """A field of spooled records as a C-contiguous copy (a view steps over whole records)."""
     return chunk[name].copy()
@@ -51,21 +60,22 @@ class Ports:
     as the kernels take them, and the longest's length (to size a chunk's buffer)."""
 
     def __init__(self, texts: list[str]):
-        self.data, self.ends = pieces(texts)
+        data, self.ends = pieces(texts)
+        self.data = padded(data)
         self.longest = max(map(len, texts))
 
 
 def format_chunk(chunk: np.ndarray, buf: np.ndarray, ports: Ports, times_of, kernel,
                  extra: int) -> tuple[np.ndarray, int]:
-    """A chunk of event records as lines by ``kernel`` into ``buf`` (``uint64``; a larger one
+    """A chunk of event records as lines by ``kernel`` into ``buf`` (``uint8``; a larger one
     when it is too small): (the buffer, the bytes used). ``times_of(chunk)`` gives the ASCII bytes
     of each time and where each ends; ``extra`` bytes a line besides those pieces and the changes.
     Port texts are ASCII by construction (labels of integers; json.dumps escapes the rest)."""
     times, time_ends = times_of(chunk)
-    room = len(times) + kt.CHANGE_BYTES * change_count(chunk) + len(chunk) * (ports.longest + extra) + 16
-    if 8 * len(buf) < room:
-        buf = np.empty(room // 8 + 1, np.uint64)
-    used = kernel(kr.words(chunk), times, time_ends, ports.data, ports.ends, buf)
+    room = len(times) + kt.CHANGE_BYTES * change_count(chunk) + len(chunk) * (ports.longest + extra) + SLACK
+    if len(buf) < room:
+        buf = np.empty(room, np.uint8)
+    used = kernel(kr.words(chunk), padded(times), time_ends, ports.data, ports.ends, buf)
     return buf, used
 
 

@@ -1,24 +1,24 @@
-"""numba kernel writing ``madpipe snoop -T json``'s event records, eight bytes at a store.
+"""numba kernel writing ``madpipe snoop -T json``'s event records, up to eight bytes at a store.
 
 ``event_json_lines`` is the byte-for-byte twin of fabric.output._EVENT_JSON (the tests compare
 them on random input). A Set that rewrites a block is an event of 32 changes, ~700 bytes of
 JSON of which nearly all are the decimals of 96 small numbers. It appends words
-(:mod:`madpipe.pipeline.fabric.word_text`): a P_Key is at most a table word and a digit, a
-change's index with its ``,[`` and ``,`` one word, a frame number up to 10**8 one word; a
-change is two appends (its index, then both P_Keys). (The digits computed in lanes, without
-the four-digit table, ran slower.)
+(:mod:`madpipe.pipeline.fabric.word_text`): a P_Key with the byte after it is at most a table
+word and two bytes, a change's index with its ``,[`` and ``,`` one word (a table's), a frame
+number up to 10**8 one word; a change is three appends (its index, then each P_Key). (The digits
+computed in lanes, without the four-digit table, ran slower.)
 """
 import numpy as np
 
 from madpipe.pipeline.fabric.record_kernels import BLOCK_UNCONFIRMED, FRAME, NEW, OLD, SLOT_BITMAP
 from madpipe.pipeline.fabric.word_text import (
     FOUR_DIGITS,
-    LOW63,
-    append,
-    append16,
-    append_decimal,
-    append_text,
     decimal16,
+    get8,
+    put,
+    put8,
+    put_decimal,
+    put_text,
     short_decimal,
     text_words,
 )
@@ -62,67 +62,63 @@ def _pkey(v, after):
 
 
 @njit
-def _append_long_index(words, w, acc, fill, at, first):
+def _put_long_index(out, pos, at, first):
     """An index past 9999 (a block past the kernel's tables): "[at," (",[at," after the first)."""
     if first:
-        w, acc, fill = append(words, w, acc, fill, np.int64(OPEN_INDEX >> 8), 1)
+        pos = put(out, pos, np.int64(OPEN_INDEX >> 8), 1)
     else:
-        w, acc, fill = append(words, w, acc, fill, np.int64(OPEN_INDEX), 2)
-    w, acc, fill = append_decimal(words, w, acc, fill, at)
-    return append(words, w, acc, fill, np.int64(COMMA), 1)
+        pos = put(out, pos, np.int64(OPEN_INDEX), 2)
+    pos = put_decimal(out, pos, at)
+    return put(out, pos, np.int64(COMMA), 1)
 
 
 @njit
-def event_json_lines(records, times, time_ends, ports, port_ends, words):
-    """Event n's JSON Lines record (fabric.output._EVENT_JSON), one after another, into ``words``
-    (uint64, the bytes little-endian); returns the bytes used. ``records``: the events
+def event_json_lines(records, times, time_ends, ports, port_ends, out):
+    """Event n's JSON Lines record (fabric.output._EVENT_JSON), one after another, into ``out``
+    (uint8); returns the bytes used. ``records``: the events
     (fabric.spool.EVENT_DTYPE) as fabric.record_kernels.words gives them. Pieces are ASCII texts
     cut by ends: time n (Python's float reprs), the JSON members of port ``slot`` (negative counts
-    from the end). ``words`` must hold the pieces plus 26 bytes a change and 128 bytes a record,
-    and 8 bytes more."""
-    w = 0
-    acc = np.int64(0)
-    fill = 0
+    from the end); each text has word_text.PIECE_PAD bytes past its last piece. ``out`` must hold
+    the pieces plus 26 bytes a change and 128 bytes a record, and word_text.SLACK bytes more."""
+    pos = 0
     n_ports = port_ends.shape[0]
     for n in range(records.shape[0]):
-        w, acc, fill = append_text(words, w, acc, fill, JSON_FRAME, FRAME_BYTES)
+        pos = put_text(out, pos, JSON_FRAME, FRAME_BYTES)
         v = records[n, FRAME]
         if v < DECIMAL16:  # the decimals of this loop appended here, not by a call (see below)
             a, ka, c, kc = decimal16(v)
-            w, acc, fill = append(words, w, acc, fill, a, ka)
-            w, acc, fill = append(words, w, acc, fill, c, kc)
+            pos = put(out, pos, a, ka)
+            pos = put(out, pos, c, kc)
         else:
-            w, acc, fill = append_decimal(words, w, acc, fill, v)
-        w, acc, fill = append_text(words, w, acc, fill, JSON_TS, TS_BYTES)
+            pos = put_decimal(out, pos, v)
+        pos = put_text(out, pos, JSON_TS, TS_BYTES)
         slot_bitmap = records[n, SLOT_BITMAP]
         s = slot_bitmap & 0xFFFFFFFF
         s = s - (1 << 32) + n_ports if s >= 1 << 31 else s  # an int32: negative counts from the end
-        for piece in range(2):  # the time, a comma, the port (append_piece's loop, here: see below)
+        for piece in range(2):  # the time, a comma, the port (put_piece's loop, here: see below)
             if piece == 0:
                 text, p, end = times, time_ends[n - 1] if n > 0 else 0, time_ends[n]
             else:
                 text, p, end = ports, port_ends[s - 1] if s > 0 else 0, port_ends[s]
-            while p < end:
-                k = min(8, end - p)
-                word = np.int64(0)
-                for j in range(k):
-                    word |= np.int64(text[p + j]) << (8 * j)
-                w, acc, fill = append(words, w, acc, fill, word, k)
-                p += k
+            at = pos - p
+            while p < end:  # 8 bytes at a copy (the texts are padded)
+                put8(out, at + p, get8(text, p))
+                p += 8
+            pos = at + end
             if piece == 0:
-                w, acc, fill = append(words, w, acc, fill, np.int64(COMMA), 1)
-        w, acc, fill = append_text(words, w, acc, fill, JSON_BLOCK, BLOCK_BYTES)
+                pos = put(out, pos, np.int64(COMMA), 1)
+        pos = put_text(out, pos, JSON_BLOCK, BLOCK_BYTES)
         block_unconfirmed = records[n, BLOCK_UNCONFIRMED]
         b = block_unconfirmed & 0xFFFF
         a, ka, c, kc = decimal16(b)
-        w, acc, fill = append(words, w, acc, fill, a, ka)
-        w, acc, fill = append(words, w, acc, fill, c, kc)
-        w, acc, fill = append_text(words, w, acc, fill, JSON_BITMAP, BITMAP_BYTES)
+        pos = put(out, pos, a, ka)
+        pos = put(out, pos, c, kc)
+        pos = put_text(out, pos, JSON_BITMAP, BITMAP_BYTES)
         bits = (slot_bitmap >> 32) & 0xFFFFFFFF
         a, ka, c, kc = decimal16(bits)
-        w, acc, fill = append(words, w, acc, fill, a, ka)
-        w, acc, fill = append(words, w, acc, fill, c, kc)
-        w, acc, fill = append_text(words, w, acc, fill, JSON_CHANGES, CHANGES_BYTES)
+        pos = put(out, pos, a, ka)
+        pos = put(out, pos, c, kc)
+        pos = put_text(out, pos, JSON_CHANGES, CHANGES_BYTES)
         # The changes, "[index,old,new]" for each bit i of bits (index = block * 32 + i), joined
         # by commas: written here, as the pieces above, not by helpers, whose calls (with arrays,
         # each counted in and out) cost more than the text.
@@ -139,19 +135,17 @@ def event_json_lines(records, times, time_ends, ports, port_ends, words):
                 if first:
                     word >>= 8  # no comma before the first
                     k -= 1
-                w, acc, fill = append(words, w, acc, fill, word, k)
+                pos = put(out, pos, word, k)
             else:
-                w, acc, fill = _append_long_index(words, w, acc, fill, at, first)
+                pos = _put_long_index(out, pos, at, first)
             first = False
             lane = 16 * (i & 3)
-            lo, ko = _pkey((records[n, OLD + (i >> 2)] >> lane) & 0xFFFF, COMMA)
-            word, kn = _pkey((records[n, NEW + (i >> 2)] >> lane) & 0xFFFF, CLOSE)
-            hi = (word >> (56 - 8 * ko)) >> 8
-            lo = lo | ((word << (8 * ko)) & LOW63)
-            w, acc, fill = append16(words, w, acc, fill, lo, hi, ko + kn)
+            word, k = _pkey((records[n, OLD + (i >> 2)] >> lane) & 0xFFFF, COMMA)
+            pos = put(out, pos, word, k)
+            word, k = _pkey((records[n, NEW + (i >> 2)] >> lane) & 0xFFFF, CLOSE)
+            pos = put(out, pos, word, k)
         if (block_unconfirmed >> 16) & 0xFF:
-            w, acc, fill = append_text(words, w, acc, fill, JSON_TRUE, TRUE_BYTES)
+            pos = put_text(out, pos, JSON_TRUE, TRUE_BYTES)
         else:
-            w, acc, fill = append_text(words, w, acc, fill, JSON_FALSE, FALSE_BYTES)
-    words[w] = acc  # the bytes an append carried into the next word
-    return 8 * w + fill
+            pos = put_text(out, pos, JSON_FALSE, FALSE_BYTES)
+    return pos

@@ -231,7 +231,7 @@ def _write_events(events: RecordList, out, lines) -> None:
     chunks formatted by two threads (the kernels release the GIL), written in order by this one:
     with a million events, formatting is most of ``madpipe snoop``'s time. Buffers are reused:
     their pages are mapped once, not per chunk."""
-    free = [np.empty(0, np.uint64) for _ in range(FORMAT_THREADS + 1)]
+    free = [np.empty(0, np.uint8) for _ in range(FORMAT_THREADS + 1)]
     ahead: deque = deque()
 
     def write_oldest() -> None:

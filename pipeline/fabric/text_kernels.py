@@ -11,7 +11,8 @@ Each is the byte-for-byte twin of a Python format (the tests compare them on ran
 (The same events as JSON Lines are fabric.json_kernels.event_json_lines.) Events with many
 changes are most of the bytes (a Set that rewrites a block is 32 changes, ~550 bytes of text),
 so ``event_lines`` appends words, as the JSON writer does (:mod:`madpipe.pipeline.fabric.word_text`):
-written a byte at a time, a change took ~28 ns, in words ~17 (one thread, 8k events).
+written a byte at a time, a change took ~28 ns, in words ~17 (one thread, 8k events), stored
+unaligned rather than through an accumulator of aligned words about half that.
 
 Outputs are passed in; the Python side (fabric.output) sizes them, decodes once and slices.
 """
@@ -20,12 +21,12 @@ import numpy as np
 from madpipe.pipeline.fabric.record_kernels import BLOCK_UNCONFIRMED, FRAME, NEW, OLD, SLOT_BITMAP
 from madpipe.pipeline.fabric.word_text import (
     LOW63,
-    append,
-    append16,
-    append_decimal,
-    append_piece,
-    append_text,
     hex4,
+    put,
+    put16,
+    put_decimal,
+    put_piece,
+    put_text,
     short_decimal,
     text_words,
     upto8,
@@ -185,8 +186,8 @@ def _padded(v, width):
     return (SPACES >> (8 * (8 - pad))) | (word << (8 * pad)), np.int64(width)
 
 
-@njit
-def _append_changes(words, w, acc, fill, bits, index, records, n):
+@njit(inline="always")  # a call with arrays costs two atomic reference counts each
+def _put_changes(out, pos, bits, index, records, n):
     """Event n's changes, "[index + i] 0x%04x->0x%04x" (its old and new entry i) for the bits i
     of ``bits``, joined by spaces: two appends a change, its index and both P_Keys."""
     first = True
@@ -201,55 +202,52 @@ def _append_changes(words, w, acc, fill, bits, index, records, n):
             word, k = short_decimal(at)
             lo = opening | (word << (8 * k_open)) | ((np.int64(CLOSE_HEX) << (8 * (k_open + k))) & LOW63)
             hi = np.int64(CLOSE_HEX) >> (64 - 8 * (k_open + k))
-            w, acc, fill = append16(words, w, acc, fill, lo, hi, k_open + k + 4)
+            pos = put16(out, pos, lo, hi, k_open + k + 4)
         else:
-            w, acc, fill = append(words, w, acc, fill, opening, k_open)
-            w, acc, fill = append_decimal(words, w, acc, fill, at)
-            w, acc, fill = append(words, w, acc, fill, np.int64(CLOSE_HEX), 4)
+            pos = put(out, pos, opening, k_open)
+            pos = put_decimal(out, pos, at)
+            pos = put(out, pos, np.int64(CLOSE_HEX), 4)
         lane = 16 * (i & 3)
         lo = hex4((records[n, OLD + (i >> 2)] >> lane) & 0xFFFF) | (np.int64(ARROW_HEX) << 32)
-        w, acc, fill = append16(words, w, acc, fill, lo, hex4((records[n, NEW + (i >> 2)] >> lane) & 0xFFFF), 12)
-    return w, acc, fill
+        pos = put16(out, pos, lo, hex4((records[n, NEW + (i >> 2)] >> lane) & 0xFFFF), 12)
+    return pos
 
 
 @njit
-def event_lines(records, times, time_ends, labels, label_ends, words):
-    """Event n's line, one after another, into ``words`` (uint64, the bytes little-endian, as
-    word_text appends them); returns the bytes used. ``records``: the events
-    (fabric.spool.EVENT_DTYPE) as fabric.record_kernels.words gives them. Pieces are ASCII texts
-    cut by ends (time n, the label of its slot (negative counts from the end)); ``words`` must
-    hold them all plus
-    CHANGE_BYTES a change and 48 + UNCONFIRMED_LF_BYTES bytes a line, and 16 bytes more."""
-    w = 0
-    acc = np.int64(0)
-    fill = 0
+def event_lines(records, times, time_ends, labels, label_ends, out):
+    """Event n's line, one after another, into ``out`` (uint8, as word_text appends); returns
+    the bytes used. ``records``: the events (fabric.spool.EVENT_DTYPE) as
+    fabric.record_kernels.words gives them. Pieces are ASCII texts cut by ends (time n, the label
+    of its slot (negative counts from the end)), each text with word_text.PIECE_PAD bytes past its
+    last piece; ``out`` must hold them all plus CHANGE_BYTES a change and 48 +
+    UNCONFIRMED_LF_BYTES bytes a line, and word_text.SLACK bytes more."""
+    pos = 0
     n_labels = label_ends.shape[0]
     for n in range(records.shape[0]):
         f = records[n, FRAME]
         if f < 10000000:
             word, k = _padded(f, 7)
-            w, acc, fill = append(words, w, acc, fill, word | (np.int64(32) << (8 * k)), k + 1)
+            pos = put(out, pos, word | (np.int64(32) << (8 * k)), k + 1)
         else:
-            w, acc, fill = append_decimal(words, w, acc, fill, f)
-            w, acc, fill = append(words, w, acc, fill, np.int64(32), 1)
-        w, acc, fill = append_piece(words, w, acc, fill, times, time_ends, n)
-        w, acc, fill = append(words, w, acc, fill, np.int64(0x2020), 2)
+            pos = put_decimal(out, pos, f)
+            pos = put(out, pos, np.int64(32), 1)
+        pos = put_piece(out, pos, times, time_ends, n)
+        pos = put(out, pos, np.int64(0x2020), 2)
         slot_bitmap = records[n, SLOT_BITMAP]
         s = slot_bitmap & 0xFFFFFFFF
         s = s - (1 << 32) + n_labels if s >= 1 << 31 else s  # an int32: negative counts from the end
-        w, acc, fill = append_piece(words, w, acc, fill, labels, label_ends, s)
+        pos = put_piece(out, pos, labels, label_ends, s)
         block_unconfirmed = records[n, BLOCK_UNCONFIRMED]
         b = block_unconfirmed & 0xFFFF
         word, k = _padded(b, 5)  # a uint16: at most 5 digits
-        w, acc, fill = append(words, w, acc, fill, np.int64(32) | (word << 8), k + 1)
+        pos = put(out, pos, np.int64(32) | (word << 8), k + 1)
         bits = (slot_bitmap >> 32) & 0xFFFFFFFF
         lo = np.int64(HEX_PREFIX) | (hex4(bits >> 16) << 24) | ((hex4(bits & 0xFFFF) << 56) & LOW63)
         hi = (hex4(bits & 0xFFFF) >> 8) | (np.int64(0x2020) << 24)
-        w, acc, fill = append16(words, w, acc, fill, lo, hi, 13)
-        w, acc, fill = _append_changes(words, w, acc, fill, bits, b * 32, records, n)
+        pos = put16(out, pos, lo, hi, 13)
+        pos = _put_changes(out, pos, bits, b * 32, records, n)
         if (block_unconfirmed >> 16) & 0xFF:
-            w, acc, fill = append_text(words, w, acc, fill, UNCONFIRMED_LF, UNCONFIRMED_LF_BYTES)
+            pos = put_text(out, pos, UNCONFIRMED_LF, UNCONFIRMED_LF_BYTES)
         else:
-            w, acc, fill = append(words, w, acc, fill, np.int64(10), 1)
-    words[w] = acc  # the bytes an append carried into the next word
-    return 8 * w + fill
+            pos = put(out, pos, np.int64(10), 1)
+    return pos

@@ -1,20 +1,24 @@
-"""Text appended to a ``uint64`` array a word at a time: the machinery of the event writers.
+"""Text appended a word at a time: the machinery of the event writers.
 
 ``madpipe snoop``'s event lines (text_kernels.event_lines) and JSON Lines
 (json_kernels.event_json_lines) are mostly the decimals and hex digits of small numbers, ~550
 and ~700 bytes an event of 32 changes; written a byte at a time, the stores and the digit loops
 were the cost. Here:
 
-- the output is a ``uint64`` array (the bytes little-endian): text is appended as words of up
-  to 8 bytes (16 with :func:`append16`) into an accumulator, and each append stores one
-  aligned word, with no branch on where the word boundary falls (:func:`append`);
+- text is appended as words of up to 8 bytes (16 with :func:`put16`) to a ``uint8`` output:
+  each append stores all 8 bytes of its word at the position, unaligned, and moves the
+  position by its length; the bytes past it are written over by the next append
+  (:func:`put8`, a byte loop LLVM makes one store). Pieces are copied 8 bytes at a load
+  (:func:`get8`). An earlier accumulator of aligned words made every append wait for the one
+  before it (which word, which shift): 2x slower;
 - decimals come from a table of the 10000 four-digit strings, one word each (40 KB; indexed
-  unsigned: no test for a negative index), hex
-  digits from arithmetic on the nibbles (:func:`hex4`);
+  unsigned: no test for a negative index), hex digits from arithmetic on the nibbles
+  (:func:`hex4`);
 - every text appended is ASCII, so a word's top bit is 0 and all arithmetic stays in int64,
   meaning the same as plain Python (NUMBA_DISABLE_JIT=1) once masked to 63 bits.
 
-A buffer must hold what is appended and one word more (:func:`append16` stores the word after).
+An output must have SLACK bytes past what is appended, and a text pieces are copied from
+PIECE_PAD bytes past its last piece (fabric.event_lines sees to both).
 """
 import numpy as np
 
@@ -48,31 +52,55 @@ def _four_digit_words() -> np.ndarray:
 #: "0000".."9999", each as one word of 4 bytes.
 FOUR_DIGITS = _four_digit_words()
 
-@njit
-def append(words, w, acc, fill, value, k):
-    """Append k bytes (1..8, ``value`` little-endian, ASCII) to the text in ``words``: ``w`` the
-    word being filled, ``fill`` its bytes used, ``acc`` those bytes. Returns the new (w, acc, fill).
-    Word w is stored every time; the bytes carried into the next word are stored by the next
-    append, or at the end by the caller (``words[w] = acc``)."""
-    acc |= (value << (8 * fill)) & LOW63
-    words[np.uint64(w)] = acc  # (an unsigned index: no test for a negative one)
-    total = fill + k
-    if total >= 8:  # the bytes past the word start the next one (a select, not a branch)
-        acc = (value >> (56 - 8 * fill)) >> 8
-    return w + (total >> 3), acc, total & 7
+#: Bytes a text of pieces must have past its last one: put_piece copies 8 bytes at a time.
+PIECE_PAD = 8
+#: Bytes an output must have past the last one appended: put16 stores 16 bytes.
+SLACK = 16
+
+@njit(inline="always")
+def put8(out, pos, value):
+    """Store the 8 bytes of ``value`` (little-endian) at out[pos]: LLVM makes the loop one
+    unaligned store. (An unsigned index: no test for a negative one.)"""
+    for j in range(8):
+        out[np.uint64(pos + j)] = (value >> (8 * j)) & 0xFF
+
+
+@njit(inline="always")
+def get8(text, p):
+    """The 8 bytes at text[p] as a word (little-endian): one unaligned load."""
+    v = np.int64(0)
+    for j in range(8):
+        v |= np.int64(text[np.uint64(p + j)]) << (8 * j)
+    return v
 
 
 @njit
-def append_text(words, w, acc, fill, text, length):
+def put(out, pos, value, k):
+    """Append k bytes (0..8, ``value`` little-endian, ASCII) at out[pos]; returns the position
+    after them. All 8 bytes of the word are stored: those past k are written over by the next
+    append, or lie past the end."""
+    put8(out, pos, value)
+    return pos + k
+
+
+@njit
+def put16(out, pos, lo, hi, k):
+    """Append k bytes (0..16: ``lo`` then ``hi``), as :func:`put`."""
+    put8(out, pos, lo)
+    put8(out, pos + 8, hi)
+    return pos + k
+
+
+@njit
+def put_text(out, pos, text, length):
     """Append a constant text of up to 24 bytes: ``text`` its words (text_words), ``length`` its
-    bytes. (No loop: small enough to be compiled into each caller, with no call to pay.)"""
-    if length <= 8:
-        return append(words, w, acc, fill, np.int64(text[0]), length)
-    w, acc, fill = append(words, w, acc, fill, np.int64(text[0]), 8)
-    if length <= 16:
-        return append(words, w, acc, fill, np.int64(text[1]), length - 8)
-    w, acc, fill = append(words, w, acc, fill, np.int64(text[1]), 8)
-    return append(words, w, acc, fill, np.int64(text[2]), length - 16)
+    bytes."""
+    put8(out, pos, text[0])
+    if length > 8:
+        put8(out, pos + 8, text[1])
+        if length > 16:
+            put8(out, pos + 16, text[2])
+    return pos + length
 
 
 @njit
@@ -113,59 +141,41 @@ def decimal16(v):
 
 
 @njit
-def append_decimal(words, w, acc, fill, v):
+def put_decimal(out, pos, v):
     """Append a non-negative int64 in decimal."""
     if v < 100000000:  # the common case, small enough to be compiled into the caller
         word, k = upto8(v)
-        return append(words, w, acc, fill, word, k)
-    return _append_long_decimal(words, w, acc, fill, v)
+        return put(out, pos, word, k)
+    return _put_long_decimal(out, pos, v)
 
 
 @njit
-def _append_long_decimal(words, w, acc, fill, v):
-    """append_decimal of v >= 10**8."""
+def _put_long_decimal(out, pos, v):
+    """put_decimal of v >= 10**8."""
     low = v % 100000000
     v //= 100000000
     if v >= 100000000:
         middle = v % 100000000
         word, k = upto8(v // 100000000)
-        w, acc, fill = append(words, w, acc, fill, word, k)
-        w, acc, fill = append(words, w, acc, fill, eight_digits(middle), 8)
+        pos = put(out, pos, word, k)
+        pos = put(out, pos, eight_digits(middle), 8)
     else:
         word, k = upto8(v)
-        w, acc, fill = append(words, w, acc, fill, word, k)
-    return append(words, w, acc, fill, eight_digits(low), 8)
+        pos = put(out, pos, word, k)
+    return put(out, pos, eight_digits(low), 8)
 
 
 @njit
-def append_piece(words, w, acc, fill, text, ends, n):
-    """Append piece n of ASCII bytes cut by ends (text[ends[n - 1]:ends[n]], from 0 for n = 0)."""
+def put_piece(out, pos, text, ends, n):
+    """Append piece n of ASCII bytes cut by ends (text[ends[n - 1]:ends[n]], from 0 for n = 0),
+    8 bytes at a copy: ``text`` must have 8 bytes past its last piece (:func:`padded`)."""
     p = ends[n - 1] if n > 0 else 0
     end = ends[n]
+    at = pos - p
     while p < end:
-        k = min(8, end - p)
-        word = np.int64(0)
-        for j in range(k):
-            word |= np.int64(text[p + j]) << (8 * j)
-        w, acc, fill = append(words, w, acc, fill, word, k)
-        p += k
-    return w, acc, fill
-
-
-@njit
-def append16(words, w, acc, fill, lo, hi, k):
-    """Append k bytes (1..16: ``lo`` then ``hi``, little-endian, ASCII), as append."""
-    acc |= (lo << (8 * fill)) & LOW63
-    words[np.uint64(w)] = acc
-    spill = (lo >> (56 - 8 * fill)) >> 8
-    nxt = spill | ((hi << (8 * fill)) & LOW63)
-    words[np.uint64(w + 1)] = nxt
-    total = fill + k
-    if total >= 16:
-        acc = (hi >> (56 - 8 * fill)) >> 8
-    elif total >= 8:
-        acc = nxt
-    return w + (total >> 3), acc, total & 7
+        put8(out, at + p, get8(text, p))
+        p += 8
+    return at + end
 
 
 @njit

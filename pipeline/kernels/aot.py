@@ -73,10 +73,10 @@ KERNELS = {
     "fabric.text_kernels": {
         "pkey_lines": ("i8", "u2[:,::1] i8[::1] !u1[:,::1]"),
         "relative_times": ("i8", "i8[::1] i8 !u1[::1] !i8[::1]"),
-        "event_lines": ("i8", "i8[:,::1] u1[::1] i8[::1] u1[::1] i8[::1] !u8[::1]"),
+        "event_lines": ("i8", "i8[:,::1] u1[::1] i8[::1] u1[::1] i8[::1] !u1[::1]"),
     },
     "fabric.json_kernels": {
-        "event_json_lines": ("i8", "i8[:,::1] u1[::1] i8[::1] u1[::1] i8[::1] !u8[::1]"),
+        "event_json_lines": ("i8", "i8[:,::1] u1[::1] i8[::1] u1[::1] i8[::1] !u1[::1]"),
     },
     "mlx4.snoop_kernels": {
         "smp_snoop_kernel": ("i8", "u1[:,::1] u1[::1] u2[::1] !u2[:,::1] u1[:,:,::1] !u2[::1] !u2[::1] "
