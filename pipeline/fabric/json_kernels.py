@@ -14,15 +14,14 @@ from madpipe.pipeline.fabric.record_kernels import BLOCK_UNCONFIRMED, FRAME, NEW
 from madpipe.pipeline.fabric.word_text import (
     FOUR_DIGITS,
     decimal16,
-    get8,
     put,
-    put8,
     put_decimal,
     put_text,
     short_decimal,
     text_words,
 )
 from madpipe.pipeline.kernels.jit import njit
+from madpipe.pipeline.kernels.unaligned import get8, put8
 
 # The constant parts of fabric.output._EVENT_JSON, in order: their words, and their lengths.
 JSON_FRAME, FRAME_BYTES = text_words('{"type":"event","frame":')

@@ -27,7 +27,7 @@ LANE_LOW_BYTES = 0x00FF00FF00FF00FF
 
 def _check_layout() -> None:
     fields = EVENT_DTYPE.fields
-    assert RECORD_WORDS == 20 and EVENT_DTYPE.itemsize == 8 * RECORD_WORDS
+    assert fields is not None and RECORD_WORDS == 20 and EVENT_DTYPE.itemsize == 8 * RECORD_WORDS
     for name, word in (("old", OLD), ("new", NEW), ("frame", FRAME), ("ts_ns", TS_NS), ("slot", SLOT_BITMAP),
                        ("block", BLOCK_UNCONFIRMED)):
         assert fields[name][1] == 8 * word, name

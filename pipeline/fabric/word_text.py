@@ -8,8 +8,7 @@ were the cost. Here:
 - text is appended as words of up to 8 bytes (16 with :func:`put16`) to a ``uint8`` output:
   each append stores all 8 bytes of its word at the position, unaligned, and moves the
   position by its length; the bytes past it are written over by the next append
-  (:func:`put8`, a byte loop LLVM makes one store). Pieces are copied 8 bytes at a load
-  (:func:`get8`). An earlier accumulator of aligned words made every append wait for the one
+  (kernels.unaligned.put8). Pieces are copied 8 bytes at a load (kernels.unaligned.get8). An earlier accumulator of aligned words made every append wait for the one
   before it (which word, which shift): 2x slower;
 - decimals come from a table of the 10000 four-digit strings, one word each (40 KB; indexed
   unsigned: no test for a negative index), hex digits from arithmetic on the nibbles
@@ -23,6 +22,7 @@ PIECE_PAD bytes past its last piece (fabric.event_lines sees to both).
 import numpy as np
 
 from madpipe.pipeline.kernels.jit import njit
+from madpipe.pipeline.kernels.unaligned import get8, put8
 
 #: Bits below the top one: every word of ASCII text fits, and masking with it keeps plain
 #: Python's unbounded shifts equal to numba's 64-bit ones.
@@ -56,23 +56,6 @@ FOUR_DIGITS = _four_digit_words()
 PIECE_PAD = 8
 #: Bytes an output must have past the last one appended: put16 stores 16 bytes.
 SLACK = 16
-
-@njit(inline="always")
-def put8(out, pos, value):
-    """Store the 8 bytes of ``value`` (little-endian) at out[pos]: LLVM makes the loop one
-    unaligned store. (An unsigned index: no test for a negative one.)"""
-    for j in range(8):
-        out[np.uint64(pos + j)] = (value >> (8 * j)) & 0xFF
-
-
-@njit(inline="always")
-def get8(text, p):
-    """The 8 bytes at text[p] as a word (little-endian): one unaligned load."""
-    v = np.int64(0)
-    for j in range(8):
-        v |= np.int64(text[np.uint64(p + j)]) << (8 * j)
-    return v
-
 
 @njit
 def put(out, pos, value, k):
