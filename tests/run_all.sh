@@ -37,7 +37,7 @@ python3 -m pytest -q "$@"
 # or runs a real tool); its output follows the next pass's.
 jit_log="$types/jit.log"
 MADPIPE_JIT=1 python3 -m pytest -q -p no:cacheprovider tests/test_snoop.py tests/test_paravirt.py \
-  tests/test_fabric.py tests/test_fabric_stream.py tests/test_decode_fast.py "$@" >"$jit_log" 2>&1 &
+  tests/test_fabric.py tests/test_fabric_stream.py tests/test_decode_fast.py tests/test_float_reprs.py "$@" >"$jit_log" 2>&1 &
 jit_pid=$!
 # The kernels as plain Python (their reference semantics, and what a debugger steps through): all
 # but the tests that would repeat the first pass's work unchanged. test_aot.py picks each

@@ -60,25 +60,54 @@ def test_json_times_are_repr_also_where_the_kernel_leaves_them():
     from madpipe.pipeline.fabric.spool import EVENT_DTYPE
 
     chunk = np.zeros(7, EVENT_DTYPE)
-    # 2**30 s and 0 are left to Python (a power of two, zero); the others the kernel writes
+    # 0 is left to Python (zero); 2**30 s, a power of two the search leaves, is whole microseconds
     chunk["ts_ns"] = [1_700_000_000_000_001_400, 2 ** 30 * 10 ** 9, 0, 5, 1_700_000_000_015_625_000,
                       1_073_741_824_000_000_000, 1_700_000_000_000_000_000]
     data, ends = event_lines.float_reprs(chunk)
     text = data.tobytes().decode("ascii")
     pieces = [text[a:b] for a, b in zip([0] + ends[:-1].tolist(), ends.tolist())]
     assert pieces == [repr(x) for x in (chunk["ts_ns"] / 1e9).tolist()]
-    assert written(chunk["ts_ns"] / 1e9)[1] is None  # the Python path was taken
+    assert written(chunk["ts_ns"] / 1e9)[1] is None  # the search leaves it
+    assert seconds_written(chunk["ts_ns"])[1] == "1073741824.0" and seconds_written(chunk["ts_ns"])[2] is None
 
 
-def _plain(fn):
-    return getattr(fn, "py_func", fn)
+def seconds_written(ts_ns):
+    ts_ns = np.ascontiguousarray(ts_ns, np.int64)
+    seconds = ts_ns / 1e9
+    n = len(ts_ns)
+    out = np.empty(n * fk.REPR_BYTES, np.uint8)
+    ends = np.empty(n, np.int64)
+    done = np.empty(n, np.uint8)
+    used = fk.seconds_reprs(ts_ns, seconds, out, ends, done)
+    text = out[:used].tobytes().decode("ascii")
+    starts = [0] + ends[:-1].tolist()
+    return [text[a:b] if ok else None for a, b, ok in zip(starts, ends.tolist(), done.tolist())]
+
+
+def test_seconds_from_whole_microseconds_are_repr():
+    """seconds_reprs writes whole microseconds in [1 s, 2**33 s) from the integer, the rest by the
+    search: repr(ts_ns / 1e9) either way, at the range's ends and every count of trailing zeros."""
+    rng = np.random.default_rng(5)
+    lo, hi = fk.MICROSECONDS_FROM, fk.MICROSECONDS_BELOW
+    micro = rng.integers(lo // 1000, hi // 1000, N) * 1000
+    zeros = micro // 10 ** rng.integers(3, 10, N) * 10 ** rng.integers(3, 10, N)  # 0..6 trailing zeros of µs
+    edges = np.array([lo, lo - 1000, lo + 1000, hi - 1000, hi, hi + 1000, 2 ** 32 * 10 ** 9, 2 ** 31 * 10 ** 9 + 1000,
+                      1_700_000_000_000_000_000, 1_700_000_000_000_001_000, 1_700_000_000_100_000_000, 0, 1000,
+                      -1_700_000_000_000_000_000, 2 ** 63 - 1, 1_700_000_000_000_000_001], np.int64)
+    for ts in (micro, zeros[zeros >= lo], edges, rng.integers(0, 2 ** 62, N), micro + rng.integers(1, 1000, N)):
+        got = seconds_written(ts)
+        want = [repr(x) for x in (ts / 1e9).tolist()]
+        assert [w if g is None else g for g, w in zip(got, want)] == want
+    assert sum(g is None for g in seconds_written(micro)) <= N // 1000  # nearly all written
 
 
 def test_search_going_down_finds_what_counting_up_finds():
     """_shortest starts at the digit count where a decimal surely reads back and goes down; the
     plain search counts up from 0 digits. The same digits, and the same values left to Python
     (ties, decimals over 64 bits), on every workload (plain Python: a sample of each)."""
-    shortest, counting_up = _plain(fk._shortest), _plain(fk._shortest_counting_up)
+    # Called as they are bound (compiled under MADPIPE_JIT=1): a plain Python search calling
+    # compiled helpers would mix two arithmetics (its ints typed int64 by numba, not uint64).
+    shortest, counting_up = fk._shortest, fk._shortest_counting_up
     rng = np.random.default_rng(11)
     values = [v for w in workloads(rng).values() for v in w[:400].tolist()]
     values += [0.5, 2.5, 0.125, 1e-4 * 3, 1700000000.5, 4503599627370495.5, 1e15 + 0.5, 0.0001220703125,

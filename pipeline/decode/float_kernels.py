@@ -24,6 +24,7 @@ import numpy as np
 from madpipe.pipeline.kernels.jit import njit
 
 POW10 = np.array([10 ** k for k in range(20)], dtype=np.uint64)
+POW10_F = np.array([10.0 ** k for k in range(7)])  # exact doubles
 MAX_DIGITS = 19  # fractional digits tried: 10**19 is the largest power of ten in a uint64
 #: Bytes a value can take: "9007199254740991.0" or "0.0001" + 19 digits, and a sign.
 REPR_BYTES = 32
@@ -175,37 +176,88 @@ def _shortest_counting_up(m, s, even):
     return _ZERO, np.int64(0), False
 
 
+@njit(inline="always")  # a call with the array costs more than the digits
+def _put_repr(out, pos, c, j, negative):
+    """Write c / 10**j as repr does in fixed notation ("x.0" for j = 0); returns the position after."""
+    if negative:
+        out[pos] = 45  # "-"
+        pos += 1
+    whole = c // POW10[j]
+    frac = c - whole * POW10[j]
+    count = 1
+    while count < 20 and whole >= POW10[count]:
+        count += 1
+    for k in range(count - 1, -1, -1):
+        out[pos + k] = 48 + np.int64(whole % np.uint64(10))
+        whole //= np.uint64(10)
+    pos += count
+    out[pos] = 46  # "."
+    if j == 0:
+        out[pos + 1] = 48
+        return pos + 2
+    for k in range(j, 0, -1):
+        out[pos + k] = 48 + np.int64(frac % np.uint64(10))
+        frac //= np.uint64(10)
+    return pos + j + 1
+
+
 @njit
 def float_reprs(values, out, ends, done):
     """repr() of each of values (float64[N]) into out (REPR_BYTES a value), ending at ends[n];
     done[n] 1 where written, 0 where not (the piece is empty: Python writes it). Returns the
-    bytes used. The digits are written here, not by a helper: a call with the array costs more."""
+    bytes used."""
     pos = 0
     bits = values.view(np.uint64)
     for n in range(values.shape[0]):
         c, j, ok = _shortest(values[n], bits[n])
         if ok:
-            if values[n] < 0.0:
-                out[pos] = 45  # "-"
-                pos += 1
-            whole = c // POW10[j]
-            frac = c - whole * POW10[j]
-            count = 1
-            while count < 20 and whole >= POW10[count]:
-                count += 1
-            for k in range(count - 1, -1, -1):
-                out[pos + k] = 48 + np.int64(whole % np.uint64(10))
-                whole //= np.uint64(10)
-            pos += count
-            out[pos] = 46  # "."
-            if j == 0:
-                out[pos + 1] = 48
-                pos += 2
+            pos = _put_repr(out, pos, c, j, values[n] < 0.0)
+            done[n] = 1
+        else:
+            done[n] = 0
+        ends[n] = pos
+    return pos
+
+
+#: Nanosecond counts whose ``repr(ts_ns / 1e9)`` seconds_reprs takes from the integer: whole
+#: microseconds from 1 s up to 2**33 s (the year 2242), where doubles are at most 2**-20 s apart.
+MICROSECONDS_FROM = 10 ** 9
+MICROSECONDS_BELOW = 2 ** 33 * 10 ** 9
+
+
+@njit
+def seconds_reprs(ts_ns, seconds, out, ends, done):
+    """float_reprs of ``seconds`` (float64[N], ``ts_ns / 1e9``), the seconds of ``ts_ns``
+    (int64[N] nanoseconds). For a whole number of microseconds from 1 s up to 2**33 s (what a
+    pcap with microsecond times holds) the exact decimal d = s.uuuuuu, trailing zeros dropped,
+    is tried first: when d reads back as x = ts_ns / 1e9 it is x's repr, as a decimal with fewer
+    digits, or another with as many, is at least 10**-6 from d, while any two decimals that read
+    back as x are within a spacing of doubles (at most 2**-20 < 10**-6 here) of each other. It
+    need not read back: ts_ns / 1e9 rounds ts_ns to a double first (past 2**53 ns), then the
+    quotient; then the search decides."""
+    pos = 0
+    bits = seconds.view(np.uint64)
+    for n in range(ts_ns.shape[0]):
+        t = ts_ns[n]
+        if MICROSECONDS_FROM <= t < MICROSECONDS_BELOW and t % 1000 == 0:
+            whole = t // 1000000000
+            micro = (t - whole * 1000000000) // 1000
+            j = np.int64(6)
+            if micro == 0:
+                j = 0
             else:
-                for k in range(j, 0, -1):
-                    out[pos + k] = 48 + np.int64(frac % np.uint64(10))
-                    frac //= np.uint64(10)
-                pos += j + 1
+                while micro % 10 == 0:
+                    micro //= 10
+                    j -= 1
+            c = np.uint64(whole) * POW10[j] + np.uint64(micro)  # below 2**53
+            # d reads back as the double nearest it: an exact c over an exact 10**j, one rounding
+            ok = np.float64(c) / POW10_F[j] == seconds[n]
+            if not ok:  # ts_ns / 1e9 rounded ts_ns first, to another double: search
+                c, j, ok = _shortest(seconds[n], bits[n])
+        else:
+            c, j, ok = _shortest(seconds[n], bits[n])
+        if ok:
+            pos = _put_repr(out, pos, c, j, seconds[n] < 0.0)
             done[n] = 1
         else:
             done[n] = 0

@@ -94,13 +94,15 @@ def relative_times(chunk: np.ndarray, t0_ns: int) -> tuple[np.ndarray, np.ndarra
 
 def float_reprs(chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """repr() of each event's ts in seconds, as ASCII bytes end to end and where each ends: by
-    decode.float_kernels, and Python's repr for the values it leaves (exact ties, powers of two)."""
-    seconds = chunk["ts_ns"] / 1e9
+    decode.float_kernels.seconds_reprs, and Python's repr for the values it leaves (exact ties,
+    powers of two)."""
+    ts_ns = column(chunk, "ts_ns")
+    seconds = ts_ns / 1e9
     n = len(seconds)
     out = np.empty(n * float_kernels.REPR_BYTES, np.uint8)
     ends = np.empty(n, np.int64)
     done = np.empty(n, np.uint8)
-    used = float_kernels.float_reprs(seconds, out, ends, done)
+    used = float_kernels.seconds_reprs(ts_ns, seconds, out, ends, done)
     if done.all():
         return out[:used], ends
     left = np.flatnonzero(done == 0)

@@ -92,6 +92,7 @@ KERNELS = {
     },
     "decode.float_kernels": {
         "float_reprs": ("i8", "f8[::1] !u1[::1] !i8[::1] !u1[::1]"),
+        "seconds_reprs": ("i8", "i8[::1] f8[::1] !u1[::1] !i8[::1] !u1[::1]"),
     },
     "decode.kernels": {
         "check_crcs": ("void", "u1[::1] i8[::1] i8[::1] u1[::1] u4[::1] u4[::1] !i1[::1] !i1[::1]"),
