@@ -9,13 +9,21 @@ from madpipe.pipeline.kernels import jit
 N = 100_000 if jit.enabled() else 2_000  # plain Python: the same code, slowly
 
 
-def written(values):
+def written(values=None, ts_ns=None):
+    """float_reprs of values (seconds_reprs of ts_ns / 1e9 when ts_ns is given): each text, or
+    None where the kernel leaves it to Python."""
+    if ts_ns is not None:
+        ts_ns = np.ascontiguousarray(ts_ns, np.int64)
+        values = ts_ns / 1e9
     values = np.ascontiguousarray(values, np.float64)
     n = len(values)
     out = np.empty(n * fk.REPR_BYTES, np.uint8)
     ends = np.empty(n, np.int64)
     done = np.empty(n, np.uint8)
-    used = fk.float_reprs(values, out, ends, done)
+    if ts_ns is None:
+        used = fk.float_reprs(values, out, ends, done)
+    else:
+        used = fk.seconds_reprs(ts_ns, values, out, ends, done)
     text = out[:used].tobytes().decode("ascii")
     starts = [0] + ends[:-1].tolist()
     return [text[a:b] if ok else None for a, b, ok in zip(starts, ends.tolist(), done.tolist())]
@@ -68,20 +76,7 @@ def test_json_times_are_repr_also_where_the_kernel_leaves_them():
     pieces = [text[a:b] for a, b in zip([0] + ends[:-1].tolist(), ends.tolist())]
     assert pieces == [repr(x) for x in (chunk["ts_ns"] / 1e9).tolist()]
     assert written(chunk["ts_ns"] / 1e9)[1] is None  # the search leaves it
-    assert seconds_written(chunk["ts_ns"])[1] == "1073741824.0" and seconds_written(chunk["ts_ns"])[2] is None
-
-
-def seconds_written(ts_ns):
-    ts_ns = np.ascontiguousarray(ts_ns, np.int64)
-    seconds = ts_ns / 1e9
-    n = len(ts_ns)
-    out = np.empty(n * fk.REPR_BYTES, np.uint8)
-    ends = np.empty(n, np.int64)
-    done = np.empty(n, np.uint8)
-    used = fk.seconds_reprs(ts_ns, seconds, out, ends, done)
-    text = out[:used].tobytes().decode("ascii")
-    starts = [0] + ends[:-1].tolist()
-    return [text[a:b] if ok else None for a, b, ok in zip(starts, ends.tolist(), done.tolist())]
+    assert written(ts_ns=chunk["ts_ns"])[1] == "1073741824.0" and written(ts_ns=chunk["ts_ns"])[2] is None
 
 
 def test_seconds_from_whole_microseconds_are_repr():
@@ -95,10 +90,10 @@ def test_seconds_from_whole_microseconds_are_repr():
                       1_700_000_000_000_000_000, 1_700_000_000_000_001_000, 1_700_000_000_100_000_000, 0, 1000,
                       -1_700_000_000_000_000_000, 2 ** 63 - 1, 1_700_000_000_000_000_001], np.int64)
     for ts in (micro, zeros[zeros >= lo], edges, rng.integers(0, 2 ** 62, N), micro + rng.integers(1, 1000, N)):
-        got = seconds_written(ts)
+        got = written(ts_ns=ts)
         want = [repr(x) for x in (ts / 1e9).tolist()]
         assert [w if g is None else g for g, w in zip(got, want)] == want
-    assert sum(g is None for g in seconds_written(micro)) <= N // 1000  # nearly all written
+    assert sum(g is None for g in written(ts_ns=micro)) <= N // 1000  # nearly all written
 
 
 def test_search_going_down_finds_what_counting_up_finds():

@@ -201,15 +201,43 @@ def _put_repr(out, pos, c, j, negative):
     return pos + j + 1
 
 
-@njit
-def float_reprs(values, out, ends, done):
-    """repr() of each of values (float64[N]) into out (REPR_BYTES a value), ending at ends[n];
-    done[n] 1 where written, 0 where not (the piece is empty: Python writes it). Returns the
-    bytes used."""
+@njit(inline="always")
+def _shortest_of_seconds(t, x, bits):
+    """_shortest of x = t / 1e9 (``t`` int64 nanoseconds): for a whole number of microseconds
+    from 1 s up to 2**33 s (what a pcap with microsecond times holds) the exact decimal d =
+    s.uuuuuu, trailing zeros dropped, is tried first. When d reads back as x it is x's repr: a
+    decimal with fewer digits, or another with as many, is at least 10**-6 from d, while any two
+    decimals that read back as x are within a spacing of doubles (at most 2**-20 < 10**-6 here)
+    of each other. It need not read back: t / 1e9 rounds t to a double first (past 2**53 ns),
+    then the quotient; then the search decides."""
+    if MICROSECONDS_FROM <= t < MICROSECONDS_BELOW and t % 1000 == 0:
+        whole = t // 1000000000
+        micro = (t - whole * 1000000000) // 1000
+        j = np.int64(6)
+        if micro == 0:
+            j = 0
+        else:
+            while micro % 10 == 0:
+                micro //= 10
+                j -= 1
+        c = np.uint64(whole) * POW10[j] + np.uint64(micro)  # below 2**53
+        # d reads back as the double nearest it: an exact c over an exact 10**j, one rounding
+        if np.float64(c) / POW10_F[j] == x:
+            return c, j, True
+    return _shortest(x, bits)
+
+
+@njit(inline="always")
+def _reprs(values, ts_ns, out, ends, done):
+    """float_reprs, and seconds_reprs when ``ts_ns`` holds the values' nanoseconds."""
     pos = 0
     bits = values.view(np.uint64)
+    from_ts = ts_ns.shape[0] > 0
     for n in range(values.shape[0]):
-        c, j, ok = _shortest(values[n], bits[n])
+        if from_ts:
+            c, j, ok = _shortest_of_seconds(ts_ns[n], values[n], bits[n])
+        else:
+            c, j, ok = _shortest(values[n], bits[n])
         if ok:
             pos = _put_repr(out, pos, c, j, values[n] < 0.0)
             done[n] = 1
@@ -219,6 +247,8 @@ def float_reprs(values, out, ends, done):
     return pos
 
 
+_NO_TS = np.zeros(0, np.int64)
+
 #: Nanosecond counts whose ``repr(ts_ns / 1e9)`` seconds_reprs takes from the integer: whole
 #: microseconds from 1 s up to 2**33 s (the year 2242), where doubles are at most 2**-20 s apart.
 MICROSECONDS_FROM = 10 ** 9
@@ -226,40 +256,16 @@ MICROSECONDS_BELOW = 2 ** 33 * 10 ** 9
 
 
 @njit
+def float_reprs(values, out, ends, done):
+    """repr() of each of values (float64[N]) into out (REPR_BYTES a value), ending at ends[n];
+    done[n] 1 where written, 0 where not (the piece is empty: Python writes it). Returns the
+    bytes used."""
+    return _reprs(values, _NO_TS, out, ends, done)
+
+
+@njit
 def seconds_reprs(ts_ns, seconds, out, ends, done):
     """float_reprs of ``seconds`` (float64[N], ``ts_ns / 1e9``), the seconds of ``ts_ns``
-    (int64[N] nanoseconds). For a whole number of microseconds from 1 s up to 2**33 s (what a
-    pcap with microsecond times holds) the exact decimal d = s.uuuuuu, trailing zeros dropped,
-    is tried first: when d reads back as x = ts_ns / 1e9 it is x's repr, as a decimal with fewer
-    digits, or another with as many, is at least 10**-6 from d, while any two decimals that read
-    back as x are within a spacing of doubles (at most 2**-20 < 10**-6 here) of each other. It
-    need not read back: ts_ns / 1e9 rounds ts_ns to a double first (past 2**53 ns), then the
-    quotient; then the search decides."""
-    pos = 0
-    bits = seconds.view(np.uint64)
-    for n in range(ts_ns.shape[0]):
-        t = ts_ns[n]
-        if MICROSECONDS_FROM <= t < MICROSECONDS_BELOW and t % 1000 == 0:
-            whole = t // 1000000000
-            micro = (t - whole * 1000000000) // 1000
-            j = np.int64(6)
-            if micro == 0:
-                j = 0
-            else:
-                while micro % 10 == 0:
-                    micro //= 10
-                    j -= 1
-            c = np.uint64(whole) * POW10[j] + np.uint64(micro)  # below 2**53
-            # d reads back as the double nearest it: an exact c over an exact 10**j, one rounding
-            ok = np.float64(c) / POW10_F[j] == seconds[n]
-            if not ok:  # ts_ns / 1e9 rounded ts_ns first, to another double: search
-                c, j, ok = _shortest(seconds[n], bits[n])
-        else:
-            c, j, ok = _shortest(seconds[n], bits[n])
-        if ok:
-            pos = _put_repr(out, pos, c, j, seconds[n] < 0.0)
-            done[n] = 1
-        else:
-            done[n] = 0
-        ends[n] = pos
-    return pos
+    (int64[N] nanoseconds), most of a capture's times without the search
+    (:func:`_shortest_of_seconds`)."""
+    return _reprs(seconds, ts_ns, out, ends, done)
