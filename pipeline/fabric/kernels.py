@@ -37,7 +37,7 @@ FNV_OFFSET = 0x811C9DC5
 MASK32 = 0xFFFFFFFF
 
 
-@njit(inline="always")  # a call with an array costs two atomic reference counts
+@njit(inline="always")
 def _words_used(keys, row):
     """Route keys (kernels_ingest.route_key): only the leading words for the hop count can be set."""
     return (5 + np.int64(keys[row, 4]) + 3) // 4

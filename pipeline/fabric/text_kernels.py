@@ -186,33 +186,6 @@ def _padded(v, width):
     return (SPACES >> (8 * (8 - pad))) | (word << (8 * pad)), np.int64(width)
 
 
-@njit(inline="always")  # a call with arrays costs two atomic reference counts each
-def _put_changes(out, pos, bits, index, records, n):
-    """Event n's changes, "[index + i] 0x%04x->0x%04x" (its old and new entry i) for the bits i
-    of ``bits``, joined by spaces: two appends a change, its index and both P_Keys."""
-    first = True
-    for i in range(32):
-        if not (bits >> i) & 1:
-            continue
-        at = index + i
-        opening = np.int64(OPEN) if first else np.int64(SPACE_OPEN)
-        k_open = 1 if first else 2
-        first = False
-        if at < 10000:
-            word, k = short_decimal(at)
-            lo = opening | (word << (8 * k_open)) | ((np.int64(CLOSE_HEX) << (8 * (k_open + k))) & LOW63)
-            hi = np.int64(CLOSE_HEX) >> (64 - 8 * (k_open + k))
-            pos = put16(out, pos, lo, hi, k_open + k + 4)
-        else:
-            pos = put(out, pos, opening, k_open)
-            pos = put_decimal(out, pos, at)
-            pos = put(out, pos, np.int64(CLOSE_HEX), 4)
-        lane = 16 * (i & 3)
-        lo = hex4((records[n, OLD + (i >> 2)] >> lane) & 0xFFFF) | (np.int64(ARROW_HEX) << 32)
-        pos = put16(out, pos, lo, hex4((records[n, NEW + (i >> 2)] >> lane) & 0xFFFF), 12)
-    return pos
-
-
 @njit
 def event_lines(records, times, time_ends, labels, label_ends, out):
     """Event n's line, one after another, into ``out`` (uint8, as word_text appends); returns
@@ -245,7 +218,30 @@ def event_lines(records, times, time_ends, labels, label_ends, out):
         lo = np.int64(HEX_PREFIX) | (hex4(bits >> 16) << 24) | ((hex4(bits & 0xFFFF) << 56) & LOW63)
         hi = (hex4(bits & 0xFFFF) >> 8) | (np.int64(0x2020) << 24)
         pos = put16(out, pos, lo, hi, 13)
-        pos = _put_changes(out, pos, bits, b * 32, records, n)
+        # The changes, "[index + i] 0x%04x->0x%04x" (old and new entry i) for the bits i of
+        # bits, joined by spaces, two appends each: written here, not by an inlined helper, which
+        # numba's reference counts of its two array parameters at each event cost more than.
+        index = b * 32
+        first = True
+        for i in range(32):
+            if not (bits >> i) & 1:
+                continue
+            at = index + i
+            opening = np.int64(OPEN) if first else np.int64(SPACE_OPEN)
+            k_open = 1 if first else 2
+            first = False
+            if at < 10000:
+                word, k = short_decimal(at)
+                lo = opening | (word << (8 * k_open)) | ((np.int64(CLOSE_HEX) << (8 * (k_open + k))) & LOW63)
+                hi = np.int64(CLOSE_HEX) >> (64 - 8 * (k_open + k))
+                pos = put16(out, pos, lo, hi, k_open + k + 4)
+            else:
+                pos = put(out, pos, opening, k_open)
+                pos = put_decimal(out, pos, at)
+                pos = put(out, pos, np.int64(CLOSE_HEX), 4)
+            lane = 16 * (i & 3)
+            lo = hex4((records[n, OLD + (i >> 2)] >> lane) & 0xFFFF) | (np.int64(ARROW_HEX) << 32)
+            pos = put16(out, pos, lo, hex4((records[n, NEW + (i >> 2)] >> lane) & 0xFFFF), 12)
         if (block_unconfirmed >> 16) & 0xFF:
             pos = put_text(out, pos, UNCONFIRMED_LF, UNCONFIRMED_LF_BYTES)
         else:
