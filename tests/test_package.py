@@ -210,17 +210,32 @@ def test_the_console_entry_exits_with_the_status_and_all_output(tmp_path):
 
 
 def test_the_console_entry_gives_blas_one_thread_before_numpy_unless_told():
-    # numpy's OpenBLAS threads spun on the core the snoop's reader thread needs.
+    # numpy's OpenBLAS threads spun on the core the snoop's reader thread needs. The probe notes
+    # the variable when numpy is first imported (the entry imports it for small_pages), and
+    # numpy's huge-page switch after the entry.
     import os
     import subprocess
     import sys
 
-    probe = ("import os, sys; from madpipe.pipeline.cli import main as cli; "
-             "cli.main = lambda argv: print(os.environ.get('OPENBLAS_NUM_THREADS'), 'numpy' in sys.modules) or 0; "
-             "sys.argv = ['madpipe', 'snoop']; cli.entry()")
+    probe = ("import os, sys, importlib.abc\n"
+             "seen = []\n"
+             "class Spy(importlib.abc.MetaPathFinder):\n"
+             "    def find_spec(self, name, path, target=None):\n"
+             "        if name == 'numpy' and not seen: seen.append(os.environ.get('OPENBLAS_NUM_THREADS'))\n"
+             "sys.meta_path.insert(0, Spy())\n"
+             "from madpipe.pipeline.cli import main as cli\n"
+             "def fake(argv):\n"
+             "    from numpy._core import multiarray\n"
+             "    print(seen[0] if seen else 'none', multiarray._get_madvise_hugepage())\n"
+             "    return 0\n"
+             "cli.main = fake\n"
+             "sys.argv = ['madpipe', sys.argv[1]]; cli.entry()\n")
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
-    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", probe, "snoop"], env=env, capture_output=True, text=True)
     assert done.stdout.split() == ["1", "False"], done.stderr
-    done = subprocess.run([sys.executable, "-c", probe], env=dict(env, OPENBLAS_NUM_THREADS="3"),
+    done = subprocess.run([sys.executable, "-c", probe, "snoop"], env=dict(env, OPENBLAS_NUM_THREADS="3"),
                           capture_output=True, text=True)
     assert done.stdout.split() == ["3", "False"], done.stderr
+    # A command that reads no capture keeps numpy's default (and imports it only when it needs it).
+    done = subprocess.run([sys.executable, "-c", probe, "craft"], env=env, capture_output=True, text=True)
+    assert done.stdout.split()[1] == "True", done.stderr

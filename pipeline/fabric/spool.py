@@ -13,6 +13,7 @@ from typing import IO, TYPE_CHECKING
 import numpy as np
 
 from madpipe.pipeline.fabric.model import FINDING_TEXT, Event, Finding
+from madpipe.pipeline.kernels import populate
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -92,6 +93,7 @@ class RecordArena:
         if self.arena is None or (self.used + n) * size > self.arena_bytes:
             self._wait()
             self.arena = np.empty(self.arena_bytes // size, self.dtype)
+            populate.small_pages(self.arena)  # see there: faster to map on a VM, after idle
             self.used, self.mapped = 0, 0
         end = (self.used + n) * size
         if end > self.mapped:
