@@ -247,20 +247,11 @@ def _reprs(values, ts_ns, out, ends, done):
     return pos
 
 
-_NO_TS = np.zeros(0, np.int64)
-
 #: Nanosecond counts whose ``repr(ts_ns / 1e9)`` seconds_reprs takes from the integer: whole
 #: microseconds from 1 s up to 2**33 s (the year 2242), where doubles are at most 2**-20 s apart.
 MICROSECONDS_FROM = 10 ** 9
 MICROSECONDS_BELOW = 2 ** 33 * 10 ** 9
-
-
-@njit
-def float_reprs(values, out, ends, done):
-    """repr() of each of values (float64[N]) into out (REPR_BYTES a value), ending at ends[n];
-    done[n] 1 where written, 0 where not (the piece is empty: Python writes it). Returns the
-    bytes used."""
-    return _reprs(values, _NO_TS, out, ends, done)
+_NO_TS = np.zeros(0, np.int64)  # float_reprs' nanoseconds: none
 
 
 @njit
@@ -269,3 +260,10 @@ def seconds_reprs(ts_ns, seconds, out, ends, done):
     (int64[N] nanoseconds), most of a capture's times without the search
     (:func:`_shortest_of_seconds`)."""
     return _reprs(seconds, ts_ns, out, ends, done)
+
+
+def float_reprs(values, out, ends, done):
+    """repr() of each of values (float64[N]) into out (REPR_BYTES a value), ending at ends[n];
+    done[n] 1 where written, 0 where not (the piece is empty: Python writes it). Returns the
+    bytes used. The seconds_reprs kernel, with no nanoseconds: every value by the search."""
+    return seconds_reprs(_NO_TS, values, out, ends, done)

@@ -91,7 +91,6 @@ KERNELS = {
                                          "!i1[::1]"),
     },
     "decode.float_kernels": {
-        "float_reprs": ("i8", "f8[::1] !u1[::1] !i8[::1] !u1[::1]"),
         "seconds_reprs": ("i8", "i8[::1] f8[::1] !u1[::1] !i8[::1] !u1[::1]"),
     },
     "decode.kernels": {

@@ -128,7 +128,7 @@ def make_rewrite_rows(eth_ports):
         touched = 0
         n_rows = mailboxes.shape[0]
         for i in range(start, stop):
-            if read_ahead:  # see rewrite_rows_ib; here, not in a helper: a call with the array is counted too
+            if read_ahead:  # see _rewrite_rows_ib; here, not in a helper: a call with the array is counted too
                 j = i + LOOKAHEAD_ROWS
                 if j < n_rows:
                     touched += (np.int64(mailboxes[j, 0]) + np.int64(mailboxes[j, 64]) + np.int64(mailboxes[j, 128])
@@ -364,8 +364,8 @@ def make_rewrite_rows(eth_ports):
 #: few dozen branches on bytes spread over the whole 256-byte row, and loads of rows further on,
 #: which nothing waits for, let the memory system fetch them while the branches of this row
 #: resolve (in place: ~4.8 -> ~3.7 ms for 100k mailboxes on a 2-core EPYC VM).
-rewrite_rows_ib = make_rewrite_rows(False)
-rewrite_rows_eth = make_rewrite_rows(True)
+_rewrite_rows_ib = make_rewrite_rows(False)
+_rewrite_rows_eth = make_rewrite_rows(True)
 
 
 #: Rows copied and then rewritten together by rewrite_kernel: 64 KB of input, still in L2 when
@@ -380,10 +380,10 @@ def _rewrite_rows(mailboxes, start, stop, transition, slave, qpn, v2p, base_prox
     """Rewrite rows start..stop - 1 of ``mailboxes`` in place; with ``read_ahead``, touch the rows
     LOOKAHEAD_ROWS on. Returns a sum of the bytes read ahead (kept only so that those reads stay)."""
     if (rules & RULE_ETH_PORTS) != 0:
-        return rewrite_rows_eth(mailboxes, start, stop, transition, slave, qpn, v2p, base_proxy_sqpn, master, rules,
+        return _rewrite_rows_eth(mailboxes, start, stop, transition, slave, qpn, v2p, base_proxy_sqpn, master, rules,
                                 mfunc_max, active_ports, smi_enabled, fw_reserved_qps, port_types, last_vf, vport,
                                 smac_registered, rc, finding, read_ahead)
-    return rewrite_rows_ib(mailboxes, start, stop, transition, slave, qpn, v2p, base_proxy_sqpn, master, rules,
+    return _rewrite_rows_ib(mailboxes, start, stop, transition, slave, qpn, v2p, base_proxy_sqpn, master, rules,
                            mfunc_max, active_ports, smi_enabled, fw_reserved_qps, None, last_vf, None, None, rc,
                            finding, read_ahead)
 
