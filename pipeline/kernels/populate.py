@@ -11,6 +11,9 @@ refuses, nothing happens and the kernel maps the pages itself as before.
 
 Only arrays a kernel writes nearly everywhere are worth it: a page nobody writes is never mapped
 otherwise.
+
+:func:`small_pages` asks for an array's pages to be 4 KiB ones, for the same cost: the first
+write to a fresh page.
 """
 from __future__ import annotations
 
