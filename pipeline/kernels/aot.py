@@ -107,7 +107,7 @@ KERNELS = {
 }
 
 #: Modules of helpers (``@njit``, inlined or not) the KERNELS' modules import: in the build's key too.
-HELPER_MODULES = ("fabric.word_text", "kernels.unaligned", "mlx4.eth_kernels")
+HELPER_MODULES = ("fabric.word_text", "kernels.unaligned", "mlx4.eth_kernels", "mlx4.paravirt_rows")
 
 _module = None  # the loaded extension, once
 _failure: str | None = None  # why it could not be loaded or built, once

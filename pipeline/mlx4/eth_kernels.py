@@ -1,6 +1,6 @@
 """numba helpers of the paravirt kernels for mainline's Ethernet (RoCE) port path.
 
-Inlined (``inline="always"``) into :func:`.paravirt_kernels.make_rewrite_rows`'s rows, whose
+Inlined (``inline="always"``) into :func:`.paravirt_rows.make_rewrite_rows`'s rows, whose
 InfiniBand variant compiles their calls out. The semantics are those of
 :mod:`.eth_reference`, whose docstring quotes the C and lists the model's assumptions. The AOT
 build's key covers this file (``aot.HELPER_MODULES``); numba's own JIT cache is keyed on the
