@@ -91,16 +91,20 @@ class _Rows:
 
 
 class _Scratch:
-    """Arrays reused from call to call, each grown when a call needs more rows: a call's rows are
-    a view, valid until the next call that asks for the same name."""
+    """Arrays reused from call to call: a call's rows are a view, valid until the next call that
+    asks for the same name. Each is made with room for ``rows`` (only pages written take memory)
+    and doubles when a call needs more: grown to each call's size, they were made anew, and their
+    pages faulted in again, every few calls."""
 
-    def __init__(self):
+    def __init__(self, rows: int):
+        self.rows = rows
         self.arrays: dict[str, np.ndarray] = {}
 
     def get(self, name: str, n: int, dtype, width: int = 0) -> np.ndarray:
         array = self.arrays.get(name)
         if array is None or len(array) < n:
-            array = self.arrays[name] = np.empty((max(n, 1024),) + ((width,) if width else ()), dtype)
+            rows = max(n, self.rows if array is None else 2 * len(array))
+            array = self.arrays[name] = np.empty((rows,) + ((width,) if width else ()), dtype)
         return array[:n]
 
 
@@ -138,7 +142,7 @@ class SnoopPass:
         self.findings = Spool(FINDING_DTYPE, spool_memory)
         # apply's per-call arrays, kept from call to call: fresh ones faulted their pages in on this
         # thread each time (1M changing Sets: 7k faults, 28 MB).
-        self.scratch = _Scratch()
+        self.scratch = _Scratch(rows)
         self.host = host
         self.host_slot = -1
         if host is not None:
