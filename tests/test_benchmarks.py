@@ -190,3 +190,17 @@ def test_bench_api_group(capsys):
     assert "smp_snoop call (3.7), vs touching its memory" in targets
     if shutil.which("tshark"):
         assert "snoop -T json of changing Sets, vs tshark plain" in targets
+
+
+@pytest.mark.tools("tshark")
+def test_snoop_as_a_process_is_paired_with_tshark(capsys):
+    # Each run of the madpipe process follows a tshark run of the same file, and the target is the
+    # median of those pairs' ratios (measured a minute apart, the two met different machines).
+    assert main(["bench", "--n", "3000", "--subset", "300", "--repeat", "2", "--what", "capture", "-T", "json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    figures = {r["name"]: r for r in records if "group" in r}
+    process = figures["madpipe snoop, a process (+start-up)"]
+    assert process["baseline"] == "tshark plain, whole file (a process)" and process["pairs"] == 2
+    assert figures["tshark plain, whole file (a process)"]["items"] == process["items"] == 3000
+    targets = {r["target"]: r for r in records if "target" in r}
+    assert targets["snoop as a process, vs tshark plain (both start)"]["ratio"] == process["ratio_to_baseline"]

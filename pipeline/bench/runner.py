@@ -253,12 +253,18 @@ class Bench:
                              lambda fmt=fmt: _snoop_quiet(big, fmt), unit="frames", baseline=base)
             self.measure("capture", "snoop.snoop_capture (no output)", self.n, lambda: snoop_capture(big),
                          unit="frames", baseline=base)
+            tshark = shutil.which("tshark")
+            whole = "tshark plain, whole file (a process)"
+            if tshark:
+                self._tshark(tshark, "plain", big, self.n, base, whole)
             command = [sys.executable, "-m", "madpipe.pipeline.cli.main", "snoop", "-r", big]
             env = process_env()
             subprocess.run(command, stdout=subprocess.DEVNULL, check=True, env=env)  # writes the bytecode
+            # Against tshark's run of the same file just before each of its runs (measure's pairs):
+            # measured a minute apart, the two met different machines (this VM's speed drifts).
             self.measure("capture", "madpipe snoop, a process (+start-up)", self.n,
                          lambda: subprocess.run(command, stdout=subprocess.DEVNULL, check=True, env=env),
-                         unit="frames", baseline=base)
+                         unit="frames", baseline=whole if tshark else base)
             sub = self.subset
             few = min(sub, 5000)
             fewer = os.path.join(tmp, "few.pcap")
@@ -271,17 +277,18 @@ class Bench:
             self.measure("capture", "madpipe decode -T json, no fast path", few,
                          lambda: _decode_json_quiet(fewer, fast_json=False),
                          unit="frames", baseline=base, repeat=1)
-            tshark = shutil.which("tshark")
             if tshark:
-                for mode, path, items in (("-T json", small, sub), ("plain", small, sub),
-                                          ("plain, whole file (a process)", big, self.n)):
-                    args = [tshark, "-n", "-r", path] + (["-T", "json"] if mode == "-T json" else [])
-                    self.measure("capture", f"tshark {mode}", items,
-                                 lambda args=args: subprocess.run(args, stdout=subprocess.DEVNULL,
-                                                                  stderr=subprocess.DEVNULL, check=True),
-                                 unit="frames", baseline=base, repeat=min(self.repeat, 3))
+                self._tshark(tshark, "-T json", small, sub, base, "tshark -T json")
+                self._tshark(tshark, "plain", small, sub, base, "tshark plain")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def _tshark(self, tshark: str, mode: str, path: str, items: int, base: str, name: str) -> None:
+        """tshark's decode of ``path`` ("-T json" or "plain") as the capture group's figure ``name``."""
+        args = [tshark, "-n", "-r", path] + (["-T", "json"] if mode == "-T json" else [])
+        self.measure("capture", name, items,
+                     lambda: subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True),
+                     unit="frames", baseline=base, repeat=min(self.repeat, 3))
 
     def api(self) -> None:
         from madpipe.pipeline.bench.api import api_group
