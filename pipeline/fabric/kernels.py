@@ -270,6 +270,10 @@ def queue_smps(method, status, tid, slot, attr_mod, data, rec, frame, ts_ns, seq
     row n_answers); other methods get no number. The columns must have room for every row.
     Returns (next seq, n_pending, n_answers).
     """
+    # The data rows as words, 8 loads and stores a Set: a slice copy in the loop took ~30 ns a row
+    # (its two views counted in and out), the words ~3 ns.
+    words = data.view(np.uint64)
+    p_words = p_data.view(np.uint64)
     for k in range(method.shape[0]):
         m = method[k]
         if m == IB_MGMT_METHOD_SET:
@@ -280,7 +284,8 @@ def queue_smps(method, status, tid, slot, attr_mod, data, rec, frame, ts_ns, seq
             p_frame[p] = frame[rec[k]]
             p_ts_ns[p] = ts_ns[rec[k]]
             p_attr_mod[p] = attr_mod[k]
-            p_data[p, :] = data[k, :]
+            for w in range(words.shape[1]):
+                p_words[p, w] = words[k, w]
             n_pending += 1
             seq += 1
         elif m == IB_MGMT_METHOD_GET_RESP:
