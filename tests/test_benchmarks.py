@@ -204,3 +204,11 @@ def test_snoop_as_a_process_is_paired_with_tshark(capsys):
     assert figures["tshark plain, whole file (a process)"]["items"] == process["items"] == 3000
     targets = {r["target"]: r for r in records if "target" in r}
     assert targets["snoop as a process, vs tshark plain (both start)"]["ratio"] == process["ratio_to_baseline"]
+
+
+def test_a_missed_target_never_reads_as_its_line():
+    from madpipe.pipeline.bench.output import _ratio_text
+
+    assert _ratio_text(9.9951, 10) == "9.995" and _ratio_text(9.18, 10) == "9.18"
+    assert _ratio_text(11.55, 10) == "11.6" and _ratio_text(10.0004, 10) == "10"
+    assert _ratio_text(0.49996, 0.5) == "0.49996" and _ratio_text(0.5, 0.5) == "0.5"

@@ -35,12 +35,22 @@ def print_text(bench: Bench, out) -> None:
         out.write(f"\ntargets (medians of this run{scale})\n")
         for t in targets:
             if "ratio" in t:
-                got = f"{t['ratio']:.3g}x, at least {t['at_least']:.3g}x"
+                got = f"{_ratio_text(t['ratio'], t['at_least'])}x, at least {t['at_least']:.3g}x"
             elif "rate_per_s" in t:
                 got = f"{format_rate(t['rate_per_s'])}/s, at least {format_rate(t['at_least_per_s'])}/s"
             else:
                 got = f"{t['seconds']:.3f} s, at most {t['at_most']:g} s"
             out.write(f"  {t['target']:<52} {got:<26} {'met' if t['met'] else 'NOT MET'}\n")
+
+
+def _ratio_text(ratio: float, least: float) -> str:
+    """``ratio`` to three significant digits, more when those would round a miss up to the line
+    (9.996 is "9.996", not "10", beside "at least 10x ... NOT MET")."""
+    for digits in range(3, 10):
+        text = f"{ratio:.{digits}g}"
+        if (float(text) >= least) == (ratio >= least):
+            return text
+    return repr(ratio)
 
 
 def _cpus() -> int:
