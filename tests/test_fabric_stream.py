@@ -667,6 +667,25 @@ def test_pkey_lines_kernel_and_format_pkeys():
     assert format_pkeys(short, 20) == format_pkeys_as_first_written(short, 20)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_pkey_lines_without_zero_lines_is_the_filter_of_the_text(seed):
+    # numpy picks the lines with a P_Key; the text filter it replaced says what they are.
+    from madpipe.pipeline.fabric import output as fabric_output
+
+    rng = np.random.default_rng(seed)
+    tables = rng.integers(0, 1 << 16, (60, 128)).astype(np.uint16)
+    lines = tables.reshape(60, 16, 8)
+    lines[rng.random((60, 16)) < 0.6] = 0  # whole lines of 0x0000
+    tables[:3] = 0  # ports with no P_Key at all
+    tables[5, 8] = 1  # one P_Key in a line of zeros
+    entries = rng.choice([1, 5, 8, 9, 31, 32, 64, 65, 96, 127, 128], 60)
+    entries[0] = entries[5] = 128
+    states = [PortState(None, t, set(), int(e)) for t, e in zip(tables, entries)]
+    want = [fabric_output._nonzero_lines(text) for text in fabric_output._pkey_lines(states)]
+    assert fabric_output._pkey_lines(states, nonzero=True) == want
+    assert want[0] == "     (every entry 0x0000)\n" and "   8: 0x0001 0x0000" in want[5]
+
+
 def changes_as_texts(chunk, text):
     """Each event's changes as the printers' Python formats write them (text, or JSON's members)."""
     from madpipe.pipeline.fabric import output as fabric_output

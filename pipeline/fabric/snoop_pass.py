@@ -90,24 +90,6 @@ class _Rows:
             self.n -= k
 
 
-class _Scratch:
-    """Arrays reused from call to call: a call's rows are a view, valid until the next call that
-    asks for the same name. Each is made with room for ``rows`` (only pages written take memory)
-    and doubles when a call needs more: grown to each call's size, they were made anew, and their
-    pages faulted in again, every few calls."""
-
-    def __init__(self, rows: int):
-        self.rows = rows
-        self.arrays: dict[str, np.ndarray] = {}
-
-    def get(self, name: str, n: int, dtype, width: int = 0) -> np.ndarray:
-        array = self.arrays.get(name)
-        if array is None or len(array) < n:
-            rows = max(n, self.rows if array is None else 2 * len(array))
-            array = self.arrays[name] = np.empty((rows,) + ((width,) if width else ()), dtype)
-        return array[:n]
-
-
 class SnoopPass:
     """The state of one snoop_capture pass: slots, caches, pending Sets, spools, counts."""
 
@@ -140,9 +122,6 @@ class SnoopPass:
         self.events = Spool(EVENT_DTYPE, spool_memory)
         self.event_arena = RecordArena(EVENT_DTYPE, min(ARENA_BYTES, spool_memory))
         self.findings = Spool(FINDING_DTYPE, spool_memory)
-        # apply's per-call arrays, kept from call to call: fresh ones faulted their pages in on this
-        # thread each time (1M changing Sets: 7k faults, 28 MB).
-        self.scratch = _Scratch(rows)
         self.host = host
         self.host_slot = -1
         if host is not None:
@@ -248,7 +227,7 @@ class SnoopPass:
         n = len(sets["seq"]) if final else int(np.searchsorted(sets["seq"], self.seq - 1 - self.window, "right"))
         n = max(n, min(upto, len(sets["seq"])))
         if n:
-            answer = self.scratch.get("answer", n, np.int32)
+            answer = np.empty(n, np.int32)
             kf.pair_answers(sets["tid"][:n], sets["slot"][:n], sets["seq"][:n], answers["tid"], answers["slot"],
                             answers["seq"], answers["status"], self.window, answer)
             c = self.counts
@@ -280,9 +259,9 @@ class SnoopPass:
             return
         attr_mod = np.ascontiguousarray(items["attr_mod"])
         data = np.ascontiguousarray(items["data"])
-        bitmap = self.scratch.get("bitmap", n, np.uint32)
-        finding = self.scratch.get("finding", n, np.int8)
-        old = self.scratch.get("old", n, np.uint16, 32)
+        bitmap = np.empty(n, np.uint32)
+        finding = np.empty(n, np.int8)
+        old = np.empty((n, 32), np.uint16)
         kf.snoop_ports(slot, attr_mod, data, 1, self.caches, bitmap, finding, old)
         self.n_first = kf.note_applied(slot, attr_mod, finding, self.blocks, self.first_order, self.n_first)
         block = (attr_mod & 0xFFFF).astype(np.uint16)
