@@ -118,7 +118,7 @@ def test_snoop_ports_checks_its_arguments():
 # -- intern_keys and pair_answers against plain Python -------------------------------------------
 
 def random_route_keys(rng, n):
-    """Route keys as kernels_ingest.route_key lays them out, with garbage where nothing is read."""
+    """Route keys as ingest.kernels.snoop_smps lays them out, with garbage where nothing is read."""
     keys = rng.integers(0, 256, (n, 72), dtype=np.uint8)  # garbage past the hops, before the port
     hops = rng.choice([0, 0, 1, 2, 3, 4, 7, 60, 63], n)
     for i in range(n):

@@ -39,7 +39,7 @@ MASK32 = 0xFFFFFFFF
 
 @njit(inline="always")
 def _words_used(keys, row):
-    """Route keys (kernels_ingest.route_key): only the leading words for the hop count can be set."""
+    """Route keys (ingest.kernels.route_key_head): only the leading words for the hop count can be set."""
     return (5 + np.int64(keys[row, 4]) + 3) // 4
 
 
@@ -65,7 +65,7 @@ def _hash_key(words, row, used, last):
 def intern_keys(keys, start, table, uniq, n_uniq, ids):
     """Give each route key (row of ``keys``) a dense id, the first row with a new key the next id.
 
-    keys uint8[M, 72], laid out as kernels_ingest.route_key writes them (only the words for the
+    keys uint8[M, 72], laid out as ingest.kernels.snoop_smps writes them (only the words for the
     hop count, and the last word, are read); table int32[C] (C a power of two; -1 empty, else an
     id); uniq uint8[U, 72], the key of each id (rows 0..n_uniq-1 in use); ids int32[M] (out).
     Rows ``start..`` are done in order. Returns (n_uniq, next row): the next row is M when all are

@@ -41,7 +41,7 @@ class KeyTable:
 
 
 def route_of_key(key: np.ndarray) -> tuple:
-    """A route key (ingest.kernels.route_key) as the route it stands for:
+    """A route key (ingest.kernels.route_key_head) as the route it stands for:
     ``("lid", lid)`` or ``("dr", path, end_lid or None)``."""
     lid = int(key[2]) << 8 | int(key[3])
     if key[0] == ki.ROUTE_LID:

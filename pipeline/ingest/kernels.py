@@ -190,40 +190,39 @@ def route_key_words(hops):
     return (5 + hops + 3) // 4
 
 
-@njit
-def route_key(buf, off, m, key, row):
-    """Write the route key of the SMP whose MAD is at ``buf[m]`` (packet at ``buf[off]``) to key[row]
-    (the switch-port bytes 68..71 are zeroed; the caller sets them when it wants them)."""
+@njit(inline="always")
+def route_key_head(buf, off, m):
+    """The route key of the SMP whose MAD is at ``buf[m]`` (packet at ``buf[off]``), as
+    (its first word, where its path is in ``buf``, its size in bytes): key byte 5 + j is
+    ``buf[path + j]``, so its word w >= 1 is :func:`route_key_word`'s.
+
+    The key is written a word at a time (bytes 8w..8w+7 as one little-endian word, the bytes past
+    its size zero), by the caller: passed to a helper, the key array was counted in and out at each
+    SMP, as when this was a call writing the key (snoop_smps of 1M frames: 38 ms then, now 29)."""
     response = (buf[m + MAD_METHOD] & IB_MGMT_METHOD_RESP) != 0
-    if buf[m + MAD_MGMT_CLASS] == IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE:
-        hops = min(np.int64(buf[m + SMP_HOP_CNT]), 63)
-        for j in range(4 * route_key_words(hops)):
-            key[row, j] = 0
-        if response:
-            end_hi, end_lo = buf[m + SMP_DR_SLID], buf[m + SMP_DR_SLID + 1]
-        else:
-            end_hi, end_lo = buf[m + SMP_DR_DLID], buf[m + SMP_DR_DLID + 1]
-        key[row, 0] = ROUTE_DR
-        if end_hi != IB_PERMISSIVE_LID >> 8 or end_lo != IB_PERMISSIVE_LID & 0xFF:
-            key[row, 1] = 1
-            key[row, 2] = end_hi
-            key[row, 3] = end_lo
-        key[row, 4] = hops
-        for j in range(hops):
-            key[row, 5 + j] = buf[m + SMP_INITIAL_PATH + 1 + j]  # entry 0 is unused
-    else:
-        for j in range(8):
-            key[row, j] = 0
-        key[row, 0] = ROUTE_LID
-        key[row, 1] = 1
-        if response:
-            key[row, 2] = buf[off + LRH_SLID]
-            key[row, 3] = buf[off + LRH_SLID + 1]
-        else:
-            key[row, 2] = buf[off + LRH_DLID]
-            key[row, 3] = buf[off + LRH_DLID + 1]
-    for j in range(ROUTE_KEY_PORT, ROUTE_KEY_WIDTH):
-        key[row, j] = 0
+    if buf[m + MAD_MGMT_CLASS] != IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE:
+        at = off + (LRH_SLID if response else LRH_DLID)
+        word = (np.int64(ROUTE_LID) | (np.int64(1) << 8) | (np.int64(buf[at]) << 16)
+                | (np.int64(buf[at + 1]) << 24))
+        return word, m, 8
+    hops = min(np.int64(buf[m + SMP_HOP_CNT]), 63)
+    end = m + (SMP_DR_SLID if response else SMP_DR_DLID)
+    hi = np.int64(buf[end])
+    lo = np.int64(buf[end + 1])
+    head = np.int64(ROUTE_DR) | (hops << 32)
+    if hi != IB_PERMISSIVE_LID >> 8 or lo != IB_PERMISSIVE_LID & 0xFF:
+        head |= (np.int64(1) << 8) | (hi << 16) | (lo << 24)
+    path = m + SMP_INITIAL_PATH + 1  # entry 0 of the initial path is unused
+    return head | (route_key_word(buf, path, 5 + hops, 0) & ~np.int64(0xFFFFFFFFFF)), path, 5 + hops
+
+
+@njit(inline="always")
+def route_key_word(buf, path, size, w):
+    """Word w of a route key of ``size`` bytes whose bytes from 5 on are ``buf[path:]``."""
+    word = get8(buf, path + 8 * w - 5)
+    if size < 8 * w + 8:
+        word &= (np.int64(1) << (8 * max(size - 8 * w, 0))) - 1
+    return word
 
 
 @njit
@@ -231,7 +230,7 @@ def _copy_row(rows, row, buf, start, size):
     """rows[row, :size] = buf[start:start + size] (size a multiple of 8), 8 bytes at a load and a
     store: a slice copy cost two atomic reference counts (its views) a row, a byte loop 20 ns
     more. A call (LLVM inlines it): inlined by numba (``inline="always"``), its array parameters
-    were counted in and out at each call, as route_key's were."""
+    were counted in and out at each call."""
     for q in range(size // 8):
         word = get8(buf, start + 8 * q)
         for j in range(8):
@@ -284,9 +283,16 @@ def snoop_smps(buf, pkt_off, pkt_len, code, rec, method, status, tid, attr_mod, 
                            | (np.uint32(buf[m + MAD_ATTR_MOD + 2]) << 8) | np.uint32(buf[m + MAD_ATTR_MOD + 3]))
             if meth == IB_MGMT_METHOD_SET or meth == IB_MGMT_METHOD_GET_RESP:
                 _copy_row(data, k, buf, m + SMP_DATA, IB_SMP_DATA_SIZE)
-            route_key(buf, off, m, key, k)
+            word, path, size = route_key_head(buf, off, m)
+            for w in range((size + 7) // 8):
+                if w:
+                    word = route_key_word(buf, path, size, w)
+                for j in range(8):
+                    key[k, np.uint64(8 * w + j)] = (word >> (8 * j)) & 0xFF
             key[k, ROUTE_KEY_PORT] = buf[m + MAD_ATTR_MOD]
             key[k, ROUTE_KEY_PORT + 1] = buf[m + MAD_ATTR_MOD + 1]
+            key[k, ROUTE_KEY_PORT + 2] = 0
+            key[k, ROUTE_KEY_PORT + 3] = 0
             k += 1
         elif attr == IB_SMP_ATTR_NODE_INFO or attr == IB_SMP_ATTR_SWITCH_INFO or attr == IB_SMP_ATTR_NODE_DESC or \
                 (attr == IB_SMP_ATTR_PORT_INFO and cls == IB_MGMT_CLASS_SUBN_DIRECTED_ROUTE):
@@ -295,6 +301,13 @@ def snoop_smps(buf, pkt_off, pkt_len, code, rec, method, status, tid, attr_mod, 
                 continue
             _copy_row(ans_hdr, a, buf, m, MAD_HEADER_SIZE)
             _copy_row(ans_data, a, buf, m + SMP_DATA, IB_SMP_DATA_SIZE)
-            route_key(buf, off, m, ans_key, a)
+            word, path, size = route_key_head(buf, off, m)
+            for w in range((size + 7) // 8):
+                if w:
+                    word = route_key_word(buf, path, size, w)
+                for j in range(8):
+                    ans_key[a, np.uint64(8 * w + j)] = (word >> (8 * j)) & 0xFF
+            for j in range(ROUTE_KEY_PORT, ROUTE_KEY_WIDTH):
+                ans_key[a, j] = 0
             a += 1
     return k, a, mads, smps
