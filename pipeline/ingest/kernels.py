@@ -226,18 +226,6 @@ def route_key_word(buf, path, size, w):
 
 
 @njit
-def _copy_row(rows, row, buf, start, size):
-    """rows[row, :size] = buf[start:start + size] (size a multiple of 8), 8 bytes at a load and a
-    store: a slice copy cost two atomic reference counts (its views) a row, a byte loop 20 ns
-    more. A call (LLVM inlines it): inlined by numba (``inline="always"``), its array parameters
-    were counted in and out at each call."""
-    for q in range(size // 8):
-        word = get8(buf, start + 8 * q)
-        for j in range(8):
-            rows[row, np.uint64(8 * q + j)] = (word >> (8 * j)) & 0xFF
-
-
-@njit
 def snoop_smps(buf, pkt_off, pkt_len, code, rec, method, status, tid, attr_mod, data, key,
                ans_hdr, ans_data, ans_key):
     """The SMPs `madpipe snoop` reads, out of a batch of records, in order.
@@ -282,7 +270,13 @@ def snoop_smps(buf, pkt_off, pkt_len, code, rec, method, status, tid, attr_mod, 
             attr_mod[k] = ((np.uint32(buf[m + MAD_ATTR_MOD]) << 24) | (np.uint32(buf[m + MAD_ATTR_MOD + 1]) << 16)
                            | (np.uint32(buf[m + MAD_ATTR_MOD + 2]) << 8) | np.uint32(buf[m + MAD_ATTR_MOD + 3]))
             if meth == IB_MGMT_METHOD_SET or meth == IB_MGMT_METHOD_GET_RESP:
-                _copy_row(data, k, buf, m + SMP_DATA, IB_SMP_DATA_SIZE)
+                # Rows are copied a word at a time (a load and a store), here in the loop: a
+                # slice copy cost its views' reference counts at each row, a byte loop 20 ns
+                # more, and a helper (a call, or inlined by numba) its arrays' counts.
+                for q in range(IB_SMP_DATA_SIZE // 8):
+                    word = get8(buf, m + SMP_DATA + 8 * q)
+                    for j in range(8):
+                        data[k, np.uint64(8 * q + j)] = (word >> (8 * j)) & 0xFF
             word, path, size = route_key_head(buf, off, m)
             for w in range((size + 7) // 8):
                 if w:
@@ -299,8 +293,14 @@ def snoop_smps(buf, pkt_off, pkt_len, code, rec, method, status, tid, attr_mod, 
             if buf[m + MAD_METHOD] != IB_MGMT_METHOD_GET_RESP or (buf[m + MAD_STATUS] & STATUS_HIGH) != 0 \
                     or buf[m + MAD_STATUS + 1] != 0:
                 continue
-            _copy_row(ans_hdr, a, buf, m, MAD_HEADER_SIZE)
-            _copy_row(ans_data, a, buf, m + SMP_DATA, IB_SMP_DATA_SIZE)
+            for q in range(MAD_HEADER_SIZE // 8):
+                word = get8(buf, m + 8 * q)
+                for j in range(8):
+                    ans_hdr[a, np.uint64(8 * q + j)] = (word >> (8 * j)) & 0xFF
+            for q in range(IB_SMP_DATA_SIZE // 8):
+                word = get8(buf, m + SMP_DATA + 8 * q)
+                for j in range(8):
+                    ans_data[a, np.uint64(8 * q + j)] = (word >> (8 * j)) & 0xFF
             word, path, size = route_key_head(buf, off, m)
             for w in range((size + 7) // 8):
                 if w:

@@ -5,7 +5,7 @@ Byte loops over an unsigned index: LLVM makes each one unaligned load or store (
 negative index), and plain Python (NUMBA_DISABLE_JIT=1) runs them as written. Inlined by numba
 (``inline="always"``); straight-line code, so the reference counts of the array that binding its
 parameter adds are pruned (a helper with a loop inlined so keeps them: one atomic operation in
-and one out at each call, as in ingest.kernels._copy_row's first version and the paravirt row).
+and one out at each call, as in the first row copies of ingest.kernels and the paravirt row).
 """
 import numpy as np
 
