@@ -9,6 +9,7 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -22,9 +23,11 @@ FINDING_TEXT = {
 }
 
 
-@dataclass(frozen=True, order=True)
-class PortId:
-    """How a port was reached. ``lid`` is None for a port only known by its DR path."""
+class PortId(NamedTuple):
+    """How a port was reached. ``lid`` is None for a port only known by its DR path.
+
+    A named tuple (ordered, hashed and compared as its fields): the snoop makes one or two per
+    port met, and a frozen dataclass's ``__init__`` and ``__hash__`` ran in Python."""
 
     lid: int | None
     dr_path: tuple[int, ...] | None

@@ -40,14 +40,14 @@ class KeyTable:
         kf.rehash(self.keys, self.n, self.table)
 
 
-def route_of_key(key: np.ndarray) -> tuple:
-    """A route key (ingest.kernels.route_key_head) as the route it stands for:
-    ``("lid", lid)`` or ``("dr", path, end_lid or None)``."""
+def route_of_key(key) -> tuple:
+    """A route key (ingest.kernels.route_key_head; a row of bytes, or its ``tolist()``) as the
+    route it stands for: ``("lid", lid)`` or ``("dr", path, end_lid or None)``."""
     lid = int(key[2]) << 8 | int(key[3])
     if key[0] == ki.ROUTE_LID:
         return ("lid", lid)
     hops = int(key[4])
-    return ("dr", tuple(int(x) for x in key[5:5 + hops]), lid if key[1] else None)
+    return ("dr", tuple(map(int, key[5:5 + hops])), lid if key[1] else None)
 
 
 class Routes:
@@ -75,8 +75,8 @@ class Routes:
         if not len(hdr):
             return
         ids = self.table.intern(key)
-        for i in range(len(self.route), self.table.n):
-            route = route_of_key(self.table.keys[i])
+        for i, key in enumerate(self.table.keys[len(self.route):self.table.n].tolist(), len(self.route)):
+            route = route_of_key(key)
             self.id_of[route] = i
             self.route.append(route)
         if self.table.n > len(self.facts):
