@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from collections import Counter
 
 
 def jsonl(record: dict, out=None) -> None:
+    import json  # here: a text command never needs it
+
     (out or sys.stdout).write(json.dumps(record, separators=(",", ":")) + "\n")
 
 

@@ -5,8 +5,6 @@ bytes (fabric.word_text): texts they copy from are padded, and buffers have slac
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from madpipe.pipeline.decode import float_kernels
@@ -26,6 +24,8 @@ JSON_EXTRA = 128
 
 def port_json(pid: PortId) -> str:
     """``**pid.as_json()`` inside a JSON Lines record, as jsonl writes it."""
+    import json  # here: text output never needs it
+
     return json.dumps(pid.as_json(), separators=(",", ":"))[1:-1]
 
 

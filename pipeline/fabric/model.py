@@ -5,7 +5,6 @@ Shared by :mod:`madpipe.pipeline.fabric.snoop` and the object-per-SMP
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -83,7 +82,11 @@ class NodeNames:
 
 def titled(label: str, node: str | None) -> str:
     """A port's label followed by its node's NodeDescription, quoted (JSON escapes: one ASCII line)."""
-    return f"{label} {json.dumps(node)}" if node is not None else label
+    if node is None:
+        return label
+    import json  # here: most captures have no NodeDescription
+
+    return f"{label} {json.dumps(node)}"
 
 
 @dataclass

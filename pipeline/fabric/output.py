@@ -7,11 +7,9 @@ millions) are written by the line kernels of :mod:`madpipe.pipeline.fabric.text_
 from __future__ import annotations
 
 import io
-import json
 import os
 import sys
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -23,6 +21,7 @@ from madpipe.pipeline.fabric import text_kernels as kt
 from madpipe.pipeline.fabric.model import FINDING_TEXT, FabricSnoop, HostView, PortId
 from madpipe.pipeline.fabric.spool import RecordList
 from madpipe.pipeline.fabric.text import format_pkeys, shown_entries
+from madpipe.pipeline.kernels.workers import Workers
 
 
 def snoop_output(item: tuple) -> tuple[str, str | None, int]:
@@ -147,6 +146,8 @@ def _summary(r: FabricSnoop) -> str:
 
 
 def print_json(r: FabricSnoop, out) -> None:
+    import json  # here: text output never needs it
+
     for pid in sorted(r.ports, key=_port_order):
         st = r.ports[pid]
         capacity = "null" if st.capacity is None else int(st.capacity)
@@ -251,7 +252,7 @@ def _write_events(events: RecordList, out, lines) -> None:
         _write_ascii(out, buf.view(np.uint8)[:used])
         free.append(buf)
 
-    with ThreadPoolExecutor(FORMAT_THREADS) as pool:
+    with Workers(FORMAT_THREADS, "madpipe-format") as pool:
         for records in events.spool:
             for start in range(0, len(records), el.FORMAT_RECORDS):
                 if len(ahead) == FORMAT_THREADS:

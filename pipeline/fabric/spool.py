@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 import numpy as np
 
 from madpipe.pipeline.fabric.model import FINDING_TEXT, Event, Finding
 from madpipe.pipeline.kernels import populate
-
-if TYPE_CHECKING:
-    from concurrent.futures import Future, ThreadPoolExecutor
+from madpipe.pipeline.kernels.workers import Job, Workers
 
 #: Bytes of event (and of finding) records kept in memory before they go to a temporary file:
 #: at least this many, more when memory allows (:func:`spool_memory`).
@@ -83,8 +81,8 @@ class RecordArena:
         self.arena: np.ndarray | None = None
         self.used = 0  # records handed out of the arena
         self.mapped = 0  # bytes of the arena mapped (written once), from its start
-        self.pending: tuple[Future, int] | None = None  # the helper's range being mapped: (future, end)
-        self.pool: ThreadPoolExecutor | None = None
+        self.pending: tuple[Job, int] | None = None  # the helper's range being mapped: (job, end)
+        self.pool: Workers | None = None
 
     def take(self, n: int) -> np.ndarray:
         """An array of n records (their contents unset)."""
@@ -108,10 +106,8 @@ class RecordArena:
         if self.pending is None:
             upto = min(self.mapped + max(MAP_AHEAD, n * size), self.arena.nbytes)
             if upto > self.mapped:
-                if self.pool is None:
-                    from concurrent.futures import ThreadPoolExecutor  # only a large capture needs it
-
-                    self.pool = ThreadPoolExecutor(1, thread_name_prefix="madpipe-map-ahead")
+                if self.pool is None:  # only a large capture needs it
+                    self.pool = Workers(1, "madpipe-map-ahead")
                 self.pending = (self.pool.submit(map_pages, self.arena.view(np.uint8), self.mapped, upto), upto)
         return out
 

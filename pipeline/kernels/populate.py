@@ -33,8 +33,8 @@ _state: dict = {}  # "madvise": libc's function (None where unavailable), "pool"
 
 
 def ahead(*arrays: np.ndarray):
-    """Start mapping the arrays' pages on the helper thread; a Future to wait on (before the
-    arrays are handed back), or None when nothing was started."""
+    """Start mapping the arrays' pages on the helper thread; a job to wait on (its ``result()``,
+    before the arrays are handed back), or None when nothing was started."""
     if sum(a.nbytes for a in arrays) < MIN_BYTES:
         return None
     madvise = _madvise()
@@ -43,9 +43,9 @@ def ahead(*arrays: np.ndarray):
     with _lock:
         pool = _state.get("pool")
         if pool is None:
-            from concurrent.futures import ThreadPoolExecutor
+            from madpipe.pipeline.kernels.workers import Workers
 
-            pool = _state["pool"] = ThreadPoolExecutor(1, thread_name_prefix="madpipe-populate")
+            pool = _state["pool"] = Workers(1, "madpipe-populate")
     ranges = [(a.ctypes.data, a.nbytes) for a in arrays if a.nbytes]
     return pool.submit(_populate, madvise, ranges)
 
