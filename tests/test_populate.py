@@ -3,6 +3,7 @@ take memory at once and keep every byte as it was, also while another thread wri
 from __future__ import annotations
 
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -52,3 +53,17 @@ def test_bytes_stay_as_written_while_another_thread_writes():
 
 def test_small_arrays_are_left_to_the_kernel():
     assert populate.ahead(np.empty(1000, np.uint8), np.empty(1000, np.int32)) is None
+
+
+def test_workers_give_each_call_its_value_or_its_exception():
+    """kernels.workers: what the helper threads of the snoop (event formatting, arena mapping) and of
+    populate.ahead rely on, in place of concurrent.futures."""
+    from madpipe.pipeline.kernels.workers import Workers
+
+    with Workers(2, "madpipe-test") as pool:
+        jobs = [pool.submit(pow, 3, i) for i in range(50)]
+        bad = pool.submit(int, "not a number")
+    assert [job.result() for job in jobs] == [3 ** i for i in range(50)]
+    with pytest.raises(ValueError, match="not a number"):
+        bad.result()
+    assert not any(t.name.startswith("madpipe-test") for t in threading.enumerate())  # shut down, joined

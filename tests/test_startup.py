@@ -134,3 +134,20 @@ def test_snoop_without_node_descriptions_imports_no_construct(tmp_path):
         done = subprocess.run([sys.executable, "-c", probe, "snoop", "-r", str(capture), "-T", "json"],
                               capture_output=True, text=True, env=user_env(MADPIPE_CACHE_DIR=str(tmp_path)))
         assert done.stderr.splitlines()[-1] == f"RESULT 0 {imported}", (capture, done.stderr[-2000:])
+
+
+def test_text_snoop_imports_no_futures_logging_json_or_pcapng(tmp_path):
+    """Modules `madpipe snoop` of a pcap as text has no use for (~7 ms of every start-up): its helper
+    threads are kernels.workers', JSON and pcapng are imported where a run needs them."""
+    from madpipe.pipeline.bench import workload
+
+    path = tmp_path / "sets.pcap"
+    mads, _, _ = workload.changing_sets(400)
+    workload.write_capture(str(path), workload.mad_frames(mads, ports=1))
+    unused = ("concurrent.futures", "logging", "json", "madpipe.codecs.pcapng")
+    probe = ("import sys\nfrom madpipe.pipeline.cli.main import main\ncode = main(sys.argv[1:])\n"
+             f"print('RESULT', code, [m for m in {unused!r} if m in sys.modules], file=sys.stderr)")
+    for fmt, imported in (("text", []), ("json", ["json"])):
+        done = subprocess.run([sys.executable, "-c", probe, "snoop", "-r", str(path), "-T", fmt],
+                              capture_output=True, text=True, env=user_env(MADPIPE_CACHE_DIR=str(tmp_path)))
+        assert done.stderr.splitlines()[-1] == f"RESULT 0 {imported}", (fmt, done.stderr[-2000:])
