@@ -821,6 +821,20 @@ def test_json_event_kernel_writes_every_decimal_length_across_word_edges(monkeyp
         fast = io.StringIO()
         fabric_output._events_text(Events, 10**9, fast, width=width)
         assert fast.getvalue() == events_as_python_formats(Events, [f"{t:<{width}}" for t in titles] + [""], 10**9)
+    # What comes before the events (the port tables) is written first, while the first chunks
+    # (here more than FORMAT_AHEAD of them) are formatted; with no events, it is still written.
+    assert len(chunk) > fabric_output.FORMAT_AHEAD * event_lines.FORMAT_RECORDS
+    fast = io.StringIO()
+    fabric_output._events_text(Events, 10**9, fast, width=28, before=lambda: fast.write("TABLES\n"))
+    assert fast.getvalue() == "TABLES\n" + events_as_python_formats(Events, [f"{t:<28}" for t in titles] + [""], 10**9)
+
+    class NoEvents:
+        spool: list = []
+
+    NoEvents.ports = ports
+    fast = io.StringIO()
+    fabric_output._events_json(NoEvents, fast, before=lambda: fast.write("TABLES\n"))
+    assert fast.getvalue() == "TABLES\n"
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "latin-1"])

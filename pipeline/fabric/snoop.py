@@ -43,7 +43,7 @@ How it runs (bounded memory: a capture larger than memory works):
    each, by default an eighth of the memory available, within 16 MiB..1 GiB; then in an
    anonymous temporary file) and read back in order when printed.
 
-Memory is then bounded by the batch (a 4 MiB chunk, at most 64k records), the pairing window,
+Memory is then bounded by the batch (a 2 MiB chunk, at most 64k records), the pairing window,
 the fabric's size (512 bytes of cache per port, a few hundred bytes per route) and ``spool_memory``.
 
 This module is the driver; beside it: :mod:`~madpipe.pipeline.fabric.model` (the result's types),
