@@ -75,8 +75,8 @@ class Routes:
         if not len(hdr):
             return
         ids = self.table.intern(key)
-        for i, key in enumerate(self.table.keys[len(self.route):self.table.n].tolist(), len(self.route)):
-            route = route_of_key(key)
+        for i, row in enumerate(self.table.keys[len(self.route):self.table.n].tolist(), len(self.route)):
+            route = route_of_key(row)
             self.id_of[route] = i
             self.route.append(route)
         if self.table.n > len(self.facts):
