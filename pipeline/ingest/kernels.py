@@ -174,20 +174,14 @@ def gather_mads(rows, mad_offset, mads, index):
 # or DrSLID of a response unless it is the permissive 0xFFFF); [4] the hop count used
 # (min(hop_cnt, 63)); [5:5 + hops] the initial path's hops 1..hops; [68:70] the switch port
 # (attr_mod bits 16-31) where the caller wants it; everything else 0. Only the first
-# route_key_words(hops) 32-bit words and the last one can be non-zero (kernels_fabric hashes
-# and compares just those).
+# (5 + hops + 3) // 4 32-bit words and the last one can be non-zero (fabric.kernels hashes and
+# compares just those: its _words_used).
 ROUTE_KEY_WIDTH = 72
 ROUTE_LID = 1
 ROUTE_DR = 2
 ROUTE_KEY_PORT = 68
 
 STATUS_HIGH = (0xFFFF ^ IB_SMP_DIRECTION) >> 8  # an SMP status's high byte without the D bit
-
-
-@njit
-def route_key_words(hops):
-    """How many leading 32-bit words of a route key with ``hops`` hops can be non-zero."""
-    return (5 + hops + 3) // 4
 
 
 @njit(inline="always")
